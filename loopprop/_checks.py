@@ -1,0 +1,133 @@
+"""Argument validation shared by every public function.
+
+Every check raises a ``TypeError`` or ``ValueError`` in Python, *before* compiled code runs, and
+its message names the argument, what was expected, what came, and the fix. A Numba typing error
+or a NaN reaching a user is a bug.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"an array of dtype {x.dtype} and shape {x.shape}"
+    return f"{type(x).__name__} {x!r}"[:120]
+
+
+def as_float_array(
+    x: Any,
+    name: str,
+    ndim: int | tuple[int, ...],
+    *,
+    check_finite: bool = True,
+    hint: str = "",
+) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32/float64 array of the given ``ndim``.
+
+    Python lists and scalars are accepted and become float64. Integer and boolean arrays are
+    refused (an integer ``W`` is nearly always a bug): the message suggests ``.astype``.
+    Non-contiguous and Fortran-ordered arrays are copied to C order.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name}: expected an array of floats, got {_describe(x)}") from exc
+        if arr.dtype.kind in "iub":
+            arr = arr.astype(np.float64)
+    if arr.dtype.kind in "iub":
+        raise TypeError(
+            f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}; "
+            f"convert it with {name}.astype(np.float64)"
+        )
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}; "
+            f"convert it with {name}.astype(np.float64)"
+        )
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(
+            f"{name}: expected a {want} array, got {arr.ndim}-D with shape {arr.shape}"
+            + (f"; {hint}" if hint else "")
+        )
+    arr = np.ascontiguousarray(arr)
+    if check_finite:
+        require_finite(arr, name)
+    return arr
+
+
+def require_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` if ``arr`` holds NaN or Inf (pass ``check_finite=False`` to skip)."""
+    if arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = tuple(int(v) for v in bad)
+        raise ValueError(
+            f"{name}: contains NaN or Inf (first at index {where}: {arr[where]}); "
+            "clean the input, or pass check_finite=False to skip this check"
+        )
+
+
+def same_dtype(**arrays: np.ndarray) -> np.dtype:
+    """All arrays of one call share a dtype; return it or raise ``TypeError`` naming the two."""
+    items = list(arrays.items())
+    first_name, first = items[0]
+    for name, arr in items[1:]:
+        if arr.dtype != first.dtype:
+            raise TypeError(
+                f"{name} is {arr.dtype} but {first_name} is {first.dtype}: all arrays of one call "
+                f"must share a dtype; convert with {name}.astype({first_name}.dtype)"
+            )
+    return first.dtype
+
+
+def require_shape(arr: np.ndarray, name: str, shape: tuple[int, ...], why: str = "") -> None:
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"{name}: expected shape {tuple(shape)}, got {arr.shape}" + (f" ({why})" if why else "")
+        )
+
+
+def require_nonempty_batch(arr: np.ndarray, name: str) -> None:
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(
+            f"{name}: the batch is empty (shape {arr.shape}); a loss is a mean over the batch "
+            "and needs at least one example (one column)"
+        )
+
+
+def check_lr(lr: Any, name: str = "lr") -> float:
+    """A learning rate is a finite, non-negative number."""
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number, got {_describe(lr)}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{name}: expected a finite, non-negative learning rate, got {lr!r}; "
+            "typical values are 1e-3 to 0.5"
+        )
+    return value
+
+
+def check_choice(value: Any, name: str, choices: dict[str, Any] | tuple[str, ...]) -> str:
+    valid = tuple(choices)
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"{name}: unknown value {value!r}; valid names are {', '.join(valid)}")
+    return value
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)

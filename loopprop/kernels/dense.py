@@ -1,0 +1,400 @@
+"""A fully connected layer, forward and backward, as explicit loops (guide §5–§6).
+
+Forward (§5)::
+
+    Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]
+
+Backward, the four rows of the §5 table (the first, ``dZ = dA ⊙ f'(Z)``, lives in
+:mod:`loopprop.kernels.activations`)::
+
+    dW[i, j]      = Σ_k dZ[i, k] · A_prev[j, k]      # dW = dZ · A_prevᵀ
+    db[i]         = Σ_k dZ[i, k]                     # db = sum(dZ, axis=1)
+    dA_prev[j, k] = Σ_i W[i, j] · dZ[i, k]           # dA_prev = Wᵀ · dZ
+
+Shapes: ``W (n_out, n_in)``, ``b (n_out,)``, ``A_prev (n_in, m)``, ``Z, dZ (n_out, m)``; ``i`` is
+the output neuron, ``j`` the input neuron, ``k`` the batch item.
+
+Two kernels compute each pass. The *naive* kernels are the formulas typed as loops and nothing
+more; they are the reference. The *tuned* kernels compute the same sums with one register-blocked
+loop nest, :func:`_abt`, ``C[r, s] += Σ_p X[r, p] · Y[s, p]``: every product of the layer becomes
+a sum over a contiguous index once the operand that runs the wrong way is transposed into a
+workspace (``O(n·m)`` work beside ``O(n_out·n_in·m)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks
+from .._jit import kernel, prange, use_threads
+
+# ---------------------------------------------------------------------------------------------
+# naive kernels: the formulas, typed as loops (the algorithmic reference)
+# ---------------------------------------------------------------------------------------------
+
+
+@kernel
+def _dense_forward_naive(Z, W, b, A_prev):
+    """``Z = W·A_prev + b`` (guide §5), one output at a time.
+
+    ``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]``
+
+    Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m).
+    """
+    n_out, n_in = W.shape
+    m = A_prev.shape[1]
+    for i in range(n_out):
+        for k in range(m):
+            z = b[i]
+            for j in range(n_in):
+                z += W[i, j] * A_prev[j, k]
+            Z[i, k] = z
+
+
+@kernel
+def _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev):
+    """The §5 table as loops; gradients *accumulate* into ``dW`` and ``db`` (guide §12).
+
+    ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``   (dW = dZ · A_prevᵀ: the transpose of §12)
+    ``db[i]    += Σ_k dZ[i, k]``                  (the sum over the batch of §12)
+    ``dA_prev[j, k] = Σ_i W[i, j] · dZ[i, k]``    (dA_prev = Wᵀ · dZ, overwritten)
+
+    Shapes: dW (n_out, n_in); db (n_out,); dA_prev (n_in, m); dZ (n_out, m); W (n_out, n_in);
+    A_prev (n_in, m).
+    """
+    n_out, n_in = W.shape
+    m = dZ.shape[1]
+    # forward: Z[i, k] = ... + W[i, j] * A_prev[j, k]  ->  ∂Z[i, k]/∂W[i, j] = A_prev[j, k]
+    for i in range(n_out):
+        for j in range(n_in):
+            for k in range(m):
+                dW[i, j] += dZ[i, k] * A_prev[j, k]
+    # forward: Z[i, k] = b[i] + ...  ->  ∂Z[i, k]/∂b[i] = 1, summed over every k
+    for i in range(n_out):
+        for k in range(m):
+            db[i] += dZ[i, k]
+    # forward: Z[i, k] = ... + W[i, j] * A_prev[j, k]  ->  ∂Z[i, k]/∂A_prev[j, k] = W[i, j]
+    for j in range(n_in):
+        for k in range(m):
+            dA_prev[j, k] = 0.0
+    for i in range(n_out):
+        for j in range(n_in):
+            for k in range(m):
+                dA_prev[j, k] += W[i, j] * dZ[i, k]
+
+
+# ---------------------------------------------------------------------------------------------
+# tuned kernels: one register-blocked loop nest for every product
+# ---------------------------------------------------------------------------------------------
+
+#: rows of X (and of Y) held in registers by the micro-kernel
+_MR = 4
+#: length of the contiguous index ``p`` swept per pass: 8 rows of it fit in L1
+_PB = 256
+#: rows of Y per pass: a _JB × _PB panel of Y stays in L2 while all rows of X stream past it
+_JB = 64
+#: below this many multiply-adds the parallel kernel is slower than the serial one
+PARALLEL_MIN_WORK = 1 << 20
+
+
+@kernel(fast=True)
+def _abt_rows(C, X, Y, r, s0, s1, p0, p1):
+    """Micro-kernel: ``C[r:r+4, s0:s1] += X[r:r+4, p0:p1] · Y[s0:s1, p0:p1]ᵀ``.
+
+    A 4×4 block of C lives in 16 scalar accumulators while ``p`` runs; ``p`` is contiguous in
+    both X and Y, so LLVM turns the sixteen sums into SIMD registers (``reassoc``). Rows past the
+    end of X (the last, partial block of 4) and the last columns of a block fall back to single
+    dot products over the same contiguous ``p``.
+    """
+    nr = X.shape[0]
+    # unsigned p: Numba then emits no negative-index wraparound, and the loads stay contiguous
+    p0 = np.uint64(p0)
+    p1 = np.uint64(p1)
+    if r + 4 <= nr:
+        s = s0
+        while s + 4 <= s1:
+            c00 = c01 = c02 = c03 = C.dtype.type(0)
+            c10 = c11 = c12 = c13 = C.dtype.type(0)
+            c20 = c21 = c22 = c23 = C.dtype.type(0)
+            c30 = c31 = c32 = c33 = C.dtype.type(0)
+            for p in range(p0, p1):
+                x0 = X[r, p]
+                x1 = X[r + 1, p]
+                x2 = X[r + 2, p]
+                x3 = X[r + 3, p]
+                y0 = Y[s, p]
+                y1 = Y[s + 1, p]
+                y2 = Y[s + 2, p]
+                y3 = Y[s + 3, p]
+                c00 += x0 * y0
+                c01 += x0 * y1
+                c02 += x0 * y2
+                c03 += x0 * y3
+                c10 += x1 * y0
+                c11 += x1 * y1
+                c12 += x1 * y2
+                c13 += x1 * y3
+                c20 += x2 * y0
+                c21 += x2 * y1
+                c22 += x2 * y2
+                c23 += x2 * y3
+                c30 += x3 * y0
+                c31 += x3 * y1
+                c32 += x3 * y2
+                c33 += x3 * y3
+            C[r, s] += c00
+            C[r, s + 1] += c01
+            C[r, s + 2] += c02
+            C[r, s + 3] += c03
+            C[r + 1, s] += c10
+            C[r + 1, s + 1] += c11
+            C[r + 1, s + 2] += c12
+            C[r + 1, s + 3] += c13
+            C[r + 2, s] += c20
+            C[r + 2, s + 1] += c21
+            C[r + 2, s + 2] += c22
+            C[r + 2, s + 3] += c23
+            C[r + 3, s] += c30
+            C[r + 3, s + 1] += c31
+            C[r + 3, s + 2] += c32
+            C[r + 3, s + 3] += c33
+            s += 4
+        # the last columns (s1 - s < 4) of this 4-row block
+        for rr in range(r, r + 4):
+            for ss in range(s, s1):
+                acc = C.dtype.type(0)
+                for p in range(p0, p1):
+                    acc += X[rr, p] * Y[ss, p]
+                C[rr, ss] += acc
+    else:
+        # the last, partial block of rows (nr - r < 4)
+        for rr in range(r, nr):
+            for ss in range(s0, s1):
+                acc = C.dtype.type(0)
+                for p in range(p0, p1):
+                    acc += X[rr, p] * Y[ss, p]
+                C[rr, ss] += acc
+
+
+@kernel(fast=True)
+def _abt_serial(C, X, Y):
+    """``C[r, s] += Σ_p X[r, p] · Y[s, p]`` (C += X·Yᵀ), single thread.
+
+    Shapes: C (nr, ns); X (nr, P); Y (ns, P); all C-contiguous.
+
+    Blocking: ``p`` is cut into panels of ``_PB`` so the 8 rows the micro-kernel reads stay in
+    L1; ``s`` into panels of ``_JB`` rows so Y's panel stays in L2 while every 4-row block of X
+    streams past it; inside, :func:`_abt_rows` keeps a 4×4 block of C in registers.
+    """
+    nr, P = X.shape
+    ns = Y.shape[0]
+    for p0 in range(0, P, _PB):
+        p1 = min(p0 + _PB, P)
+        for s0 in range(0, ns, _JB):
+            s1 = min(s0 + _JB, ns)
+            for rb in range((nr + _MR - 1) // _MR):
+                _abt_rows(C, X, Y, rb * _MR, s0, s1, p0, p1)
+
+
+@kernel(fast=True, parallel=True)
+def _abt(C, X, Y, parallel):
+    """``C += X·Yᵀ``: :func:`_abt_serial`, or with threads when ``parallel`` and it pays.
+
+    Threaded, the 4-row blocks of C are shared among threads (``prange``): each thread owns whole
+    rows of C, so no two threads ever write one element. Below ``PARALLEL_MIN_WORK``
+    multiply-adds the thread start costs more than it saves and the serial nest runs.
+    """
+    nr, P = X.shape
+    ns = Y.shape[0]
+    if parallel and nr * ns * P >= PARALLEL_MIN_WORK:
+        for p0 in range(0, P, _PB):
+            p1 = min(p0 + _PB, P)
+            for s0 in range(0, ns, _JB):
+                s1 = min(s0 + _JB, ns)
+                for rb in prange((nr + _MR - 1) // _MR):
+                    _abt_rows(C, X, Y, rb * _MR, s0, s1, p0, p1)
+    else:
+        _abt_serial(C, X, Y)
+
+
+@kernel
+def _transpose(out, a):
+    """``out[c, r] = a[r, c]`` in 32×32 tiles, so both sides are read and written in cache lines.
+
+    Shapes: a (R, C); out (C, R).
+    """
+    R, Cn = a.shape
+    for r0 in range(0, R, 32):
+        r1 = min(r0 + 32, R)
+        for c0 in range(0, Cn, 32):
+            c1 = min(c0 + 32, Cn)
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    out[c, r] = a[r, c]
+
+
+@kernel(fast=True)
+def _dense_forward_tuned(Z, W, b, A_prev, A_T, use_threads(parallel)):
+    """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (guide §5), register-blocked.
+
+    Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m);
+    A_T (m, n_in) workspace.
+
+    Blocking: A_prev is transposed into A_T so that ``j`` is contiguous in both operands; Z starts
+    as the broadcast bias and :func:`_abt` adds ``W · A_Tᵀ`` with 4×4 register blocks.
+    """
+    n_out, m = Z.shape
+    _transpose(A_T, A_prev)
+    for i in range(n_out):
+        for k in range(m):
+            Z[i, k] = b[i]
+    _abt(Z, W, A_T, parallel)
+
+
+@kernel(fast=True)
+def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_prev, parallel):
+    """The §5 table, register-blocked; ``dW`` and ``db`` accumulate, ``dA_prev`` is written.
+
+    ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``; ``db[i] += Σ_k dZ[i, k]``;
+    ``dA_prev[j, k] = Σ_i W[i, j] · dZ[i, k]`` (skipped when ``need_dA_prev`` is false: the
+    first layer's input needs no gradient).
+
+    Shapes: dW (n_out, n_in); db (n_out,); dA_prev (n_in, m); dZ (n_out, m); W (n_out, n_in);
+    A_prev (n_in, m); workspaces W_T (n_in, n_out) and dZ_T (m, n_out).
+
+    Blocking: ``dW`` is already a sum over the contiguous ``k`` of both operands, so it goes
+    straight to :func:`_abt` (parallel over rows ``i`` of dW, which each thread owns).
+    ``dA_prev`` is a sum over ``i``, which runs down the columns of W and dZ: both are transposed
+    into workspaces first and :func:`_abt` computes ``W_T · dZ_Tᵀ`` (parallel over rows ``j``).
+    """
+    n_out, m = dZ.shape
+    _abt(dW, dZ, A_prev, parallel)
+    for i in range(n_out):
+        s = dZ.dtype.type(0)
+        for k in range(m):
+            s += dZ[i, k]
+        db[i] += s
+    if need_dA_prev:
+        _transpose(W_T, W)
+        _transpose(dZ_T, dZ)
+        for j in range(dA_prev.shape[0]):
+            for k in range(m):
+                dA_prev[j, k] = 0.0
+        _abt(dA_prev, W_T, dZ_T, parallel)
+
+
+# ---------------------------------------------------------------------------------------------
+# public functions: validate, allocate, call the kernel, return fresh arrays
+# ---------------------------------------------------------------------------------------------
+
+IMPLS = ("tuned", "naive")
+
+
+def _layer_args(W, b, A_prev, check_finite):
+    W = _checks.as_float_array(W, "W", 2, check_finite=check_finite)
+    b = _checks.as_float_array(b, "b", 1, check_finite=check_finite,
+                               hint="b is a vector of shape (n_out,); use b.ravel()")
+    A_prev = _checks.as_float_array(
+        A_prev, "A_prev", 2, check_finite=check_finite,
+        hint="examples are columns: A_prev has shape (n_in, m); use A_prev.reshape(-1, 1) "
+        "for one example",
+    )
+    _checks.same_dtype(W=W, b=b, A_prev=A_prev)
+    if b.shape[0] != W.shape[0]:
+        raise ValueError(
+            f"b has shape {b.shape} but W has shape {W.shape}: b needs one entry per output "
+            f"neuron, shape ({W.shape[0]},)"
+        )
+    if A_prev.shape[0] != W.shape[1]:
+        hint = (
+            "; examples are columns in loopprop, so A_prev looks transposed: pass A_prev.T"
+            if A_prev.shape[1] == W.shape[1]
+            else ""
+        )
+        raise ValueError(
+            f"W has shape {W.shape} and A_prev has shape {A_prev.shape}: W·A_prev needs "
+            f"A_prev.shape[0] == W.shape[1] == {W.shape[1]}{hint}"
+        )
+    return W, b, A_prev
+
+
+def dense_forward(W, b, A_prev, *, impl: str = "tuned", check_finite: bool = True,
+                  parallel: bool = True) -> np.ndarray:
+    """Forward pass of a dense layer: ``Z = W·A_prev + b`` (guide §5).
+
+    Parameters
+    ----------
+    W : (n_out, n_in) float32 or float64
+    b : (n_out,) same dtype
+    A_prev : (n_in, m) same dtype; examples are columns
+    impl : ``"tuned"`` (register-blocked, default) or ``"naive"`` (the formula as loops)
+    check_finite : refuse NaN/Inf inputs (set False to skip the scan)
+    parallel : allow two or more threads on large layers
+
+    Returns
+    -------
+    Z : (n_out, m) new array, ``Z[i, k] = b[i] + Σ_j W[i, j]·A_prev[j, k]``
+    """
+    _checks.check_choice(impl, "impl", IMPLS)
+    W, b, A_prev = _layer_args(W, b, A_prev, check_finite)
+    Z = np.empty((W.shape[0], A_prev.shape[1]), dtype=W.dtype)
+    if impl == "naive":
+        _dense_forward_naive(Z, W, b, A_prev)
+    else:
+        A_T = np.empty((A_prev.shape[1], A_prev.shape[0]), dtype=W.dtype)
+        _dense_forward_tuned(Z, W, b, A_prev, A_T, use_threads(parallel))
+    return Z
+
+
+def dense_backward(dZ, W, A_prev, *, impl: str = "tuned", check_finite: bool = True,
+                   parallel: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward pass of a dense layer: the §5 table (guide §5–§6).
+
+    Parameters
+    ----------
+    dZ : (n_out, m) gradient of the loss w.r.t. Z (already ``dA ⊙ f'(Z)``)
+    W : (n_out, n_in) the layer's weights
+    A_prev : (n_in, m) the activations cached by the forward pass
+
+    Returns
+    -------
+    dW : (n_out, n_in) ``dZ · A_prevᵀ``
+    db : (n_out,) ``sum(dZ, axis=1)`` -- summed over the batch
+    dA_prev : (n_in, m) ``Wᵀ · dZ`` -- the error passed to the previous layer
+    """
+    _checks.check_choice(impl, "impl", IMPLS)
+    dZ = _checks.as_float_array(dZ, "dZ", 2, check_finite=check_finite,
+                                hint="dZ has shape (n_out, m), one column per example")
+    W = _checks.as_float_array(W, "W", 2, check_finite=check_finite)
+    A_prev = _checks.as_float_array(A_prev, "A_prev", 2, check_finite=check_finite,
+                                    hint="A_prev has shape (n_in, m), one column per example")
+    _checks.same_dtype(dZ=dZ, W=W, A_prev=A_prev)
+    n_out, n_in = W.shape
+    if dZ.shape[0] != n_out:
+        raise ValueError(
+            f"dZ has shape {dZ.shape} and W has shape {W.shape}: dZ needs one row per output "
+            f"neuron (dZ.shape[0] == W.shape[0] == {n_out})"
+        )
+    if A_prev.shape[0] != n_in:
+        raise ValueError(
+            f"W has shape {W.shape} and A_prev has shape {A_prev.shape}: dW = dZ·A_prevᵀ needs "
+            f"A_prev.shape[0] == W.shape[1] == {n_in}"
+            + ("; A_prev looks transposed: pass A_prev.T" if A_prev.shape[1] == n_in else "")
+        )
+    if A_prev.shape[1] != dZ.shape[1]:
+        raise ValueError(
+            f"dZ has shape {dZ.shape} and A_prev has shape {A_prev.shape}: both need one column "
+            f"per example, the same batch size m"
+        )
+    m = dZ.shape[1]
+    dW = np.zeros_like(W)
+    db = np.zeros(n_out, dtype=W.dtype)
+    dA_prev = np.empty((n_in, m), dtype=W.dtype)
+    if impl == "naive":
+        _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev)
+    else:
+        W_T = np.empty((n_in, n_out), dtype=W.dtype)
+        dZ_T = np.empty((m, n_out), dtype=W.dtype)
+        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, True,
+                              use_threads(parallel))
+    return dW, db, dA_prev
