@@ -1,0 +1,26 @@
+"""loopprop: backpropagation as explicit loops over neurons and batch items, compiled with Numba.
+
+Every gradient formula of the guide (``docs``: the backprop guide, §4–§12) is a loop you can read,
+``dW[i, j] += dZ[i, k] * A_prev[j, k]``, running at compiled speed. Arrays follow the guide:
+examples are columns, ``W (n_out, n_in)``, ``b (n_out,)``, ``A (n, m)``.
+"""
+
+from .kernels.activations import activation_backward, activation_forward
+from .kernels.dense import dense_backward, dense_forward
+from .kernels.losses import mse_loss, sigmoid_binary_cross_entropy, softmax_cross_entropy
+from .kernels.neuron import neuron_step
+from .kernels.optim import sgd_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "activation_backward",
+    "activation_forward",
+    "dense_backward",
+    "dense_forward",
+    "mse_loss",
+    "neuron_step",
+    "sgd_update",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
+]

@@ -234,7 +234,7 @@ def _transpose(out, a):
 
 
 @kernel(fast=True)
-def _dense_forward_tuned(Z, W, b, A_prev, A_T, use_threads(parallel)):
+def _dense_forward_tuned(Z, W, b, A_prev, A_T, parallel):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (guide §5), register-blocked.
 
     Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m);

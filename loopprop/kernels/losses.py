@@ -1,0 +1,238 @@
+"""Loss values and the gradient seeds they start the backward pass with (guide §9).
+
+A loss is the *mean over the batch* of the per-example loss, so every seed carries the ``1/m``
+and nothing downstream rescales (guide §12; DESIGN.md convention 7). Shapes: ``A``, ``Z``, ``Y``
+are ``(n, m)`` (``c`` classes for cross-entropy), ``labels`` is ``(m,)``.
+
+=====================================  =============================================  =====================
+loss                                   per example k                                  seed
+=====================================  =============================================  =====================
+mse                                    ½ Σ_i (A[i,k] − Y[i,k])²                       dA = (A − Y) / m
+softmax + cross-entropy                −Σ_i Y[i,k] · log softmax(Z)[i,k]              dZ = (P − Y) / m
+sigmoid + binary cross-entropy         −Σ_i [y log σ(z) + (1 − y) log(1 − σ(z))]      dZ = (σ(Z) − Y) / m
+=====================================  =============================================  =====================
+
+The two cross-entropies are *fused* with their activation: the seed is ``dZ``, not ``dA``, which
+is the §9 shortcut and avoids the "wrong softmax gradient" of §12. Their values use
+log-sum-exp (``log Σ e^z = z_max + log Σ e^{z − z_max}``) and ``log(1 + e^{−|z|})``, so no
+``log(0)`` is ever taken and a confident wrong answer costs a large, finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _checks
+from .._jit import kernel
+from .activations import _sigmoid
+
+
+@kernel
+def _mse(dA, A, Y):
+    """``L = (1/m) Σ_k ½ Σ_i (A[i,k] − Y[i,k])²``; seed ``dA[i,k] = (A[i,k] − Y[i,k]) / m`` (§9).
+
+    Shapes: dA (n, m) written; A (n, m); Y (n, m). Returns L (accumulated in float64).
+    """
+    n, m = A.shape
+    inv_m = 1.0 / m
+    total = 0.0
+    for i in range(n):
+        for k in range(m):
+            d = A[i, k] - Y[i, k]
+            total += d * d
+            dA[i, k] = d * inv_m
+    return 0.5 * total * inv_m
+
+
+@kernel
+def _log_sum_exp_column(Z, k):
+    """``log Σ_i exp(Z[i, k])`` computed as ``z_max + log Σ_i exp(Z[i, k] − z_max)``."""
+    n = Z.shape[0]
+    zmax = Z[0, k]
+    for i in range(1, n):
+        if Z[i, k] > zmax:
+            zmax = Z[i, k]
+    total = 0.0
+    for i in range(n):
+        total += math.exp(Z[i, k] - zmax)
+    return zmax + math.log(total)
+
+
+@kernel
+def _softmax_cross_entropy(dZ, Z, Y):
+    """Softmax + cross-entropy with one-hot (or probability) targets, fused (guide §9).
+
+    ``L = (1/m) Σ_k Σ_i Y[i,k] · (lse_k − Z[i,k])`` with ``lse_k = log Σ_j exp(Z[j,k])``;
+    seed ``dZ[i,k] = (P[i,k] − Y[i,k]) / m`` where ``P[i,k] = exp(Z[i,k] − lse_k)``.
+
+    Shapes: dZ (c, m) written; Z (c, m); Y (c, m), each column summing to 1.
+    """
+    c, m = Z.shape
+    inv_m = 1.0 / m
+    total = 0.0
+    for k in range(m):
+        lse = _log_sum_exp_column(Z, k)
+        for i in range(c):
+            total += Y[i, k] * (lse - Z[i, k])
+            dZ[i, k] = (math.exp(Z[i, k] - lse) - Y[i, k]) * inv_m
+    return total * inv_m
+
+
+@kernel
+def _softmax_cross_entropy_labels(dZ, Z, labels):
+    """Softmax + cross-entropy with integer labels, fused (guide §9).
+
+    ``L = (1/m) Σ_k (lse_k − Z[labels[k], k])``; seed ``dZ[i,k] = (P[i,k] − [i == labels[k]]) / m``.
+
+    Shapes: dZ (c, m) written; Z (c, m); labels (m,) integers in [0, c).
+    """
+    c, m = Z.shape
+    inv_m = 1.0 / m
+    total = 0.0
+    for k in range(m):
+        lse = _log_sum_exp_column(Z, k)
+        y = labels[k]
+        total += lse - Z[y, k]
+        for i in range(c):
+            dZ[i, k] = math.exp(Z[i, k] - lse) * inv_m
+        dZ[y, k] -= inv_m
+    return total * inv_m
+
+
+@kernel
+def _sigmoid_binary_cross_entropy(dZ, Z, Y):
+    """Sigmoid + binary cross-entropy, fused (guide §9, the sigmoid twin of ``P − Y``).
+
+    ``L = (1/m) Σ_k Σ_i [max(z, 0) − z·y + log(1 + e^{−|z|})]`` (the stable form of
+    ``−y log σ(z) − (1 − y) log(1 − σ(z))``); seed ``dZ[i,k] = (σ(Z[i,k]) − Y[i,k]) / m``.
+
+    Shapes: dZ (n, m) written; Z (n, m); Y (n, m) with values in [0, 1].
+    """
+    n, m = Z.shape
+    inv_m = 1.0 / m
+    total = 0.0
+    for i in range(n):
+        for k in range(m):
+            z = Z[i, k]
+            y = Y[i, k]
+            total += max(z, 0.0) - z * y + math.log1p(math.exp(-abs(z)))
+            dZ[i, k] = (_sigmoid(z) - y) * inv_m
+    return total * inv_m
+
+
+# ---------------------------------------------------------------------------------------------
+# public functions
+# ---------------------------------------------------------------------------------------------
+
+
+def _prediction(x, name: str, check_finite: bool) -> np.ndarray:
+    arr = _checks.as_float_array(
+        x, name, 2, check_finite=check_finite,
+        hint=f"examples are columns: {name} has shape (n, m); use {name}.reshape(-1, 1) for "
+        "one example",
+    )
+    _checks.require_nonempty_batch(arr, name)
+    return arr
+
+
+def _target_like(Y, name: str, ref: np.ndarray, ref_name: str, check_finite: bool) -> np.ndarray:
+    Y = np.asarray(Y)
+    if Y.dtype.kind in "iub":
+        Y = Y.astype(ref.dtype)  # integer / boolean targets are exact in floating point
+    Y = _checks.as_float_array(Y, name, (1, 2), check_finite=check_finite)
+    if Y.shape != ref.shape:
+        hint = ""
+        if Y.ndim == 1 and ref.shape[0] == 1 and Y.shape[0] == ref.shape[1]:
+            hint = f"; use {name}.reshape(1, -1)"
+        elif Y.ndim == 2 and Y.shape == ref.shape[::-1]:
+            hint = f"; {name} looks transposed (examples are columns): pass {name}.T"
+        raise ValueError(
+            f"{name}: expected shape {ref.shape} (the shape of {ref_name}), got {Y.shape}{hint}"
+        )
+    return Y.astype(ref.dtype, copy=False)
+
+
+def mse_loss(A, Y, *, check_finite: bool = True) -> tuple[float, np.ndarray]:
+    """Mean squared error and its seed (guide §9).
+
+    ``loss = (1/m) Σ_k ½ Σ_i (A[i,k] − Y[i,k])²``, ``dA = (A − Y) / m``.
+
+    Parameters: ``A`` (n, m) predictions, ``Y`` (n, m) targets (same dtype, or integers).
+    Returns ``(loss, dA)``.
+    """
+    A = _prediction(A, "A", check_finite)
+    Y = _target_like(Y, "Y", A, "A", check_finite)
+    dA = np.empty_like(A)
+    loss = _mse(dA, A, Y)
+    return float(loss), dA
+
+
+def _class_targets(Y, Z: np.ndarray, check_finite: bool):
+    """One-hot ``(c, m)`` targets or integer labels ``(m,)``, validated against ``Z``."""
+    c, m = Z.shape
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        if Y.dtype.kind not in "iu":
+            raise TypeError(
+                f"Y: 1-D targets are class labels and must be integers, got dtype {Y.dtype}; "
+                "use Y.astype(np.int64), or pass one-hot targets of shape (c, m)"
+            )
+        if Y.shape[0] != m:
+            raise ValueError(
+                f"Y: expected {m} labels (one per column of Z, shape {Z.shape}), got {Y.shape[0]}"
+            )
+        if m and (Y.min() < 0 or Y.max() >= c):
+            bad = Y[(Y < 0) | (Y >= c)][0]
+            raise ValueError(
+                f"Y: labels must lie in [0, {c}) for Z with {c} rows (classes), found {bad}"
+            )
+        return np.ascontiguousarray(Y, dtype=np.int64), True
+    Y = _target_like(Y, "Y", Z, "Z", check_finite)
+    if Y.size and (Y.min() < 0 or not np.allclose(Y.sum(axis=0), 1.0, atol=1e-4)):
+        raise ValueError(
+            "Y: each column of one-hot targets must be a probability distribution (non-negative, "
+            "summing to 1); for class indices pass integer labels of shape (m,)"
+        )
+    return Y, False
+
+
+def softmax_cross_entropy(Z, Y, *, check_finite: bool = True) -> tuple[float, np.ndarray]:
+    """Softmax + cross-entropy on the logits ``Z``, with the §9 shortcut ``dZ = (P − Y) / m``.
+
+    Parameters
+    ----------
+    Z : (c, m) logits (pre-activations of the output layer); examples are columns
+    Y : (c, m) one-hot (or probability) targets, or (m,) integer labels in [0, c)
+
+    Returns ``(loss, dZ)`` with ``loss = mean_k −Σ_i Y[i,k] log softmax(Z)[i,k]``.
+    """
+    Z = _prediction(Z, "Z", check_finite)
+    Yv, is_labels = _class_targets(Y, Z, check_finite)
+    dZ = np.empty_like(Z)
+    if is_labels:
+        loss = _softmax_cross_entropy_labels(dZ, Z, Yv)
+    else:
+        loss = _softmax_cross_entropy(dZ, Z, Yv)
+    return float(loss), dZ
+
+
+def _binary_targets(Y, Z: np.ndarray, check_finite: bool) -> np.ndarray:
+    Y = _target_like(Y, "Y", Z, "Z", check_finite)
+    if Y.size and (Y.min() < 0 or Y.max() > 1):
+        raise ValueError("Y: binary cross-entropy targets must lie in [0, 1]")
+    return Y
+
+
+def sigmoid_binary_cross_entropy(Z, Y, *, check_finite: bool = True) -> tuple[float, np.ndarray]:
+    """Sigmoid + binary cross-entropy on the logits ``Z``, fused: ``dZ = (σ(Z) − Y) / m``.
+
+    Parameters: ``Z`` (n, m) logits, ``Y`` (n, m) targets in [0, 1].
+    Returns ``(loss, dZ)`` with ``loss = mean_k Σ_i BCE(σ(Z[i,k]), Y[i,k])``.
+    """
+    Z = _prediction(Z, "Z", check_finite)
+    Yv = _binary_targets(Y, Z, check_finite)
+    dZ = np.empty_like(Z)
+    loss = _sigmoid_binary_cross_entropy(dZ, Z, Yv)
+    return float(loss), dZ

@@ -1,0 +1,81 @@
+"""Parameter updates (guide §10): ``W_new = W_old − η·dW``, ``b_new = b_old − η·db``.
+
+The kernels run over a flat view of one parameter array (``θ``, any shape, ``p`` its flat index),
+so one loop serves ``W`` and ``b`` alike, and :class:`loopprop.Network`, which keeps every
+parameter in one flat buffer, updates the whole network in a single loop.
+
+* SGD (§10): ``θ[p] −= η · g[p]``
+* momentum: ``v[p] = β · v[p] + g[p]``; ``θ[p] −= η · v[p]``
+* Adam: ``m[p] = β₁ m[p] + (1 − β₁) g[p]``; ``v[p] = β₂ v[p] + (1 − β₂) g[p]²``;
+  ``θ[p] −= η · m̂ / (√v̂ + ε)`` with ``m̂ = m / (1 − β₁ᵗ)``, ``v̂ = v / (1 − β₂ᵗ)``
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _checks
+from .._jit import kernel
+
+
+@kernel(fast=True)
+def _sgd(theta, grad, lr):
+    """``θ[p] −= η · g[p]`` (guide §10). Shapes: theta, grad (P,) flat views."""
+    for p in range(theta.shape[0]):
+        theta[p] -= lr * grad[p]
+
+
+@kernel(fast=True)
+def _momentum(theta, grad, velocity, lr, beta):
+    """``v[p] = β·v[p] + g[p]``; ``θ[p] −= η·v[p]``. Shapes: theta, grad, velocity (P,)."""
+    for p in range(theta.shape[0]):
+        velocity[p] = beta * velocity[p] + grad[p]
+        theta[p] -= lr * velocity[p]
+
+
+@kernel(fast=True)
+def _adam(theta, grad, m1, m2, lr, beta1, beta2, eps, t):
+    """Adam step ``t`` (1-based). Shapes: theta, grad, m1, m2 (P,).
+
+    ``m1 = β₁ m1 + (1 − β₁) g``; ``m2 = β₂ m2 + (1 − β₂) g²``;
+    ``θ −= η · (m1 / (1 − β₁ᵗ)) / (√(m2 / (1 − β₂ᵗ)) + ε)``.
+    """
+    c1 = 1.0 / (1.0 - beta1**t)
+    c2 = 1.0 / (1.0 - beta2**t)
+    for p in range(theta.shape[0]):
+        g = grad[p]
+        m1[p] = beta1 * m1[p] + (1.0 - beta1) * g
+        m2[p] = beta2 * m2[p] + (1.0 - beta2) * g * g
+        theta[p] -= lr * (m1[p] * c1) / (math.sqrt(m2[p] * c2) + eps)
+
+
+def sgd_update(param: np.ndarray, grad, lr: float, *, check_finite: bool = True) -> np.ndarray:
+    """In place: ``param −= lr · grad`` (guide §10). Returns ``param`` for convenience.
+
+    ``param`` must be a writeable float32/float64 NumPy array (it is updated where it lives);
+    ``grad`` has the same shape and dtype. ``lr`` is a finite, non-negative number.
+    """
+    if not isinstance(param, np.ndarray):
+        raise TypeError(
+            f"param: expected a NumPy array to update in place, got {type(param).__name__}; "
+            "wrap it with np.asarray(param, dtype=np.float64) and keep that array"
+        )
+    if not param.flags.writeable:
+        raise ValueError("param: the array is read-only; pass a writeable copy (param.copy())")
+    _checks.as_float_array(param, "param", param.ndim, check_finite=False)  # dtype check only
+    g = _checks.as_float_array(grad, "grad", param.ndim, check_finite=check_finite)
+    _checks.same_dtype(param=param, grad=g)
+    _checks.require_shape(g, "grad", param.shape, "grad must match param")
+    lr = _checks.check_lr(lr)
+    if param.flags.c_contiguous or param.flags.f_contiguous:
+        order = "C" if param.flags.c_contiguous else "F"
+        flat = param.reshape(-1, order=order)  # a view: the update lands in param
+        _sgd(flat, np.ascontiguousarray(g).reshape(-1, order="C") if order == "C"
+             else np.asfortranarray(g).reshape(-1, order="F"), lr)
+    else:  # a strided view: update a C copy, write it back
+        tmp = np.ascontiguousarray(param)
+        _sgd(tmp.reshape(-1), g.reshape(-1), lr)
+        param[...] = tmp
+    return param

@@ -1,0 +1,124 @@
+"""The guide's formulas as plain vectorized NumPy: the test oracle and the benchmark baseline.
+
+Every function here mirrors a public loopprop function, with the same arguments and results, and
+computes with whole-array NumPy (``@`` for products, ufuncs elementwise). No validation: callers
+pass arrays that loopprop's own checks would accept. The formulas are the guide's (§5, §8, §9,
+§10), written the way a NumPy user would write them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dense_forward(W, b, A_prev):
+    """``Z = W·A_prev + b`` (§5)."""
+    return W @ A_prev + b[:, None]
+
+
+def dense_backward(dZ, W, A_prev):
+    """``dW = dZ·A_prevᵀ``, ``db = sum(dZ, axis=1)``, ``dA_prev = Wᵀ·dZ`` (§5)."""
+    return dZ @ A_prev.T, dZ.sum(axis=1), W.T @ dZ
+
+
+def sigmoid(Z):
+    """σ(z), stable for both signs: ``exp`` only ever sees ``−|z|``."""
+    e = np.exp(-np.abs(Z))
+    return np.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(Z.dtype, copy=False)
+
+
+def softmax(Z):
+    """Softmax over each column, after subtracting the column max."""
+    E = np.exp(Z - Z.max(axis=0, keepdims=True))
+    return E / E.sum(axis=0, keepdims=True)
+
+
+def activation_forward(name, Z, alpha=0.01):
+    """``A = f(Z)`` (§8)."""
+    if name == "identity":
+        return Z.copy()
+    if name == "sigmoid":
+        return sigmoid(Z)
+    if name == "tanh":
+        return np.tanh(Z)
+    if name == "relu":
+        return np.maximum(Z, 0)
+    if name == "leaky_relu":
+        return np.where(Z > 0, Z, alpha * Z).astype(Z.dtype, copy=False)
+    if name == "softmax":
+        return softmax(Z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activation_backward(name, dA, Z, alpha=0.01):
+    """``dZ = dA ⊙ f'(Z)`` (§5, §8); softmax: ``A ⊙ (dA − Σ_j A_j dA_j)`` per column."""
+    A = activation_forward(name, Z, alpha)
+    if name == "identity":
+        return dA.copy()
+    if name == "sigmoid":
+        return dA * A * (1 - A)
+    if name == "tanh":
+        return dA * (1 - A * A)
+    if name == "relu":
+        return dA * (Z > 0)
+    if name == "leaky_relu":
+        return (dA * np.where(Z > 0, 1.0, alpha)).astype(Z.dtype, copy=False)
+    if name == "softmax":
+        return A * (dA - (A * dA).sum(axis=0, keepdims=True))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def mse_loss(A, Y):
+    """``mean_k ½ Σ_i (A − Y)²`` and ``dA = (A − Y)/m`` (§9)."""
+    m = A.shape[1]
+    D = A - Y
+    return float(0.5 * (D * D).sum() / m), D / m
+
+
+def _one_hot(labels, c, dtype):
+    Y = np.zeros((c, labels.shape[0]), dtype=dtype)
+    Y[labels, np.arange(labels.shape[0])] = 1
+    return Y
+
+
+def softmax_cross_entropy(Z, Y):
+    """``mean_k −Σ_i Y log softmax(Z)`` and ``dZ = (P − Y)/m`` (§9)."""
+    if Y.ndim == 1:
+        Y = _one_hot(Y, Z.shape[0], Z.dtype)
+    m = Z.shape[1]
+    zmax = Z.max(axis=0, keepdims=True)
+    lse = zmax + np.log(np.exp(Z - zmax).sum(axis=0, keepdims=True))
+    loss = float((Y * (lse - Z)).sum() / m)
+    return loss, (np.exp(Z - lse) - Y) / m
+
+
+def sigmoid_binary_cross_entropy(Z, Y):
+    """``mean_k Σ_i [max(z,0) − z·y + log(1 + e^{−|z|})]`` and ``dZ = (σ(Z) − Y)/m``."""
+    m = Z.shape[1]
+    loss = float((np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))).sum() / m)
+    return loss, (sigmoid(Z) - Y) / m
+
+
+def sgd_update(param, grad, lr):
+    """In place: ``param −= lr·grad`` (§10)."""
+    param -= lr * grad
+    return param
+
+
+def neuron_step(x, w, b, y, activation="sigmoid", loss="mse", alpha=0.01):
+    """The §4 neuron with NumPy scalars; same keys as :func:`loopprop.neuron_step`."""
+    x = np.atleast_1d(np.asarray(x, dtype=float))
+    w = np.atleast_1d(np.asarray(w, dtype=float))
+    z = float(w @ x + b)
+    Z = np.array([[z]])
+    a = float(activation_forward(activation, Z, alpha)[0, 0])
+    da_dz = float(activation_backward(activation, np.ones_like(Z), Z, alpha)[0, 0])
+    if loss == "mse":
+        L, dL_da = 0.5 * (a - y) ** 2, a - y
+        dL_dz = dL_da * da_dz
+    else:
+        L = max(z, 0.0) - z * y + np.log1p(np.exp(-abs(z)))
+        dL_da = (a - y) / (a * (1 - a))
+        dL_dz = a - y
+    return {"z": z, "a": a, "loss": float(L), "dL_da": dL_da, "da_dz": da_dz, "dL_dz": dL_dz,
+            "dL_dw": dL_dz * x, "dL_db": dL_dz}

@@ -1,0 +1,59 @@
+"""Reference helpers shared by the tests: tolerances, comparisons that print both sides, oracles.
+
+Three independent oracles (DESIGN.md): the vectorized NumPy twin (``loopprop.vectorized``),
+centered finite differences (:func:`numeric_grad`), and PyTorch autograd (:func:`torch_or_skip`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+DTYPES = [np.float64, np.float32]
+#: relative tolerance against the twin and torch: tight in float64, looser in float32
+RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-4}
+#: shapes that include 1 and odd sizes that do not divide the 4×4 blocks or 32×32 tiles
+SIZES = [1, 3, 17, 33]
+
+
+def assert_close(name: str, mine, ref, rtol: float) -> None:
+    """``mine`` equals ``ref`` to ``rtol`` relative to the largest entry of ``ref``.
+
+    The scale-aware absolute floor keeps entries that cancel to near zero from failing a pure
+    elementwise relative test; the message prints both sides (numpy-ml style).
+    """
+    mine = np.asarray(mine, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert mine.shape == ref.shape, f"{name}: shape {mine.shape} != reference {ref.shape}"
+    scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
+    err = float(np.max(np.abs(mine - ref))) if ref.size else 0.0
+    assert err <= rtol * scale, (
+        f"{name}: max |mine − ref| = {err:.3e} > {rtol:g} × {scale:.3e}\n"
+        f"mine:\n{mine}\nreference:\n{ref}"
+    )
+
+
+def rand(rng, shape, dtype=np.float64, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Centered finite differences ``(f(x + ε e_p) − f(x − ε e_p)) / 2ε`` for every entry p."""
+    g = np.zeros_like(x, dtype=np.float64)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        idx = it.multi_index
+        old = x[idx]
+        x[idx] = old + eps
+        fp = f()
+        x[idx] = old - eps
+        fm = f()
+        x[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
+def torch_or_skip():
+    """Import torch in float64 mode, or skip the test cleanly when it is not installed."""
+    torch = pytest.importorskip("torch", reason="torch not installed: the autograd oracle is optional")
+    return torch
