@@ -1,0 +1,99 @@
+"""Bad input gets a clear TypeError/ValueError in Python, naming the argument and the fix.
+
+Never a Numba TypingError, a crash, or a silent wrong answer.
+"""
+
+import numpy as np
+import pytest
+
+import loopprop as lp
+
+W = np.ones((3, 4))
+b = np.zeros(3)
+A = np.ones((4, 5))
+dZ = np.ones((3, 5))
+
+
+@pytest.mark.parametrize("call,exc,pattern", [
+    # wrong ndim
+    (lambda: lp.dense_forward(np.ones(4), b, A), ValueError, r"W: expected a 2-D array, got 1-D"),
+    (lambda: lp.dense_forward(W, b[:, None], A), ValueError, r"b: expected a 1-D.*b.ravel"),
+    (lambda: lp.dense_forward(W, b, np.ones(4)), ValueError, r"A_prev: .*reshape\(-1, 1\)"),
+    (lambda: lp.activation_forward("relu", np.ones(3)), ValueError, r"Z: expected a 2-D"),
+    # shapes that do not chain: both shapes named
+    (lambda: lp.dense_forward(W, b, np.ones((5, 5))), ValueError, r"\(3, 4\).*\(5, 5\)"),
+    (lambda: lp.dense_forward(W, b, np.ones((5, 4))), ValueError, r"transposed: pass A_prev.T"),
+    (lambda: lp.dense_forward(W, np.zeros(4), A), ValueError, r"b has shape \(4,\).*\(3,\)"),
+    (lambda: lp.dense_backward(np.ones((2, 5)), W, A), ValueError, r"dZ has shape \(2, 5\)"),
+    (lambda: lp.dense_backward(dZ, W, np.ones((4, 6))), ValueError, r"same batch size"),
+    (lambda: lp.activation_backward("tanh", np.ones((2, 2)), np.ones((2, 3))), ValueError,
+     r"dA: expected shape \(2, 3\)"),
+    # integer arrays: suggest .astype
+    (lambda: lp.dense_forward(W.astype(int), b, A), TypeError, r"W.astype\(np.float64\)"),
+    (lambda: lp.activation_forward("relu", np.ones((2, 2), dtype=np.int32)), TypeError,
+     r"Z: expected a float32 or float64 array, got dtype int32"),
+    # mixed float32/float64
+    (lambda: lp.dense_forward(W.astype(np.float32), b, A), TypeError,
+     r"b is float64 but W is float32.*astype"),
+    (lambda: lp.dense_backward(dZ, W, A.astype(np.float32)), TypeError, r"A_prev is float32"),
+    # NaN or Inf
+    (lambda: lp.dense_forward(np.full((3, 4), np.nan), b, A), ValueError,
+     r"W: contains NaN or Inf.*check_finite=False"),
+    (lambda: lp.mse_loss(np.full((1, 2), np.inf), np.ones((1, 2))), ValueError, r"A: contains"),
+    (lambda: lp.sgd_update(np.ones(3), np.array([1, np.nan, 1.0]), 0.1), ValueError,
+     r"grad: contains NaN"),
+    # labels outside [0, c) or of the wrong length
+    (lambda: lp.softmax_cross_entropy(np.ones((3, 2)), np.array([0, 3])), ValueError,
+     r"labels must lie in \[0, 3\).*found 3"),
+    (lambda: lp.softmax_cross_entropy(np.ones((3, 2)), np.array([0, -1])), ValueError,
+     r"\[0, 3\).*found -1"),
+    (lambda: lp.softmax_cross_entropy(np.ones((3, 2)), np.array([0, 1, 2])), ValueError,
+     r"expected 2 labels.*got 3"),
+    (lambda: lp.softmax_cross_entropy(np.ones((3, 2)), np.array([0.0, 1.0])), TypeError,
+     r"astype\(np.int64\)"),
+    # Y of the wrong shape
+    (lambda: lp.softmax_cross_entropy(np.ones((3, 2)), np.ones((2, 3)) / 3), ValueError,
+     r"Y: expected shape \(3, 2\).*transposed.*Y.T"),
+    (lambda: lp.softmax_cross_entropy(np.ones((3, 2)), np.ones((3, 2))), ValueError,
+     r"probability distribution"),
+    (lambda: lp.mse_loss(np.ones((2, 3)), np.ones((2, 4))), ValueError, r"Y: expected shape"),
+    (lambda: lp.sigmoid_binary_cross_entropy(np.ones((1, 3)), np.ones(3)), ValueError,
+     r"reshape\(1, -1\)"),
+    (lambda: lp.sigmoid_binary_cross_entropy(np.ones((1, 3)), np.full((1, 3), 2.0)), ValueError,
+     r"\[0, 1\]"),
+    # unknown activation: list the valid names
+    (lambda: lp.activation_forward("gelu", np.ones((2, 2))), ValueError,
+     r"unknown value 'gelu'.*identity, sigmoid, tanh, relu, leaky_relu, softmax"),
+    (lambda: lp.neuron_step(1, 1, 0, 1, activation="softmax"), ValueError, r"valid names"),
+    # a NaN, infinite or negative learning rate
+    (lambda: lp.sgd_update(np.ones(3), np.ones(3), float("nan")), ValueError, r"lr: .*finite"),
+    (lambda: lp.sgd_update(np.ones(3), np.ones(3), float("inf")), ValueError, r"lr:"),
+    (lambda: lp.sgd_update(np.ones(3), np.ones(3), -0.1), ValueError, r"non-negative"),
+    (lambda: lp.sgd_update(np.ones(3), np.ones(3), "fast"), TypeError, r"lr: expected a number"),
+    (lambda: lp.sgd_update([1.0, 2.0], np.ones(2), 0.1), TypeError, r"in place"),
+    (lambda: lp.sgd_update(np.ones(3, dtype=int), np.ones(3), 0.1), TypeError, r"param"),
+    (lambda: lp.sgd_update(np.ones(3), np.ones(4), 0.1), ValueError, r"grad: expected shape"),
+    # a loss over an empty batch
+    (lambda: lp.mse_loss(np.ones((2, 0)), np.ones((2, 0))), ValueError, r"batch is empty"),
+    (lambda: lp.softmax_cross_entropy(np.ones((3, 0)), np.zeros(0, int)), ValueError, r"empty"),
+    (lambda: lp.sigmoid_binary_cross_entropy(np.ones((1, 0)), np.ones((1, 0))), ValueError,
+     r"empty"),
+    # neuron
+    (lambda: lp.neuron_step([1, 2], [1, 2, 3], 0, 1), ValueError, r"one weight per input"),
+    (lambda: lp.neuron_step(1, 1, float("nan"), 1), ValueError, r"b: expected a finite"),
+    (lambda: lp.dense_forward(W, b, A, impl="fast"), ValueError, r"impl: .*tuned, naive"),
+])
+def test_bad_input_gets_a_clear_error(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_check_finite_false_skips_the_scan():
+    """The escape hatch: NaN flows through (the caller asked for it) instead of an error."""
+    Z = lp.dense_forward(np.full((3, 4), np.nan), b, A, check_finite=False)
+    assert np.isnan(Z).all()
+
+
+def test_python_lists_are_accepted():
+    Z = lp.dense_forward([[1, 2]], [0.5], [[1], [1]])
+    assert Z.dtype == np.float64 and Z[0, 0] == 3.5
