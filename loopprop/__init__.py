@@ -10,10 +10,13 @@ from .kernels.dense import dense_backward, dense_forward
 from .kernels.losses import mse_loss, sigmoid_binary_cross_entropy, softmax_cross_entropy
 from .kernels.neuron import neuron_step
 from .kernels.optim import sgd_update
+from .network import ModelFileError, Network
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ModelFileError",
+    "Network",
     "activation_backward",
     "activation_forward",
     "dense_backward",

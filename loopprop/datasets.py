@@ -1,0 +1,143 @@
+"""Datasets in loopprop's layout: ``X (n_features, n_samples)``, examples as columns.
+
+``load(name)`` returns ``(X_train, y_train, X_test, y_test)`` with a held-out 20 % test split
+(stratified by class for classification, fixed seed) and features standardized with the
+*training* mean and standard deviation.
+
+Real datasets are the ones that ship inside scikit-learn (``pip install "loopprop[data]"``); they
+are read from the installed package, never downloaded:
+
+==============  ===============  ==========  ========================================
+name            task             samples     features → outputs
+==============  ===============  ==========  ========================================
+digits          classification   1797        64 (8×8 pixels) → 10 digits
+iris            classification   150         4 → 3 species
+breast_cancer   classification   569         30 → 2 (malignant / benign)
+diabetes        regression       442         10 → 1 (disease progression, standardized)
+spirals         classification   600         2 → 3 interleaved spirals (synthetic)
+xor             classification   400         2 → 2 (sign of x₁·x₂, synthetic)
+blobs           classification   450         2 → 3 Gaussian blobs (synthetic)
+==============  ===============  ==========  ========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    task: str  # "classification" or "regression"
+    n_classes: int  # 0 for regression
+    source: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("digits", "classification", 10, "scikit-learn"),
+    "iris": DatasetInfo("iris", "classification", 3, "scikit-learn"),
+    "breast_cancer": DatasetInfo("breast_cancer", "classification", 2, "scikit-learn"),
+    "diabetes": DatasetInfo("diabetes", "regression", 0, "scikit-learn"),
+    "spirals": DatasetInfo("spirals", "classification", 3, "synthetic"),
+    "xor": DatasetInfo("xor", "classification", 2, "synthetic"),
+    "blobs": DatasetInfo("blobs", "classification", 3, "synthetic"),
+}
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is needed: the message gives the pip command."""
+
+
+def info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown name {name!r}; valid names are {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _sklearn(name: str):
+    try:
+        from sklearn import datasets as skd
+    except ImportError:
+        raise MissingExtraError(
+            f"the {name!r} dataset ships with scikit-learn, which is not installed; "
+            'install it with: pip install "loopprop[data]"'
+        ) from None
+    loader = {"digits": skd.load_digits, "iris": skd.load_iris,
+              "breast_cancer": skd.load_breast_cancer, "diabetes": skd.load_diabetes}[name]
+    d = loader()
+    return np.asarray(d.data, dtype=np.float64), np.asarray(d.target)
+
+
+def spirals(n_per_class: int = 200, n_classes: int = 3, noise: float = 0.2, seed: int = 0):
+    """Interleaved spirals in 2-D (rows as examples, as generated): ``(X (n, 2), y (n,))``."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for c in range(n_classes):
+        r = np.linspace(0.0, 1.0, n_per_class)
+        t = np.linspace(c * 4.0, (c + 1) * 4.0, n_per_class) + rng.normal(0, noise, n_per_class)
+        X.append(np.column_stack([r * np.sin(t), r * np.cos(t)]))
+        y.append(np.full(n_per_class, c))
+    return np.vstack(X), np.concatenate(y)
+
+
+def xor(n: int = 400, seed: int = 0):
+    """Points in [−1, 1]², class 1 where x₁·x₂ > 0: ``(X (n, 2), y (n,))``."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(n, 2))
+    return X, (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+
+
+def blobs(n_per_class: int = 150, seed: int = 0):
+    """Three Gaussian blobs in 2-D: ``(X (n, 2), y (n,))``."""
+    rng = np.random.default_rng(seed)
+    centers = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])
+    X = np.vstack([c + rng.normal(0, 0.8, (n_per_class, 2)) for c in centers])
+    return X, np.repeat(np.arange(3), n_per_class)
+
+
+def split(X: np.ndarray, y: np.ndarray, *, stratify: bool, test_fraction: float = TEST_FRACTION,
+          seed: int = SPLIT_SEED):
+    """Indices of a (stratified) train/test split of rows of X: ``(train_idx, test_idx)``."""
+    rng = np.random.default_rng(seed)
+    n = X.shape[0]
+    if not stratify:
+        idx = rng.permutation(n)
+        n_test = int(round(test_fraction * n))
+        return np.sort(idx[n_test:]), np.sort(idx[:n_test])
+    train, test = [], []
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        n_test = int(round(test_fraction * members.size))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load(name: str, *, dtype: str = "float64"):
+    """``(X_train, y_train, X_test, y_test)`` in loopprop's layout (examples are columns).
+
+    ``X_*`` is ``(n_features, n)`` standardized with the training statistics; ``y_*`` is an
+    ``int64`` label vector for classification and a standardized ``float`` vector for
+    regression (diabetes).
+    """
+    meta = info(name)
+    if meta.source == "scikit-learn":
+        X, y = _sklearn(name)
+    else:
+        X, y = {"spirals": spirals, "xor": xor, "blobs": blobs}[name]()
+    classify = meta.task == "classification"
+    tr, te = split(X, y, stratify=classify)
+    mu = X[tr].mean(axis=0)
+    sd = X[tr].std(axis=0)
+    sd[sd == 0] = 1.0  # constant pixels of digits
+    Xs = ((X - mu) / sd).astype(dtype)
+    if classify:
+        y = y.astype(np.int64)
+    else:
+        y = ((y - y[tr].mean()) / y[tr].std()).astype(dtype)
+    return (np.ascontiguousarray(Xs[tr].T), y[tr], np.ascontiguousarray(Xs[te].T), y[te])
