@@ -1,0 +1,86 @@
+"""Datasets (layout, split, scaling) and the ``loopprop`` command (errors are one line)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from loopprop import cli, datasets
+
+SYNTHETIC = ["spirals", "xor", "blobs"]
+REAL = ["digits", "iris", "breast_cancer", "diabetes"]
+
+
+@pytest.mark.parametrize("name", SYNTHETIC + REAL)
+def test_layout_split_and_scaling(name):
+    if name in REAL:
+        pytest.importorskip("sklearn")
+    Xtr, ytr, Xte, yte = datasets.load(name)
+    n = Xtr.shape[1] + Xte.shape[1]
+    assert Xtr.shape[0] == Xte.shape[0]  # features are rows
+    assert ytr.shape == (Xtr.shape[1],) and yte.shape == (Xte.shape[1],)
+    assert abs(Xte.shape[1] / n - 0.2) < 0.02
+    np.testing.assert_allclose(Xtr.mean(axis=1), 0, atol=1e-10)
+    info = datasets.info(name)
+    if info.task == "classification":
+        assert ytr.dtype == np.int64
+        # stratified: every class keeps its share in the test split
+        all_y = np.concatenate([ytr, yte])
+        for c in range(info.n_classes):
+            assert abs((yte == c).sum() - 0.2 * (all_y == c).sum()) <= 1
+    # the same call gives the same split
+    np.testing.assert_array_equal(datasets.load(name)[0], Xtr)
+
+
+def test_unknown_dataset_lists_names():
+    with pytest.raises(ValueError, match="valid names are digits, iris"):
+        datasets.load("mnist")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "loopprop", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["train", "--dataset", "mnist"], "invalid choice: 'mnist'"),
+    (["train", "--epochs", "0"], "expected a positive integer"),
+    (["train", "--hidden", "a-b"], "expected sizes like"),
+    (["train", "--lr", "-1", "--dataset", "xor", "--epochs", "1"], "lr:"),
+])
+def test_cli_errors_are_one_line(args, pattern):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loopprop: error:"), r.stderr
+    assert pattern in lines[0]
+
+
+def test_cli_trains_a_synthetic_set(tmp_path):
+    model = tmp_path / "xor.npz"
+    r = run_cli("train", "--dataset", "xor", "--hidden", "8", "--epochs", "30",
+                "--optimizer", "adam", "--lr", "0.01", "--no-progress", "--save", str(model))
+    assert r.returncode == 0, r.stderr
+    assert "test accuracy" in r.stdout
+    acc = float(r.stdout.split("test accuracy ")[1].split("%")[0])
+    assert acc > 85.0
+    from loopprop import Network
+
+    assert Network.load(model).layer_sizes == [2, 8, 2]
+
+
+def test_missing_extra_is_reported(monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *a, **k):
+        if name.startswith("sklearn"):
+            raise ImportError("no sklearn")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    assert cli.main(["train", "--dataset", "iris", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "loopprop[data]"' in err

@@ -1,0 +1,317 @@
+"""Network (guide §6, §10, §12): torch autograd on whole networks, fit vs a Python loop,
+determinism, gradient accumulation, gradcheck, save/load, and a real dataset."""
+
+import os
+
+import numpy as np
+import pytest
+from helpers import assert_close, rand, torch_or_skip
+
+import loopprop as lp
+from loopprop import vectorized as vec
+
+HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
+HEADS = [("mse", "identity"), ("mse", "sigmoid"), ("mse", "softmax"),
+         ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")]
+
+
+def problem(rng, loss, sizes, m):
+    X = rand(rng, (sizes[0], m))
+    if loss == "cross_entropy":
+        return X, rng.integers(0, sizes[-1], m)
+    if loss == "binary_cross_entropy":
+        return X, rng.integers(0, 2, (sizes[-1], m)).astype(float)
+    return X, rand(rng, (sizes[-1], m))
+
+
+def torch_step(torch, net, X, Y, lr):
+    """The same network in torch autograd: loss, per-layer (dW, db), updated (W, b)."""
+    F = torch.nn.functional
+    params = [(torch.tensor(W.copy(), requires_grad=True), torch.tensor(b.copy(),
+               requires_grad=True)) for W, b in net.params]
+    A = torch.tensor(X)
+    Z = A
+    for (W, b), act in zip(params, net.activations):
+        Z = W @ A + b[:, None]
+        A = {"identity": lambda z: z * 1, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+             "relu": torch.relu, "leaky_relu": lambda z: F.leaky_relu(z, net.alpha),
+             "softmax": lambda z: torch.softmax(z, dim=0)}[act](Z)
+    m = X.shape[1]
+    if net.loss == "mse":
+        loss = 0.5 * ((A - torch.tensor(Y)) ** 2).sum() / m
+    elif net.loss == "cross_entropy":
+        loss = F.cross_entropy(Z.T, torch.tensor(Y))
+    else:
+        loss = F.binary_cross_entropy_with_logits(Z, torch.tensor(Y), reduction="sum") / m
+    loss.backward()
+    grads = [(W.grad.numpy(), b.grad.numpy()) for W, b in params]
+    new = [(W.detach().numpy() - lr * gW, b.detach().numpy() - lr * gb)
+           for (W, b), (gW, gb) in zip(params, grads)]
+    return loss.item(), grads, new
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("loss,head", HEADS)
+def test_one_step_matches_torch_autograd(rng, hidden, loss, head):
+    torch = torch_or_skip()
+    sizes = [5, 7, 4, 3]
+    net = lp.Network(sizes, [hidden, hidden, head], loss, seed=3, init="xavier")
+    X, Y = problem(rng, loss, sizes, 6)
+    t_loss, t_grads, t_new = torch_step(torch, net, X, Y, 0.1)
+    net.zero_grad()
+    net.forward(X)
+    got = net.backward(Y)
+    assert_close("loss", got, t_loss, 1e-10)
+    for l, ((dW, db), (tW, tb)) in enumerate(zip(net.grads, t_grads), 1):
+        assert_close(f"dW^({l})", dW, tW, 1e-10)
+        assert_close(f"db^({l})", db, tb, 1e-10)
+    net.step(0.1)
+    for l, ((W, b), (tW, tb)) in enumerate(zip(net.params, t_new), 1):
+        assert_close(f"W^({l}) after step", W, tW, 1e-10)
+        assert_close(f"b^({l}) after step", b, tb, 1e-10)
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("loss,head", HEADS)
+def test_gradcheck_below_1e6(rng, hidden, loss, head):
+    sizes = [4, 5, 3]
+    net = lp.Network(sizes, [hidden, head], loss, seed=1, init="xavier")
+    X, Y = problem(rng, loss, sizes, 5)
+    report = lp.gradcheck(net, X, Y, report=True)
+    assert report.max_rel_error < 1e-6, str(report)
+    assert len(report.layers) == 2
+
+
+def test_gradcheck_catches_a_wrong_gradient(rng):
+    """The oracle can fail: corrupt one weight's gradient path and gradcheck notices."""
+    net = lp.Network([3, 4, 2], ["tanh", "softmax"], "cross_entropy", seed=0)
+    X, y = rand(rng, (3, 5)), rng.integers(0, 2, 5)
+    original = net.backward
+
+    def broken_backward(Y):
+        loss = original(Y)
+        net.grads[0][0][0, 0] *= 1.5
+        return loss
+
+    net.backward = broken_backward
+    assert lp.gradcheck(net, X, y) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fit_equals_python_loop_of_steps(rng, dtype):
+    """fit(shuffle=False) is zero_grad / forward / backward / step over the same batches."""
+    sizes = [6, 9, 4]
+    X, y = rand(rng, (6, 23)), rng.integers(0, 4, 23)  # 23 = 4 batches of 5 + a partial one of 3
+    a = lp.Network(sizes, ["relu", "softmax"], "cross_entropy", seed=2, dtype=dtype)
+    b = lp.Network(sizes, ["relu", "softmax"], "cross_entropy", seed=2, dtype=dtype)
+    hist = a.fit(X, y, epochs=2, batch_size=5, lr=0.3, shuffle=False, progress=False)
+    losses = []
+    for _ in range(2):
+        total = 0.0
+        for s in range(0, 23, 5):
+            b.zero_grad()
+            b.forward(X[:, s:s + 5])
+            total += b.backward(y[s:s + 5]) * X[:, s:s + 5].shape[1]
+            b.step(0.3)
+        losses.append(total / 23)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for (Wa, ba), (Wb, bb) in zip(a.params, b.params):
+        assert_close("W", Wa, Wb, tol)
+        assert_close("b", ba, bb, tol)
+    assert_close("epoch losses", hist["loss"], losses, tol)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_optimizers_match_their_numpy_formulas(rng, optimizer):
+    sizes = [4, 6, 3]
+    X, y = rand(rng, (4, 10)), rng.integers(0, 3, 10)
+    net = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=4)
+    ref = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=4)
+    lr, b1, b2, eps = 0.05, 0.8, 0.95, 1e-7
+    net.fit(X, y, epochs=3, batch_size=10, lr=lr, optimizer=optimizer, shuffle=False,
+            progress=False, momentum=b1, beta1=b1, beta2=b2, eps=eps)
+    theta = ref._theta
+    m1 = np.zeros_like(theta)
+    m2 = np.zeros_like(theta)
+    for t in range(1, 4):
+        ref.zero_grad()
+        ref.forward(X)
+        ref.backward(y)
+        g = ref._grad
+        if optimizer == "momentum":
+            m1 = b1 * m1 + g
+            theta -= lr * m1
+        else:
+            m1 = b1 * m1 + (1 - b1) * g
+            m2 = b2 * m2 + (1 - b2) * g * g
+            theta -= lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
+    assert_close("theta", net._theta, theta, 1e-12)
+
+
+def test_same_seed_gives_bitwise_identical_weights(rng):
+    X, y = rand(rng, (5, 50)), rng.integers(0, 3, 50)
+    runs = []
+    for _ in range(2):
+        net = lp.Network([5, 8, 3], ["relu", "softmax"], "cross_entropy", seed=7)
+        net.fit(X, y, epochs=3, batch_size=8, lr=0.1, optimizer="adam", seed=11, progress=False)
+        runs.append(net._theta.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    other = lp.Network([5, 8, 3], ["relu", "softmax"], "cross_entropy", seed=7)
+    other.fit(X, y, epochs=3, batch_size=8, lr=0.1, optimizer="adam", seed=12, progress=False)
+    assert not np.array_equal(other._theta, runs[0])  # the shuffle seed matters
+
+
+def test_gradients_accumulate_until_zero_grad(rng):
+    """Guide §12 "Not resetting gradients": backward twice = twice the gradient."""
+    net = lp.Network([3, 4, 2], ["sigmoid", "softmax"], "cross_entropy")
+    X, y = rand(rng, (3, 5)), rng.integers(0, 2, 5)
+    net.forward(X)
+    net.backward(y)
+    once = [(dW.copy(), db.copy()) for dW, db in net.grads]
+    net.forward(X)
+    net.backward(y)
+    for (dW, db), (oW, ob) in zip(net.grads, once):
+        assert_close("dW twice", dW, 2 * oW, 1e-14)
+        assert_close("db twice", db, 2 * ob, 1e-14)
+    net.zero_grad()
+    assert all((dW == 0).all() and (db == 0).all() for dW, db in net.grads)
+
+
+def test_params_are_live_views(rng):
+    net = lp.Network([2, 3, 1], ["relu", "identity"], "mse")
+    W, _ = net.params[0]
+    W[0, 0] = 42.0
+    assert net.params[0][0][0, 0] == 42.0
+    Z = lp.dense_forward(*net.params[0], np.ones((2, 1)))
+    assert_close("Z", Z, vec.dense_forward(*net.params[0], np.ones((2, 1))), 1e-15)
+
+
+def test_transposed_X_error_suggests_X_T(rng):
+    net = lp.Network([4, 3, 2], ["relu", "softmax"], "cross_entropy")
+    with pytest.raises(ValueError, match=r"examples in columns.*X.T"):
+        net.fit(rand(rng, (10, 4)), np.zeros(10, int), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"X.T"):
+        net.predict(rand(rng, (10, 4)))
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(layer_sizes=[4], activations=[], loss="mse"), "at least two sizes"),
+    (dict(layer_sizes=[4, 2], activations=["relu", "relu"], loss="mse"), "one name per layer"),
+    (dict(layer_sizes=[4, 2], activations=["swish"], loss="mse"), "valid names"),
+    (dict(layer_sizes=[4, 2], activations=["relu"], loss="cross_entropy"), "use 'softmax'"),
+    (dict(layer_sizes=[4, 2], activations=["relu"], loss="binary_cross_entropy"),
+     "use 'sigmoid'"),
+    (dict(layer_sizes=[4, 0, 2], activations=["relu", "relu"], loss="mse"), "positive"),
+    (dict(layer_sizes=[4, 2], activations=["relu"], loss="hinge"), "valid names"),
+])
+def test_bad_architecture_is_refused(kwargs, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        lp.Network(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(lr=-1), "lr"),
+    (dict(lr=float("nan")), "lr"), (dict(optimizer="rmsprop"), "optimizer"),
+])
+def test_bad_fit_options_are_refused(rng, kwargs, pattern):
+    net = lp.Network([3, 2], ["softmax"], "cross_entropy")
+    with pytest.raises(ValueError, match=pattern):
+        net.fit(rand(rng, (3, 4)), np.zeros(4, int), progress=False, **kwargs)
+
+
+def test_divergence_is_reported_not_returned(rng):
+    net = lp.Network([3, 8, 1], ["relu", "identity"], "mse", seed=0)
+    X, Y = rand(rng, (3, 64), scale=100), rand(rng, (1, 64), scale=100)
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        net.fit(X, Y, epochs=50, batch_size=8, lr=10.0, progress=False)
+
+
+# -- save / load ------------------------------------------------------------------------------
+
+
+def test_save_load_round_trips_bitwise(tmp_path, rng):
+    net = lp.Network([3, 5, 2], ["tanh", "softmax"], "cross_entropy", dtype="float32", seed=5)
+    net.fit(rand(rng, (3, 20), np.float32), rng.integers(0, 2, 20), epochs=2, progress=False)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    back = lp.Network.load(path)
+    assert back.layer_sizes == net.layer_sizes and back.activations == net.activations
+    assert back.loss == net.loss and back.dtype == net.dtype
+    np.testing.assert_array_equal(back._theta, net._theta)
+    X = rand(rng, (3, 4), np.float32)
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+
+
+def _saved(tmp_path):
+    path = tmp_path / "model.npz"
+    lp.Network([2, 3, 1], ["relu", "sigmoid"], "binary_cross_entropy").save(path)
+    return path
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = _saved(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(lp.ModelFileError, match=str(path).replace("\\", "\\\\")):
+        lp.Network.load(path)
+
+
+def test_file_that_is_not_a_model_is_refused(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("hello")
+    with pytest.raises(lp.ModelFileError, match="notes.npz"):
+        lp.Network.load(path)
+    other = tmp_path / "arrays.npz"
+    np.savez(other, a=np.ones(3))
+    with pytest.raises(lp.ModelFileError, match="not a loopprop model"):
+        lp.Network.load(other)
+
+
+def test_corrupted_file_is_refused(tmp_path):
+    path = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    with pytest.raises(lp.ModelFileError, match="model.npz"):
+        lp.Network.load(path)
+
+
+def test_corrupted_weights_shape_is_refused(tmp_path):
+    import json
+    path = tmp_path / "model.npz"
+    meta = {"format": "loopprop.Network", "format_version": 1, "layer_sizes": [2, 3, 1],
+            "activations": ["relu", "sigmoid"], "loss": "binary_cross_entropy",
+            "dtype": "float64"}
+    np.savez(path, meta=np.array(json.dumps(meta)), theta=np.ones(5))
+    with pytest.raises(lp.ModelFileError, match="corrupted"):
+        lp.Network.load(path)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    import json
+    path = _saved(tmp_path)
+    with np.load(path) as d:
+        meta, theta = json.loads(str(d["meta"][()])), d["theta"]
+    meta["format_version"] = lp.network.FORMAT_VERSION + 1
+    np.savez(path, meta=np.array(json.dumps(meta)), theta=theta)
+    with pytest.raises(lp.ModelFileError, match="newer.*upgrade loopprop"):
+        lp.Network.load(path)
+
+
+def test_missing_file_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        lp.Network.load(os.path.join(tmp_path, "absent.npz"))
+
+
+# -- real data ----------------------------------------------------------------------------------
+
+
+def test_digits_plain_recipe_reaches_96_percent():
+    pytest.importorskip("sklearn")
+    from loopprop import datasets
+
+    Xtr, ytr, Xte, yte = datasets.load("digits")
+    net = lp.Network([64, 64, 10], ["relu", "softmax"], "cross_entropy", seed=0)
+    net.fit(Xtr, ytr, epochs=40, batch_size=32, lr=0.1, optimizer="sgd", progress=False)
+    assert net.evaluate(Xte, yte)["accuracy"] >= 0.96
