@@ -10,6 +10,7 @@ from .kernels.dense import dense_backward, dense_forward
 from .kernels.losses import mse_loss, sigmoid_binary_cross_entropy, softmax_cross_entropy
 from .kernels.neuron import neuron_step
 from .kernels.optim import sgd_update
+from .explain import explain  # the function; the module is loopprop.explain in sys.modules
 from .gradcheck import gradcheck
 from .network import ModelFileError, Network
 
@@ -22,6 +23,7 @@ __all__ = [
     "activation_forward",
     "dense_backward",
     "dense_forward",
+    "explain",
     "gradcheck",
     "mse_loss",
     "neuron_step",

@@ -166,11 +166,11 @@ def _parse_vector(text: str | None, name: str):
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from . import explain
+    from .explain import explain_neuron, explain_weight
 
     if args.network:
         sizes = _int_list(args.network)
-        print(explain.explain_weight(sizes, layer=args.layer, i=args.i, j=args.j,
+        print(explain_weight(sizes, layer=args.layer, i=args.i, j=args.j,
                                      batch=args.batch, seed=args.seed,
                                      activation=args.activation))
         return 0
@@ -182,7 +182,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     for name in ("b", "y"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
-    print(explain.explain_neuron(activation=args.activation, loss=args.loss, **kw))
+    print(explain_neuron(activation=args.activation, loss=args.loss, **kw))
     return 0
 
 

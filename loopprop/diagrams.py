@@ -1,0 +1,120 @@
+"""Mermaid diagrams of the guide (§13–§14), drawn from a real :class:`Network`.
+
+Kinds:
+
+* ``"workflow"`` — §13's backpropagation workflow, unrolled over this network's layers.
+* ``"neuron"`` — §13's single neuron: forward to the loss, backward to dW and db.
+* ``"network"`` — §13's forward and backward signals, with this network's layer sizes and
+  activations.
+* ``"cache"`` — §14: what the forward pass caches for each layer and where backward reads it.
+
+Labels are quoted (``id["…"]``) so that sizes, primes and arrows in the text never collide with
+Mermaid's syntax; the output renders on GitHub inside a ```` ```mermaid ```` block.
+"""
+
+from __future__ import annotations
+
+KINDS = ("workflow", "neuron", "network", "cache")
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace('"', "'") + '"'
+
+
+def _seed_text(net) -> str:
+    L = net.n_layers
+    if net.loss == "cross_entropy":
+        return f"dZ{L} = (P − Y)/m, softmax + cross-entropy fused (§9)"
+    if net.loss == "binary_cross_entropy":
+        return f"dZ{L} = (σ(Z{L}) − Y)/m, sigmoid + BCE fused (§9)"
+    return f"dA{L} = (A{L} − Y)/m, then dZ{L} = dA{L} ⊙ {net.activations[-1]}'(Z{L})"
+
+
+def workflow(net) -> str:
+    L = net.n_layers
+    lines = ["flowchart TD", f"    start[{_q('Start with loss L = ' + net.loss)}] --> "
+             f"seed[{_q(_seed_text(net))}]"]
+    prev = "seed"
+    for l in range(L, 0, -1):
+        act = net.activations[l - 1]
+        if l < L:
+            node = f"dz{l}"
+            lines.append(f"    {prev} --> {node}[{_q(f'dZ{l} = dA{l} ⊙ {act}′(Z{l})')}]")
+            prev = node
+        a_prev = "X" if l == 1 else f"A{l - 1}"
+        lines.append(f"    {prev} --> dw{l}[{_q(f'dW{l} = dZ{l} · {a_prev}ᵀ')}]")
+        lines.append(f"    {prev} --> db{l}[{_q(f'db{l} = sum of dZ{l} over the batch')}]")
+        if l > 1:
+            lines.append(f"    {prev} --> da{l - 1}[{_q(f'dA{l - 1} = W{l}ᵀ · dZ{l}')}]")
+            prev = f"da{l - 1}"
+    grads = " & ".join(f"dw{l} & db{l}" for l in range(1, L + 1))
+    lines.append(f"    {grads} --> update[{_q('Update W ← W − η·dW and b ← b − η·db (§10)')}]")
+    return "\n".join(lines)
+
+
+def neuron(net) -> str:
+    n0 = net.layer_sizes[0]
+    act = net.activations[0]
+    return "\n".join([
+        "flowchart LR",
+        f"    X[{_q(f'Input x, {n0} values')}] --> Z[{_q('z = Σ w_j·x_j + b')}]",
+        f"    Z --> A[{_q(f'a = {act}(z)')}]",
+        f"    A --> L[{_q('Loss L(a, y)')}]",
+        f"    L --> dA[{_q('dL/da')}]",
+        f"    dA --> dZ[{_q(f'dL/dz = dL/da · {act}′(z)')}]",
+        f"    dZ --> dW[{_q('dL/dw_j = dL/dz · x_j')}]",
+        f"    dZ --> dB[{_q('dL/db = dL/dz')}]",
+    ])
+
+
+def network(net) -> str:
+    sizes, acts, L = net.layer_sizes, net.activations, net.n_layers
+    lines = ["graph LR", f"    subgraph forward[{_q('Forward pass')}]",
+             f"        x0[{_q(f'Input X: {sizes[0]} features')}]"]
+    for l in range(1, L + 1):
+        kind = "Output" if l == L else "Hidden"
+        lines.append(f"        a{l}[{_q(f'{kind} A{l}: {sizes[l]} × {acts[l - 1]}')}]")
+        lines.append(f"        {'x0' if l == 1 else f'a{l - 1}'} -->|{_q(f'W{l}, b{l}')}| a{l}")
+    lines.append(f"        a{L} --> loss[{_q(f'Loss: {net.loss}')}]")
+    lines += ["    end", f"    subgraph backward[{_q('Backward pass')}]",
+              f"        dz{L}[{_q(_seed_text(net))}]"]
+    for l in range(L, 0, -1):
+        lines.append(f"        dz{l} --> dw{l}[{_q(f'dW{l} {sizes[l]}×{sizes[l - 1]}, db{l}')}]")
+        if l > 1:
+            lines.append(f"        dz{l} -->|{_q(f'W{l}ᵀ')}| da{l - 1}[{_q(f'dA{l - 1}')}]")
+            lines.append(f"        da{l - 1} -->|{_q(f'⊙ {acts[l - 2]}′(Z{l - 1})')}| dz{l - 1}"
+                         f"[{_q(f'dZ{l - 1}')}]")
+    lines += ["    end", f"    loss --> dz{L}"]
+    return "\n".join(lines)
+
+
+def cache(net) -> str:
+    sizes, acts, L = net.layer_sizes, net.activations, net.n_layers
+    lines = ["flowchart LR"]
+    for l in range(1, L + 1):
+        a_prev = "X" if l == 1 else f"A{l - 1}"
+        lines += [
+            f"    subgraph layer{l}[{_q(f'Layer {l}: {sizes[l - 1]} → {sizes[l]}, {acts[l - 1]}')}]",
+            f"        c{l}a[{_q(f'{a_prev} cached, {sizes[l - 1]} × m')}]",
+            f"        c{l}a --> z{l}[{_q(f'Z{l} = W{l}·{a_prev} + b{l}, cached')}]",
+            f"        z{l} --> a{l}[{_q(f'A{l} = {acts[l - 1]}(Z{l}), cached')}]",
+            f"        dz{l}[{_q(f'Error signal dZ{l}')}] --> dw{l}[{_q(f'dW{l} = dZ{l}·{a_prev}ᵀ')}]",
+            f"        dz{l} --> db{l}[{_q(f'db{l} = sum of dZ{l}')}]",
+            f"        c{l}a -.->|{_q('read by backward')}| dw{l}",
+            "    end",
+        ]
+        if l > 1:
+            lines.append(f"    a{l - 1} --> c{l}a")
+            lines.append(f"    dz{l} -->|{_q(f'W{l}ᵀ·dZ{l}, then ⊙ f′(Z{l - 1})')}| dz{l - 1}")
+        lines.append(f"    z{l} -.->|{_q('Z and A read for the activation derivative')}| dz{l}")
+    lines.insert(1, f"    loss[{_q('Loss L')}] --> dz{L}")
+    lines.append(f"    a{L} --> loss")
+    return "\n".join(lines)
+
+
+def to_mermaid(net, kind: str = "network") -> str:
+    """Mermaid source for ``kind`` in workflow, neuron, network, cache (guide §13–§14)."""
+    builders = {"workflow": workflow, "neuron": neuron, "network": network, "cache": cache}
+    if kind not in builders:
+        raise ValueError(f"kind: unknown diagram {kind!r}; valid kinds are {', '.join(KINDS)}")
+    return builders[kind](net)

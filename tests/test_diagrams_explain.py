@@ -1,0 +1,156 @@
+"""Study tools: Mermaid diagrams that really render, and chain-rule explanations whose numbers
+agree with backward and with finite differences."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import loopprop as lp
+from loopprop.diagrams import KINDS
+from loopprop.explain import explain_neuron, explain_weight
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NETS = [
+    lp.Network([2, 3, 1], ["sigmoid", "sigmoid"], "binary_cross_entropy"),
+    lp.Network([64, 32, 16, 10], ["relu", "tanh", "softmax"], "cross_entropy"),
+    lp.Network([5, 1], ["identity"], "mse"),
+]
+
+
+def mermaid_js() -> pathlib.Path | None:
+    candidates = [os.environ.get("LOOPPROP_MERMAID_JS", ""),
+                  ROOT / ".ci" / "node" / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"]
+    for c in candidates:
+        if c and pathlib.Path(c).is_file():
+            return pathlib.Path(c)
+    return None
+
+
+def render_in_chromium(diagrams: dict[str, str]) -> dict:
+    """Render every diagram with Mermaid's own renderer in headless Chromium; return
+    ``{name: "ok" | error message}``."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    js = mermaid_js()
+    if chromium is None or js is None:
+        pytest.skip("needs Debian's chromium and mermaid from npm (.ci/run installs both)")
+    page = """<!doctype html><html><body><pre id="result">pending</pre>
+<script src="%s"></script>
+<script>
+const diagrams = %s;
+mermaid.initialize({startOnLoad: false, securityLevel: "strict"});
+(async () => {
+  const out = {};
+  let n = 0;
+  for (const [name, text] of Object.entries(diagrams)) {
+    try {
+      await mermaid.parse(text);
+      const {svg} = await mermaid.render("d" + (n++), text);
+      out[name] = svg.includes("<svg") ? "ok" : "no svg";
+    } catch (e) { out[name] = String(e && e.message || e); }
+  }
+  document.getElementById("result").textContent = JSON.stringify(out);
+})();
+</script></body></html>""" % (js.as_uri(), json.dumps(diagrams))
+    with tempfile.TemporaryDirectory() as tmp:
+        html = pathlib.Path(tmp) / "page.html"
+        html.write_text(page, encoding="utf-8")
+        proc = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp}/profile", "--allow-file-access-from-files",
+             "--virtual-time-budget=30000", "--dump-dom", html.as_uri()],
+            capture_output=True, text=True, timeout=180)
+    dom = proc.stdout
+    start = dom.find('<pre id="result">') + len('<pre id="result">')
+    text = dom[start:dom.find("</pre>", start)]
+    import html as htmlmod
+
+    text = htmlmod.unescape(text)
+    assert text != "pending", f"mermaid did not finish: {proc.stderr[-2000:]}"
+    return json.loads(text)
+
+
+def test_every_diagram_kind_renders_with_mermaid():
+    diagrams = {f"{kind}-{n}": net.to_mermaid(kind) for n, net in enumerate(NETS)
+                for kind in KINDS}
+    # the oracle can fail: a broken diagram must be reported as an error
+    diagrams["broken"] = "flowchart LR\n    a[unclosed --> b"
+    results = render_in_chromium(diagrams)
+    assert results.pop("broken") != "ok"
+    bad = {k: v for k, v in results.items() if v != "ok"}
+    assert not bad, f"diagrams that Mermaid refused: {bad}"
+    assert len(results) == len(NETS) * len(KINDS)
+
+
+def test_network_diagram_shows_real_sizes_and_activations():
+    text = NETS[1].to_mermaid("network")
+    for piece in ("64 features", "32 × relu", "16 × tanh", "10 × softmax", "dW1 32×64",
+                  "P − Y"):
+        assert piece in text
+
+
+def test_unknown_kind_lists_valid_ones():
+    with pytest.raises(ValueError, match="workflow, neuron, network, cache"):
+        NETS[0].to_mermaid("sankey")
+
+
+def test_explain_default_prints_the_guide_numbers():
+    text = explain_neuron()
+    for piece in ("z = Σ_j w_j·x_j + b = 0.5·2 + 1 = 2", "a = σ(2) = 0.8808", "0.0071",
+                  "dL/da = a − y = -0.1192", "= 0.1050", "dL/dz = dL/da · da/dz", "= -0.0125",
+                  "dL/dw = dL/dz · x = (-0.0125)·2 = -0.0250", "dL/db = dL/dz · 1 = -0.0125"):
+        assert piece in text, piece
+    assert lp.explain() == text
+
+
+@pytest.mark.parametrize("sizes,layer,i,j", [([2, 3, 1], 1, 2, 1), ([2, 3, 1], 2, 0, 2),
+                                             ([3, 4, 3, 2], 1, 3, 0), ([3, 4, 3, 2], 2, 1, 3),
+                                             ([1, 1], 1, 0, 0)])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_weight_explanation_sum_equals_backward_and_finite_differences(sizes, layer, i, j,
+                                                                       activation):
+    ex = explain_weight(sizes, layer=layer, i=i, j=j, batch=3, seed=2, activation=activation)
+    assert len(ex.terms) == 3
+    assert abs(ex.total - sum(ex.terms)) == 0
+    assert abs(ex.total - ex.backward) <= 1e-8
+    assert abs(ex.total - ex.finite_difference) <= 1e-8
+    text = str(ex)
+    assert f"dL/dW^({layer})[{i}, {j}] = Σ_k dZ^({layer})[{i}, k] · A^({layer - 1})[{j}, k]" in text
+    assert "Network.backward" in text and "finite differences" in text
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(layer=3), "layer: expected 1…2"), (dict(i=5), "i: layer 1 has 3 neurons"),
+    (dict(j=-1), "j: layer 0 has 2 neurons"),
+])
+def test_explain_weight_checks_indices(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        explain_weight([2, 3, 1], **kwargs)
+
+
+def test_cli_explain_and_diagram():
+    from loopprop import cli
+
+    assert cli.main(["explain"]) == 0
+    assert cli.main(["explain", "--network", "2-3-1", "--layer", "2", "--j", "1"]) == 0
+    assert cli.main(["explain", "--x", "1,2", "--w", "0.5,-1", "--activation", "tanh"]) == 0
+    assert cli.main(["explain", "--x", "a,b"]) == 2
+    for kind in KINDS:
+        assert cli.main(["diagram", kind, "--network", "4-3-2"]) == 0
+
+
+def test_vanishing_gradient_example_shows_a_tenfold_gap():
+    """Issue 6: the sigmoid network's first-layer gradient ≥ 10× smaller than ReLU's."""
+    pytest.importorskip("sklearn")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vg", ROOT / "examples" /
+                                                  "vanishing_gradients.py")
+    vg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vg)
+    assert vg.first_layer_ratio(epochs=3) >= 10
