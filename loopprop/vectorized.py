@@ -122,3 +122,30 @@ def neuron_step(x, w, b, y, activation="sigmoid", loss="mse", alpha=0.01):
         dL_dz = a - y
     return {"z": z, "a": a, "loss": float(L), "dL_da": dL_da, "da_dz": da_dz, "dL_dz": dL_dz,
             "dL_dw": dL_dz * x, "dL_db": dL_dz}
+
+
+def train_epoch(params, X, y, batch_size, lr, activations):
+    """One epoch of minibatch SGD written the NumPy way: the benchmark baseline for ``fit``.
+
+    ``params`` is a list of ``(W, b)`` updated in place; hidden layers use ``activations[:-1]``,
+    the output is softmax + cross-entropy with integer labels ``y``; no shuffling (the batch
+    order is the column order). Returns the mean training loss.
+    """
+    n = X.shape[1]
+    total = 0.0
+    for s in range(0, n, batch_size):
+        Xb, yb = X[:, s:s + batch_size], y[s:s + batch_size]
+        As, Zs = [Xb], []
+        for (W, b), act in zip(params, activations):
+            Zs.append(dense_forward(W, b, As[-1]))
+            As.append(activation_forward(act, Zs[-1]) if act != "softmax" else Zs[-1])
+        loss, dZ = softmax_cross_entropy(Zs[-1], yb)
+        total += loss * Xb.shape[1]
+        for l in range(len(params) - 1, -1, -1):
+            W, b = params[l]
+            dW, db, dA = dense_backward(dZ, W, As[l])
+            if l > 0:
+                dZ = activation_backward(activations[l - 1], dA, Zs[l - 1])
+            W -= lr * dW
+            b -= lr * db
+    return total / n

@@ -1,0 +1,197 @@
+"""``loopprop bench``: the headline workloads, loopprop against vectorized NumPy (and PyTorch
+eager when installed), timed side by side in one run.
+
+Each row runs every implementation in turn, several rounds, and keeps the best time of each (the
+machine is shared and noisy; the minimum is the least disturbed run). Ratios are
+``other time / loopprop time``: above 1, loopprop is faster.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numba
+import numpy as np
+
+from . import vectorized as vec
+from .kernels.activations import SIGMOID, TANH, _activation_backward, _activation_forward
+from .network import Network
+
+
+def best_time(fns: dict[str, Callable[[], object]], rounds: int, min_time: float = 0.05
+              ) -> dict[str, float]:
+    """Best seconds per call of each function, the functions interleaved round by round."""
+    for f in fns.values():  # warm up: compile, fill caches
+        f()
+    reps = {}
+    for name, f in fns.items():
+        t0 = time.perf_counter()
+        f()
+        dt = time.perf_counter() - t0
+        reps[name] = max(1, int(min_time / max(dt, 1e-9)))
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[name]):
+                f()
+            best[name] = min(best[name], (time.perf_counter() - t0) / reps[name])
+    return best
+
+
+def _data(n_in: int, n_out: int, n: int, dtype, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_in, n)).astype(dtype)
+    y = rng.integers(0, n_out, n)
+    return X, y
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def epoch_workload(sizes: list[int], batch: int, n: int, dtype: str = "float64",
+                   with_torch: bool = True) -> dict[str, Callable[[], object]]:
+    """One training epoch (SGD, ReLU hidden, softmax + CE) three ways, on the same data."""
+    X, y = _data(sizes[0], sizes[-1], n, dtype)
+    acts = ["relu"] * (len(sizes) - 2) + ["softmax"]
+    net = Network(sizes, acts, "cross_entropy", dtype=dtype, seed=0)
+    params = [(W.copy(), b.copy()) for W, b in net.params]
+    fns: dict[str, Callable[[], object]] = {
+        "loopprop": lambda: net.fit(X, y, epochs=1, batch_size=batch, lr=0.01, shuffle=False,
+                                    progress=False),
+        "numpy": lambda: vec.train_epoch(params, X, y, batch, 0.01, acts),
+    }
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        tdt = torch.float64 if dtype == "float64" else torch.float32
+        layers = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [torch.nn.Linear(a, b).to(tdt), torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers[:-1])
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        tX = torch.tensor(X.T.copy())  # torch wants examples as rows
+        ty = torch.tensor(y)
+
+        def torch_epoch():
+            for s in range(0, n, batch):
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(tX[s:s + batch]), ty[s:s + batch])
+                loss.backward()
+                opt.step()
+
+        fns["torch"] = torch_epoch
+    return fns
+
+
+def dense_workload(n_out: int, n_in: int, m: int, dtype: str) -> dict[str, Callable]:
+    """Dense forward + backward: loopprop's tuned loops vs NumPy's ``@`` (OpenBLAS)."""
+    from .kernels import dense
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    A = rng.standard_normal((n_in, m)).astype(dtype)
+    dZ = rng.standard_normal((n_out, m)).astype(dtype)
+    Z, dW, db, dA = (np.empty((n_out, m), dtype), np.empty_like(W), np.empty(n_out, dtype),
+                     np.empty_like(A))
+    A_T, W_T, dZ_T = (np.empty((m, n_in), dtype), np.empty((n_in, n_out), dtype),
+                      np.empty((m, n_out), dtype))
+    par = numba.get_num_threads() > 1
+
+    def loops():
+        dense._dense_forward_tuned(Z, W, b, A, A_T, par)
+        dW[...] = 0
+        db[...] = 0
+        dense._dense_backward_tuned(dW, db, dA, dZ, W, A, W_T, dZ_T, True, par)
+
+    def numpy():
+        vec.dense_forward(W, b, A)
+        vec.dense_backward(dZ, W, A)
+
+    return {"loopprop": loops, "numpy": numpy}
+
+
+def elementwise_workload(name: str, size: int, dtype: str) -> dict[str, Callable]:
+    """An activation forward + backward over ``size`` values (A = f(Z), dZ = dA ⊙ f'(Z))."""
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((1000, size // 1000)).astype(dtype)
+    dA = rng.standard_normal(Z.shape).astype(dtype)
+    A, dZ = np.empty_like(Z), np.empty_like(Z)
+    code = {"sigmoid": SIGMOID, "tanh": TANH}[name]
+
+    def loops():
+        _activation_forward(A, Z, code, 0.01)
+        _activation_backward(dZ, dA, Z, A, code, 0.01)
+
+    def numpy():
+        if name == "sigmoid":
+            a = 1.0 / (1.0 + np.exp(-Z))  # the plain NumPy idiom (overflow-safe in float64)
+            return dA * a * (1 - a)
+        a = np.tanh(Z)
+        return dA * (1 - a * a)
+
+    return {"loopprop": loops, "numpy": numpy}
+
+
+def warm_start_seconds() -> float:
+    """Seconds from a fresh interpreter to the end of the first epoch of ``loopprop train``'s
+    network on digits-sized data, with the Numba cache already filled (best of 3)."""
+    code = ("import time; t0 = time.perf_counter(); import numpy as np, loopprop as lp; "
+            "X = np.random.default_rng(0).standard_normal((64, 1438)); "
+            "y = np.arange(1438) % 10; "
+            "net = lp.Network([64, 512, 10], ['relu', 'softmax'], 'cross_entropy'); "
+            "net.fit(X, y, epochs=1, batch_size=32, lr=0.02, optimizer='momentum', "
+            "progress=False, validation=(X[:, :300], y[:300])); "
+            "print(time.perf_counter() - t0)")
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def rows(dtype: str = "float64", quick: bool = False):
+    """Yield ``(workload, {impl: seconds})`` for the headline workloads."""
+    rounds = 3 if quick else 7
+    yield ("epoch 64-32-10, batch 32, n=1797", best_time(
+        epoch_workload([64, 32, 10], 32, 1797, dtype), rounds))
+    yield ("epoch 784-128-10, batch 64, n=6400", best_time(
+        epoch_workload([784, 128, 10], 64, 6400, dtype), rounds))
+    yield ("dense fwd+bwd 1024x1024, batch 256", best_time(
+        dense_workload(1024, 1024, 256, dtype), rounds))
+    for name in ("sigmoid", "tanh"):
+        yield (f"{name} fwd+bwd, 10^6 values", best_time(
+            elementwise_workload(name, 10**6, dtype), rounds))
+
+
+def run(dtype: str = "float64", quick: bool = False) -> list[tuple[str, dict[str, float]]]:
+    """Print the table; return its rows."""
+    print(f"loopprop bench: {dtype}, numba threads {numba.get_num_threads()}, "
+          f"cpus {os.cpu_count()}, numpy {np.__version__}, numba {numba.__version__}"
+          + (", torch " + _torch().__version__ if _torch() else ", torch not installed"))
+    print(f"{'workload':38s} {'loopprop':>11s} {'numpy':>11s} {'torch':>11s} "
+          f"{'vs numpy':>9s} {'vs torch':>9s}")
+    out = []
+    for name, t in rows(dtype, quick):
+        lp_t = t["loopprop"]
+        cells = [f"{1e3 * t[k]:9.3f}ms" if k in t else f"{'—':>11s}"
+                 for k in ("loopprop", "numpy", "torch")]
+        ratios = [f"{t[k] / lp_t:8.2f}×" if k in t else f"{'—':>9s}" for k in ("numpy", "torch")]
+        print(f"{name:38s} {' '.join(cells)} {' '.join(ratios)}", flush=True)
+        out.append((name, t))
+    ws = warm_start_seconds()
+    print(f"{'loopprop train warm start to 1st epoch':38s} {ws:10.3f}s")
+    out.append(("warm start", {"loopprop": ws}))
+    print("ratios: other time / loopprop time (above 1: loopprop is faster); best of "
+          f"{3 if quick else 7} interleaved rounds")
+    return out
