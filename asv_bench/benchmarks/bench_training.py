@@ -1,0 +1,187 @@
+"""One training epoch: loopprop's compiled ``fit`` vs the same SGD loop in vectorized NumPy vs
+PyTorch eager, for a digits-sized and an MNIST-sized network; cold start; headline ratios."""
+
+import time
+
+import numpy as np
+
+import loopprop as lp
+from loopprop import vectorized as vec
+
+from .common import DTYPES, THREADS, Pinned, rand, torch_or_none
+
+WORKLOADS = {  # name: (layer sizes, batch, examples)
+    "digits_64-32-10_b32": ([64, 32, 10], 32, 1797),
+    "mnist_784-128-10_b64": ([784, 128, 10], 64, 6400),
+}
+
+
+def _problem(name, dtype):
+    sizes, batch, n = WORKLOADS[name]
+    X = rand((sizes[0], n), dtype)
+    y = np.random.default_rng(1).integers(0, sizes[-1], n)
+    return sizes, batch, X, y
+
+
+def make_epoch(impl, name, dtype):
+    """A zero-argument callable running one epoch of ``impl`` (compiled / warmed up)."""
+    sizes, batch, X, y = _problem(name, dtype)
+    acts = ["relu"] * (len(sizes) - 2) + ["softmax"]
+    if impl == "loopprop":
+        net = lp.Network(sizes, acts, "cross_entropy", dtype=dtype)
+        fn = lambda: net.fit(X, y, epochs=1, batch_size=batch, lr=0.01, shuffle=False,  # noqa
+                             progress=False)
+    elif impl == "numpy":
+        params = [(W.copy(), b.copy()) for W, b in
+                  lp.Network(sizes, acts, "cross_entropy", dtype=dtype).params]
+        fn = lambda: vec.train_epoch(params, X, y, batch, 0.01, acts)  # noqa: E731
+    else:
+        torch = torch_or_none()
+        if torch is None:
+            raise NotImplementedError("torch is not installed")
+        tdt = torch.float64 if dtype == "float64" else torch.float32
+        layers = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [torch.nn.Linear(a, b).to(tdt), torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers[:-1])
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        tX, ty = torch.tensor(X.T.copy()), torch.tensor(y)
+
+        def fn():
+            for s in range(0, tX.shape[0], batch):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(tX[s:s + batch]),
+                                                  ty[s:s + batch]).backward()
+                opt.step()
+    fn()
+    return fn
+
+
+class Epoch:
+    params = (["loopprop", "numpy", "torch"], list(WORKLOADS), DTYPES, THREADS)
+    param_names = ["impl", "workload", "dtype", "threads"]
+    timeout = 300
+
+    def setup(self, impl, workload, dtype, threads):
+        self.pin = Pinned()
+        self.pin.pin(threads)
+        if impl == "torch":
+            torch = torch_or_none()
+            if torch is not None:
+                torch.set_num_threads(1 if threads == "1" else 2)
+        self.epoch = make_epoch(impl, workload, dtype)
+
+    def teardown(self, *args):
+        self.pin.release()
+
+    def time_epoch(self, *args):
+        self.epoch()
+
+
+def _best(fn, rounds=5):
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _ratio(a, b, rounds=5):
+    """Best time of ``a`` over best time of ``b``, interleaved (lower is better for loopprop)."""
+    ta = tb = float("inf")
+    for _ in range(rounds):
+        ta = min(ta, _best(a, 1))
+        tb = min(tb, _best(b, 1))
+    return ta / tb
+
+
+class Ratios:
+    """Headline ratios loopprop time / NumPy time, side by side in one process (lower is
+    better; 1.0 is parity). All threads, as a user runs them."""
+
+    unit = "loopprop/numpy time"
+    timeout = 600
+
+    def track_epoch_digits_float64(self):
+        return _ratio(make_epoch("loopprop", "digits_64-32-10_b32", "float64"),
+                      make_epoch("numpy", "digits_64-32-10_b32", "float64"))
+
+    def track_epoch_mnist_float64(self):
+        return _ratio(make_epoch("loopprop", "mnist_784-128-10_b64", "float64"),
+                      make_epoch("numpy", "mnist_784-128-10_b64", "float64"))
+
+    def track_epoch_mnist_float32(self):
+        return _ratio(make_epoch("loopprop", "mnist_784-128-10_b64", "float32"),
+                      make_epoch("numpy", "mnist_784-128-10_b64", "float32"))
+
+    def _dense(self, dtype):
+        W, b = rand((1024, 1024), dtype), rand(1024, dtype, 1)
+        A, dZ = rand((1024, 256), dtype, 2), rand((1024, 256), dtype, 3)
+
+        def loops():
+            lp.dense_forward(W, b, A, check_finite=False)
+            lp.dense_backward(dZ, W, A, check_finite=False)
+
+        def numpy():
+            vec.dense_forward(W, b, A)
+            vec.dense_backward(dZ, W, A)
+
+        loops()
+        return _ratio(loops, numpy)
+
+    def track_dense_1024_float64(self):
+        return self._dense("float64")
+
+    def track_dense_1024_float32(self):
+        return self._dense("float32")
+
+    def _elementwise(self, name):
+        Z, dA = rand((1000, 1000), "float64"), rand((1000, 1000), "float64", 1)
+
+        def loops():
+            A = lp.activation_forward(name, Z, check_finite=False)
+            lp.activation_backward(name, dA, Z, check_finite=False)
+            return A
+
+        def numpy():
+            a = 1.0 / (1.0 + np.exp(-Z)) if name == "sigmoid" else np.tanh(Z)
+            return dA * (a * (1 - a) if name == "sigmoid" else 1 - a * a)
+
+        loops()
+        return _ratio(loops, numpy)
+
+    def track_sigmoid_1e6(self):
+        return self._elementwise("sigmoid")
+
+    def track_tanh_1e6(self):
+        return self._elementwise("tanh")
+
+
+COLD = """
+import os, tempfile
+{cache}
+import numpy as np
+import loopprop as lp
+net = lp.Network([64, 32, 10], ["relu", "softmax"], "cross_entropy")
+X = np.zeros((64, 64)); y = np.zeros(64, dtype=np.int64)
+net.fit(X, y, epochs=1, batch_size=32, lr=0.1, progress=False)
+"""
+
+
+class ColdStart:
+    """Fresh interpreter: import loopprop and train one epoch, with an empty Numba cache
+    (everything compiles) and with the cache filled by a previous run."""
+
+    timeout = 900
+    number = 1
+    repeat = 3
+
+    def setup(self):
+        exec(COLD.format(cache=""))  # fill the cache in the installed package
+
+    def timeraw_import_and_first_epoch_empty_cache(self):
+        return COLD.format(cache="os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp()")
+
+    def timeraw_import_and_first_epoch_filled_cache(self):
+        return COLD.format(cache="")
