@@ -28,11 +28,16 @@ FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz"})
 prange = numba.prange
 
 
-def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False):
+def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False,
+           inline: bool = False):
     """Compile ``fn`` as a loopprop kernel (``nopython``, cached, GIL released).
 
     ``fast=True`` enables the :data:`FASTMATH` subset; ``parallel=True`` turns ``prange`` loops
     into threads. Naive reference kernels use neither: they are the formula, nothing more.
+
+    ``inline=True`` inlines a small scalar helper into its callers at Numba-IR level, so that
+    the loop calling it can be vectorized (LLVM does not inline large helpers on its own, and a
+    call in a loop body stops vectorization).
 
     A parallel kernel must not call ``numba.get_num_threads()``: that call embeds a ctypes
     pointer and makes the kernel, and every compiled caller, uncacheable. The thread decision is
@@ -46,6 +51,7 @@ def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False):
             fastmath=set(FASTMATH) if fast else False,
             parallel=parallel,
             error_model="numpy",
+            inline="always" if inline else "never",
         )(f)
 
     return wrap(fn) if fn is not None else wrap

@@ -18,7 +18,8 @@ import numba
 import numpy as np
 
 from . import vectorized as vec
-from .kernels.activations import SIGMOID, TANH, _activation_backward, _activation_forward
+from .kernels.activations import (SIGMOID, TANH, _activation_backward_tuned,
+                                  _activation_forward_tuned)
 from .network import Network
 
 
@@ -129,8 +130,8 @@ def elementwise_workload(name: str, size: int, dtype: str) -> dict[str, Callable
     code = {"sigmoid": SIGMOID, "tanh": TANH}[name]
 
     def loops():
-        _activation_forward(A, Z, code, 0.01)
-        _activation_backward(dZ, dA, Z, A, code, 0.01)
+        _activation_forward_tuned(A, Z, code, 0.01)
+        _activation_backward_tuned(dZ, dA, Z, A, code, 0.01)
 
     def numpy():
         if name == "sigmoid":

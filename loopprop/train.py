@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._jit import kernel, use_threads
-from .kernels.activations import _activation_backward, _activation_forward
+from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
 from .kernels.dense import _dense_backward_tuned, _dense_forward_tuned
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels)
@@ -65,7 +65,7 @@ def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, p
         Z = _view(Zbuf, z_off, n_out, mb)
         _dense_forward_tuned(Z, W, b, A_prev, _view(work_AT, 0, mb, n_in), parallel)
         a_off += n_in * mb
-        _activation_forward(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
+        _activation_forward_tuned(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
         z_off += n_out * mb
 
 
@@ -94,7 +94,7 @@ def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot):
     if loss_code == BINARY_CROSS_ENTROPY:
         return _sigmoid_binary_cross_entropy(dZ, ZL, Y)
     loss = _mse(dZ, AL, Y)
-    _activation_backward(dZ, dZ, ZL, AL, code_L, alpha)
+    _activation_backward_tuned(dZ, dZ, ZL, AL, code_L, alpha)
     return loss
 
 
@@ -130,7 +130,7 @@ def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, 
         if l > 0:
             z_off -= n_in * mb
             # dZ^(l-1) = dA^(l-1) ⊙ f'(Z^(l-1)), in place over dA^(l-1)
-            _activation_backward(dA_prev, dA_prev, _view(Zbuf, z_off, n_in, mb), A_prev,
+            _activation_backward_tuned(dA_prev, dA_prev, _view(Zbuf, z_off, n_in, mb), A_prev,
                                  codes[l - 1], alpha)
             a_off -= sizes[l - 1] * mb
             cur, nxt = nxt, cur

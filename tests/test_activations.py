@@ -22,17 +22,21 @@ def torch_activation(torch, name, z, alpha):
     }[name]()
 
 
+IMPLS = ["tuned", "naive"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,m", [(1, 1), (3, 17), (17, 3), (33, 1)])
-def test_matches_vectorized_twin(rng, name, dtype, n, m):
+def test_matches_vectorized_twin(rng, impl, name, dtype, n, m):
     Z = rand(rng, (n, m), dtype, scale=3)
     dA = rand(rng, (n, m), dtype)
     rtol = RTOL[np.dtype(dtype)]
-    A = lp.activation_forward(name, Z, alpha=0.05)
+    A = lp.activation_forward(name, Z, alpha=0.05, impl=impl)
     assert A.dtype == dtype
     assert_close(f"{name} A", A, vec.activation_forward(name, Z, 0.05), rtol)
-    dZ = lp.activation_backward(name, dA, Z, alpha=0.05)
+    dZ = lp.activation_backward(name, dA, Z, alpha=0.05, impl=impl)
     assert dZ.dtype == dtype
     assert_close(f"{name} dZ", dZ, vec.activation_backward(name, dA, Z, 0.05), rtol)
 
@@ -53,6 +57,7 @@ def test_backward_matches_finite_differences(rng, name):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,m", [(1, 1), (5, 7), (17, 33)])
 def test_matches_torch_autograd(rng, name, dtype, n, m):
+    """The default (tuned) kernels against torch autograd."""
     torch = torch_or_skip()
     Z = rand(rng, (n, m), dtype, scale=3)
     dA = rand(rng, (n, m), dtype)
@@ -83,3 +88,22 @@ def test_shapes_are_preserved(rng, size):
     Z = rand(rng, (size, 2))
     for name in NAMES:
         assert lp.activation_forward(name, Z).shape == (size, 2)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tuned_equals_naive_over_the_whole_range(name, dtype):
+    """The vectorizable exp/tanh of the tuned kernels against libm (the naive kernels), from
+    tiny to saturated values, including the 0.25 switch of tanh and exp's subnormal range."""
+    z = np.concatenate([np.geomspace(1e-300, 800, 4001), [0.0, 0.25, 0.2499999, 709.5, 745.2]])
+    Z = np.concatenate([z, -z]).reshape(2, -1).astype(dtype)
+    naive = lp.activation_forward(name, Z, impl="naive")
+    tuned = lp.activation_forward(name, Z, impl="tuned")
+    tol = 4e-16 if dtype == np.float64 else 1.2e-7
+    normal = np.abs(naive) >= np.finfo(dtype).tiny  # subnormals carry fewer digits
+    rel = np.abs(tuned[normal].astype(float) - naive[normal]) / np.abs(naive[normal])
+    assert rel.max() <= tol, f"{name}: worst relative error {rel.max():.2e} at {Z[normal][rel.argmax()]}"
+    assert np.max(np.abs(tuned[~normal].astype(float) - naive[~normal])) <= np.finfo(dtype).tiny
+    dA = np.ones_like(Z)
+    assert_close("dZ", lp.activation_backward(name, dA, Z, impl="tuned"),
+                 lp.activation_backward(name, dA, Z, impl="naive"), RTOL[np.dtype(dtype)])
