@@ -27,6 +27,12 @@ FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz"})
 
 prange = numba.prange
 
+# Start Numba's thread pool now. Compiled code that calls a parallel kernel links against the
+# pool's symbols; if the pool has never been started in this process, linking a freshly compiled
+# (or cache-loaded) caller aborts the interpreter with "LLVM ERROR: Symbol not found:
+# allocate_sched". get_num_threads() launches it.
+numba.get_num_threads()
+
 
 def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False,
            inline: bool = False):

@@ -315,3 +315,18 @@ def test_digits_plain_recipe_reaches_96_percent():
     net = lp.Network([64, 64, 10], ["relu", "softmax"], "cross_entropy", seed=0)
     net.fit(Xtr, ytr, epochs=40, batch_size=32, lr=0.1, optimizer="sgd", progress=False)
     assert net.evaluate(Xte, yte)["accuracy"] >= 0.96
+
+
+def test_fresh_process_can_predict_first(tmp_path, rng):
+    """A new interpreter whose first compiled call is predict (no fit, no forward) must not
+    abort while linking against the parallel kernels (Numba's thread pool must be started)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.npz"
+    lp.Network([4, 6, 3], ["relu", "softmax"], "cross_entropy").save(path)
+    code = ("import numpy as np, loopprop as lp; net = lp.Network.load(%r); "
+            "print(net.predict(np.ones((4, 2))).shape)" % str(path))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "(3, 2)"
