@@ -222,7 +222,7 @@ class Network:
         buf = _train.Buffers(self._sizes, m, self.dtype)
         buf.Abuf[:X.size] = X.ravel()
         _train._forward_batch(self._theta, self._sizes, self._w_off, self._codes, self.alpha,
-                              buf.Zbuf, buf.Abuf, buf.work_AT, m, _train.parallel_flag(True))
+                              buf.Zbuf, buf.Abuf, buf.work_AT, m, _train.parallel_flag(True), True)
         self._cache = (buf, m)
         return self.activations_cache()[1][-1].copy()
 
@@ -256,7 +256,8 @@ class Network:
         nL = self.layer_sizes[-1]
         dZ = buf.dbuf0[:nL * m].reshape(nL, m)
         loss = _train._loss_seed(dZ, Zs[-1], As[-1], self._codes[-1],
-                                 _train.LOSS_CODES[self.loss], self.alpha, Yf, labels, one_hot)
+                                 _train.LOSS_CODES[self.loss], self.alpha, Yf, labels, one_hot,
+                                 buf.col1, buf.col2)
         _train._backward_batch(self._theta, self._grad, self._sizes, self._w_off, self._codes,
                                self.alpha, buf.Zbuf, buf.Abuf, buf.dbuf0, buf.dbuf1,
                                buf.work_WT, buf.work_dZT, m, _train.parallel_flag(True))
@@ -339,7 +340,8 @@ class Network:
                     self._codes, self.alpha, _train.LOSS_CODES[self.loss], X, Yf, labels,
                     one_hot, perm, shuffle_seed, bs, _train.OPTIMIZERS[optimizer], lr,
                     opt.beta1, opt.beta2, opt.eps, opt.t, buf.Zbuf, buf.Abuf, buf.dbuf0,
-                    buf.dbuf1, buf.work_AT, buf.work_WT, buf.work_dZT, Ybuf, labbuf, gnorm, par)
+                    buf.dbuf1, buf.work_AT, buf.work_WT, buf.work_dZT, Ybuf, labbuf, buf.col1,
+                    buf.col2, gnorm, par)
                 hist["time"].append(time.perf_counter() - t0)
                 hist["loss"].append(total / n)
                 hist["grad_norm"].append(list(gnorm / n_batches))
@@ -374,7 +376,7 @@ class Network:
         total, correct = _train._evaluate(
             self._theta, self._sizes, self._w_off, self._codes, self.alpha,
             _train.LOSS_CODES[self.loss], X, Yf, labels, one_hot, chunk, buf.Zbuf, buf.Abuf,
-            buf.dbuf0, buf.work_AT, out)
+            buf.dbuf0, buf.work_AT, buf.col1, buf.col2, out)
         result: dict[str, Any] = {"loss": total / n, "output": out}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / n

@@ -26,7 +26,7 @@ from ._jit import kernel, use_threads
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
 from .kernels.dense import _dense_backward_tuned, _dense_forward_tuned
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
-                             _softmax_cross_entropy_labels)
+                             _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import _adam, _momentum, _sgd
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
@@ -48,11 +48,14 @@ def _view(buf, off, rows, cols):
 
 
 @kernel
-def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, parallel):
+def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, parallel,
+                   output_activation):
     """Forward through every layer (guide §5–§6), caching each ``Z^(l)`` and ``A^(l)`` (§14).
 
     ``Z^(l) = W^(l)·A^(l−1) + b^(l)``; ``A^(l) = f_l(Z^(l))``. ``A^(0)`` (the inputs, ``n_0 × mb``)
-    must already sit at the start of ``Abuf``.
+    must already sit at the start of ``Abuf``. With ``output_activation`` false the last
+    ``A^(L)`` is not computed: a fused loss (softmax or sigmoid + cross-entropy) starts from
+    ``Z^(L)`` and never reads it.
     """
     a_off = 0
     z_off = 0
@@ -65,7 +68,8 @@ def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, p
         Z = _view(Zbuf, z_off, n_out, mb)
         _dense_forward_tuned(Z, W, b, A_prev, _view(work_AT, 0, mb, n_in), parallel)
         a_off += n_in * mb
-        _activation_forward_tuned(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
+        if output_activation or l < codes.shape[0] - 1:
+            _activation_forward_tuned(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
         z_off += n_out * mb
 
 
@@ -81,16 +85,17 @@ def _last_offsets(sizes, mb):
 
 
 @kernel
-def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot):
+def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot, col1, col2):
     """The loss of the batch and the seed ``dZ^(L)`` of the backward pass (guide §6 step 1, §9).
 
     Cross-entropy and binary cross-entropy are fused with softmax / sigmoid (``dZ = (P − Y)/m``);
     MSE seeds ``dA = (A − Y)/m`` and then applies ``dZ = dA ⊙ f'(Z)`` in place.
+    ``col1``, ``col2`` are per-example workspaces (≥ m).
     """
     if loss_code == CROSS_ENTROPY:
         if one_hot:
             return _softmax_cross_entropy(dZ, ZL, Y)
-        return _softmax_cross_entropy_labels(dZ, ZL, labels)
+        return _softmax_cross_entropy_labels_tuned(dZ, ZL, labels, col1, col2)
     if loss_code == BINARY_CROSS_ENTROPY:
         return _sigmoid_binary_cross_entropy(dZ, ZL, Y)
     loss = _mse(dZ, AL, Y)
@@ -189,7 +194,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
                  X, Y, labels, one_hot, perm, shuffle_seed, batch_size,
                  opt_code, lr, beta1, beta2, eps, t,
                  Zbuf, Abuf, dbuf0, dbuf1, work_AT, work_WT, work_dZT, Ybuf, labbuf,
-                 grad_norm, parallel):
+                 col1, col2, grad_norm, parallel):
     """One epoch of minibatch training, entirely compiled.
 
     Per batch: gather the (shuffled) columns, forward (§5–§6), loss and seed (§9), zero the
@@ -216,12 +221,13 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         for c in range(mb):
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, parallel)
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, parallel,
+                       loss_code == MSE)
         _, aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
         total += mb * _loss_seed(_view(dbuf0, 0, nL, mb), ZL, AL, codes[L - 1], loss_code, alpha,
-                                 Yb, lab, one_hot)
+                                 Yb, lab, one_hot, col1, col2)
         correct += _count_correct(ZL, loss_code, Yb, lab, one_hot)
         for p in range(grad.shape[0]):
             grad[p] = 0.0
@@ -239,7 +245,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
 
 @kernel
 def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_hot, chunk,
-              Zbuf, Abuf, dbuf0, work_AT, out):
+              Zbuf, Abuf, dbuf0, work_AT, col1, col2, out):
     """Forward-only pass over X in chunks: returns (Σ loss × chunk size, correct); fills
     ``out`` (n_L, n) with the output activations."""
     n = X.shape[1]
@@ -254,14 +260,14 @@ def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_ho
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, False)
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, False, True)
         _, aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
         Yb = Y[:, start:start + mb]
         lab = labels[start:start + mb]
         total += mb * _loss_seed(_view(dbuf0, 0, nL, mb), ZL, AL, codes[L - 1], loss_code,
-                                 alpha, Yb, lab, one_hot)
+                                 alpha, Yb, lab, one_hot, col1, col2)
         correct += _count_correct(ZL, loss_code, Yb, lab, one_hot)
         for i in range(nL):
             for c in range(mb):
@@ -288,6 +294,8 @@ class Buffers:
     work_AT: np.ndarray = field(init=False)
     work_WT: np.ndarray = field(init=False)
     work_dZT: np.ndarray = field(init=False)
+    col1: np.ndarray = field(init=False)
+    col2: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         s, m, dt = [int(v) for v in self.sizes], self.m, self.dtype
@@ -299,6 +307,8 @@ class Buffers:
         self.work_AT = np.zeros(max(s[:-1]) * m, dt)
         self.work_WT = np.zeros(max(a * b for a, b in zip(s[:-1], s[1:])), dt)
         self.work_dZT = np.zeros(max(s[1:]) * m, dt)
+        self.col1 = np.zeros(m, dt)
+        self.col2 = np.zeros(m, np.float64)
 
 
 @dataclass

@@ -34,15 +34,16 @@ def test_mse_matches_twin_and_torch(rng, dtype, n, m):
     assert_close("dA vs torch", dA, tA.grad.numpy(), rtol)
 
 
+@pytest.mark.parametrize("impl", ["tuned", "naive"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("c,m", SHAPES)
-def test_softmax_cross_entropy_labels_and_onehot(rng, dtype, c, m):
+def test_softmax_cross_entropy_labels_and_onehot(rng, impl, dtype, c, m):
     Z = rand(rng, (c, m), dtype, scale=3)
     y, Y = labels_and_onehot(rng, c, m, dtype)
     rtol = RTOL[np.dtype(dtype)]
     rloss, rdZ = vec.softmax_cross_entropy(Z, Y)
     for target in (y, Y):
-        loss, dZ = lp.softmax_cross_entropy(Z, target)
+        loss, dZ = lp.softmax_cross_entropy(Z, target, impl=impl)
         assert dZ.dtype == dtype
         assert_close("loss", loss, rloss, rtol)
         assert_close("dZ", dZ, rdZ, rtol)
@@ -103,3 +104,13 @@ def test_soft_targets_are_probability_distributions(rng):
     rloss, rdZ = vec.softmax_cross_entropy(Z, Y)
     assert_close("loss", loss, rloss, 1e-10)
     assert_close("dZ", dZ, rdZ, 1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tuned_cross_entropy_equals_naive_twin(rng, dtype):
+    Z = rand(rng, (10, 1023), dtype, scale=30)
+    y = rng.integers(0, 10, 1023)
+    lt, dt = lp.softmax_cross_entropy(Z, y, impl="tuned")
+    ln, dn = lp.softmax_cross_entropy(Z, y, impl="naive")
+    assert_close("loss", lt, ln, RTOL[np.dtype(dtype)])
+    assert_close("dZ", dt, dn, RTOL[np.dtype(dtype)])
