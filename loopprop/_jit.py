@@ -9,6 +9,13 @@ parallel switch are decided once:
   reductions (the ``Σ_k`` of every gradient), ``contract`` allows fused multiply-add, ``nsz``
   ignores the sign of zero. ``nnan`` and ``ninf`` are deliberately absent: with them LLVM may
   delete ``x != x`` tests and the NaN checks of users and tests would silently stop working.
+* 512-bit vectors -- on CPUs with AVX-512, LLVM's default tuning still prefers 256-bit vectors
+  ("prefer-256-bit"). For the 4×4 register-blocked sums of :mod:`loopprop.kernels.dense` the
+  512-bit registers measured up to 1.5× faster (see the README). :func:`_prefer_wide_vectors`
+  therefore asks Numba to compile for the host CPU *without* that tuning flag -- but only if
+  nothing in the process has compiled with Numba yet and the user set neither
+  ``NUMBA_CPU_NAME`` nor ``NUMBA_CPU_FEATURES``. The setting is Numba's, so it applies to every
+  Numba function compiled later in the process; ``LOOPPROP_WIDE_VECTORS=0`` turns it off.
 * ``parallel`` -- only for kernels whose benchmark shows that two threads pay. Inside those,
   ``prange`` runs over the index that owns the writes. Thread count follows
   ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``.
@@ -16,6 +23,7 @@ parallel switch are decided once:
 
 from __future__ import annotations
 
+import os
 from typing import Callable, TypeVar
 
 import numba
@@ -26,6 +34,30 @@ F = TypeVar("F", bound=Callable)
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz"})
 
 prange = numba.prange
+
+
+def _prefer_wide_vectors() -> bool:
+    """Let LLVM use 512-bit vectors on AVX-512 hosts (see the module docstring)."""
+    if os.environ.get("LOOPPROP_WIDE_VECTORS", "1") == "0":
+        return False
+    if numba.config.CPU_NAME is not None or numba.config.CPU_FEATURES is not None:
+        return False  # the user chose the target
+    from numba.core import registry
+
+    if "_toplevel_target_context" in vars(registry.cpu_target):
+        return False  # Numba's CPU target is built already: too late to change it
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features().flatten()
+    if "+avx512f" not in features.split(","):
+        return False
+    numba.config.CPU_NAME = llvm.get_host_cpu_name()
+    numba.config.CPU_FEATURES = features + ",-prefer-256-bit"
+    return True
+
+
+#: whether kernels were compiled with 512-bit vectors preferred (reported by ``loopprop bench``)
+WIDE_VECTORS: bool = _prefer_wide_vectors()
 
 # Start Numba's thread pool now. Compiled code that calls a parallel kernel links against the
 # pool's symbols; if the pool has never been started in this process, linking a freshly compiled
@@ -63,6 +95,7 @@ def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False,
     return wrap(fn) if fn is not None else wrap
 
 
-def use_threads(parallel: bool) -> bool:
-    """True when a parallel kernel may start threads: asked for, and more than one available."""
-    return bool(parallel) and numba.get_num_threads() > 1
+def use_threads(parallel: bool) -> int:
+    """How many threads a parallel kernel may use: Numba's current count
+    (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``) when asked for, else 1."""
+    return numba.get_num_threads() if parallel else 1

@@ -2,7 +2,9 @@
 eager when installed), timed side by side in one run.
 
 Each row runs every implementation in turn, several rounds, and keeps the best time of each (the
-machine is shared and noisy; the minimum is the least disturbed run). Ratios are
+machine is shared and noisy; the minimum is the least disturbed run). Every turn starts with an
+pause and an untimed call, so that one library's spinning worker threads (OpenBLAS keeps them
+busy for about 0.1 s after a call) do not land in another's timing. Ratios are
 ``other time / loopprop time``: above 1, loopprop is faster.
 """
 
@@ -23,8 +25,8 @@ from .kernels.activations import (SIGMOID, TANH, _activation_backward_tuned,
 from .network import Network
 
 
-def best_time(fns: dict[str, Callable[[], object]], rounds: int, min_time: float = 0.05
-              ) -> dict[str, float]:
+def best_time(fns: dict[str, Callable[[], object]], rounds: int, min_time: float = 0.05,
+              settle: float = 0.15) -> dict[str, float]:
     """Best seconds per call of each function, the functions interleaved round by round."""
     for f in fns.values():  # warm up: compile, fill caches
         f()
@@ -37,6 +39,11 @@ def best_time(fns: dict[str, Callable[[], object]], rounds: int, min_time: float
     best = {name: float("inf") for name in fns}
     for _ in range(rounds):
         for name, f in fns.items():
+            # the previous implementation's worker threads (OpenBLAS, OpenMP) keep spinning on
+            # the cores for a while after their last call: let them go to sleep, then make one
+            # untimed call
+            time.sleep(settle)
+            f()
             t0 = time.perf_counter()
             for _ in range(reps[name]):
                 f()
@@ -106,7 +113,7 @@ def dense_workload(n_out: int, n_in: int, m: int, dtype: str) -> dict[str, Calla
                      np.empty_like(A))
     A_T, W_T, dZ_T = (np.empty((m, n_in), dtype), np.empty((n_in, n_out), dtype),
                       np.empty((m, n_out), dtype))
-    par = numba.get_num_threads() > 1
+    par = numba.get_num_threads()
 
     def loops():
         dense._dense_forward_tuned(Z, W, b, A, A_T, par)
@@ -177,8 +184,11 @@ def rows(dtype: str = "float64", quick: bool = False):
 
 def run(dtype: str = "float64", quick: bool = False) -> list[tuple[str, dict[str, float]]]:
     """Print the table; return its rows."""
+    from ._jit import WIDE_VECTORS
+
     print(f"loopprop bench: {dtype}, numba threads {numba.get_num_threads()}, "
-          f"cpus {os.cpu_count()}, numpy {np.__version__}, numba {numba.__version__}"
+          f"cpus {os.cpu_count()}, 512-bit vectors {'on' if WIDE_VECTORS else 'off'}, "
+          f"numpy {np.__version__}, numba {numba.__version__}"
           + (", torch " + _torch().__version__ if _torch() else ", torch not installed"))
     print(f"{'workload':38s} {'loopprop':>11s} {'numpy':>11s} {'torch':>11s} "
           f"{'vs numpy':>9s} {'vs torch':>9s}")

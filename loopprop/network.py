@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _checks
+from ._jit import use_threads
 from . import train as _train
 from .kernels.activations import CODES
 
@@ -222,7 +223,7 @@ class Network:
         buf = _train.Buffers(self._sizes, m, self.dtype)
         buf.Abuf[:X.size] = X.ravel()
         _train._forward_batch(self._theta, self._sizes, self._w_off, self._codes, self.alpha,
-                              buf.Zbuf, buf.Abuf, buf.work_AT, m, _train.parallel_flag(True), True)
+                              buf.Zbuf, buf.Abuf, buf.work_AT, m, use_threads(True), True)
         self._cache = (buf, m)
         return self.activations_cache()[1][-1].copy()
 
@@ -260,7 +261,7 @@ class Network:
                                  buf.col1, buf.col2)
         _train._backward_batch(self._theta, self._grad, self._sizes, self._w_off, self._codes,
                                self.alpha, buf.Zbuf, buf.Abuf, buf.dbuf0, buf.dbuf1,
-                               buf.work_WT, buf.work_dZT, m, _train.parallel_flag(True))
+                               buf.work_WT, buf.work_dZT, m, use_threads(True))
         return float(loss)
 
     def zero_grad(self) -> None:
@@ -317,7 +318,7 @@ class Network:
         perm = np.arange(n, dtype=np.int64)
         Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
         labbuf = np.zeros(bs, np.int64)
-        par = _train.parallel_flag(parallel)
+        par = use_threads(parallel)
         classify = self.loss != "mse"
         per_example = n * (self.layer_sizes[-1] if self.loss == "binary_cross_entropy" else 1)
         hist: dict[str, list] = {"loss": [], "grad_norm": [], "time": []}

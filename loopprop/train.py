@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._jit import kernel, use_threads
+from ._jit import kernel
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
 from .kernels.dense import _dense_backward_tuned, _dense_forward_tuned
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
@@ -48,7 +48,7 @@ def _view(buf, off, rows, cols):
 
 
 @kernel
-def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, parallel,
+def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, threads,
                    output_activation):
     """Forward through every layer (guide §5–§6), caching each ``Z^(l)`` and ``A^(l)`` (§14).
 
@@ -66,7 +66,7 @@ def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, p
         b = theta[w_off[l] + n_out * n_in:w_off[l] + n_out * n_in + n_out]
         A_prev = _view(Abuf, a_off, n_in, mb)
         Z = _view(Zbuf, z_off, n_out, mb)
-        _dense_forward_tuned(Z, W, b, A_prev, _view(work_AT, 0, mb, n_in), parallel)
+        _dense_forward_tuned(Z, W, b, A_prev, _view(work_AT, 0, mb, n_in), threads)
         a_off += n_in * mb
         if output_activation or l < codes.shape[0] - 1:
             _activation_forward_tuned(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
@@ -105,7 +105,7 @@ def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot, col1, c
 
 @kernel
 def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, dbuf1,
-                    work_WT, work_dZT, mb, parallel):
+                    work_WT, work_dZT, mb, threads):
     """Backward from ``dZ^(L)`` (at the start of dbuf0) to layer 1 (guide §6, steps 2–3).
 
     For l = L … 1: ``dW^(l) += dZ^(l)·A^(l−1)ᵀ``, ``db^(l) += Σ_k dZ^(l)``, and, below the top,
@@ -131,7 +131,7 @@ def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, 
         A_prev = _view(Abuf, a_off, n_in, mb)
         dA_prev = _view(nxt, 0, n_in, mb)
         _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, _view(work_WT, 0, n_in, n_out),
-                              _view(work_dZT, 0, mb, n_out), l > 0, parallel)
+                              _view(work_dZT, 0, mb, n_out), l > 0, threads)
         if l > 0:
             z_off -= n_in * mb
             # dZ^(l-1) = dA^(l-1) ⊙ f'(Z^(l-1)), in place over dA^(l-1)
@@ -194,7 +194,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
                  X, Y, labels, one_hot, perm, shuffle_seed, batch_size,
                  opt_code, lr, beta1, beta2, eps, t,
                  Zbuf, Abuf, dbuf0, dbuf1, work_AT, work_WT, work_dZT, Ybuf, labbuf,
-                 col1, col2, grad_norm, parallel):
+                 col1, col2, grad_norm, threads):
     """One epoch of minibatch training, entirely compiled.
 
     Per batch: gather the (shuffled) columns, forward (§5–§6), loss and seed (§9), zero the
@@ -221,7 +221,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         for c in range(mb):
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, parallel,
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, threads,
                        loss_code == MSE)
         _, aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
@@ -232,7 +232,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         for p in range(grad.shape[0]):
             grad[p] = 0.0
         _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, dbuf1,
-                        work_WT, work_dZT, mb, parallel)
+                        work_WT, work_dZT, mb, threads)
         for l in range(L):
             s = 0.0
             for p in range(w_off[l], w_off[l] + sizes[l] * sizes[l + 1]):
@@ -260,7 +260,7 @@ def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_ho
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, False, True)
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, 1, True)
         _, aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
@@ -365,6 +365,3 @@ class Progress:
         elif self.enabled:
             print(file=sys.stderr)
 
-
-def parallel_flag(parallel: bool) -> bool:
-    return use_threads(parallel)

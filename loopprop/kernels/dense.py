@@ -177,8 +177,8 @@ def _abt_rows(C, X, Y, r, s0, s1, p0, p1):
 
 
 @kernel(fast=True)
-def _abt_serial(C, X, Y):
-    """``C[r, s] += Σ_p X[r, p] · Y[s, p]`` (C += X·Yᵀ), single thread.
+def _abt_blocks(C, X, Y, b0, b1):
+    """``C[r, s] += Σ_p X[r, p] · Y[s, p]`` (C += X·Yᵀ) for the 4-row blocks ``b0 ≤ r/4 < b1``.
 
     Shapes: C (nr, ns); X (nr, P); Y (ns, P); all C-contiguous.
 
@@ -186,55 +186,58 @@ def _abt_serial(C, X, Y):
     L1; ``s`` into panels of ``_JB`` rows so Y's panel stays in L2 while every 4-row block of X
     streams past it; inside, :func:`_abt_rows` keeps a 4×4 block of C in registers.
     """
-    nr, P = X.shape
+    P = X.shape[1]
     ns = Y.shape[0]
     for p0 in range(0, P, _PB):
         p1 = min(p0 + _PB, P)
         for s0 in range(0, ns, _JB):
             s1 = min(s0 + _JB, ns)
-            for rb in range((nr + _MR - 1) // _MR):
+            for rb in range(b0, b1):
                 _abt_rows(C, X, Y, rb * _MR, s0, s1, p0, p1)
 
 
 @kernel(fast=True, parallel=True)
-def _abt(C, X, Y, parallel):
-    """``C += X·Yᵀ``: :func:`_abt_serial`, or with threads when ``parallel`` and it pays.
+def _abt(C, X, Y, threads):
+    """``C += X·Yᵀ`` on ``threads`` threads when the product is large enough to pay.
 
-    Threaded, the 4-row blocks of C are shared among threads (``prange``): each thread owns whole
-    rows of C, so no two threads ever write one element. Below ``PARALLEL_MIN_WORK``
-    multiply-adds the thread start costs more than it saves and the serial nest runs.
+    Threaded, the 4-row blocks of C are cut into one contiguous range per thread and the
+    ranges run under ``prange``: each thread owns whole rows of C (no two threads write one
+    element) and there is one thread launch per product, not one per panel. Below
+    ``PARALLEL_MIN_WORK`` multiply-adds the launch costs more than it saves and one thread runs
+    :func:`_abt_blocks` over all rows. Each row's sums are the same whatever the thread count,
+    so results are bitwise identical across thread counts.
     """
     nr, P = X.shape
     ns = Y.shape[0]
-    if parallel and nr * ns * P >= PARALLEL_MIN_WORK:
-        for p0 in range(0, P, _PB):
-            p1 = min(p0 + _PB, P)
-            for s0 in range(0, ns, _JB):
-                s1 = min(s0 + _JB, ns)
-                for rb in prange((nr + _MR - 1) // _MR):
-                    _abt_rows(C, X, Y, rb * _MR, s0, s1, p0, p1)
+    nb = (nr + _MR - 1) // _MR
+    if threads > 1 and nb > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
+        chunks = min(threads, nb)
+        for c in prange(chunks):
+            _abt_blocks(C, X, Y, c * nb // chunks, (c + 1) * nb // chunks)
     else:
-        _abt_serial(C, X, Y)
+        _abt_blocks(C, X, Y, 0, nb)
 
 
 @kernel
 def _transpose(out, a):
-    """``out[c, r] = a[r, c]`` in 32×32 tiles, so both sides are read and written in cache lines.
+    """``out[c, r] = a[r, c]`` in 16×16 tiles, so both sides stay in cache lines while a tile
+    is copied; the inner loop writes ``out`` contiguously, and unsigned indices spare Numba's
+    negative-index checks (3× faster than 32×32 tiles with signed indices at 1024×1024).
 
     Shapes: a (R, C); out (C, R).
     """
     R, Cn = a.shape
-    for r0 in range(0, R, 32):
-        r1 = min(r0 + 32, R)
-        for c0 in range(0, Cn, 32):
-            c1 = min(c0 + 32, Cn)
-            for r in range(r0, r1):
-                for c in range(c0, c1):
+    for r0 in range(0, R, 16):
+        r1 = min(r0 + 16, R)
+        for c0 in range(0, Cn, 16):
+            c1 = min(c0 + 16, Cn)
+            for c in range(np.uint64(c0), np.uint64(c1)):
+                for r in range(np.uint64(r0), np.uint64(r1)):
                     out[c, r] = a[r, c]
 
 
 @kernel(fast=True)
-def _dense_forward_tuned(Z, W, b, A_prev, A_T, parallel):
+def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (guide §5), register-blocked.
 
     Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m);
@@ -248,11 +251,11 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, parallel):
     for i in range(n_out):
         for k in range(m):
             Z[i, k] = b[i]
-    _abt(Z, W, A_T, parallel)
+    _abt(Z, W, A_T, threads)
 
 
 @kernel(fast=True)
-def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_prev, parallel):
+def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_prev, threads):
     """The §5 table, register-blocked; ``dW`` and ``db`` accumulate, ``dA_prev`` is written.
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``; ``db[i] += Σ_k dZ[i, k]``;
@@ -268,7 +271,7 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_pre
     into workspaces first and :func:`_abt` computes ``W_T · dZ_Tᵀ`` (parallel over rows ``j``).
     """
     n_out, m = dZ.shape
-    _abt(dW, dZ, A_prev, parallel)
+    _abt(dW, dZ, A_prev, threads)
     for i in range(n_out):
         s = dZ.dtype.type(0)
         for k in range(m):
@@ -280,7 +283,7 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_pre
         for j in range(dA_prev.shape[0]):
             for k in range(m):
                 dA_prev[j, k] = 0.0
-        _abt(dA_prev, W_T, dZ_T, parallel)
+        _abt(dA_prev, W_T, dZ_T, threads)
 
 
 # ---------------------------------------------------------------------------------------------
