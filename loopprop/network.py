@@ -223,7 +223,8 @@ class Network:
         buf = _train.Buffers(self._sizes, m, self.dtype)
         buf.Abuf[:X.size] = X.ravel()
         _train._forward_batch(self._theta, self._sizes, self._w_off, self._codes, self.alpha,
-                              buf.Zbuf, buf.Abuf, buf.work_AT, m, use_threads(True), True)
+                              buf.Zbuf, buf.Abuf, buf.work_AT, m, use_threads(True), True,
+                              False)
         self._cache = (buf, m)
         return self.activations_cache()[1][-1].copy()
 
@@ -331,6 +332,7 @@ class Network:
         bar = _train.Progress(epochs, progress)
         n_batches = -(-n // bs)
         rng = np.random.default_rng(seed)
+        XT = np.ascontiguousarray(X.T)  # one example per row: minibatch gathers copy rows
         try:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
@@ -338,7 +340,7 @@ class Network:
                 shuffle_seed = int(rng.integers(0, 2**31 - 1)) if shuffle else -1
                 total, correct, opt.t = _train._train_epoch(
                     self._theta, self._grad, opt.state1, opt.state2, self._sizes, self._w_off,
-                    self._codes, self.alpha, _train.LOSS_CODES[self.loss], X, Yf, labels,
+                    self._codes, self.alpha, _train.LOSS_CODES[self.loss], XT, Yf, labels,
                     one_hot, perm, shuffle_seed, bs, _train.OPTIMIZERS[optimizer], lr,
                     opt.beta1, opt.beta2, opt.eps, opt.t, buf.Zbuf, buf.Abuf, buf.dbuf0,
                     buf.dbuf1, buf.work_AT, buf.work_WT, buf.work_dZT, Ybuf, labbuf, buf.col1,

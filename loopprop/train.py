@@ -24,7 +24,8 @@ import numpy as np
 
 from ._jit import kernel
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
-from .kernels.dense import _dense_backward_tuned, _dense_forward_tuned
+from .kernels.dense import (_dense_backward_tuned, _dense_forward_from_T, _dense_forward_tuned,
+                            _transpose)
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import _adam, _momentum, _sgd
@@ -49,13 +50,14 @@ def _view(buf, off, rows, cols):
 
 @kernel
 def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, threads,
-                   output_activation):
+                   output_activation, input_transposed):
     """Forward through every layer (guide §5–§6), caching each ``Z^(l)`` and ``A^(l)`` (§14).
 
     ``Z^(l) = W^(l)·A^(l−1) + b^(l)``; ``A^(l) = f_l(Z^(l))``. ``A^(0)`` (the inputs, ``n_0 × mb``)
     must already sit at the start of ``Abuf``. With ``output_activation`` false the last
     ``A^(L)`` is not computed: a fused loss (softmax or sigmoid + cross-entropy) starts from
-    ``Z^(L)`` and never reads it.
+    ``Z^(L)`` and never reads it. With ``input_transposed`` the inputs are also in ``work_AT``
+    as ``(mb, n_0)`` (the epoch gathers them that way) and layer 1 skips its transpose.
     """
     a_off = 0
     z_off = 0
@@ -66,7 +68,10 @@ def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, t
         b = theta[w_off[l] + n_out * n_in:w_off[l] + n_out * n_in + n_out]
         A_prev = _view(Abuf, a_off, n_in, mb)
         Z = _view(Zbuf, z_off, n_out, mb)
-        _dense_forward_tuned(Z, W, b, A_prev, _view(work_AT, 0, mb, n_in), threads)
+        if l == 0 and input_transposed:
+            _dense_forward_from_T(Z, W, b, _view(work_AT, 0, mb, n_in), threads)
+        else:
+            _dense_forward_tuned(Z, W, b, A_prev, _view(work_AT, 0, mb, n_in), threads)
         a_off += n_in * mb
         if output_activation or l < codes.shape[0] - 1:
             _activation_forward_tuned(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
@@ -180,6 +185,25 @@ def _update(theta, grad, state1, state2, opt_code, lr, beta1, beta2, eps, t):
         _adam(theta, grad, state1, state2, lr, beta1, beta2, eps, t)
 
 
+@kernel(fast=True)
+def _sum_squares(v, start, count):
+    """``Σ v[p]²`` over ``start ≤ p < start + count`` (a layer's dW, for ‖dW‖), vectorized."""
+    s = 0.0
+    for p in range(start, start + count):
+        s += v[p] * v[p]
+    return s
+
+
+@kernel
+def _gather_rows(dst, src, perm, start):
+    """``dst[c, :] = src[perm[start + c], :]``: contiguous row copies (src is X transposed)."""
+    mb, cols = dst.shape
+    for c in range(mb):
+        q = perm[start + c]
+        for j in range(cols):
+            dst[c, j] = src[q, j]
+
+
 @kernel
 def _gather(dst, src, perm, start):
     """``dst[j, c] = src[j, perm[start + c]]``: the batch's columns, in shuffled order."""
@@ -191,18 +215,20 @@ def _gather(dst, src, perm, start):
 
 @kernel
 def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_code,
-                 X, Y, labels, one_hot, perm, shuffle_seed, batch_size,
+                 XT, Y, labels, one_hot, perm, shuffle_seed, batch_size,
                  opt_code, lr, beta1, beta2, eps, t,
                  Zbuf, Abuf, dbuf0, dbuf1, work_AT, work_WT, work_dZT, Ybuf, labbuf,
                  col1, col2, grad_norm, threads):
     """One epoch of minibatch training, entirely compiled.
 
-    Per batch: gather the (shuffled) columns, forward (§5–§6), loss and seed (§9), zero the
+    Per batch: gather the (shuffled) examples, forward (§5–§6), loss and seed (§9), zero the
     gradients (§12), backward (§6), update (§10). The last, partial batch is used, not dropped.
+    ``XT`` is X transposed, ``(n, n_0)``: a shuffled example is then one contiguous row to copy,
+    where a column of X would be ``n_0`` cache misses.
     Returns ``(Σ batch loss × batch size, correct predictions, optimizer step count)``;
     ``grad_norm[l]`` accumulates ``‖dW^(l)‖_F`` of every batch.
     """
-    n = X.shape[1]
+    n = XT.shape[0]
     L = codes.shape[0]
     n0 = sizes[0]
     nL = sizes[L]
@@ -215,14 +241,16 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
     correct = 0
     for start in range(0, n, batch_size):
         mb = min(batch_size, n - start)
-        _gather(_view(Abuf, 0, n0, mb), X, perm, start)
+        X0_T = _view(work_AT, 0, mb, n0)
+        _gather_rows(X0_T, XT, perm, start)
+        _transpose(_view(Abuf, 0, n0, mb), X0_T)  # A^(0), read again by dW^(1) = dZ^(1)·A^(0)ᵀ
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         _gather(Yb, Y, perm, start)
         for c in range(mb):
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
         _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, threads,
-                       loss_code == MSE)
+                       loss_code == MSE, True)
         _, aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
@@ -234,10 +262,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, dbuf1,
                         work_WT, work_dZT, mb, threads)
         for l in range(L):
-            s = 0.0
-            for p in range(w_off[l], w_off[l] + sizes[l] * sizes[l + 1]):
-                s += grad[p] * grad[p]
-            grad_norm[l] += math.sqrt(s)
+            grad_norm[l] += math.sqrt(_sum_squares(grad, w_off[l], sizes[l] * sizes[l + 1]))
         t += 1
         _update(theta, grad, state1, state2, opt_code, lr, beta1, beta2, eps, t)
     return total, correct, t
@@ -260,7 +285,7 @@ def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_ho
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, 1, True)
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, 1, True, False)
         _, aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)

@@ -188,8 +188,12 @@ def _abt_blocks(C, X, Y, b0, b1):
     """
     P = X.shape[1]
     ns = Y.shape[0]
-    for p0 in range(0, P, _PB):
-        p1 = min(p0 + _PB, P)
+    # panels of (nearly) equal length: 784 = 4 × 196, not 3 × 256 + a 16-long tail that would
+    # pay a panel's horizontal sums for two vectors of work
+    n_panels = max(1, (P + _PB - 1) // _PB)
+    pb = ((P + n_panels - 1) // n_panels + 7) // 8 * 8
+    for p0 in range(0, P, pb):
+        p1 = min(p0 + pb, P)
         for s0 in range(0, ns, _JB):
             s1 = min(s0 + _JB, ns)
             for rb in range(b0, b1):
@@ -237,6 +241,18 @@ def _transpose(out, a):
 
 
 @kernel(fast=True)
+def _dense_forward_from_T(Z, W, b, A_T, threads):
+    """``Z[i, k] = b[i] + Σ_j W[i, j] · A_T[k, j]``: the forward pass from an input that is
+    already transposed (guide §5). Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,);
+    A_T (m, n_in)."""
+    n_out, m = Z.shape
+    for i in range(n_out):
+        for k in range(m):
+            Z[i, k] = b[i]
+    _abt(Z, W, A_T, threads)
+
+
+@kernel(fast=True)
 def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (guide §5), register-blocked.
 
@@ -246,12 +262,8 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     Blocking: A_prev is transposed into A_T so that ``j`` is contiguous in both operands; Z starts
     as the broadcast bias and :func:`_abt` adds ``W · A_Tᵀ`` with 4×4 register blocks.
     """
-    n_out, m = Z.shape
     _transpose(A_T, A_prev)
-    for i in range(n_out):
-        for k in range(m):
-            Z[i, k] = b[i]
-    _abt(Z, W, A_T, threads)
+    _dense_forward_from_T(Z, W, b, A_T, threads)
 
 
 @kernel(fast=True)
