@@ -89,8 +89,9 @@ def _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev):
 
 #: rows of X (and of Y) held in registers by the micro-kernel
 _MR = 4
-#: length of the contiguous index ``p`` swept per pass: 8 rows of it fit in L1
-_PB = 256
+#: length of the contiguous index ``p`` swept per pass: the 8 rows it reads (32 KiB in float64)
+#: fit in L1, and each 4×4 block pays its 16 horizontal sums once per 512 products, not 256
+_PB = 512
 #: rows of Y per pass: a _JB × _PB panel of Y stays in L2 while all rows of X stream past it
 _JB = 64
 #: below this many multiply-adds the parallel kernel is slower than the serial one
