@@ -94,6 +94,9 @@ _MR = 4
 _PB = 512
 #: rows of Y per pass: a _JB × _PB panel of Y stays in L2 while all rows of X stream past it
 _JB = 64
+#: below this many output neurons dA_prev = Wᵀ·dZ sums too few terms for the blocked dot
+#: products to pay for two transposes: it is summed row by row instead (:func:`_wt_dz_rows`)
+_SHORT_SUM = 32
 #: below this many multiply-adds the parallel kernel is slower than the serial one
 PARALLEL_MIN_WORK = 1 << 20
 
@@ -189,8 +192,8 @@ def _abt_blocks(C, X, Y, b0, b1):
     """
     P = X.shape[1]
     ns = Y.shape[0]
-    # panels of (nearly) equal length: 784 = 4 × 196, not 3 × 256 + a 16-long tail that would
-    # pay a panel's horizontal sums for two vectors of work
+    # panels of (nearly) equal length: 1100 = 3 × 368, not 2 × 512 + a 76-long tail that would
+    # pay a panel's horizontal sums for a few vectors of work
     n_panels = max(1, (P + _PB - 1) // _PB)
     pb = ((P + n_panels - 1) // n_panels + 7) // 8 * 8
     for p0 in range(0, P, pb):
@@ -242,6 +245,27 @@ def _transpose(out, a):
 
 
 @kernel(fast=True)
+def _wt_dz_rows(dA_prev, W, dZ):
+    """``dA_prev[j, k] = Σ_i W[i, j] · dZ[i, k]`` summed one output neuron ``i`` at a time.
+
+    Shapes: dA_prev (n_in, m) written; W (n_out, n_in); dZ (n_out, m).
+
+    For a short sum (few output neurons, e.g. the 10 classes of the last layer) each row of
+    dA_prev is built from whole rows of dZ, ``k`` innermost and contiguous: no transposes and no
+    horizontal sums, which the blocked dot products would spend more time on than on products.
+    """
+    n_out, n_in = W.shape
+    m = dZ.shape[1]
+    for j in range(n_in):
+        for k in range(m):
+            dA_prev[j, k] = 0.0
+        for i in range(n_out):
+            w = W[i, j]
+            for k in range(np.uint64(m)):
+                dA_prev[j, k] += w * dZ[i, k]
+
+
+@kernel(fast=True)
 def _dense_forward_from_T(Z, W, b, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_T[k, j]``: the forward pass from an input that is
     already transposed (guide §5). Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,);
@@ -281,7 +305,8 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_pre
     Blocking: ``dW`` is already a sum over the contiguous ``k`` of both operands, so it goes
     straight to :func:`_abt` (parallel over rows ``i`` of dW, which each thread owns).
     ``dA_prev`` is a sum over ``i``, which runs down the columns of W and dZ: both are transposed
-    into workspaces first and :func:`_abt` computes ``W_T · dZ_Tᵀ`` (parallel over rows ``j``).
+    into workspaces first and :func:`_abt` computes ``W_T · dZ_Tᵀ`` (parallel over rows ``j``);
+    a short sum (``n_out < _SHORT_SUM``) goes row by row through :func:`_wt_dz_rows` instead.
     """
     n_out, m = dZ.shape
     _abt(dW, dZ, A_prev, threads)
@@ -290,7 +315,9 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_pre
         for k in range(m):
             s += dZ[i, k]
         db[i] += s
-    if need_dA_prev:
+    if need_dA_prev and n_out < _SHORT_SUM:
+        _wt_dz_rows(dA_prev, W, dZ)
+    elif need_dA_prev:
         _transpose(W_T, W)
         _transpose(dZ_T, dZ)
         for j in range(dA_prev.shape[0]):
