@@ -22,7 +22,10 @@ blobs           classification   450         2 → 3 Gaussian blobs (synthetic)
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -59,7 +62,43 @@ def info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+def cache_dir() -> Path:
+    """Where loaded scikit-learn datasets are kept as ``.npz`` (``LOOPPROP_CACHE`` or
+    ``~/.cache/loopprop``): importing scikit-learn costs about a second, reading the copy
+    a few milliseconds, so ``loopprop train`` starts fast from the second run on."""
+    return Path(os.environ.get("LOOPPROP_CACHE", Path.home() / ".cache" / "loopprop"))
+
+
 def _sklearn(name: str):
+    """``(X, y)`` of a dataset bundled with scikit-learn, through the local copy when there is
+    one for the installed scikit-learn version."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
+        version = None
+    cached = cache_dir() / f"{name}-sklearn-{version}.npz"
+    if version is not None and cached.is_file():
+        try:
+            with np.load(cached, allow_pickle=False) as d:
+                return d["X"], d["y"]
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged copy: read the original again below
+    X, y = _sklearn_load(name)
+    if version is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz",
+                                             delete=False) as fh:
+                np.savez(fh, X=X, y=y)
+            os.replace(fh.name, cached)
+        except OSError:
+            pass  # a read-only home: no copy, every run imports scikit-learn
+    return X, y
+
+
+def _sklearn_load(name: str):
     try:
         from sklearn import datasets as skd
     except ImportError:

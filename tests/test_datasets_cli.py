@@ -70,8 +70,10 @@ def test_cli_trains_a_synthetic_set(tmp_path):
     assert Network.load(model).layer_sizes == [2, 8, 2]
 
 
-def test_missing_extra_is_reported(monkeypatch, capsys):
+def test_missing_extra_is_reported(monkeypatch, capsys, tmp_path):
     import builtins
+
+    monkeypatch.setenv("LOOPPROP_CACHE", str(tmp_path))  # no local copy to fall back on
 
     real_import = builtins.__import__
 
@@ -84,3 +86,16 @@ def test_missing_extra_is_reported(monkeypatch, capsys):
     assert cli.main(["train", "--dataset", "iris", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert 'pip install "loopprop[data]"' in err
+
+
+def test_local_copy_of_a_bundled_dataset_is_identical(monkeypatch, tmp_path):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("LOOPPROP_CACHE", str(tmp_path))
+    first = datasets.load("iris")
+    assert list(tmp_path.glob("iris-sklearn-*.npz"))
+    second = datasets.load("iris")  # from the copy
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    next(tmp_path.glob("iris-sklearn-*.npz")).write_bytes(b"garbage")
+    for a, b in zip(first, datasets.load("iris")):  # a damaged copy is read around
+        np.testing.assert_array_equal(a, b)
