@@ -120,6 +120,17 @@ def check_lr(lr: Any, name: str = "lr") -> float:
     return value
 
 
+def finite_float(value: Any, name: str, example: str = "") -> float:
+    """A finite Python float, or a TypeError/ValueError naming the argument."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number, got {_describe(value)}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{name}: expected a finite number{example}, got {value!r}")
+    return f
+
+
 def check_choice(value: Any, name: str, choices: dict[str, Any] | tuple[str, ...]) -> str:
     valid = tuple(choices)
     if not isinstance(value, str) or value not in valid:

@@ -161,7 +161,8 @@ def warm_start_seconds() -> float:
     else:
         cmd = [sys.executable, "-c",
                "import numpy as np, loopprop as lp; "
-               "X = np.random.default_rng(0).standard_normal((64, 1438)); y = np.arange(1438) % 10; "
+               "X = np.random.default_rng(0).standard_normal((64, 1438)); "
+               "y = np.arange(1438) % 10; "
                "lp.Network([64, 512, 10], ['relu', 'softmax'], 'cross_entropy').fit("
                "X, y, epochs=1, batch_size=32, lr=0.02, optimizer='momentum', progress=False)"]
     subprocess.run(cmd, check=True, capture_output=True)  # fill the caches

@@ -19,7 +19,8 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(",", "-").split("-") if v]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 128 or 128-64, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected sizes like 128 or 128-64, got {text!r}") \
+            from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive sizes like 128 or 128-64, "
                                          f"got {text!r}")
@@ -30,7 +31,7 @@ def _positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
@@ -40,7 +41,7 @@ def _float(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,7 +162,7 @@ def _parse_vector(text: str | None, name: str):
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
-        raise CLIError(f"--{name}: expected numbers separated by commas, got {text!r}")
+        raise CLIError(f"--{name}: expected numbers separated by commas, got {text!r}") from None
     return vals[0] if len(vals) == 1 else vals
 
 

@@ -94,11 +94,13 @@ def cache(net) -> str:
     for l in range(1, L + 1):
         a_prev = "X" if l == 1 else f"A{l - 1}"
         lines += [
-            f"    subgraph layer{l}[{_q(f'Layer {l}: {sizes[l - 1]} → {sizes[l]}, {acts[l - 1]}')}]",
+            f"    subgraph layer{l}"
+            f"[{_q(f'Layer {l}: {sizes[l - 1]} → {sizes[l]}, {acts[l - 1]}')}]",
             f"        c{l}a[{_q(f'{a_prev} cached, {sizes[l - 1]} × m')}]",
             f"        c{l}a --> z{l}[{_q(f'Z{l} = W{l}·{a_prev} + b{l}, cached')}]",
             f"        z{l} --> a{l}[{_q(f'A{l} = {acts[l - 1]}(Z{l}), cached')}]",
-            f"        dz{l}[{_q(f'Error signal dZ{l}')}] --> dw{l}[{_q(f'dW{l} = dZ{l}·{a_prev}ᵀ')}]",
+            f"        dz{l}[{_q(f'Error signal dZ{l}')}] --> "
+            f"dw{l}[{_q(f'dW{l} = dZ{l}·{a_prev}ᵀ')}]",
             f"        dz{l} --> db{l}[{_q(f'db{l} = sum of dZ{l}')}]",
             f"        c{l}a -.->|{_q('read by backward')}| dw{l}",
             "    end",

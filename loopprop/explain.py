@@ -206,7 +206,7 @@ def explain_weight(layer_sizes: Sequence[int] = (2, 3, 1), *, layer: int = 1, i:
 
     terms = [dZ[layer][i][k] * A[layer - 1][j][k] for k in range(m)]
     total = sum(terms)
-    out += ["", f"The weight's gradient (§5: dW = dZ·A_prevᵀ, summed over the batch):",
+    out += ["", "The weight's gradient (§5: dW = dZ·A_prevᵀ, summed over the batch):",
             f"  dL/dW^({layer})[{i}, {j}] = Σ_k dZ^({layer})[{i}, k] · A^({layer - 1})[{j}, k]"]
     for k, t in enumerate(terms):
         out.append(f"    k = {k}: {_p(dZ[layer][i][k])}·{_p(A[layer - 1][j][k])} = "

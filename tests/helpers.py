@@ -55,5 +55,6 @@ def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 
 def torch_or_skip():
     """Import torch in float64 mode, or skip the test cleanly when it is not installed."""
-    torch = pytest.importorskip("torch", reason="torch not installed: the autograd oracle is optional")
+    torch = pytest.importorskip("torch",
+                                reason="torch not installed: the autograd oracle is optional")
     return torch

@@ -93,6 +93,16 @@ def _fprime(z, a, code, alpha):
 
 
 @kernel
+def _column_max(Z, k):
+    """``max_i Z[i, k]``: what softmax and log-sum-exp subtract so no exponent is positive."""
+    zmax = Z[0, k]
+    for i in range(1, Z.shape[0]):
+        if Z[i, k] > zmax:
+            zmax = Z[i, k]
+    return zmax
+
+
+@kernel
 def _softmax_columns(A, Z):
     """``A[i, k] = exp(Z[i, k] − max_j Z[j, k]) / Σ_j exp(Z[j, k] − max_j Z[j, k])``.
 
@@ -102,10 +112,7 @@ def _softmax_columns(A, Z):
     if n == 0:
         return
     for k in range(m):
-        zmax = Z[0, k]
-        for i in range(1, n):
-            if Z[i, k] > zmax:
-                zmax = Z[i, k]
+        zmax = _column_max(Z, k)
         total = 0.0
         for i in range(n):
             e = math.exp(Z[i, k] - zmax)
@@ -311,13 +318,7 @@ IMPLS = ("tuned", "naive")
 
 
 def _alpha(alpha) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise TypeError(f"alpha: expected a number, got {alpha!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"alpha: expected a finite slope such as 0.01, got {alpha!r}")
-    return value
+    return _checks.finite_float(alpha, "alpha", " such as 0.01 (the leaky-ReLU slope)")
 
 
 def activation_forward(name: str, Z, alpha: float = 0.01, *, impl: str = "tuned",
@@ -340,7 +341,8 @@ def activation_forward(name: str, Z, alpha: float = 0.01, *, impl: str = "tuned"
 
 def activation_backward(name: str, dA, Z, alpha: float = 0.01, *, impl: str = "tuned",
                         check_finite: bool = True) -> np.ndarray:
-    """``dZ = dA ⊙ f'(Z)`` (guide §5 first row, §8); softmax: the per-column Jacobian-vector product.
+    """``dZ = dA ⊙ f'(Z)`` (guide §5 first row, §8); softmax: the per-column Jacobian-vector
+    product.
 
     ``dA`` and ``Z`` are ``(n, m)`` of one dtype; ``impl`` as in :func:`activation_forward`.
     Returns a new ``(n, m)`` array.

@@ -4,13 +4,10 @@ A loss is the *mean over the batch* of the per-example loss, so every seed carri
 and nothing downstream rescales (guide §12; DESIGN.md convention 7). Shapes: ``A``, ``Z``, ``Y``
 are ``(n, m)`` (``c`` classes for cross-entropy), ``labels`` is ``(m,)``.
 
-=====================================  =============================================  =====================
-loss                                   per example k                                  seed
-=====================================  =============================================  =====================
-mse                                    ½ Σ_i (A[i,k] − Y[i,k])²                       dA = (A − Y) / m
-softmax + cross-entropy                −Σ_i Y[i,k] · log softmax(Z)[i,k]              dZ = (P − Y) / m
-sigmoid + binary cross-entropy         −Σ_i [y log σ(z) + (1 − y) log(1 − σ(z))]      dZ = (σ(Z) − Y) / m
-=====================================  =============================================  =====================
+* mse: per example ``½ Σ_i (A[i,k] − Y[i,k])²``; seed ``dA = (A − Y) / m``
+* softmax + cross-entropy: ``−Σ_i Y[i,k] · log softmax(Z)[i,k]``; seed ``dZ = (P − Y) / m``
+* sigmoid + binary cross-entropy: ``−Σ_i [y log σ(z) + (1 − y) log(1 − σ(z))]``;
+  seed ``dZ = (σ(Z) − Y) / m``
 
 The two cross-entropies are *fused* with their activation: the seed is ``dZ``, not ``dA``, which
 is the §9 shortcut and avoids the "wrong softmax gradient" of §12. Their values use
@@ -26,7 +23,7 @@ import numpy as np
 
 from .. import _checks
 from .._jit import kernel
-from .activations import _exp, _sigmoid
+from .activations import _column_max, _exp, _sigmoid
 
 
 @kernel
@@ -49,13 +46,9 @@ def _mse(dA, A, Y):
 @kernel
 def _log_sum_exp_column(Z, k):
     """``log Σ_i exp(Z[i, k])`` computed as ``z_max + log Σ_i exp(Z[i, k] − z_max)``."""
-    n = Z.shape[0]
-    zmax = Z[0, k]
-    for i in range(1, n):
-        if Z[i, k] > zmax:
-            zmax = Z[i, k]
+    zmax = _column_max(Z, k)
     total = 0.0
-    for i in range(n):
+    for i in range(Z.shape[0]):
         total += math.exp(Z[i, k] - zmax)
     return zmax + math.log(total)
 

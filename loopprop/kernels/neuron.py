@@ -64,16 +64,6 @@ def _neuron_step(dL_dw, x, w, b, y, act, loss, alpha):
     return z, a, L, dL_da, da_dz, dL_dz
 
 
-def _scalar(v, name: str) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {v!r}") from None
-    if not math.isfinite(f):
-        raise ValueError(f"{name}: expected a finite number, got {v!r}")
-    return f
-
-
 def neuron_step(x, w, b, y, activation: str = "sigmoid", loss: str = "mse",
                 alpha: float = 0.01) -> dict:
     """Forward and backward through one neuron, every factor of the chain rule (guide §4, §11).
@@ -104,10 +94,10 @@ def neuron_step(x, w, b, y, activation: str = "sigmoid", loss: str = "mse",
     wv = _checks.as_float_array(np.atleast_1d(np.asarray(w, dtype=float)), "w", 1)
     if xv.shape != wv.shape:
         raise ValueError(f"x has shape {xv.shape} but w has shape {wv.shape}: one weight per input")
-    bf, yf = _scalar(b, "b"), _scalar(y, "y")
+    bf, yf = _checks.finite_float(b, "b"), _checks.finite_float(y, "y")
     if loss == "binary_cross_entropy" and not 0.0 <= yf <= 1.0:
         raise ValueError(f"y: binary cross-entropy needs a target in [0, 1], got {y!r}")
-    a_alpha = _scalar(alpha, "alpha")
+    a_alpha = _checks.finite_float(alpha, "alpha")
     dL_dw = np.empty_like(xv)
     z, a, L, dL_da, da_dz, dL_dz = _neuron_step(dL_dw, xv, wv, bf, yf, act,
                                                NEURON_LOSSES[loss], a_alpha)
