@@ -77,7 +77,7 @@ class Activations:
 
 
 class Losses:
-    params = (["loops", "numpy"], DTYPES, ["mse", "softmax_cross_entropy",
+    params = (["loops", "numpy"], DTYPES, ["mse_loss", "softmax_cross_entropy",
                                            "sigmoid_binary_cross_entropy"], ["10x32", "10x1024"])
     param_names = ["impl", "dtype", "loss", "size"]
 
