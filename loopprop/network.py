@@ -284,7 +284,9 @@ class Network:
 
         Parameters
         ----------
-        X : (n_features, n_samples); examples are columns (pass ``X.T`` for rows-as-examples)
+        X : (n_features, n_samples); examples are columns (pass ``X.T`` for rows-as-examples);
+            converted to the network's dtype. fit keeps one transposed copy of X, so that a
+            shuffled minibatch is gathered as contiguous rows.
         y : labels ``(n,)`` or one-hot ``(n_L, n)`` for cross-entropy; ``(n_L, n)`` (or ``(n,)``
             with one output) for mse and binary cross-entropy
         epochs, batch_size, lr : the loop; the last partial batch is used, not dropped
