@@ -142,3 +142,68 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     return int(value)
+
+
+# -- targets: the same checks for the loss functions and for Network -------------------------
+
+
+def targets_like(Y: Any, name: str, shape: tuple[int, int], dtype: np.dtype, ref_name: str,
+                 check_finite: bool = True) -> np.ndarray:
+    """Float targets of exactly ``shape`` (that of ``ref_name``), as ``dtype``.
+
+    Integer and boolean targets are exact in floating point and are converted; a 1-D target for
+    one output row and a transposed target each get a hint.
+    """
+    Y = np.asarray(Y)
+    if Y.dtype.kind in "iub":
+        Y = Y.astype(dtype)
+    Y = as_float_array(Y, name, (1, 2), check_finite=check_finite)
+    if Y.shape != tuple(shape):
+        hint = ""
+        if Y.ndim == 1 and shape[0] == 1 and Y.shape[0] == shape[1]:
+            hint = f"; use {name}.reshape(1, -1)"
+        elif Y.ndim == 2 and Y.shape == tuple(shape)[::-1]:
+            hint = f"; {name} looks transposed (examples are columns): pass {name}.T"
+        raise ValueError(
+            f"{name}: expected shape {tuple(shape)} (the shape of {ref_name}), got {Y.shape}{hint}"
+        )
+    return Y.astype(dtype, copy=False)
+
+
+def class_targets(Y: Any, name: str, shape: tuple[int, int], dtype: np.dtype, ref_name: str,
+                  check_finite: bool = True) -> tuple[np.ndarray, bool]:
+    """Integer labels ``(m,)`` in ``[0, c)`` or one-hot ``(c, m)`` columns that are probability
+    distributions, for ``c, m = shape``. Returns ``(targets, is_labels)``."""
+    c, m = shape
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        if Y.dtype.kind not in "iu":
+            raise TypeError(
+                f"{name}: 1-D targets are class labels and must be integers, got dtype "
+                f"{Y.dtype}; use {name}.astype(np.int64), or pass one-hot targets of shape "
+                f"({c}, m)"
+            )
+        if Y.shape[0] != m:
+            raise ValueError(f"{name}: expected {m} labels (one per column of {ref_name}, "
+                             f"shape {tuple(shape)}), got {Y.shape[0]}")
+        if m and (Y.min() < 0 or Y.max() >= c):
+            bad = Y[(Y < 0) | (Y >= c)][0]
+            raise ValueError(f"{name}: labels must lie in [0, {c}) for {ref_name} with {c} rows "
+                             f"(classes), found {bad}")
+        return np.ascontiguousarray(Y, dtype=np.int64), True
+    Y = targets_like(Y, name, shape, dtype, ref_name, check_finite)
+    if Y.size and (Y.min() < 0 or not np.allclose(Y.sum(axis=0), 1.0, atol=1e-4)):
+        raise ValueError(
+            f"{name}: each column of one-hot targets must be a probability distribution "
+            "(non-negative, summing to 1); for class indices pass integer labels of shape (m,)"
+        )
+    return Y, False
+
+
+def binary_targets(Y: Any, name: str, shape: tuple[int, int], dtype: np.dtype, ref_name: str,
+                   check_finite: bool = True) -> np.ndarray:
+    """Targets of ``shape`` with values in [0, 1] (binary cross-entropy)."""
+    Y = targets_like(Y, name, shape, dtype, ref_name, check_finite)
+    if Y.size and (Y.min() < 0 or Y.max() > 1):
+        raise ValueError(f"{name}: binary cross-entropy targets must lie in [0, 1]")
+    return Y

@@ -170,46 +170,21 @@ class Network:
         return X
 
     def _check_targets(self, Y: Any, m: int, name: str = "Y"):
-        """Targets as (Y float (rows, m), labels int64 (m,), one_hot flag)."""
-        nL = self.layer_sizes[-1]
-        Y = np.asarray(Y)
+        """Targets as (Y float (rows, m), labels int64 (m,), one_hot flag), checked by the same
+        rules as the loss functions."""
+        shape = (self.layer_sizes[-1], m)
+        out = "the network's output"
         if self.loss == "cross_entropy":
-            if Y.ndim == 1:
-                if Y.dtype.kind not in "iu":
-                    raise TypeError(
-                        f"{name}: class labels must be integers, got dtype {Y.dtype}; use "
-                        f"{name}.astype(np.int64), or pass one-hot targets of shape ({nL}, m)"
-                    )
-                if Y.shape[0] != m:
-                    raise ValueError(f"{name}: expected {m} labels (one per example), "
-                                     f"got {Y.shape[0]}")
-                if Y.min() < 0 or Y.max() >= nL:
-                    raise ValueError(
-                        f"{name}: labels must lie in [0, {nL}) for {nL} output neurons, found "
-                        f"{int(Y[(Y < 0) | (Y >= nL)][0])}"
-                    )
-                return (np.zeros((0, m), self.dtype), np.ascontiguousarray(Y, np.int64), False)
-            if Y.ndim == 2 and Y.shape == (m, nL) and m != nL:
-                raise ValueError(f"{name}: expected shape ({nL}, {m}), got {Y.shape}: examples "
-                                 f"are columns; pass {name}.T")
-            _checks.require_shape(Y, name, (nL, m), "one-hot targets, one column per example")
-            Yf = _checks.as_float_array(Y.astype(self.dtype), name, 2)
-            if Yf.min() < 0 or not np.allclose(Yf.sum(axis=0), 1.0, atol=1e-4):
-                raise ValueError(f"{name}: each column of one-hot targets must sum to 1")
-            return Yf, np.zeros(m, np.int64), True
-        if Y.ndim == 1 and nL == 1 and Y.shape[0] == m:
-            Y = Y.reshape(1, m)
-        if Y.ndim == 2 and Y.shape == (m, nL) and m != nL:
-            raise ValueError(f"{name}: expected shape ({nL}, {m}), got {Y.shape}: examples are "
-                             f"columns; pass {name}.T")
-        if Y.dtype.kind in "iub":
-            Y = Y.astype(self.dtype)
-        Yf = _checks.as_float_array(Y, name, 2)
-        _checks.require_shape(Yf, name, (nL, m), "one row per output neuron, one column per "
-                                                 "example")
-        if self.loss == "binary_cross_entropy" and (Yf.min() < 0 or Yf.max() > 1):
-            raise ValueError(f"{name}: binary cross-entropy targets must lie in [0, 1]")
-        return Yf.astype(self.dtype, copy=False), np.zeros(m, np.int64), False
+            Yv, is_labels = _checks.class_targets(Y, name, shape, self.dtype, out)
+            if is_labels:
+                return np.zeros((0, m), self.dtype), Yv, False
+            return Yv, np.zeros(m, np.int64), True
+        Y = np.asarray(Y)
+        if Y.ndim == 1 and shape == (1, Y.shape[0]):
+            Y = Y.reshape(1, m)  # one output neuron: a plain vector of targets is unambiguous
+        check = _checks.binary_targets if self.loss == "binary_cross_entropy" else \
+            _checks.targets_like
+        return check(Y, name, shape, self.dtype, out), np.zeros(m, np.int64), False
 
     # -- forward / backward / step (guide §6, §10, §12) -----------------------------------
 

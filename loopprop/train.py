@@ -80,13 +80,14 @@ def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, t
 
 @kernel
 def _last_offsets(sizes, mb):
-    """Offsets of ``A^(L−1)``, ``A^(L)`` in Abuf and of ``Z^(L)`` in Zbuf for a batch of mb."""
-    L = sizes.shape[0] - 1
-    a_prev = 0
-    for l in range(L - 1):
-        a_prev += sizes[l] * mb
-    z_last = a_prev + sizes[L - 1] * mb - sizes[0] * mb
-    return a_prev, a_prev + sizes[L - 1] * mb, z_last
+    """Offsets of ``A^(L)`` in Abuf and of ``Z^(L)`` in Zbuf for a batch of mb.
+
+    Abuf holds ``A^(0) … A^(L)`` and Zbuf ``Z^(1) … Z^(L)``, each ``n_l × mb``, in order.
+    """
+    before_last = 0
+    for l in range(sizes.shape[0] - 1):
+        before_last += sizes[l] * mb  # A^(0) … A^(L−1)
+    return before_last, before_last - sizes[0] * mb
 
 
 @kernel
@@ -251,7 +252,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         lab = labbuf[:mb]
         _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, threads,
                        loss_code == MSE, True)
-        _, aL, zL = _last_offsets(sizes, mb)
+        aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
         total += mb * _loss_seed(_view(dbuf0, 0, nL, mb), ZL, AL, codes[L - 1], loss_code, alpha,
@@ -286,7 +287,7 @@ def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_ho
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
         _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, 1, True, False)
-        _, aL, zL = _last_offsets(sizes, mb)
+        aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
         Yb = Y[:, start:start + mb]

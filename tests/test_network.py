@@ -330,3 +330,15 @@ def test_fresh_process_can_predict_first(tmp_path, rng):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "(3, 2)"
+
+
+@pytest.mark.parametrize("loss,head,y,pattern", [
+    ("cross_entropy", "softmax", np.array([0, 1, 3, 0]), r"y: labels must lie in \[0, 3\)"),
+    ("cross_entropy", "softmax", np.eye(3)[:, [0, 1, 2, 0]].T, r"y: .*transposed.*y.T"),
+    ("binary_cross_entropy", "sigmoid", np.full((3, 4), 2.0), r"y: .*\[0, 1\]"),
+    ("mse", "identity", np.ones((3, 5)), r"y: expected shape \(3, 4\)"),
+])
+def test_bad_targets_get_the_loss_functions_errors(rng, loss, head, y, pattern):
+    net = lp.Network([2, 3], [head], loss)
+    with pytest.raises(ValueError, match=pattern):
+        net.fit(rand(rng, (2, 4)), y, epochs=1, progress=False)

@@ -167,23 +167,6 @@ def _prediction(x, name: str, check_finite: bool) -> np.ndarray:
     return arr
 
 
-def _target_like(Y, name: str, ref: np.ndarray, ref_name: str, check_finite: bool) -> np.ndarray:
-    Y = np.asarray(Y)
-    if Y.dtype.kind in "iub":
-        Y = Y.astype(ref.dtype)  # integer / boolean targets are exact in floating point
-    Y = _checks.as_float_array(Y, name, (1, 2), check_finite=check_finite)
-    if Y.shape != ref.shape:
-        hint = ""
-        if Y.ndim == 1 and ref.shape[0] == 1 and Y.shape[0] == ref.shape[1]:
-            hint = f"; use {name}.reshape(1, -1)"
-        elif Y.ndim == 2 and Y.shape == ref.shape[::-1]:
-            hint = f"; {name} looks transposed (examples are columns): pass {name}.T"
-        raise ValueError(
-            f"{name}: expected shape {ref.shape} (the shape of {ref_name}), got {Y.shape}{hint}"
-        )
-    return Y.astype(ref.dtype, copy=False)
-
-
 def mse_loss(A, Y, *, check_finite: bool = True) -> tuple[float, np.ndarray]:
     """Mean squared error and its seed (guide §9).
 
@@ -193,39 +176,10 @@ def mse_loss(A, Y, *, check_finite: bool = True) -> tuple[float, np.ndarray]:
     Returns ``(loss, dA)``.
     """
     A = _prediction(A, "A", check_finite)
-    Y = _target_like(Y, "Y", A, "A", check_finite)
+    Y = _checks.targets_like(Y, "Y", A.shape, A.dtype, "A", check_finite)
     dA = np.empty_like(A)
     loss = _mse(dA, A, Y)
     return float(loss), dA
-
-
-def _class_targets(Y, Z: np.ndarray, check_finite: bool):
-    """One-hot ``(c, m)`` targets or integer labels ``(m,)``, validated against ``Z``."""
-    c, m = Z.shape
-    Y = np.asarray(Y)
-    if Y.ndim == 1:
-        if Y.dtype.kind not in "iu":
-            raise TypeError(
-                f"Y: 1-D targets are class labels and must be integers, got dtype {Y.dtype}; "
-                "use Y.astype(np.int64), or pass one-hot targets of shape (c, m)"
-            )
-        if Y.shape[0] != m:
-            raise ValueError(
-                f"Y: expected {m} labels (one per column of Z, shape {Z.shape}), got {Y.shape[0]}"
-            )
-        if m and (Y.min() < 0 or Y.max() >= c):
-            bad = Y[(Y < 0) | (Y >= c)][0]
-            raise ValueError(
-                f"Y: labels must lie in [0, {c}) for Z with {c} rows (classes), found {bad}"
-            )
-        return np.ascontiguousarray(Y, dtype=np.int64), True
-    Y = _target_like(Y, "Y", Z, "Z", check_finite)
-    if Y.size and (Y.min() < 0 or not np.allclose(Y.sum(axis=0), 1.0, atol=1e-4)):
-        raise ValueError(
-            "Y: each column of one-hot targets must be a probability distribution (non-negative, "
-            "summing to 1); for class indices pass integer labels of shape (m,)"
-        )
-    return Y, False
 
 
 def softmax_cross_entropy(Z, Y, *, impl: str = "tuned", check_finite: bool = True
@@ -244,7 +198,7 @@ def softmax_cross_entropy(Z, Y, *, impl: str = "tuned", check_finite: bool = Tru
     """
     _checks.check_choice(impl, "impl", ("tuned", "naive"))
     Z = _prediction(Z, "Z", check_finite)
-    Yv, is_labels = _class_targets(Y, Z, check_finite)
+    Yv, is_labels = _checks.class_targets(Y, "Y", Z.shape, Z.dtype, "Z", check_finite)
     dZ = np.empty_like(Z)
     if is_labels and impl == "tuned":
         m = Z.shape[1]
@@ -257,13 +211,6 @@ def softmax_cross_entropy(Z, Y, *, impl: str = "tuned", check_finite: bool = Tru
     return float(loss), dZ
 
 
-def _binary_targets(Y, Z: np.ndarray, check_finite: bool) -> np.ndarray:
-    Y = _target_like(Y, "Y", Z, "Z", check_finite)
-    if Y.size and (Y.min() < 0 or Y.max() > 1):
-        raise ValueError("Y: binary cross-entropy targets must lie in [0, 1]")
-    return Y
-
-
 def sigmoid_binary_cross_entropy(Z, Y, *, check_finite: bool = True) -> tuple[float, np.ndarray]:
     """Sigmoid + binary cross-entropy on the logits ``Z``, fused: ``dZ = (σ(Z) − Y) / m``.
 
@@ -271,7 +218,7 @@ def sigmoid_binary_cross_entropy(Z, Y, *, check_finite: bool = True) -> tuple[fl
     Returns ``(loss, dZ)`` with ``loss = mean_k Σ_i BCE(σ(Z[i,k]), Y[i,k])``.
     """
     Z = _prediction(Z, "Z", check_finite)
-    Yv = _binary_targets(Y, Z, check_finite)
+    Yv = _checks.binary_targets(Y, "Y", Z.shape, Z.dtype, "Z", check_finite)
     dZ = np.empty_like(Z)
     loss = _sigmoid_binary_cross_entropy(dZ, Z, Yv)
     return float(loss), dZ
