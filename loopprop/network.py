@@ -198,7 +198,7 @@ class Network:
         buf = _train.Buffers(self._sizes, m, self.dtype)
         buf.Abuf[:X.size] = X.ravel()
         _train._forward_batch(self._theta, self._sizes, self._w_off, self._codes, self.alpha,
-                              buf.Zbuf, buf.Abuf, buf.work_AT, m, use_threads(True), True,
+                              buf.Zbuf, buf.Abuf, buf.ATbuf, m, use_threads(True), True,
                               False)
         self._cache = (buf, m)
         return self.activations_cache()[1][-1].copy()
@@ -236,8 +236,8 @@ class Network:
                                  _train.LOSS_CODES[self.loss], self.alpha, Yf, labels, one_hot,
                                  buf.col1, buf.col2)
         _train._backward_batch(self._theta, self._grad, self._sizes, self._w_off, self._codes,
-                               self.alpha, buf.Zbuf, buf.Abuf, buf.dbuf0, buf.dbuf1,
-                               buf.work_WT, buf.work_dZT, m, use_threads(True))
+                               self.alpha, buf.Zbuf, buf.Abuf, buf.ATbuf, buf.dbuf0, buf.dbuf1,
+                               buf.work_WT, m, use_threads(True))
         return float(loss)
 
     def zero_grad(self) -> None:
@@ -319,8 +319,8 @@ class Network:
                     self._theta, self._grad, opt.state1, opt.state2, self._sizes, self._w_off,
                     self._codes, self.alpha, _train.LOSS_CODES[self.loss], XT, Yf, labels,
                     one_hot, perm, shuffle_seed, bs, _train.OPTIMIZERS[optimizer], lr,
-                    opt.beta1, opt.beta2, opt.eps, opt.t, buf.Zbuf, buf.Abuf, buf.dbuf0,
-                    buf.dbuf1, buf.work_AT, buf.work_WT, buf.work_dZT, Ybuf, labbuf, buf.col1,
+                    opt.beta1, opt.beta2, opt.eps, opt.t, buf.Zbuf, buf.Abuf, buf.ATbuf,
+                    buf.dbuf0, buf.dbuf1, buf.work_WT, Ybuf, labbuf, buf.col1,
                     buf.col2, gnorm, par)
                 hist["time"].append(time.perf_counter() - t0)
                 hist["loss"].append(total / n)
@@ -356,7 +356,7 @@ class Network:
         total, correct = _train._evaluate(
             self._theta, self._sizes, self._w_off, self._codes, self.alpha,
             _train.LOSS_CODES[self.loss], X, Yf, labels, one_hot, chunk, buf.Zbuf, buf.Abuf,
-            buf.dbuf0, buf.work_AT, buf.col1, buf.col2, out)
+            buf.ATbuf, buf.dbuf0, buf.col1, buf.col2, out)
         result: dict[str, Any] = {"loss": total / n, "output": out}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / n

@@ -8,6 +8,8 @@ Python objects:
   then ``b^(l)``; ``w_off[l]`` is where ``W^(l)`` starts. ``grad`` (P,) mirrors it.
 * ``Abuf`` holds the cached activations ``A^(0) … A^(L)`` of one batch, ``Zbuf`` the cached
   pre-activations ``Z^(1) … Z^(L)`` (guide §14: what the forward pass caches, backward reads).
+* ``ATbuf`` holds the same activations transposed, ``A^(0)ᵀ … A^(L−1)ᵀ`` (each ``mb × n_l``, at
+  the same offsets as in Abuf): the forward pass writes them, ``dW = dZ·A_prevᵀ`` reads them.
 * ``dbuf0``/``dbuf1`` carry ``dZ^(l)`` and ``dA^(l−1)`` backward, in turn.
 
 Layer ``l`` of the guide (1-based) is index ``l − 1`` here; ``sizes[l]`` is ``n_l``.
@@ -24,8 +26,8 @@ import numpy as np
 
 from ._jit import kernel
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
-from .kernels.dense import (_dense_backward_tuned, _dense_forward_from_T, _dense_forward_tuned,
-                            _transpose)
+from .kernels.dense import (_SHORT_BATCH, _dense_backward_tuned, _dense_forward_from_T,
+                            _dense_forward_tuned, _transpose)
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import _adam, _momentum, _sgd
@@ -49,15 +51,16 @@ def _view(buf, off, rows, cols):
 
 
 @kernel
-def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, threads,
+def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, threads,
                    output_activation, input_transposed):
     """Forward through every layer (guide §5–§6), caching each ``Z^(l)`` and ``A^(l)`` (§14).
 
     ``Z^(l) = W^(l)·A^(l−1) + b^(l)``; ``A^(l) = f_l(Z^(l))``. ``A^(0)`` (the inputs, ``n_0 × mb``)
     must already sit at the start of ``Abuf``. With ``output_activation`` false the last
     ``A^(L)`` is not computed: a fused loss (softmax or sigmoid + cross-entropy) starts from
-    ``Z^(L)`` and never reads it. With ``input_transposed`` the inputs are also in ``work_AT``
-    as ``(mb, n_0)`` (the epoch gathers them that way) and layer 1 skips its transpose.
+    ``Z^(L)`` and never reads it. Each ``A^(l−1)ᵀ`` is left in ATbuf for the backward pass.
+    With ``input_transposed`` the inputs are already at the start of ATbuf as ``(mb, n_0)`` (the
+    epoch gathers them that way) and layer 1 skips its transpose.
     """
     a_off = 0
     z_off = 0
@@ -68,10 +71,11 @@ def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, t
         b = theta[w_off[l] + n_out * n_in:w_off[l] + n_out * n_in + n_out]
         A_prev = _view(Abuf, a_off, n_in, mb)
         Z = _view(Zbuf, z_off, n_out, mb)
+        A_T = _view(ATbuf, a_off, mb, n_in)
         if l == 0 and input_transposed:
-            _dense_forward_from_T(Z, W, b, _view(work_AT, 0, mb, n_in), threads)
+            _dense_forward_from_T(Z, W, b, A_T, threads)
         else:
-            _dense_forward_tuned(Z, W, b, A_prev, _view(work_AT, 0, mb, n_in), threads)
+            _dense_forward_tuned(Z, W, b, A_prev, A_T, threads)
         a_off += n_in * mb
         if output_activation or l < codes.shape[0] - 1:
             _activation_forward_tuned(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
@@ -110,13 +114,14 @@ def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot, col1, c
 
 
 @kernel
-def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, dbuf1,
-                    work_WT, work_dZT, mb, threads):
+def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
+                    work_WT, mb, threads):
     """Backward from ``dZ^(L)`` (at the start of dbuf0) to layer 1 (guide §6, steps 2–3).
 
     For l = L … 1: ``dW^(l) += dZ^(l)·A^(l−1)ᵀ``, ``db^(l) += Σ_k dZ^(l)``, and, below the top,
     ``dA^(l−1) = W^(l)ᵀ·dZ^(l)``, ``dZ^(l−1) = dA^(l−1) ⊙ f'(Z^(l−1))``. Gradients accumulate
-    into ``grad`` (guide §12: reset them with zero_grad).
+    into ``grad`` (guide §12: reset them with zero_grad). Reads the ``A^(l−1)ᵀ`` that the forward
+    pass left in ATbuf.
     """
     L = codes.shape[0]
     a_off = 0
@@ -136,8 +141,8 @@ def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, 
         dZ = _view(cur, 0, n_out, mb)
         A_prev = _view(Abuf, a_off, n_in, mb)
         dA_prev = _view(nxt, 0, n_in, mb)
-        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, _view(work_WT, 0, n_in, n_out),
-                              _view(work_dZT, 0, mb, n_out), l > 0, threads)
+        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, _view(ATbuf, a_off, mb, n_in),
+                              _view(work_WT, 0, n_in, n_out), l > 0, threads)
         if l > 0:
             z_off -= n_in * mb
             # dZ^(l-1) = dA^(l-1) ⊙ f'(Z^(l-1)), in place over dA^(l-1)
@@ -218,7 +223,7 @@ def _gather(dst, src, perm, start):
 def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_code,
                  XT, Y, labels, one_hot, perm, shuffle_seed, batch_size,
                  opt_code, lr, beta1, beta2, eps, t,
-                 Zbuf, Abuf, dbuf0, dbuf1, work_AT, work_WT, work_dZT, Ybuf, labbuf,
+                 Zbuf, Abuf, ATbuf, dbuf0, dbuf1, work_WT, Ybuf, labbuf,
                  col1, col2, grad_norm, threads):
     """One epoch of minibatch training, entirely compiled.
 
@@ -242,15 +247,16 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
     correct = 0
     for start in range(0, n, batch_size):
         mb = min(batch_size, n - start)
-        X0_T = _view(work_AT, 0, mb, n0)
+        X0_T = _view(ATbuf, 0, mb, n0)
         _gather_rows(X0_T, XT, perm, start)
-        _transpose(_view(Abuf, 0, n0, mb), X0_T)  # A^(0), read again by dW^(1) = dZ^(1)·A^(0)ᵀ
+        if mb > _SHORT_BATCH:  # a long batch sum: dW^(1) reads A^(0) itself (dense.py)
+            _transpose(_view(Abuf, 0, n0, mb), X0_T)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         _gather(Yb, Y, perm, start)
         for c in range(mb):
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, threads,
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, threads,
                        loss_code == MSE, True)
         aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
@@ -260,8 +266,8 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         correct += _count_correct(ZL, loss_code, Yb, lab, one_hot)
         for p in range(grad.shape[0]):
             grad[p] = 0.0
-        _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, dbuf0, dbuf1,
-                        work_WT, work_dZT, mb, threads)
+        _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
+                        work_WT, mb, threads)
         for l in range(L):
             grad_norm[l] += math.sqrt(_sum_squares(grad, w_off[l], sizes[l] * sizes[l + 1]))
         t += 1
@@ -271,7 +277,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
 
 @kernel
 def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_hot, chunk,
-              Zbuf, Abuf, dbuf0, work_AT, col1, col2, out):
+              Zbuf, Abuf, ATbuf, dbuf0, col1, col2, out):
     """Forward-only pass over X in chunks: returns (Σ loss × chunk size, correct); fills
     ``out`` (n_L, n) with the output activations."""
     n = X.shape[1]
@@ -286,7 +292,7 @@ def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_ho
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, work_AT, mb, 1, True, False)
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, 1, True, False)
         aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
@@ -317,9 +323,8 @@ class Buffers:
     Abuf: np.ndarray = field(init=False)
     dbuf0: np.ndarray = field(init=False)
     dbuf1: np.ndarray = field(init=False)
-    work_AT: np.ndarray = field(init=False)
+    ATbuf: np.ndarray = field(init=False)
     work_WT: np.ndarray = field(init=False)
-    work_dZT: np.ndarray = field(init=False)
     col1: np.ndarray = field(init=False)
     col2: np.ndarray = field(init=False)
 
@@ -330,9 +335,8 @@ class Buffers:
         self.Abuf = np.zeros(sum(s) * m, dt)
         self.dbuf0 = np.zeros(widest * m, dt)
         self.dbuf1 = np.zeros(widest * m, dt)
-        self.work_AT = np.zeros(max(s[:-1]) * m, dt)
+        self.ATbuf = np.zeros(sum(s[:-1]) * m, dt)
         self.work_WT = np.zeros(max(a * b for a, b in zip(s[:-1], s[1:])), dt)
-        self.work_dZT = np.zeros(max(s[1:]) * m, dt)
         self.col1 = np.zeros(m, dt)
         self.col2 = np.zeros(m, np.float64)
 

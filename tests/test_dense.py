@@ -41,9 +41,12 @@ def test_forward_and_backward_match_vectorized_twin(rng, impl, dtype, n_out, n_i
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_out,n_in,m", [(1, 1, 1), (5, 3, 7), (33, 17, 1), (4, 8, 4),
-                                          (64, 1023, 3), (130, 70, 33)])
+                                          (64, 1023, 3), (130, 70, 33), (37, 19, 1023),
+                                          (33, 300, 130)])
 def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
-    """The tuned kernels on shapes that do and do not divide the 4×4 blocks and 256-wide panels."""
+    """The tuned kernels on shapes that do and do not divide the 4×4 blocks, the rank-4 steps and
+    the 256- and 512-wide panels; batches on both sides of ``_SHORT_BATCH`` (rank-4 dW below,
+    dot-product dW above) and output layers on both sides of ``_SHORT_SUM``."""
     W, b, A_prev, dZ = layer(rng, n_out, n_in, m, dtype)
     rtol = RTOL[np.dtype(dtype)]
     assert_close("Z", lp.dense_forward(W, b, A_prev, impl="tuned"),
@@ -53,9 +56,11 @@ def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
         assert_close(name, t, n, rtol)
 
 
-def test_tuned_parallel_path_equals_naive(rng):
-    """A layer large enough to take the threaded path (≥ 2²⁰ multiply-adds)."""
-    W, b, A_prev, dZ = layer(rng, 129, 257, 65, np.float64)
+@pytest.mark.parametrize("m", [65, 300])
+def test_tuned_parallel_path_equals_naive(rng, m):
+    """A layer large enough to take the threaded path (≥ 2²⁰ multiply-adds), with a short batch
+    (rank-4 dW) and a long one (dot-product dW)."""
+    W, b, A_prev, dZ = layer(rng, 129, 257, m, np.float64)
     for name, t, n in zip(("dW", "db", "dA_prev"),
                           lp.dense_backward(dZ, W, A_prev, parallel=True),
                           lp.dense_backward(dZ, W, A_prev, impl="naive")):

@@ -97,6 +97,9 @@ _JB = 64
 #: below this many output neurons dA_prev = Wᵀ·dZ sums too few terms for the blocked dot
 #: products to pay for two transposes: it is summed row by row instead (:func:`_wt_dz_rows`)
 _SHORT_SUM = 32
+#: up to this batch size dW = dZ·A_prevᵀ (a sum over the batch) runs as rank-4 updates
+#: (:func:`_ab`); longer sums pay for the dot products' horizontal sums (:func:`_abt`)
+_SHORT_BATCH = 128
 #: below this many multiply-adds the parallel kernel is slower than the serial one
 PARALLEL_MIN_WORK = 1 << 20
 
@@ -226,6 +229,115 @@ def _abt(C, X, Y, threads):
         _abt_blocks(C, X, Y, 0, nb)
 
 
+#: columns of C swept per pass of the rank-4 kernel :func:`_ab_rows`: four rows of C (8 KiB in
+#: float64) stay in L1 while the whole sum over ``p`` runs past them
+_CB = 256
+
+
+@kernel(fast=True)
+def _ab_rows(C, X, Y, r, s0, s1):
+    """Micro-kernel: ``C[r:r+4, s0:s1] += X[r:r+4, :] · Y[:, s0:s1]`` (rows r … r+3 exist).
+
+    The sum over ``p`` is taken four terms at a time as a *rank-4 update* of four rows of C::
+
+        C[r + a, s] += X[r + a, p] · Y[p, s] + … + X[r + a, p + 3] · Y[p + 3, s]
+
+    with ``s`` innermost and contiguous in C and Y. The 16 coefficients ``X[r + a, p + t]`` sit
+    in registers for the whole sweep over ``s``; LLVM vectorizes ``s`` (lanes along the output
+    columns), so each vector of four Y rows feeds 16 fused multiply-adds and no horizontal sum
+    is ever needed. This is what makes short sums -- a batch of 32 in ``dW`` -- fast.
+    """
+    P = X.shape[1]
+    c0 = C[r]
+    c1 = C[r + 1]
+    c2 = C[r + 2]
+    c3 = C[r + 3]
+    # unsigned s: Numba then emits no negative-index wraparound and the loads stay contiguous
+    su0 = np.uint64(s0)
+    su1 = np.uint64(s1)
+    p = 0
+    while p + 4 <= P:
+        y0 = Y[p]
+        y1 = Y[p + 1]
+        y2 = Y[p + 2]
+        y3 = Y[p + 3]
+        x00, x01, x02, x03 = X[r, p], X[r, p + 1], X[r, p + 2], X[r, p + 3]
+        x10, x11, x12, x13 = X[r + 1, p], X[r + 1, p + 1], X[r + 1, p + 2], X[r + 1, p + 3]
+        x20, x21, x22, x23 = X[r + 2, p], X[r + 2, p + 1], X[r + 2, p + 2], X[r + 2, p + 3]
+        x30, x31, x32, x33 = X[r + 3, p], X[r + 3, p + 1], X[r + 3, p + 2], X[r + 3, p + 3]
+        for s in range(su0, su1):
+            v0 = y0[s]
+            v1 = y1[s]
+            v2 = y2[s]
+            v3 = y3[s]
+            c0[s] += x00 * v0 + x01 * v1 + x02 * v2 + x03 * v3
+            c1[s] += x10 * v0 + x11 * v1 + x12 * v2 + x13 * v3
+            c2[s] += x20 * v0 + x21 * v1 + x22 * v2 + x23 * v3
+            c3[s] += x30 * v0 + x31 * v1 + x32 * v2 + x33 * v3
+        p += 4
+    # the last P mod 4 terms, one rank-1 update at a time
+    for q in range(p, P):
+        yq = Y[q]
+        x0, x1, x2, x3 = X[r, q], X[r + 1, q], X[r + 2, q], X[r + 3, q]
+        for s in range(su0, su1):
+            v = yq[s]
+            c0[s] += x0 * v
+            c1[s] += x1 * v
+            c2[s] += x2 * v
+            c3[s] += x3 * v
+
+
+@kernel(fast=True)
+def _ab_row(C, X, Y, r, s0, s1):
+    """``C[r, s0:s1] += X[r, :] · Y[:, s0:s1]`` for one row (the last rows, past a block of 4)."""
+    P = X.shape[1]
+    cr = C[r]
+    for q in range(P):
+        yq = Y[q]
+        x = X[r, q]
+        for s in range(np.uint64(s0), np.uint64(s1)):
+            cr[s] += x * yq[s]
+
+
+@kernel(fast=True)
+def _ab_blocks(C, X, Y, b0, b1):
+    """``C[r, s] += Σ_p X[r, p] · Y[p, s]`` (C += X·Y) for the 4-row blocks ``b0 ≤ r/4 < b1``.
+
+    Shapes: C (nr, ns); X (nr, P); Y (P, ns); all C-contiguous.
+
+    Blocking: ``s`` is cut into panels of ``_CB`` columns so that a ``P × _CB`` panel of Y stays
+    in L2 while every 4-row block of X and C passes over it; inside, :func:`_ab_rows` runs the
+    whole sum as rank-4 updates of four rows of C.
+    """
+    nr = X.shape[0]
+    ns = Y.shape[1]
+    for s0 in range(0, ns, _CB):
+        s1 = min(s0 + _CB, ns)
+        for rb in range(b0, b1):
+            r = rb * _MR
+            if r + _MR <= nr:
+                _ab_rows(C, X, Y, r, s0, s1)
+            else:
+                for rr in range(r, nr):
+                    _ab_row(C, X, Y, rr, s0, s1)
+
+
+@kernel(fast=True, parallel=True)
+def _ab(C, X, Y, threads):
+    """``C += X·Y`` on ``threads`` threads when the product is large enough to pay; one
+    contiguous range of 4-row blocks per thread, as in :func:`_abt` (each thread owns whole
+    rows of C, so the bits do not depend on the thread count)."""
+    nr, P = X.shape
+    ns = Y.shape[1]
+    nb = (nr + _MR - 1) // _MR
+    if threads > 1 and nb > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
+        chunks = min(threads, nb)
+        for c in prange(chunks):
+            _ab_blocks(C, X, Y, c * nb // chunks, (c + 1) * nb // chunks)
+    else:
+        _ab_blocks(C, X, Y, 0, nb)
+
+
 @kernel
 def _transpose(out, a):
     """``out[c, r] = a[r, c]`` in 16×16 tiles, so both sides stay in cache lines while a tile
@@ -282,7 +394,8 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (guide §5), register-blocked.
 
     Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m);
-    A_T (m, n_in) workspace.
+    A_T (m, n_in) written with ``A_prevᵀ``, which the backward pass reads again (guide §14: the
+    forward pass caches what the backward pass needs).
 
     Blocking: A_prev is transposed into A_T so that ``j`` is contiguous in both operands; Z starts
     as the broadcast bias and :func:`_abt` adds ``W · A_Tᵀ`` with 4×4 register blocks.
@@ -292,7 +405,7 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
 
 
 @kernel(fast=True)
-def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_prev, threads):
+def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, need_dA_prev, threads):
     """The §5 table, register-blocked; ``dW`` and ``db`` accumulate, ``dA_prev`` is written.
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``; ``db[i] += Σ_k dZ[i, k]``;
@@ -300,16 +413,23 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_pre
     first layer's input needs no gradient).
 
     Shapes: dW (n_out, n_in); db (n_out,); dA_prev (n_in, m); dZ (n_out, m); W (n_out, n_in);
-    A_prev (n_in, m); workspaces W_T (n_in, n_out) and dZ_T (m, n_out).
+    A_prev (n_in, m); ``A_T`` (m, n_in) must hold ``A_prevᵀ`` -- the forward pass
+    (:func:`_dense_forward_tuned`) leaves it there; workspace W_T (n_in, n_out).
 
-    Blocking: ``dW`` is already a sum over the contiguous ``k`` of both operands, so it goes
-    straight to :func:`_abt` (parallel over rows ``i`` of dW, which each thread owns).
-    ``dA_prev`` is a sum over ``i``, which runs down the columns of W and dZ: both are transposed
-    into workspaces first and :func:`_abt` computes ``W_T · dZ_Tᵀ`` (parallel over rows ``j``);
-    a short sum (``n_out < _SHORT_SUM``) goes row by row through :func:`_wt_dz_rows` instead.
+    Blocking: ``dW`` sums over the batch ``k``. A short batch (``m ≤ _SHORT_BATCH``) goes through
+    the rank-4 kernel :func:`_ab`, ``dW += dZ · A_T``, whose lanes run along ``j`` and which
+    needs no horizontal sums; a long one through the dot-product kernel :func:`_abt`,
+    ``dW += dZ · A_prevᵀ`` (``k`` contiguous in both). Both are parallel over rows ``i``.
+    ``dA_prev`` sums over ``i``, which runs down the columns of W: W is transposed into W_T and
+    :func:`_ab` computes ``W_T · dZ`` (parallel over rows ``j``); a very short sum
+    (``n_out < _SHORT_SUM``, e.g. the 10 classes of an output layer) goes row by row through
+    :func:`_wt_dz_rows` with no transpose at all.
     """
     n_out, m = dZ.shape
-    _abt(dW, dZ, A_prev, threads)
+    if m <= _SHORT_BATCH:
+        _ab(dW, dZ, A_T, threads)
+    else:
+        _abt(dW, dZ, A_prev, threads)
     for i in range(n_out):
         s = dZ.dtype.type(0)
         for k in range(m):
@@ -319,11 +439,10 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, need_dA_pre
         _wt_dz_rows(dA_prev, W, dZ)
     elif need_dA_prev:
         _transpose(W_T, W)
-        _transpose(dZ_T, dZ)
         for j in range(dA_prev.shape[0]):
             for k in range(m):
                 dA_prev[j, k] = 0.0
-        _abt(dA_prev, W_T, dZ_T, threads)
+        _ab(dA_prev, W_T, dZ, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,8 +555,9 @@ def dense_backward(dZ, W, A_prev, *, impl: str = "tuned", check_finite: bool = T
     if impl == "naive":
         _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev)
     else:
+        A_T = np.empty((m, n_in), dtype=W.dtype)
+        _transpose(A_T, A_prev)
         W_T = np.empty((n_in, n_out), dtype=W.dtype)
-        dZ_T = np.empty((m, n_out), dtype=W.dtype)
-        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, W_T, dZ_T, True,
+        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, True,
                               use_threads(parallel))
     return dW, db, dA_prev
