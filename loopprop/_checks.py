@@ -68,8 +68,15 @@ def as_float_array(
 
 
 def require_finite(arr: np.ndarray, name: str) -> None:
-    """Raise ``ValueError`` if ``arr`` holds NaN or Inf (pass ``check_finite=False`` to skip)."""
-    if arr.size and not np.isfinite(arr).all():
+    """Raise ``ValueError`` if ``arr`` holds NaN or Inf (pass ``check_finite=False`` to skip).
+
+    First one fast pass: a sum is finite whenever every term is (a NaN or an Inf makes it NaN or
+    Inf), so a finite sum proves the array clean without the boolean temporary of ``isfinite``.
+    Only a non-finite sum -- a bad value, or finite values whose sum overflows -- pays for the
+    exact element-wise check.
+    """
+    if arr.size and not np.isfinite(np.add.reduce(arr, axis=None)) and \
+            not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = tuple(int(v) for v in bad)
         raise ValueError(

@@ -21,6 +21,7 @@ from . import _checks
 from ._jit import use_threads
 from . import train as _train
 from .kernels.activations import CODES
+from .kernels.dense import _transpose
 
 FORMAT_VERSION = 1
 LOSSES = tuple(_train.LOSS_CODES)
@@ -309,7 +310,8 @@ class Network:
         bar = _train.Progress(epochs, progress)
         n_batches = -(-n // bs)
         rng = np.random.default_rng(seed)
-        XT = np.ascontiguousarray(X.T)  # one example per row: minibatch gathers copy rows
+        XT = np.empty((n, self.layer_sizes[0]), self.dtype)
+        _transpose(XT, X)  # one example per row: minibatch gathers copy rows
         try:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()

@@ -289,13 +289,26 @@ def _ab_rows(C, X, Y, r, s0, s1):
 
 @kernel(fast=True)
 def _ab_row(C, X, Y, r, s0, s1):
-    """``C[r, s0:s1] += X[r, :] · Y[:, s0:s1]`` for one row (the last rows, past a block of 4)."""
+    """``C[r, s0:s1] += X[r, :] · Y[:, s0:s1]`` for one row (the rows past the last block of 4),
+    as rank-4 updates of that row like :func:`_ab_rows`."""
     P = X.shape[1]
     cr = C[r]
-    for q in range(P):
+    su0 = np.uint64(s0)
+    su1 = np.uint64(s1)
+    p = 0
+    while p + 4 <= P:
+        y0 = Y[p]
+        y1 = Y[p + 1]
+        y2 = Y[p + 2]
+        y3 = Y[p + 3]
+        x0, x1, x2, x3 = X[r, p], X[r, p + 1], X[r, p + 2], X[r, p + 3]
+        for s in range(su0, su1):
+            cr[s] += x0 * y0[s] + x1 * y1[s] + x2 * y2[s] + x3 * y3[s]
+        p += 4
+    for q in range(p, P):
         yq = Y[q]
         x = X[r, q]
-        for s in range(np.uint64(s0), np.uint64(s1)):
+        for s in range(su0, su1):
             cr[s] += x * yq[s]
 
 
