@@ -111,14 +111,15 @@ def dense_workload(n_out: int, n_in: int, m: int, dtype: str) -> dict[str, Calla
     dZ = rng.standard_normal((n_out, m)).astype(dtype)
     Z, dW, db, dA = (np.empty((n_out, m), dtype), np.empty_like(W), np.empty(n_out, dtype),
                      np.empty_like(A))
-    A_T, W_T = np.empty((m, n_in), dtype), np.empty((n_in, n_out), dtype)
+    A_T, W_T, dZ_T = (np.empty((m, n_in), dtype), np.empty((n_in, n_out), dtype),
+                      np.empty((m, n_out), dtype))
     par = numba.get_num_threads()
 
     def loops():
         dense._dense_forward_tuned(Z, W, b, A, A_T, par)
         dW[...] = 0
         db[...] = 0
-        dense._dense_backward_tuned(dW, db, dA, dZ, W, A, A_T, W_T, True, par)
+        dense._dense_backward_tuned(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True, par)
 
     def numpy():
         vec.dense_forward(W, b, A)

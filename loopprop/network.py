@@ -238,7 +238,7 @@ class Network:
                                  buf.col1, buf.col2)
         _train._backward_batch(self._theta, self._grad, self._sizes, self._w_off, self._codes,
                                self.alpha, buf.Zbuf, buf.Abuf, buf.ATbuf, buf.dbuf0, buf.dbuf1,
-                               buf.work_WT, m, use_threads(True))
+                               buf.work_WT, buf.work_dZT, m, use_threads(True))
         return float(loss)
 
     def zero_grad(self) -> None:
@@ -322,7 +322,7 @@ class Network:
                     self._codes, self.alpha, _train.LOSS_CODES[self.loss], XT, Yf, labels,
                     one_hot, perm, shuffle_seed, bs, _train.OPTIMIZERS[optimizer], lr,
                     opt.beta1, opt.beta2, opt.eps, opt.t, buf.Zbuf, buf.Abuf, buf.ATbuf,
-                    buf.dbuf0, buf.dbuf1, buf.work_WT, Ybuf, labbuf, buf.col1,
+                    buf.dbuf0, buf.dbuf1, buf.work_WT, buf.work_dZT, Ybuf, labbuf, buf.col1,
                     buf.col2, gnorm, par)
                 hist["time"].append(time.perf_counter() - t0)
                 hist["loss"].append(total / n)

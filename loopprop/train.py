@@ -26,7 +26,7 @@ import numpy as np
 
 from ._jit import kernel
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
-from .kernels.dense import (_SHORT_BATCH, _dense_backward_tuned, _dense_forward_from_T,
+from .kernels.dense import (_RANK4_MAX_SUM, _dense_backward_tuned, _dense_forward_from_T,
                             _dense_forward_tuned, _transpose)
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
@@ -115,7 +115,7 @@ def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot, col1, c
 
 @kernel
 def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
-                    work_WT, mb, threads):
+                    work_WT, work_dZT, mb, threads):
     """Backward from ``dZ^(L)`` (at the start of dbuf0) to layer 1 (guide §6, steps 2–3).
 
     For l = L … 1: ``dW^(l) += dZ^(l)·A^(l−1)ᵀ``, ``db^(l) += Σ_k dZ^(l)``, and, below the top,
@@ -142,7 +142,8 @@ def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, 
         A_prev = _view(Abuf, a_off, n_in, mb)
         dA_prev = _view(nxt, 0, n_in, mb)
         _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, _view(ATbuf, a_off, mb, n_in),
-                              _view(work_WT, 0, n_in, n_out), l > 0, threads)
+                              _view(work_WT, 0, n_in, n_out), _view(work_dZT, 0, mb, n_out),
+                              l > 0, threads)
         if l > 0:
             z_off -= n_in * mb
             # dZ^(l-1) = dA^(l-1) ⊙ f'(Z^(l-1)), in place over dA^(l-1)
@@ -223,7 +224,7 @@ def _gather(dst, src, perm, start):
 def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_code,
                  XT, Y, labels, one_hot, perm, shuffle_seed, batch_size,
                  opt_code, lr, beta1, beta2, eps, t,
-                 Zbuf, Abuf, ATbuf, dbuf0, dbuf1, work_WT, Ybuf, labbuf,
+                 Zbuf, Abuf, ATbuf, dbuf0, dbuf1, work_WT, work_dZT, Ybuf, labbuf,
                  col1, col2, grad_norm, threads):
     """One epoch of minibatch training, entirely compiled.
 
@@ -249,7 +250,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         mb = min(batch_size, n - start)
         X0_T = _view(ATbuf, 0, mb, n0)
         _gather_rows(X0_T, XT, perm, start)
-        if mb > _SHORT_BATCH:  # a long batch sum: dW^(1) reads A^(0) itself (dense.py)
+        if mb > _RANK4_MAX_SUM:  # a long batch sum: dW^(1) reads A^(0) itself (dense.py)
             _transpose(_view(Abuf, 0, n0, mb), X0_T)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         _gather(Yb, Y, perm, start)
@@ -267,7 +268,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         for p in range(grad.shape[0]):
             grad[p] = 0.0
         _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
-                        work_WT, mb, threads)
+                        work_WT, work_dZT, mb, threads)
         for l in range(L):
             grad_norm[l] += math.sqrt(_sum_squares(grad, w_off[l], sizes[l] * sizes[l + 1]))
         t += 1
@@ -325,6 +326,7 @@ class Buffers:
     dbuf1: np.ndarray = field(init=False)
     ATbuf: np.ndarray = field(init=False)
     work_WT: np.ndarray = field(init=False)
+    work_dZT: np.ndarray = field(init=False)
     col1: np.ndarray = field(init=False)
     col2: np.ndarray = field(init=False)
 
@@ -337,6 +339,7 @@ class Buffers:
         self.dbuf1 = np.zeros(widest * m, dt)
         self.ATbuf = np.zeros(sum(s[:-1]) * m, dt)
         self.work_WT = np.zeros(max(a * b for a, b in zip(s[:-1], s[1:])), dt)
+        self.work_dZT = np.zeros(max(s[1:]) * m, dt)
         self.col1 = np.zeros(m, dt)
         self.col2 = np.zeros(m, np.float64)
 

@@ -45,8 +45,8 @@ def test_forward_and_backward_match_vectorized_twin(rng, impl, dtype, n_out, n_i
                                           (33, 300, 130)])
 def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
     """The tuned kernels on shapes that do and do not divide the 4×4 blocks, the rank-4 steps and
-    the 256- and 512-wide panels; batches on both sides of ``_SHORT_BATCH`` (rank-4 dW below,
-    dot-product dW above) and output layers on both sides of ``_SHORT_SUM``."""
+    the 256- and 512-wide panels; batches and output layers on both sides of ``_RANK4_MAX_SUM``
+    (rank-4 updates up to it, dot products beyond) and of ``_SHORT_SUM`` (dA_prev row by row)."""
     W, b, A_prev, dZ = layer(rng, n_out, n_in, m, dtype)
     rtol = RTOL[np.dtype(dtype)]
     assert_close("Z", lp.dense_forward(W, b, A_prev, impl="tuned"),

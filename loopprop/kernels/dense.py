@@ -97,9 +97,10 @@ _JB = 64
 #: below this many output neurons dA_prev = Wᵀ·dZ sums too few terms for the blocked dot
 #: products to pay for two transposes: it is summed row by row instead (:func:`_wt_dz_rows`)
 _SHORT_SUM = 32
-#: up to this batch size dW = dZ·A_prevᵀ (a sum over the batch) runs as rank-4 updates
-#: (:func:`_ab`); longer sums pay for the dot products' horizontal sums (:func:`_abt`)
-_SHORT_BATCH = 128
+#: sums of up to this many terms (the batch in dW, the output neurons in dA_prev) run as rank-4
+#: updates (:func:`_ab`), which need no horizontal sums; longer sums amortize those and run as
+#: blocked dot products (:func:`_abt`), which reload C less often
+_RANK4_MAX_SUM = 128
 #: below this many multiply-adds the parallel kernel is slower than the serial one
 PARALLEL_MIN_WORK = 1 << 20
 
@@ -418,7 +419,8 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
 
 
 @kernel(fast=True)
-def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, need_dA_prev, threads):
+def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_dA_prev,
+                          threads):
     """The §5 table, register-blocked; ``dW`` and ``db`` accumulate, ``dA_prev`` is written.
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``; ``db[i] += Σ_k dZ[i, k]``;
@@ -427,19 +429,20 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, need_dA_prev
 
     Shapes: dW (n_out, n_in); db (n_out,); dA_prev (n_in, m); dZ (n_out, m); W (n_out, n_in);
     A_prev (n_in, m); ``A_T`` (m, n_in) must hold ``A_prevᵀ`` -- the forward pass
-    (:func:`_dense_forward_tuned`) leaves it there; workspace W_T (n_in, n_out).
+    (:func:`_dense_forward_tuned`) leaves it there; workspaces W_T (n_in, n_out) and
+    dZ_T (m, n_out).
 
-    Blocking: ``dW`` sums over the batch ``k``. A short batch (``m ≤ _SHORT_BATCH``) goes through
-    the rank-4 kernel :func:`_ab`, ``dW += dZ · A_T``, whose lanes run along ``j`` and which
-    needs no horizontal sums; a long one through the dot-product kernel :func:`_abt`,
-    ``dW += dZ · A_prevᵀ`` (``k`` contiguous in both). Both are parallel over rows ``i``.
-    ``dA_prev`` sums over ``i``, which runs down the columns of W: W is transposed into W_T and
-    :func:`_ab` computes ``W_T · dZ`` (parallel over rows ``j``); a very short sum
-    (``n_out < _SHORT_SUM``, e.g. the 10 classes of an output layer) goes row by row through
-    :func:`_wt_dz_rows` with no transpose at all.
+    Blocking: each product picks its loop nest by the length of its sum. ``dW`` sums over the
+    batch ``k``: up to ``_RANK4_MAX_SUM`` terms it runs as rank-4 updates, ``dW += dZ · A_T``
+    (:func:`_ab`, lanes along ``j``), beyond as dot products, ``dW += dZ · A_prevᵀ``
+    (:func:`_abt`, ``k`` contiguous in both). Both are parallel over rows ``i``. ``dA_prev``
+    sums over the output neurons ``i``, which run down the columns of W: below ``_SHORT_SUM``
+    (e.g. the 10 classes of an output layer) row by row through :func:`_wt_dz_rows` with no
+    transpose; up to ``_RANK4_MAX_SUM`` as rank-4 updates ``W_T · dZ`` (one transpose); beyond
+    as dot products ``W_T · dZ_Tᵀ`` (two transposes). All are parallel over rows ``j``.
     """
     n_out, m = dZ.shape
-    if m <= _SHORT_BATCH:
+    if m <= _RANK4_MAX_SUM:
         _ab(dW, dZ, A_T, threads)
     else:
         _abt(dW, dZ, A_prev, threads)
@@ -448,14 +451,20 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, need_dA_prev
         for k in range(m):
             s += dZ[i, k]
         db[i] += s
-    if need_dA_prev and n_out < _SHORT_SUM:
+    if not need_dA_prev:
+        return
+    if n_out < _SHORT_SUM:
         _wt_dz_rows(dA_prev, W, dZ)
-    elif need_dA_prev:
-        _transpose(W_T, W)
-        for j in range(dA_prev.shape[0]):
-            for k in range(m):
-                dA_prev[j, k] = 0.0
+        return
+    _transpose(W_T, W)
+    for j in range(dA_prev.shape[0]):
+        for k in range(m):
+            dA_prev[j, k] = 0.0
+    if n_out <= _RANK4_MAX_SUM:
         _ab(dA_prev, W_T, dZ, threads)
+    else:
+        _transpose(dZ_T, dZ)
+        _abt(dA_prev, W_T, dZ_T, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,6 +580,7 @@ def dense_backward(dZ, W, A_prev, *, impl: str = "tuned", check_finite: bool = T
         A_T = np.empty((m, n_in), dtype=W.dtype)
         _transpose(A_T, A_prev)
         W_T = np.empty((n_in, n_out), dtype=W.dtype)
-        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, True,
+        dZ_T = np.empty((m, n_out), dtype=W.dtype)
+        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, True,
                               use_threads(parallel))
     return dW, db, dA_prev
