@@ -108,6 +108,9 @@ class Network:
         self._theta = np.zeros(off, dtype=dt)
         self._grad = np.zeros(off, dtype=dt)
         self._cache: tuple | None = None
+        # fit's workspaces (the transposed X and the per-batch buffers), kept between fit calls
+        # of the same shapes: a loop of fit(..., epochs=1) then allocates nothing
+        self._fit_scratch: dict[str, Any] = {}
         self.history: dict[str, list] = {}
         self._initialize()
 
@@ -291,7 +294,10 @@ class Network:
             Xv = self._check_X(validation[0], "validation X")
             val = (Xv, *self._check_targets(validation[1], Xv.shape[1], "validation y"))
         bs = min(batch_size, n)
-        buf = _train.Buffers(self._sizes, bs, self.dtype)
+        scratch = self._fit_scratch
+        buf = scratch.get("buffers")
+        if buf is None or buf.m != bs:
+            buf = scratch["buffers"] = _train.Buffers(self._sizes, bs, self.dtype)
         beta = momentum if optimizer == "momentum" else beta1
         opt = _train.OptimizerState(optimizer, self._theta.size, self.dtype, beta, beta2, eps)
         perm = np.arange(n, dtype=np.int64)
@@ -309,14 +315,16 @@ class Network:
                 hist["val_accuracy"] = []
         bar = _train.Progress(epochs, progress)
         n_batches = -(-n // bs)
-        rng = np.random.default_rng(seed)
-        XT = np.empty((n, self.layer_sizes[0]), self.dtype)
+        rng = np.random.default_rng(seed) if shuffle else None
+        XT = scratch.get("XT")
+        if XT is None or XT.shape[0] != n:
+            XT = scratch["XT"] = np.empty((n, self.layer_sizes[0]), self.dtype)
         _transpose(XT, X)  # one example per row: minibatch gathers copy rows
         try:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
                 gnorm = np.zeros(self.n_layers, np.float64)
-                shuffle_seed = int(rng.integers(0, 2**31 - 1)) if shuffle else -1
+                shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
                 total, correct, opt.t = _train._train_epoch(
                     self._theta, self._grad, opt.state1, opt.state2, self._sizes, self._w_off,
                     self._codes, self.alpha, _train.LOSS_CODES[self.loss], XT, Yf, labels,
