@@ -121,6 +121,25 @@ def test_fit_equals_python_loop_of_steps(rng, dtype):
     assert_close("epoch losses", hist["loss"], losses, tol)
 
 
+def test_fit_calls_of_changing_shapes_equal_python_steps(rng):
+    """fit keeps its workspaces between calls: a sequence of fits with other example counts and
+    batch sizes (and other data) must still be plain steps over each call's own batches."""
+    sizes = [5, 7, 3]
+    a = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=3)
+    b = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=3)
+    for n, bs in [(23, 5), (11, 4), (23, 5), (9, 9)]:
+        X, y = rand(rng, (5, n)), rng.integers(0, 3, n)
+        a.fit(X, y, epochs=1, batch_size=bs, lr=0.2, shuffle=False, progress=False)
+        for s in range(0, n, bs):
+            b.zero_grad()
+            b.forward(X[:, s:s + bs])
+            b.backward(y[s:s + bs])
+            b.step(0.2)
+    for (Wa, ba), (Wb, bb) in zip(a.params, b.params):
+        assert_close("W", Wa, Wb, 1e-12)
+        assert_close("b", ba, bb, 1e-12)
+
+
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_optimizers_match_their_numpy_formulas(rng, optimizer):
     sizes = [4, 6, 3]
