@@ -119,7 +119,8 @@ def dense_workload(n_out: int, n_in: int, m: int, dtype: str) -> dict[str, Calla
         dense._dense_forward_tuned(Z, W, b, A, A_T, par)
         dW[...] = 0
         db[...] = 0
-        dense._dense_backward_tuned(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True, par)
+        dense._dense_backward_tuned(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True,
+                                    not dense._packed(n_out, n_in, m), par)
 
     def numpy():
         vec.dense_forward(W, b, A)

@@ -241,7 +241,7 @@ class Network:
                                  buf.col1, buf.col2)
         _train._backward_batch(self._theta, self._grad, self._sizes, self._w_off, self._codes,
                                self.alpha, buf.Zbuf, buf.Abuf, buf.ATbuf, buf.dbuf0, buf.dbuf1,
-                               buf.work_WT, buf.work_dZT, m, use_threads(True))
+                               buf.work_WT, buf.work_dZT, m, use_threads(True), False)
         return float(loss)
 
     def zero_grad(self) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from ._jit import kernel
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
 from .kernels.dense import (_RANK4_MAX_SUM, _dense_backward_tuned, _dense_forward_from_T,
-                            _dense_forward_tuned, _transpose)
+                            _dense_forward_tuned, _packed, _transpose)
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import _adam, _momentum, _sgd
@@ -115,13 +115,14 @@ def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot, col1, c
 
 @kernel
 def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
-                    work_WT, work_dZT, mb, threads):
+                    work_WT, work_dZT, mb, threads, input_transposed):
     """Backward from ``dZ^(L)`` (at the start of dbuf0) to layer 1 (guide §6, steps 2–3).
 
     For l = L … 1: ``dW^(l) += dZ^(l)·A^(l−1)ᵀ``, ``db^(l) += Σ_k dZ^(l)``, and, below the top,
     ``dA^(l−1) = W^(l)ᵀ·dZ^(l)``, ``dZ^(l−1) = dA^(l−1) ⊙ f'(Z^(l−1))``. Gradients accumulate
     into ``grad`` (guide §12: reset them with zero_grad). Reads the ``A^(l−1)ᵀ`` that the forward
-    pass left in ATbuf.
+    pass left in ATbuf (small layers; and ``A^(0)ᵀ`` when ``input_transposed``, as in
+    :func:`_forward_batch`).
     """
     L = codes.shape[0]
     a_off = 0
@@ -141,9 +142,10 @@ def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, 
         dZ = _view(cur, 0, n_out, mb)
         A_prev = _view(Abuf, a_off, n_in, mb)
         dA_prev = _view(nxt, 0, n_in, mb)
+        a_t_valid = (l == 0 and input_transposed) or not _packed(n_out, n_in, mb)
         _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, _view(ATbuf, a_off, mb, n_in),
                               _view(work_WT, 0, n_in, n_out), _view(work_dZT, 0, mb, n_out),
-                              l > 0, threads)
+                              l > 0, a_t_valid, threads)
         if l > 0:
             z_off -= n_in * mb
             # dZ^(l-1) = dA^(l-1) ⊙ f'(Z^(l-1)), in place over dA^(l-1)
@@ -250,7 +252,8 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         mb = min(batch_size, n - start)
         X0_T = _view(ATbuf, 0, mb, n0)
         _gather_rows(X0_T, XT, perm, start)
-        if mb > _RANK4_MAX_SUM:  # a long batch sum: dW^(1) reads A^(0) itself (dense.py)
+        if mb > _RANK4_MAX_SUM and not _packed(sizes[1], n0, mb):
+            # a small first layer with a long batch sum: its dW reads A^(0) itself (dense.py)
             _transpose(_view(Abuf, 0, n0, mb), X0_T)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         _gather(Yb, Y, perm, start)
@@ -268,7 +271,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         for p in range(grad.shape[0]):
             grad[p] = 0.0
         _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
-                        work_WT, work_dZT, mb, threads)
+                        work_WT, work_dZT, mb, threads, True)
         for l in range(L):
             grad_norm[l] += math.sqrt(_sum_squares(grad, w_off[l], sizes[l] * sizes[l + 1]))
         t += 1

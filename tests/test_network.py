@@ -121,6 +121,42 @@ def test_fit_equals_python_loop_of_steps(rng, dtype):
     assert_close("epoch losses", hist["loss"], losses, tol)
 
 
+def test_fit_with_packed_layers_equals_python_loop_of_steps(rng):
+    """Layers large enough for the packed SIMD kernel (kernels/gemm.py): in fit the first layer
+    reads the gathered Xᵀ, in forward/backward it reads X; hidden layers read A in place.
+    Both must be the same steps, and the gradients must match the NumPy twin."""
+    sizes = [150, 100, 60, 10]
+    X, y = rand(rng, (150, 100)), rng.integers(0, 10, 100)  # batches of 48, 48 and 4
+    acts = ["relu", "tanh", "softmax"]
+    a = lp.Network(sizes, acts, "cross_entropy", seed=5)
+    b = lp.Network(sizes, acts, "cross_entropy", seed=5)
+    a.fit(X, y, epochs=2, batch_size=48, lr=0.05, shuffle=False, progress=False)
+    for _ in range(2):
+        for s in range(0, 100, 48):
+            b.zero_grad()
+            b.forward(X[:, s:s + 48])
+            b.backward(y[s:s + 48])
+            b.step(0.05)
+    for (Wa, ba), (Wb, bb) in zip(a.params, b.params):
+        assert_close("W", Wa, Wb, 1e-12)
+        assert_close("b", ba, bb, 1e-12)
+    # the gradients of one packed batch against the NumPy twin, layer by layer (§6)
+    b.zero_grad()
+    b.forward(X[:, :48])
+    b.backward(y[:48])
+    As, Zs = [X[:, :48]], []
+    for (W, bias), act in zip(b.params, acts):
+        Zs.append(vec.dense_forward(W, bias, As[-1]))
+        As.append(vec.activation_forward(act, Zs[-1]))
+    _, dZ = vec.softmax_cross_entropy(Zs[-1], y[:48])
+    for l in range(len(acts) - 1, -1, -1):
+        rW, rb, dA = vec.dense_backward(dZ, b.params[l][0], As[l])
+        assert_close(f"dW{l + 1}", b.grads[l][0], rW, 1e-10)
+        assert_close(f"db{l + 1}", b.grads[l][1], rb, 1e-10)
+        if l:
+            dZ = vec.activation_backward(acts[l - 1], dA, Zs[l - 1])
+
+
 def test_fit_calls_of_changing_shapes_equal_python_steps(rng):
     """fit keeps its workspaces between calls: a sequence of fits with other example counts and
     batch sizes (and other data) must still be plain steps over each call's own batches."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import _checks
 from .._jit import kernel, prange, use_threads
+from .gemm import _gemm
 
 # ---------------------------------------------------------------------------------------------
 # naive kernels: the formulas, typed as loops (the algorithmic reference)
@@ -103,6 +104,8 @@ _SHORT_SUM = 32
 _RANK4_MAX_SUM = 128
 #: below this many multiply-adds the parallel kernel is slower than the serial one
 PARALLEL_MIN_WORK = 1 << 20
+#: from this many multiply-adds a layer's products run on the packed SIMD kernel (kernels/gemm.py)
+PACKED_MIN_WORK = 1 << 18
 
 
 @kernel(fast=True)
@@ -391,16 +394,35 @@ def _wt_dz_rows(dA_prev, W, dZ):
                 dA_prev[j, k] += w * dZ[i, k]
 
 
+@kernel
+def _packed(n_out, n_in, m):
+    """Whether a layer's products go to the packed SIMD kernel :func:`~loopprop.kernels.gemm._gemm`
+    (at least ``PACKED_MIN_WORK`` multiply-adds each); smaller ones use the loop nests above,
+    which have no packing to pay for. Forward and backward ask the same question, so a small
+    layer's forward pass always leaves ``A_prevᵀ`` behind for its backward pass."""
+    return n_out * n_in * m >= PACKED_MIN_WORK
+
+
+@kernel(fast=True)
+def _bias_columns(Z, b):
+    """``Z[i, k] = b[i]``: every column of Z starts as the bias."""
+    n_out, m = Z.shape
+    for i in range(n_out):
+        for k in range(m):
+            Z[i, k] = b[i]
+
+
 @kernel(fast=True)
 def _dense_forward_from_T(Z, W, b, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_T[k, j]``: the forward pass from an input that is
     already transposed (guide §5). Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,);
     A_T (m, n_in)."""
     n_out, m = Z.shape
-    for i in range(n_out):
-        for k in range(m):
-            Z[i, k] = b[i]
-    _abt(Z, W, A_T, threads)
+    _bias_columns(Z, b)
+    if _packed(n_out, W.shape[1], m):
+        _gemm(Z, W, A_T, False, True, threads)
+    else:
+        _abt(Z, W, A_T, threads)
 
 
 @kernel(fast=True)
@@ -408,19 +430,25 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (guide §5), register-blocked.
 
     Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m);
-    A_T (m, n_in) written with ``A_prevᵀ``, which the backward pass reads again (guide §14: the
-    forward pass caches what the backward pass needs).
+    A_T (m, n_in) written with ``A_prevᵀ`` when the layer is small (:func:`_packed`), which its
+    backward pass reads again (guide §14: the forward pass caches what backward needs).
 
-    Blocking: A_prev is transposed into A_T so that ``j`` is contiguous in both operands; Z starts
-    as the broadcast bias and :func:`_abt` adds ``W · A_Tᵀ`` with 4×4 register blocks.
+    Blocking: a large layer runs :func:`~loopprop.kernels.gemm._gemm` on W and A_prev as they
+    are. A small one transposes A_prev into A_T so that ``j`` is contiguous in both operands;
+    Z starts as the broadcast bias and :func:`_abt` adds ``W · A_Tᵀ`` with 4×4 register blocks.
     """
-    _transpose(A_T, A_prev)
-    _dense_forward_from_T(Z, W, b, A_T, threads)
+    n_out, n_in = W.shape
+    if _packed(n_out, n_in, Z.shape[1]):
+        _bias_columns(Z, b)
+        _gemm(Z, W, A_prev, False, False, threads)
+    else:
+        _transpose(A_T, A_prev)
+        _dense_forward_from_T(Z, W, b, A_T, threads)
 
 
 @kernel(fast=True)
 def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_dA_prev,
-                          threads):
+                          a_t_valid, threads):
     """The §5 table, register-blocked; ``dW`` and ``db`` accumulate, ``dA_prev`` is written.
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``; ``db[i] += Σ_k dZ[i, k]``;
@@ -428,21 +456,30 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_d
     first layer's input needs no gradient).
 
     Shapes: dW (n_out, n_in); db (n_out,); dA_prev (n_in, m); dZ (n_out, m); W (n_out, n_in);
-    A_prev (n_in, m); ``A_T`` (m, n_in) must hold ``A_prevᵀ`` -- the forward pass
-    (:func:`_dense_forward_tuned`) leaves it there; workspaces W_T (n_in, n_out) and
-    dZ_T (m, n_out).
+    A_prev (n_in, m); A_T (m, n_in) holds ``A_prevᵀ`` when ``a_t_valid`` -- the forward pass
+    of a small layer leaves it there (:func:`_dense_forward_tuned`), and a large layer reads
+    whichever is valid; A_prev must be valid unless the layer is large and ``a_t_valid``.
+    Workspaces W_T (n_in, n_out) and dZ_T (m, n_out).
 
-    Blocking: each product picks its loop nest by the length of its sum. ``dW`` sums over the
-    batch ``k``: up to ``_RANK4_MAX_SUM`` terms it runs as rank-4 updates, ``dW += dZ · A_T``
-    (:func:`_ab`, lanes along ``j``), beyond as dot products, ``dW += dZ · A_prevᵀ``
-    (:func:`_abt`, ``k`` contiguous in both). Both are parallel over rows ``i``. ``dA_prev``
-    sums over the output neurons ``i``, which run down the columns of W: below ``_SHORT_SUM``
-    (e.g. the 10 classes of an output layer) row by row through :func:`_wt_dz_rows` with no
-    transpose; up to ``_RANK4_MAX_SUM`` as rank-4 updates ``W_T · dZ`` (one transpose); beyond
-    as dot products ``W_T · dZ_Tᵀ`` (two transposes). All are parallel over rows ``j``.
+    Blocking: a large layer (:func:`_packed`) sends all three products to
+    :func:`~loopprop.kernels.gemm._gemm`, which reads the transposed operands in place. A small
+    layer picks its loop nest by the length of each sum. ``dW`` sums over the batch ``k``: up to
+    ``_RANK4_MAX_SUM`` terms as rank-4 updates, ``dW += dZ · A_T`` (:func:`_ab`, lanes along
+    ``j``), beyond as dot products, ``dW += dZ · A_prevᵀ`` (:func:`_abt`, ``k`` contiguous in
+    both). ``dA_prev`` sums over the output neurons ``i``, which run down the columns of W:
+    below ``_SHORT_SUM`` (e.g. the 10 classes of an output layer) row by row through
+    :func:`_wt_dz_rows` with no transpose; up to ``_RANK4_MAX_SUM`` as rank-4 updates
+    ``W_T · dZ`` (one transpose); beyond as dot products ``W_T · dZ_Tᵀ`` (two transposes).
+    Every product is parallel over the rows of its output.
     """
     n_out, m = dZ.shape
-    if m <= _RANK4_MAX_SUM:
+    n_in = W.shape[1]
+    packed = _packed(n_out, n_in, m)
+    if packed and a_t_valid:
+        _gemm(dW, dZ, A_T, False, False, threads)
+    elif packed:
+        _gemm(dW, dZ, A_prev, False, True, threads)
+    elif m <= _RANK4_MAX_SUM:
         _ab(dW, dZ, A_T, threads)
     else:
         _abt(dW, dZ, A_prev, threads)
@@ -456,13 +493,16 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_d
     if n_out < _SHORT_SUM:
         _wt_dz_rows(dA_prev, W, dZ)
         return
-    _transpose(W_T, W)
-    for j in range(dA_prev.shape[0]):
+    for j in range(n_in):
         for k in range(m):
             dA_prev[j, k] = 0.0
-    if n_out <= _RANK4_MAX_SUM:
+    if packed:
+        _gemm(dA_prev, W, dZ, True, False, threads)
+    elif n_out <= _RANK4_MAX_SUM:
+        _transpose(W_T, W)
         _ab(dA_prev, W_T, dZ, threads)
     else:
+        _transpose(W_T, W)
         _transpose(dZ_T, dZ)
         _abt(dA_prev, W_T, dZ_T, threads)
 
@@ -578,9 +618,11 @@ def dense_backward(dZ, W, A_prev, *, impl: str = "tuned", check_finite: bool = T
         _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev)
     else:
         A_T = np.empty((m, n_in), dtype=W.dtype)
-        _transpose(A_T, A_prev)
+        a_t_valid = not _packed(n_out, n_in, m)  # the packed kernel reads A_prev in place
+        if a_t_valid:
+            _transpose(A_T, A_prev)
         W_T = np.empty((n_in, n_out), dtype=W.dtype)
         dZ_T = np.empty((m, n_out), dtype=W.dtype)
-        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, True,
+        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, True, a_t_valid,
                               use_threads(parallel))
     return dW, db, dA_prev

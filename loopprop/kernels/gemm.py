@@ -1,0 +1,226 @@
+"""``C += op(X) · op(Y)`` with packed panels and a register-blocked SIMD micro-kernel.
+
+The formula is the one every dense-layer product shares::
+
+    C[r, s] += Σ_p X[r, p] · Y[p, s]                    (op = identity)
+
+with either operand read transposed in place (``x_trans``: ``X[r, p]`` is ``Xsrc[p, r]``;
+``y_trans``: ``Y[p, s]`` is ``Ysrc[s, p]``), so that the three products of a layer need no
+transposed copies (guide §5)::
+
+    forward   Z  = W · A_prev        C = Z,       X = W,             Y = A_prev
+    backward  dW = dZ · A_prevᵀ      C = dW,      X = dZ,            Y = A_prev (y_trans)
+    backward  dA = Wᵀ · dZ           C = dA_prev, X = W (x_trans),   Y = dZ
+
+Blocking (the loop order of BLIS/GotoBLAS, written as Numba loops):
+
+* ``p`` is cut into panels of ``KC``; for each, ``s`` into panels of ``NC`` columns. The
+  ``KC × NC`` panel of Y is *packed*: copied into ``Yp`` as strips of ``NR`` columns, each strip
+  ``KC × NR`` contiguous, zero-padded past the last column. It stays in L2.
+* ``r`` is cut into blocks of ``MC`` rows; each is packed into ``Xp`` as strips of ``MR`` rows,
+  each strip ``KC × MR`` contiguous (``MR`` values of one ``p`` side by side). It stays in L1/L2.
+* The micro-kernel :func:`_micro` computes one ``MR × NR`` tile of C: 6 rows × 2 registers
+  (16 float64 or 32 float32 columns), twelve vector accumulators that live in registers for the
+  whole sum over ``p``. Per ``p`` it loads two registers of Y, broadcasts six values of X and
+  issues twelve fused multiply-adds, with no horizontal sums and no stores.
+
+Threads take contiguous ranges of ``MC``-row blocks (each packs its own X strips and owns its
+rows of C), so every element of C is summed by one thread in one order: the bits do not depend
+on the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import kernel, prange
+from .simd import vadd, vfma, vload, vsplat, vstore, vzero
+
+#: rows of C per micro-kernel tile (six broadcasts of X per step of p)
+MR = 6
+#: length of the p panels: an MR × KC strip of X (12 KiB in float64) stays in L1
+KC = 256
+#: columns of Y packed per panel: KC × NC (1 MiB in float64) stays in L2
+NC = 512
+#: below this many multiply-adds one thread does the whole product
+PARALLEL_MIN_WORK = 1 << 20
+#: small unsigned constants (uint64 mixed with int64 would make Numba compute in float64)
+_U = tuple(np.uint64(i) for i in range(33))
+
+
+@kernel
+def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
+    """``Yp[t, p − p0, c] = Y[p, s0 + t·nr_cols + c]`` (0 past s1): strips of ``nr_cols``
+    columns, each ``(p1 − p0) × nr_cols`` contiguous. ``Y[p, s]`` is ``Ysrc[s, p]`` when
+    ``y_trans``; the loops then run along the rows of Ysrc, which are contiguous."""
+    kc = p1 - p0
+    n_strips = (s1 - s0 + nr_cols - 1) // nr_cols
+    w = np.uint64(nr_cols)
+    for t in range(n_strips):
+        base = np.uint64(t * kc * nr_cols)
+        first = s0 + t * nr_cols
+        width = np.uint64(min(nr_cols, s1 - first))
+        if y_trans:
+            for c in range(width):
+                src = Y[first + c]
+                for p in range(np.uint64(kc)):
+                    Yp[base + p * w + c] = src[p0 + p]
+        else:
+            for p in range(np.uint64(kc)):
+                src = Y[p0 + p]
+                o = base + p * w
+                for c in range(width):
+                    Yp[o + c] = src[first + c]
+        for p in range(np.uint64(kc)):
+            for c in range(width, w):
+                Yp[base + p * w + c] = 0.0
+
+
+@kernel
+def _micro(C, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
+    """One tile: ``C[r : r+rows, s : s+cols] += Σ_p X[r + a, p] · Y[p, s : s+cols]``.
+
+    X is read in place from its flat buffer ``Xf``: ``X[r + a, p0 + q]`` is
+    ``Xf[x0 + a·xrs + q·xps]`` (row-major X: ``xrs`` = row length, ``xps`` = 1; X read
+    transposed: ``xrs`` = 1, ``xps`` = row length of the source). Y comes from its packed strip,
+    ``Y[p0 + q, s + c] = Yp[yo + q·2L + c]``.
+
+    Six rows × two registers of C are summed in twelve vector accumulators (``cAB``: row A,
+    register B) over the ``kc`` steps of ``p``::
+
+        c_a0 += X[r + a, p] · Y[p, s : s + L]        c_a1 += X[r + a, p] · Y[p, s + L : s + 2L]
+
+    (L lanes per register). A whole tile is added to C straight from the registers; a partial
+    one (the last rows or columns) goes through ``tile`` (MR × 2L). Rows past ``rows`` repeat
+    the last row (read, never written back) so no load leaves X.
+    """
+    L = 64 // Yp.itemsize  # lanes per 512-bit register: 8 float64 or 16 float32
+    c00 = c01 = c10 = c11 = c20 = c21 = vzero(Yp)
+    c30 = c31 = c40 = c41 = c50 = c51 = vzero(Yp)
+    # unsigned offsets: Numba then adds no negative-index wraparound to the loads
+    step = np.uint64(xps)
+    x_0 = np.uint64(x0)
+    x_1 = np.uint64(x0 + min(1, rows - 1) * xrs)
+    x_2 = np.uint64(x0 + min(2, rows - 1) * xrs)
+    x_3 = np.uint64(x0 + min(3, rows - 1) * xrs)
+    x_4 = np.uint64(x0 + min(4, rows - 1) * xrs)
+    x_5 = np.uint64(x0 + min(5, rows - 1) * xrs)
+    y = np.uint64(yo)
+    for _ in range(kc):
+        b0 = vload(Yp, y)
+        b1 = vload(Yp, y + _U[L])
+        a = vsplat(Xf[x_0])
+        c00 = vfma(a, b0, c00)
+        c01 = vfma(a, b1, c01)
+        a = vsplat(Xf[x_1])
+        c10 = vfma(a, b0, c10)
+        c11 = vfma(a, b1, c11)
+        a = vsplat(Xf[x_2])
+        c20 = vfma(a, b0, c20)
+        c21 = vfma(a, b1, c21)
+        a = vsplat(Xf[x_3])
+        c30 = vfma(a, b0, c30)
+        c31 = vfma(a, b1, c31)
+        a = vsplat(Xf[x_4])
+        c40 = vfma(a, b0, c40)
+        c41 = vfma(a, b1, c41)
+        a = vsplat(Xf[x_5])
+        c50 = vfma(a, b0, c50)
+        c51 = vfma(a, b1, c51)
+        y += _U[2 * L]
+        x_0 += step
+        x_1 += step
+        x_2 += step
+        x_3 += step
+        x_4 += step
+        x_5 += step
+    ldc = C.shape[1]
+    cf = C.reshape(-1)
+    if rows == MR and cols == 2 * L:
+        o = r * ldc + s
+        vstore(cf, o, vadd(vload(cf, o), c00))
+        vstore(cf, o + L, vadd(vload(cf, o + L), c01))
+        o += ldc
+        vstore(cf, o, vadd(vload(cf, o), c10))
+        vstore(cf, o + L, vadd(vload(cf, o + L), c11))
+        o += ldc
+        vstore(cf, o, vadd(vload(cf, o), c20))
+        vstore(cf, o + L, vadd(vload(cf, o + L), c21))
+        o += ldc
+        vstore(cf, o, vadd(vload(cf, o), c30))
+        vstore(cf, o + L, vadd(vload(cf, o + L), c31))
+        o += ldc
+        vstore(cf, o, vadd(vload(cf, o), c40))
+        vstore(cf, o + L, vadd(vload(cf, o + L), c41))
+        o += ldc
+        vstore(cf, o, vadd(vload(cf, o), c50))
+        vstore(cf, o + L, vadd(vload(cf, o + L), c51))
+    else:
+        vstore(tile, 0, c00)
+        vstore(tile, L, c01)
+        vstore(tile, 2 * L, c10)
+        vstore(tile, 3 * L, c11)
+        vstore(tile, 4 * L, c20)
+        vstore(tile, 5 * L, c21)
+        vstore(tile, 6 * L, c30)
+        vstore(tile, 7 * L, c31)
+        vstore(tile, 8 * L, c40)
+        vstore(tile, 9 * L, c41)
+        vstore(tile, 10 * L, c50)
+        vstore(tile, 11 * L, c51)
+        for a in range(rows):
+            for c in range(cols):
+                C[r + a, s + c] += tile[a * 2 * L + c]
+
+
+@kernel
+def _row_tiles(C, Xf, x_trans, P, Yp, tile, u0, u1, p0, p1, s0, s1):
+    """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
+    sums p0 … p1): for each tile of six rows, every strip of the panel in turn, so the six rows
+    of X stay in L1 while the strips stream from L2."""
+    nr, ns = C.shape
+    NR = 128 // Yp.itemsize  # two registers
+    kc = p1 - p0
+    if x_trans:  # X[r, p] = Xsrc[p, r]: Xsrc is (P, nr)
+        xrs, xps = 1, nr
+    else:  # X (nr, P)
+        xrs, xps = P, 1
+    for u in range(u0, u1):
+        r = u * MR
+        rows = min(MR, nr - r)
+        x0 = r * xrs + p0 * xps
+        for t in range((s1 - s0 + NR - 1) // NR):
+            s = s0 + t * NR
+            _micro(C, Xf, x0, xrs, xps, rows, Yp, t * kc * NR, kc, r, s, min(NR, s1 - s), tile)
+
+
+@kernel(parallel=True)
+def _gemm(C, X, Y, x_trans, y_trans, threads):
+    """``C += op(X) · op(Y)`` (see the module docstring for the blocking).
+
+    Shapes: C (nr, ns) C-contiguous; X (nr, P), or (P, nr) when ``x_trans``; Y (P, ns), or
+    (ns, P) when ``y_trans``; X and Y C-contiguous. ``threads`` > 1 splits the row tiles of C
+    into one contiguous range per thread when the product has at least ``PARALLEL_MIN_WORK``
+    multiply-adds.
+    """
+    nr, ns = C.shape
+    P = X.shape[0] if x_trans else X.shape[1]
+    NR = 128 // C.itemsize
+    Yp = np.empty(((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P), C.dtype)
+    n_tiles = (nr + MR - 1) // MR
+    chunks = 1
+    if threads > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
+        chunks = min(threads, n_tiles)
+    tile = np.empty((chunks, MR * NR), C.dtype)
+    Xf = X.reshape(-1)
+    for p0 in range(0, P, KC):
+        p1 = min(p0 + KC, P)
+        for s0 in range(0, ns, NC):
+            s1 = min(s0 + NC, ns)
+            _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
+            if chunks > 1:
+                for c in prange(chunks):
+                    _row_tiles(C, Xf, x_trans, P, Yp, tile[c], c * n_tiles // chunks,
+                               (c + 1) * n_tiles // chunks, p0, p1, s0, s1)
+            else:
+                _row_tiles(C, Xf, x_trans, P, Yp, tile[0], 0, n_tiles, p0, p1, s0, s1)

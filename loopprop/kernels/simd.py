@@ -1,0 +1,142 @@
+"""SIMD registers for the tuned matrix kernels: a 512-bit vector of float64 (8 lanes) or float32
+(16 lanes), and the six operations the micro-kernel of :mod:`loopprop.kernels.gemm` needs.
+
+LLVM vectorizes loops that Numba compiles, but it does not keep a *block of vectors* in
+registers across a loop: the register-blocked product ``C[r:r+6, s:s+16] += Σ_p X[r+a, p] ·
+Y[p, s:s+16]`` stays scalar, or is vectorized along ``p`` with horizontal sums (see
+``kernels/dense.py``). These intrinsics let a Numba loop name the vectors itself::
+
+    b0 = vload(yp, o)              # Y[p, s : s+8], one register
+    a = vsplat(xp[q])              # X[r, p] in every lane
+    c00 = vfma(a, b0, c00)         # c00 += a · b0, lane by lane
+
+They compile to single instructions (``vmovupd``, ``vbroadcastsd``, ``vfmadd231pd``); on CPUs
+without AVX-512 LLVM splits each into two 256-bit halves. Arrays passed to ``vload``/``vstore``
+must be one-dimensional and contiguous; the caller keeps ``i + lanes`` in bounds (no checks:
+this is the innermost loop).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+#: bits in one vector register
+BITS = 512
+
+
+class Vec(types.Type):
+    """A 512-bit SIMD register of ``dtype`` values (Numba type)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = BITS // dtype.bitwidth
+        super().__init__(name=f"Vec({dtype}x{self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(),
+                                                     fe_type.lanes))
+
+
+def _float_array(arr) -> bool:
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in (types.float32,
+                                                                           types.float64)
+
+
+def _element_pointer(context, builder, arrty, arr, index):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.gep(data, [index])
+
+
+@intrinsic
+def vload(typingctx, arr, i):
+    """``arr[i : i + lanes]`` as one register (unaligned load)."""
+    if not (_float_array(arr) and isinstance(i, types.Integer)):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
+
+    return vt(arr, i), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, i, v):
+    """``arr[i : i + lanes] = v`` (unaligned store)."""
+    if not (_float_array(arr) and isinstance(i, types.Integer) and isinstance(v, Vec)
+            and v.dtype == arr.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(ptr, args[2].type.as_pointer())
+        builder.store(args[2], ptr, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """``x`` in every lane (a broadcast)."""
+    if x not in (types.float32, types.float64):
+        return None
+    vt = Vec(x)
+
+    def codegen(context, builder, sig, args):
+        llvt = context.get_value_type(vt)
+        one = builder.insert_element(ir.Constant(llvt, ir.Undefined), args[0],
+                                     ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(one, ir.Constant(llvt, ir.Undefined), mask)
+
+    return vt(x), codegen
+
+
+@intrinsic
+def vzero(typingctx, arr):
+    """A register of zeros, of ``arr``'s dtype."""
+    if not _float_array(arr):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vt), [0.0] * vt.lanes)
+
+    return vt(arr), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """``a · b + c`` lane by lane, one rounding (fused multiply-add)."""
+    if not (isinstance(a, Vec) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        llvt = args[0].type
+        suffix = f"v{a.lanes}f{a.dtype.bitwidth}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(llvt, [llvt] * 3),
+                                            f"llvm.fma.{suffix}")
+        return builder.call(fn, list(args))
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """``a + b`` lane by lane."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
