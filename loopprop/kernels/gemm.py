@@ -24,9 +24,9 @@ Blocking (the loop order of BLIS/GotoBLAS, written as Numba loops):
   whole sum over ``p``. Per ``p`` it loads two registers of Y, broadcasts six values of X and
   issues twelve fused multiply-adds, with no horizontal sums and no stores.
 
-Threads take contiguous ranges of ``MC``-row blocks (each packs its own X strips and owns its
-rows of C), so every element of C is summed by one thread in one order: the bits do not depend
-on the thread count.
+Threads take contiguous ranges of row tiles (each packs its own panels of Y and owns its rows
+of C), so every element of C is summed by one thread in one order: the bits do not depend on
+the thread count.
 """
 
 from __future__ import annotations
@@ -194,6 +194,20 @@ def _row_tiles(C, Xf, x_trans, P, Yp, tile, u0, u1, p0, p1, s0, s1):
             _micro(C, Xf, x0, xrs, xps, rows, Yp, t * kc * NR, kc, r, s, min(NR, s1 - s), tile)
 
 
+@kernel
+def _gemm_rows(C, Xf, Y, x_trans, y_trans, P, Yp, tile, u0, u1):
+    """Row tiles ``u0 ≤ r/MR < u1`` of C over the whole product: for each panel of p and of
+    columns, pack the panel of Y into ``Yp``, then run the tiles (:func:`_row_tiles`)."""
+    ns = C.shape[1]
+    NR = 128 // C.itemsize
+    for p0 in range(0, P, KC):
+        p1 = min(p0 + KC, P)
+        for s0 in range(0, ns, NC):
+            s1 = min(s0 + NC, ns)
+            _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
+            _row_tiles(C, Xf, x_trans, P, Yp, tile, u0, u1, p0, p1, s0, s1)
+
+
 @kernel(parallel=True)
 def _gemm(C, X, Y, x_trans, y_trans, threads):
     """``C += op(X) · op(Y)`` (see the module docstring for the blocking).
@@ -201,26 +215,22 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     Shapes: C (nr, ns) C-contiguous; X (nr, P), or (P, nr) when ``x_trans``; Y (P, ns), or
     (ns, P) when ``y_trans``; X and Y C-contiguous. ``threads`` > 1 splits the row tiles of C
     into one contiguous range per thread when the product has at least ``PARALLEL_MIN_WORK``
-    multiply-adds.
+    multiply-adds: one thread launch per product, each thread packing its own panels of Y (the
+    packing is O(P·ns), the thread's share of the products O(nr·P·ns / threads)).
     """
     nr, ns = C.shape
     P = X.shape[0] if x_trans else X.shape[1]
     NR = 128 // C.itemsize
-    Yp = np.empty(((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P), C.dtype)
     n_tiles = (nr + MR - 1) // MR
     chunks = 1
     if threads > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
         chunks = min(threads, n_tiles)
+    Yp = np.empty((chunks, ((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P)), C.dtype)
     tile = np.empty((chunks, MR * NR), C.dtype)
     Xf = X.reshape(-1)
-    for p0 in range(0, P, KC):
-        p1 = min(p0 + KC, P)
-        for s0 in range(0, ns, NC):
-            s1 = min(s0 + NC, ns)
-            _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
-            if chunks > 1:
-                for c in prange(chunks):
-                    _row_tiles(C, Xf, x_trans, P, Yp, tile[c], c * n_tiles // chunks,
-                               (c + 1) * n_tiles // chunks, p0, p1, s0, s1)
-            else:
-                _row_tiles(C, Xf, x_trans, P, Yp, tile[0], 0, n_tiles, p0, p1, s0, s1)
+    if chunks > 1:
+        for c in prange(chunks):
+            _gemm_rows(C, Xf, Y, x_trans, y_trans, P, Yp[c], tile[c], c * n_tiles // chunks,
+                       (c + 1) * n_tiles // chunks)
+    else:
+        _gemm_rows(C, Xf, Y, x_trans, y_trans, P, Yp[0], tile[0], 0, n_tiles)
