@@ -1,8 +1,9 @@
 """The packed SIMD kernel ``C += op(X)·op(Y)`` (kernels/gemm.py) that large dense layers use.
 
 The oracle is the product taken in float64 by NumPy on the explicitly transposed operands. Shapes
-straddle every block edge: the 6-row tiles, the 16- (float64) and 32-column (float32) strips,
-the 256-long panels of p and the 512-wide panels of columns.
+straddle every block edge: the 6-row tiles, the 48-row groups of a transposed X, the 16-
+(float64) and 32-column (float32) strips, the 256-long panels of p and the 512-wide panels of
+columns.
 """
 
 import itertools
@@ -14,7 +15,7 @@ from helpers import DTYPES, RTOL, assert_close, rand
 from loopprop.kernels import gemm
 
 SHAPES = [(1, 1, 1), (5, 3, 7), (6, 16, 16), (7, 17, 33), (13, 257, 15), (12, 256, 513),
-          (19, 600, 40)]  # (rows of C, length of the sum, columns of C)
+          (19, 600, 40), (53, 40, 20)]  # (rows of C, length of the sum, columns of C)
 
 
 def _operands(rng, nr, P, ns, dtype, x_trans, y_trans):

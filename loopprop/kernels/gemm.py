@@ -17,8 +17,11 @@ Blocking (the loop order of BLIS/GotoBLAS, written as Numba loops):
 * ``p`` is cut into panels of ``KC``; for each, ``s`` into panels of ``NC`` columns. The
   ``KC × NC`` panel of Y is *packed*: copied into ``Yp`` as strips of ``NR`` columns, each strip
   ``KC × NR`` contiguous, zero-padded past the last column. It stays in L2.
-* ``r`` is cut into blocks of ``MC`` rows; each is packed into ``Xp`` as strips of ``MR`` rows,
-  each strip ``KC × MR`` contiguous (``MR`` values of one ``p`` side by side). It stays in L1/L2.
+* ``r`` is cut into tiles of ``MR`` = 6 rows. A row-major X is read in place: six rows, each
+  contiguous along ``p``, stay in L1 while the tile meets every strip of the panel. A
+  transposed X is first copied into ``Xp``, eight tiles at a time, ``KC × MR`` per tile with
+  the six values of one ``p`` side by side (read in place, its steps are a whole source row
+  apart and collide in one L1 set).
 * The micro-kernel :func:`_micro` computes one ``MR × NR`` tile of C: 6 rows × 2 registers
   (16 float64 or 32 float32 columns), twelve vector accumulators that live in registers for the
   whole sum over ``p``. Per ``p`` it loads two registers of Y, broadcasts six values of X and
@@ -42,6 +45,8 @@ MR = 6
 KC = 256
 #: columns of Y packed per panel: KC × NC (1 MiB in float64) stays in L2
 NC = 512
+#: tiles of a transposed X copied together (48 rows: each step reads 384 contiguous bytes)
+XT_TILES = 8
 #: below this many multiply-adds one thread does the whole product
 PARALLEL_MIN_WORK = 1 << 20
 #: small unsigned constants (uint64 mixed with int64 would make Numba compute in float64)
@@ -174,28 +179,51 @@ def _micro(C, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
 
 
 @kernel
-def _row_tiles(C, Xf, x_trans, P, Yp, tile, u0, u1, p0, p1, s0, s1):
-    """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
-    sums p0 … p1): for each tile of six rows, every strip of the panel in turn, so the six rows
-    of X stay in L1 while the strips stream from L2."""
-    nr, ns = C.shape
-    NR = 128 // Yp.itemsize  # two registers
+def _pack_x_trans(Xp, X, r0, r1, p0, p1):
+    """``Xp[g·kc·MR + q·MR + a] = X[p0 + q, r0 + g·MR + a]`` for ``r0 ≤ r0 + g·MR + a < r1``: a
+    transposed X (``X`` is the source, ``(P, nr)``) copied as one strip per tile of six rows,
+    the six values that a step of the micro-kernel broadcasts side by side. Each step ``q``
+    reads one contiguous run ``X[p0 + q, r0:r1]``."""
     kc = p1 - p0
-    if x_trans:  # X[r, p] = Xsrc[p, r]: Xsrc is (P, nr)
-        xrs, xps = 1, nr
-    else:  # X (nr, P)
-        xrs, xps = P, 1
-    for u in range(u0, u1):
-        r = u * MR
-        rows = min(MR, nr - r)
-        x0 = r * xrs + p0 * xps
-        for t in range((s1 - s0 + NR - 1) // NR):
-            s = s0 + t * NR
-            _micro(C, Xf, x0, xrs, xps, rows, Yp, t * kc * NR, kc, r, s, min(NR, s1 - s), tile)
+    for q in range(kc):
+        for col in range(r1 - r0):
+            g = col // MR
+            Xp[g * kc * MR + q * MR + (col - g * MR)] = X[p0 + q, r0 + col]
 
 
 @kernel
-def _gemm_rows(C, Xf, Y, x_trans, y_trans, P, Yp, tile, u0, u1):
+def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
+    """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
+    sums p0 … p1): for each tile of six rows, every strip of the panel in turn, so the six rows
+    of X stay in L1 while the strips stream from L2.
+
+    A row-major X is read in place (six rows, each contiguous along p). A transposed X is read
+    as it lies, a row of the source at a time, into ``Xp`` for ``XT_TILES`` tiles at once
+    (:func:`_pack_x_trans`): in place, the successive steps of one tile are a whole source row
+    apart -- 8 KiB for 1024 float64 -- and fall into one L1 set.
+    """
+    nr = C.shape[0]
+    NR = 128 // Yp.itemsize  # two registers
+    kc = p1 - p0
+    for g0 in range(u0, u1, XT_TILES if x_trans else u1 - u0):
+        g1 = min(g0 + XT_TILES, u1) if x_trans else u1
+        if x_trans:
+            _pack_x_trans(Xp, X, g0 * MR, min(g1 * MR, nr), p0, p1)
+        for u in range(g0, g1):
+            r = u * MR
+            rows = min(MR, nr - r)
+            if x_trans:
+                xbuf, x0, xrs, xps = Xp, (u - g0) * kc * MR, 1, MR
+            else:  # X (nr, P), row-major
+                xbuf, x0, xrs, xps = Xf, r * P + p0, P, 1
+            for t in range((s1 - s0 + NR - 1) // NR):
+                s = s0 + t * NR
+                _micro(C, xbuf, x0, xrs, xps, rows, Yp, t * kc * NR, kc, r, s,
+                       min(NR, s1 - s), tile)
+
+
+@kernel
+def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C over the whole product: for each panel of p and of
     columns, pack the panel of Y into ``Yp``, then run the tiles (:func:`_row_tiles`)."""
     ns = C.shape[1]
@@ -205,7 +233,7 @@ def _gemm_rows(C, Xf, Y, x_trans, y_trans, P, Yp, tile, u0, u1):
         for s0 in range(0, ns, NC):
             s1 = min(s0 + NC, ns)
             _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
-            _row_tiles(C, Xf, x_trans, P, Yp, tile, u0, u1, p0, p1, s0, s1)
+            _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
 
 
 @kernel(parallel=True)
@@ -215,7 +243,7 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     Shapes: C (nr, ns) C-contiguous; X (nr, P), or (P, nr) when ``x_trans``; Y (P, ns), or
     (ns, P) when ``y_trans``; X and Y C-contiguous. ``threads`` > 1 splits the row tiles of C
     into one contiguous range per thread when the product has at least ``PARALLEL_MIN_WORK``
-    multiply-adds: one thread launch per product, each thread packing its own panels of Y (the
+    multiply-adds: one thread launch per product, each thread packing its own panels (the
     packing is O(P·ns), the thread's share of the products O(nr·P·ns / threads)).
     """
     nr, ns = C.shape
@@ -226,11 +254,12 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     if threads > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
         chunks = min(threads, n_tiles)
     Yp = np.empty((chunks, ((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P)), C.dtype)
+    Xp = np.empty((chunks, XT_TILES * MR * min(KC, P)), C.dtype)
     tile = np.empty((chunks, MR * NR), C.dtype)
     Xf = X.reshape(-1)
     if chunks > 1:
         for c in prange(chunks):
-            _gemm_rows(C, Xf, Y, x_trans, y_trans, P, Yp[c], tile[c], c * n_tiles // chunks,
-                       (c + 1) * n_tiles // chunks)
+            _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
+                       c * n_tiles // chunks, (c + 1) * n_tiles // chunks)
     else:
-        _gemm_rows(C, Xf, Y, x_trans, y_trans, P, Yp[0], tile[0], 0, n_tiles)
+        _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], 0, n_tiles)
