@@ -4,6 +4,7 @@ Sizes are ``"n_out x n_in x m"`` from tiny to large. The naive dense kernels are
 largest size (seconds per call; they are the algorithmic reference, not a contender).
 """
 
+import numba
 import numpy as np
 
 import loopprop as lp
@@ -52,6 +53,43 @@ class Dense:
 
     def time_backward(self, *args):
         self.bwd()
+
+
+class Products:
+    """The three products of a layer, one at a time: the packed SIMD loop nest of large layers
+    (``kernels/gemm.py``, reading the transposed operand in place) against NumPy's ``@``.
+    Skipped on commits that predate the packed kernel."""
+
+    params = (["packed", "numpy"], DTYPES, ["forward", "dW", "dA_prev"],
+              ["128x784x64", "1024x1024x256"], THREADS)
+    param_names = ["impl", "dtype", "product", "size", "threads"]
+    timeout = 240
+
+    def setup(self, impl, dtype, product, size, threads):
+        self.pin = Pinned()
+        n_out, n_in, m = _dims(size)
+        W, A, dZ = rand((n_out, n_in), dtype), rand((n_in, m), dtype, 2), rand((n_out, m), dtype, 3)
+        # C += op(X)·op(Y): forward Z = W·A, dW = dZ·Aᵀ, dA_prev = Wᵀ·dZ
+        C, X, Y, xt, yt = {"forward": (np.zeros((n_out, m), dtype), W, A, False, False),
+                           "dW": (np.zeros((n_out, n_in), dtype), dZ, A, False, True),
+                           "dA_prev": (np.zeros((n_in, m), dtype), W, dZ, True, False)}[product]
+        if impl == "numpy":
+            Xo, Yo = (X.T if xt else X), (Y.T if yt else Y)
+            self.call = lambda: Xo @ Yo
+        else:
+            try:
+                from loopprop.kernels.gemm import _gemm
+            except ImportError:
+                raise NotImplementedError("no packed kernel in this commit") from None
+            self.call = lambda: _gemm(C, X, Y, xt, yt, numba.get_num_threads())
+        self.pin.pin(threads)
+        self.call()
+
+    def teardown(self, *args):
+        self.pin.release()
+
+    def time_product(self, *args):
+        self.call()
 
 
 class Activations:
