@@ -99,3 +99,17 @@ def use_threads(parallel: bool) -> int:
     """How many threads a parallel kernel may use: Numba's current count
     (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``) when asked for, else 1."""
     return numba.get_num_threads() if parallel else 1
+
+
+
+@kernel
+def runtime_flag(value):
+    """``value`` as a plain run-time ``bool`` instead of a constant.
+
+    Numba types a constant argument of a call between compiled functions as a *literal*
+    (``Literal[bool](True)``) and compiles the callee once per constant it is given (an identity
+    function passes the literal through; ``bool()`` does not). Flags passed through this arrive
+    as ``bool``: the callee is compiled once and branches at run time. Used where a large kernel
+    is called with constant flags from several places (the packed product, the batch passes).
+    """
+    return bool(value)

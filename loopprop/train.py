@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import kernel, runtime_flag
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
 from .kernels.dense import (_RANK4_MAX_SUM, _dense_backward_tuned, _dense_forward_from_T,
                             _dense_forward_tuned, _packed, _transpose)
@@ -261,7 +261,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
         _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, threads,
-                       loss_code == MSE, True)
+                       loss_code == MSE, runtime_flag(True))
         aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
@@ -271,7 +271,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
         for p in range(grad.shape[0]):
             grad[p] = 0.0
         _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
-                        work_WT, work_dZT, mb, threads, True)
+                        work_WT, work_dZT, mb, threads, runtime_flag(True))
         for l in range(L):
             grad_norm[l] += math.sqrt(_sum_squares(grad, w_off[l], sizes[l] * sizes[l + 1]))
         t += 1
@@ -281,7 +281,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
 
 @kernel
 def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_hot, chunk,
-              Zbuf, Abuf, ATbuf, dbuf0, col1, col2, out):
+              Zbuf, Abuf, ATbuf, dbuf0, col1, col2, out, threads):
     """Forward-only pass over X in chunks: returns (Σ loss × chunk size, correct); fills
     ``out`` (n_L, n) with the output activations."""
     n = X.shape[1]
@@ -296,7 +296,8 @@ def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_ho
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, 1, True, False)
+        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, threads,
+                       runtime_flag(True), runtime_flag(False))
         aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel, prange, use_threads
+from .._jit import kernel, prange, runtime_flag, use_threads
 from .gemm import _gemm
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +420,7 @@ def _dense_forward_from_T(Z, W, b, A_T, threads):
     n_out, m = Z.shape
     _bias_columns(Z, b)
     if _packed(n_out, W.shape[1], m):
-        _gemm(Z, W, A_T, False, True, threads)
+        _gemm(Z, W, A_T, runtime_flag(False), runtime_flag(True), threads)
     else:
         _abt(Z, W, A_T, threads)
 
@@ -440,7 +440,7 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     n_out, n_in = W.shape
     if _packed(n_out, n_in, Z.shape[1]):
         _bias_columns(Z, b)
-        _gemm(Z, W, A_prev, False, False, threads)
+        _gemm(Z, W, A_prev, runtime_flag(False), runtime_flag(False), threads)
     else:
         _transpose(A_T, A_prev)
         _dense_forward_from_T(Z, W, b, A_T, threads)
@@ -476,9 +476,9 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_d
     n_in = W.shape[1]
     packed = _packed(n_out, n_in, m)
     if packed and a_t_valid:
-        _gemm(dW, dZ, A_T, False, False, threads)
+        _gemm(dW, dZ, A_T, runtime_flag(False), runtime_flag(False), threads)
     elif packed:
-        _gemm(dW, dZ, A_prev, False, True, threads)
+        _gemm(dW, dZ, A_prev, runtime_flag(False), runtime_flag(True), threads)
     elif m <= _RANK4_MAX_SUM:
         _ab(dW, dZ, A_T, threads)
     else:
@@ -497,7 +497,7 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_d
         for k in range(m):
             dA_prev[j, k] = 0.0
     if packed:
-        _gemm(dA_prev, W, dZ, True, False, threads)
+        _gemm(dA_prev, W, dZ, runtime_flag(True), runtime_flag(False), threads)
     elif n_out <= _RANK4_MAX_SUM:
         _transpose(W_T, W)
         _ab(dA_prev, W_T, dZ, threads)
