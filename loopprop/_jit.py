@@ -111,5 +111,6 @@ def runtime_flag(value):
     function passes the literal through; ``bool()`` does not). Flags passed through this arrive
     as ``bool``: the callee is compiled once and branches at run time. Used where a large kernel
     is called with constant flags from several places (the packed product, the batch passes).
+    Integers have the same trap: ``int(0)`` is a plain ``int64`` where ``0`` would be a literal.
     """
     return bool(value)

@@ -230,7 +230,7 @@ def _abt(C, X, Y, threads):
         for c in prange(chunks):
             _abt_blocks(C, X, Y, c * nb // chunks, (c + 1) * nb // chunks)
     else:
-        _abt_blocks(C, X, Y, 0, nb)
+        _abt_blocks(C, X, Y, int(0), nb)  # int(0): see _jit.runtime_flag
 
 
 #: columns of C swept per pass of the rank-4 kernel :func:`_ab_rows`: four rows of C (8 KiB in
@@ -352,7 +352,7 @@ def _ab(C, X, Y, threads):
         for c in prange(chunks):
             _ab_blocks(C, X, Y, c * nb // chunks, (c + 1) * nb // chunks)
     else:
-        _ab_blocks(C, X, Y, 0, nb)
+        _ab_blocks(C, X, Y, int(0), nb)  # int(0): see _jit.runtime_flag
 
 
 @kernel

@@ -262,4 +262,5 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
             _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
                        c * n_tiles // chunks, (c + 1) * n_tiles // chunks)
     else:
-        _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], 0, n_tiles)
+        # int(0), not 0: a constant would compile a second specialization (_jit.runtime_flag)
+        _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles)
