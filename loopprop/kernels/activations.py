@@ -248,83 +248,6 @@ def _tanh_fast(z):
     return y if z >= 0 else -y
 
 
-# float32: the same ideas in single precision. Every constant is a float32, so no operation is
-# promoted to float64 and LLVM fills a 512-bit register with 16 lanes instead of 8.
-
-_F32 = np.float32
-_LOG2E_F = _F32(1.4426950408889634)
-_LN2_HI_F = _F32(0.693359375)  # Cephes' split of ln 2 for float32: n·LN2_HI_F is exact
-_LN2_LO_F = _F32(-2.12194440e-4)
-_ROUND_F = _F32(12582912.0)  # 1.5·2²³: adding then subtracting it rounds to the nearest integer
-_INV_FACT_F = tuple(_F32(c) for c in _INV_FACT[:8])
-_ONE_F = _F32(1.0)
-# tanh z ≈ z·P(z²)/Q(z²) on |z| ≤ 7.9053 (beyond it tanh rounds to ±1 in float32): the
-# minimax rational approximation used by Eigen's float tanh
-_TANH_P_F = tuple(_F32(c) for c in (4.89352455891786e-03, 6.37261928875436e-04,
-                                    1.48572235717979e-05, 5.12229709037114e-08,
-                                    -8.60467152213735e-11, 2.00018790482477e-13,
-                                    -2.76076847742355e-16))
-_TANH_Q_F = tuple(_F32(c) for c in (4.89352518554385e-03, 2.26843463243900e-03,
-                                    1.18534705686654e-04, 1.19825839466702e-06))
-_TANH_CLAMP_F = _F32(7.90531110763549805)
-
-
-@kernel(inline=True)
-def _exp32(x):
-    """e^x in float32, vectorizable: :func:`_exp`'s method with a degree-7 Taylor polynomial
-    (exact to 6e-9 on [−ln2/2, ln2/2]) and the exponent bits of a float32. ``n`` is rounded with
-    the 1.5·2²³ trick, which keeps it a float32. Measured: within 2 ulp of float64 exp rounded
-    to float32 over [−104, 89], subnormals and overflow to inf included."""
-    x = min(max(x, _F32(-104.0)), _F32(89.0))
-    n = (x * _LOG2E_F + _ROUND_F) - _ROUND_F
-    r = (x - n * _LN2_HI_F) - n * _LN2_LO_F
-    p = _INV_FACT_F[7]
-    p = p * r + _INV_FACT_F[6]
-    p = p * r + _INV_FACT_F[5]
-    p = p * r + _INV_FACT_F[4]
-    p = p * r + _INV_FACT_F[3]
-    p = p * r + _INV_FACT_F[2]
-    p = p * r + _ONE_F
-    p = p * r + _ONE_F
-    k = np.int32(n)
-    k1 = k >> 1
-    s1 = np.int32((k1 + 127) << 23).view(np.float32)
-    s2 = np.int32((k - k1 + 127) << 23).view(np.float32)
-    return p * s1 * s2
-
-
-@kernel(inline=True)
-def _sigmoid_fast32(z):
-    """σ(z) in float32 with :func:`_exp32`, as :func:`_sigmoid_fast`. Measured on 2·10⁷ random
-    float32 with |z| < 8: within 3 ulp of float64 σ."""
-    e = _exp32(-abs(z))
-    return _ONE_F / (_ONE_F + e) if z >= 0 else e / (_ONE_F + e)
-
-
-@kernel(inline=True)
-def _tanh_fast32(z):
-    """tanh z in float32 as ``z·P(z²)/Q(z²)`` (degrees 6 and 3 in z²), z clamped to ±7.9053.
-
-    One division and ten fused multiply-adds, no exp: 2.5× faster than the exp formula in
-    float32. Measured on 2·10⁷ random float32 with |z| < 8: within 6 ulp of float64 tanh (the
-    largest near |z| ≈ 5.9), odd by construction; the project's float32 tolerance is 2e-4.
-    """
-    x = min(max(z, -_TANH_CLAMP_F), _TANH_CLAMP_F)
-    x2 = x * x
-    p = _TANH_P_F[6]
-    p = p * x2 + _TANH_P_F[5]
-    p = p * x2 + _TANH_P_F[4]
-    p = p * x2 + _TANH_P_F[3]
-    p = p * x2 + _TANH_P_F[2]
-    p = p * x2 + _TANH_P_F[1]
-    p = p * x2 + _TANH_P_F[0]
-    q = _TANH_Q_F[3]
-    q = q * x2 + _TANH_Q_F[2]
-    q = q * x2 + _TANH_Q_F[1]
-    q = q * x2 + _TANH_Q_F[0]
-    return x * (p / q)  # not (x·p)/q: x·p is subnormal for tiny x and would lose digits
-
-
 @kernel
 def _activation_forward_tuned(A, Z, code, alpha):
     """``A = f(Z)`` (guide §5, §8), tuned: one flat, vectorizable loop per activation.
@@ -332,8 +255,7 @@ def _activation_forward_tuned(A, Z, code, alpha):
     Shapes: A (n, m) written; Z (n, m), both C-contiguous.
 
     The activation is chosen once, outside the loop, and the loop runs over the flat index
-    ``p = i·m + k``; sigmoid and tanh use :func:`_sigmoid_fast` and :func:`_tanh_fast`, or their
-    float32 twins for float32 arrays.
+    ``p = i·m + k``; sigmoid and tanh use :func:`_sigmoid_fast` and :func:`_tanh_fast`.
     Softmax couples each column and stays :func:`_softmax_columns`. No fast-math here: the
     helpers are inlined into this loop and must keep exact IEEE evaluation order (there is no
     reduction that would need ``reassoc`` to vectorize).
@@ -344,16 +266,9 @@ def _activation_forward_tuned(A, Z, code, alpha):
     a = A.reshape(-1)
     z = Z.reshape(-1)
     n = z.shape[0]
-    single = z.itemsize == 4  # float32: the float32 helpers (known when compiling)
-    if code == SIGMOID and single:
-        for p in range(n):
-            a[p] = _sigmoid_fast32(z[p])
-    elif code == SIGMOID:
+    if code == SIGMOID:
         for p in range(n):
             a[p] = _sigmoid_fast(z[p])
-    elif code == TANH and single:
-        for p in range(n):
-            a[p] = _tanh_fast32(z[p])
     elif code == TANH:
         for p in range(n):
             a[p] = _tanh_fast(z[p])
