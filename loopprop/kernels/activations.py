@@ -173,38 +173,32 @@ def _activation_backward(dZ, dA, Z, A, code, alpha):
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # fdlibm: n·LN2_HI is exact for |n| < 2²¹
 _LN2_LO = 1.90821492927058770002e-10
-_INV_FACT = (1.0, 1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320,
-             1 / 362880, 1 / 3628800, 1 / 39916800, 1 / 479001600, 1 / 6227020800)
+#: 1/i! for i = 0 … 15: the Taylor coefficients of e^r and of expm1
+_INV_FACT = tuple(1.0 / math.factorial(i) for i in range(16))
+#: polynomial degrees for float32 inputs: the float64 arithmetic stays, but a shorter polynomial
+#: is enough for a result that is rounded to float32 (truncation error ≤ 5e-9 relative, 0.1 ulp)
+_EXP_DEGREE_F32 = 7
+_EXPM1_DEGREE_F32 = 9
 
 
 @kernel(inline=True)
-def _exp(x):
+def _exp(x, degree=13):
     """e^x in float64, vectorizable: ``e^x = 2^n · e^r`` with ``n = round(x / ln 2)``.
 
     ``r = x − n·ln 2`` (ln 2 in two parts, Cody–Waite) lies in [−ln2/2, ln2/2], where the Taylor
-    polynomial of degree 13 is exact to 4e-18; ``2^n`` is built from its exponent bits and applied
-    in two halves so that subnormal results and overflow to inf come out as IEEE says.
-    Accuracy: within 2 ulp of libm's exp over [−745, 709.78]. Compiled *without* fast-math:
-    ``reassoc`` would be free to compute ``p·(2^a·2^b)`` instead of ``(p·2^a)·2^b`` and overflow
-    near x = 709.
+    polynomial of degree 13 is exact to 4e-18 (degree 7, for float32 results: 5e-9); ``2^n`` is
+    built from its exponent bits and applied in two halves so that subnormal results and
+    overflow to inf come out as IEEE says. Accuracy: within 2 ulp of libm's exp over
+    [−745, 709.78]. Compiled *without* fast-math: ``reassoc`` would be free to compute
+    ``p·(2^a·2^b)`` instead of ``(p·2^a)·2^b`` and overflow near x = 709. ``degree`` is a
+    constant at every call site, so LLVM unrolls the Horner loop completely.
     """
     x = min(max(x, -746.0), 710.0)
     n = math.floor(x * _LOG2E + 0.5)
     r = (x - n * _LN2_HI) - n * _LN2_LO
-    p = _INV_FACT[13]
-    p = p * r + _INV_FACT[12]
-    p = p * r + _INV_FACT[11]
-    p = p * r + _INV_FACT[10]
-    p = p * r + _INV_FACT[9]
-    p = p * r + _INV_FACT[8]
-    p = p * r + _INV_FACT[7]
-    p = p * r + _INV_FACT[6]
-    p = p * r + _INV_FACT[5]
-    p = p * r + _INV_FACT[4]
-    p = p * r + _INV_FACT[3]
-    p = p * r + _INV_FACT[2]
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _INV_FACT[degree]
+    for i in range(degree - 1, -1, -1):  # Horner: p = Σ_i r^i / i!
+        p = p * r + _INV_FACT[i]
     k = np.int64(n)
     k1 = k >> 1
     s1 = np.int64((k1 + 1023) << 52).view(np.float64)
@@ -213,36 +207,26 @@ def _exp(x):
 
 
 @kernel(inline=True)
-def _sigmoid_fast(z):
+def _sigmoid_fast(z, degree=13):
     """σ(z) with :func:`_exp`; ``e = exp(−|z|) ≤ 1`` for either sign, then a select."""
-    e = _exp(-abs(np.float64(z)))
+    e = _exp(-abs(np.float64(z)), degree)
     return 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
 
 
 @kernel(inline=True)
-def _tanh_fast(z):
+def _tanh_fast(z, exp_degree=13, expm1_degree=15):
     """tanh z with :func:`_exp`: ``(e − 1)/(e + 1)`` with ``e = exp(2|z|)`` for |z| ≥ 0.25;
     below, ``e − 1`` would cancel, so expm1(2|z|) is its Taylor series (degree 15, error < 4e-17
-    relative), accurate down to the smallest z. Both are computed and one is selected: a branch
-    here would stop LLVM from vectorizing the loop that calls it.
+    relative; degree 9 for float32 results, 5e-10), accurate down to the smallest z. Both are
+    computed and one is selected: a branch here would stop LLVM from vectorizing the loop that
+    calls it.
     """
     x = abs(np.float64(z))
     t = 2.0 * min(x, 20.0)  # tanh(20) is 1 in float64
-    q = t * (1.0 / 1307674368000.0) + 1.0 / 87178291200.0
-    q = q * t + 1.0 / 6227020800.0
-    q = q * t + 1.0 / 479001600.0
-    q = q * t + 1.0 / 39916800.0
-    q = q * t + 1.0 / 3628800.0
-    q = q * t + 1.0 / 362880.0
-    q = q * t + 1.0 / 40320.0
-    q = q * t + 1.0 / 5040.0
-    q = q * t + 1.0 / 720.0
-    q = q * t + 1.0 / 120.0
-    q = q * t + 1.0 / 24.0
-    q = q * t + 1.0 / 6.0
-    q = q * t + 0.5
-    q = q * t + 1.0
-    big = _exp(t) - 1.0
+    q = _INV_FACT[expm1_degree]
+    for j in range(expm1_degree - 1, 0, -1):  # Horner: q·t = Σ_j t^j / j! = expm1(t)
+        q = q * t + _INV_FACT[j]
+    big = _exp(t, exp_degree) - 1.0
     em1 = big if x >= 0.25 else q * t
     y = em1 / (em1 + 2.0)
     return y if z >= 0 else -y
@@ -255,7 +239,8 @@ def _activation_forward_tuned(A, Z, code, alpha):
     Shapes: A (n, m) written; Z (n, m), both C-contiguous.
 
     The activation is chosen once, outside the loop, and the loop runs over the flat index
-    ``p = i·m + k``; sigmoid and tanh use :func:`_sigmoid_fast` and :func:`_tanh_fast`.
+    ``p = i·m + k``; sigmoid and tanh use :func:`_sigmoid_fast` and :func:`_tanh_fast`, with
+    float64 arithmetic in both dtypes (shorter polynomials for float32 results).
     Softmax couples each column and stays :func:`_softmax_columns`. No fast-math here: the
     helpers are inlined into this loop and must keep exact IEEE evaluation order (there is no
     reduction that would need ``reassoc`` to vectorize).
@@ -266,9 +251,16 @@ def _activation_forward_tuned(A, Z, code, alpha):
     a = A.reshape(-1)
     z = Z.reshape(-1)
     n = z.shape[0]
-    if code == SIGMOID:
+    single = z.itemsize == 4  # float32 results: shorter polynomials (known when compiling)
+    if code == SIGMOID and single:
+        for p in range(n):
+            a[p] = _sigmoid_fast(z[p], _EXP_DEGREE_F32)
+    elif code == SIGMOID:
         for p in range(n):
             a[p] = _sigmoid_fast(z[p])
+    elif code == TANH and single:
+        for p in range(n):
+            a[p] = _tanh_fast(z[p], _EXP_DEGREE_F32, _EXPM1_DEGREE_F32)
     elif code == TANH:
         for p in range(n):
             a[p] = _tanh_fast(z[p])
