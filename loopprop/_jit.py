@@ -101,7 +101,6 @@ def use_threads(parallel: bool) -> int:
     return numba.get_num_threads() if parallel else 1
 
 
-
 @kernel
 def runtime_flag(value):
     """``value`` as a plain run-time ``bool`` instead of a constant.

@@ -24,6 +24,8 @@ from .kernels.activations import CODES
 from .kernels.dense import _transpose
 
 FORMAT_VERSION = 1
+#: fit keeps its transposed copy of X for the next call only up to this size
+_KEEP_XT_BYTES = 1 << 24
 LOSSES = tuple(_train.LOSS_CODES)
 INITS = ("he", "xavier")
 
@@ -108,8 +110,9 @@ class Network:
         self._theta = np.zeros(off, dtype=dt)
         self._grad = np.zeros(off, dtype=dt)
         self._cache: tuple | None = None
-        # fit's workspaces (the transposed X and the per-batch buffers), kept between fit calls
-        # of the same shapes: a loop of fit(..., epochs=1) then allocates nothing
+        # fit's workspaces (the per-batch buffers, and the transposed X up to _KEEP_XT_BYTES),
+        # kept between fit calls of the same shapes: a loop of fit(..., epochs=1) on a small
+        # dataset then allocates nothing
         self._fit_scratch: dict[str, Any] = {}
         self.history: dict[str, list] = {}
         self._initialize()
@@ -355,6 +358,8 @@ class Network:
                 bar.update(epoch, info)
         finally:
             bar.close()
+            if XT.nbytes > _KEEP_XT_BYTES:
+                scratch.pop("XT", None)  # a large copy of the data is not worth keeping
         self.history = hist
         return hist
 

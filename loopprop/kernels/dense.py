@@ -15,10 +15,18 @@ Shapes: ``W (n_out, n_in)``, ``b (n_out,)``, ``A_prev (n_in, m)``, ``Z, dZ (n_ou
 the output neuron, ``j`` the input neuron, ``k`` the batch item.
 
 Two kernels compute each pass. The *naive* kernels are the formulas typed as loops and nothing
-more; they are the reference. The *tuned* kernels compute the same sums with one register-blocked
-loop nest, :func:`_abt`, ``C[r, s] += Σ_p X[r, p] · Y[s, p]``: every product of the layer becomes
-a sum over a contiguous index once the operand that runs the wrong way is transposed into a
-workspace (``O(n·m)`` work beside ``O(n_out·n_in·m)``).
+more; they are the reference. The *tuned* kernels compute the same sums with one of three
+register-blocked loop nests, chosen per layer by its size and by the length of each sum:
+
+* a large layer (``_packed``): :func:`~loopprop.kernels.gemm._gemm`, ``C += op(X)·op(Y)`` with
+  packed panels and a SIMD micro-kernel, reading transposed operands in place;
+* a short sum: :func:`_ab`, ``C[r, s] += Σ_p X[r, p] · Y[p, s]`` as rank-4 updates with the
+  lanes along the output columns ``s``;
+* a long sum: :func:`_abt`, ``C[r, s] += Σ_p X[r, p] · Y[s, p]`` as 4×4 blocks of dot products
+  over a contiguous ``p``.
+
+The last two need the operand that runs the wrong way transposed into a workspace (``O(n·m)``
+work beside ``O(n_out·n_in·m)``).
 """
 
 from __future__ import annotations
