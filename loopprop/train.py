@@ -23,9 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import types
-from numba.extending import intrinsic
-from numba.np.arrayobj import make_array, populate_array
 
 from ._jit import kernel, runtime_flag
 from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
@@ -34,6 +31,7 @@ from .kernels.dense import (_RANK4_MAX_SUM, _dense_backward_tuned, _dense_forwar
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import _adam, _momentum, _sgd
+from .kernels.views import borrowed_matrix
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
 LOSS_CODES = {"mse": MSE, "cross_entropy": CROSS_ENTROPY,
@@ -47,39 +45,12 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 # ---------------------------------------------------------------------------------------------
 
 
-@intrinsic
-def _borrowed_matrix(typingctx, buf, off, rows, cols):
-    """``buf[off : off + rows·cols]`` as a C-ordered ``(rows, cols)`` matrix that borrows the
-    buffer's memory without a reference to it (its meminfo is NULL).
-
-    A slice-and-reshape view holds a reference, so creating and dropping one costs atomic
-    increments and decrements of the buffer's reference count; the epoch creates a few dozen
-    views per batch. Safe only while the buffer outlives the view: these views live inside one
-    compiled call on buffers its caller holds, and none is returned to Python.
-    """
-    if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.layout == "C"):
-        return None
-    matrix = types.Array(buf.dtype, 2, "C")
-
-    def codegen(context, builder, sig, args):
-        src = make_array(sig.args[0])(context, builder, args[0])
-        dst = make_array(matrix)(context, builder)
-        off_, rows_, cols_ = (context.cast(builder, v, t, types.intp)
-                              for v, t in zip(args[1:], sig.args[1:]))
-        itemsize = src.itemsize
-        populate_array(dst, data=builder.gep(src.data, [off_]), shape=[rows_, cols_],
-                       strides=[builder.mul(cols_, itemsize), itemsize], itemsize=itemsize,
-                       meminfo=None)
-        return dst._getvalue()
-
-    return matrix(buf, off, rows, cols), codegen
-
-
 @kernel
 def _view(buf, off, rows, cols):
     """``buf[off : off + rows·cols]`` seen as a C-ordered ``(rows, cols)`` matrix (no copy, and
-    no reference count to update: :func:`_borrowed_matrix`)."""
-    return _borrowed_matrix(buf, off, rows, cols)
+    no reference count to update: :func:`~loopprop.kernels.views.borrowed_matrix`; every view
+    lives inside one compiled call on buffers its caller holds)."""
+    return borrowed_matrix(buf, off, rows, cols)
 
 
 @kernel

@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import _checks
 from .._jit import kernel
+from .views import borrowed_flat
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = range(6)
 
@@ -248,8 +249,8 @@ def _activation_forward_tuned(A, Z, code, alpha):
     if code == SOFTMAX:
         _softmax_columns(A, Z)
         return
-    a = A.reshape(-1)
-    z = Z.reshape(-1)
+    a = borrowed_flat(A)  # flat views without reference counting (kernels/views.py)
+    z = borrowed_flat(Z)
     n = z.shape[0]
     single = z.itemsize == 4  # float32 results: shorter polynomials (known when compiling)
     if code == SIGMOID and single:
@@ -284,10 +285,10 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha):
     if code == SOFTMAX:
         _activation_backward(dZ, dA, Z, A, code, alpha)
         return
-    dz = dZ.reshape(-1)
-    da = dA.reshape(-1)
-    z = Z.reshape(-1)
-    a = A.reshape(-1)
+    dz = borrowed_flat(dZ)
+    da = borrowed_flat(dA)
+    z = borrowed_flat(Z)
+    a = borrowed_flat(A)
     n = z.shape[0]
     if code == SIGMOID:
         for p in range(n):

@@ -38,6 +38,7 @@ import numpy as np
 
 from .._jit import kernel, prange
 from .simd import vadd, vfma, vload, vsplat, vstore, vzero
+from .views import borrowed_flat
 
 #: rows of C per micro-kernel tile (six broadcasts of X per step of p)
 MR = 6
@@ -140,7 +141,7 @@ def _micro(C, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
         x_4 += step
         x_5 += step
     ldc = C.shape[1]
-    cf = C.reshape(-1)
+    cf = borrowed_flat(C)  # no reference count per tile (kernels/views.py)
     if rows == MR and cols == 2 * L:
         o = r * ldc + s
         vstore(cf, o, vadd(vload(cf, o), c00))
@@ -256,7 +257,7 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     Yp = np.empty((chunks, ((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P)), C.dtype)
     Xp = np.empty((chunks, XT_TILES * MR * min(KC, P)), C.dtype)
     tile = np.empty((chunks, MR * NR), C.dtype)
-    Xf = X.reshape(-1)
+    Xf = borrowed_flat(X)
     if chunks > 1:
         for c in prange(chunks):
             _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
