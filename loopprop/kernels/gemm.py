@@ -83,8 +83,12 @@ def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
 
 
 @kernel
-def _micro(C, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
+def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
     """One tile: ``C[r : r+rows, s : s+cols] += Σ_p X[r + a, p] · Y[p, s : s+cols]``.
+
+    C comes flat, ``C[r, s] = cf[r·ldc + s]``. Every array argument is a borrowed view
+    (kernels/views.py): a function's array arguments are reference-counted on entry and exit,
+    and this one runs once per tile.
 
     X is read in place from its flat buffer ``Xf``: ``X[r + a, p0 + q]`` is
     ``Xf[x0 + a·xrs + q·xps]`` (row-major X: ``xrs`` = row length, ``xps`` = 1; X read
@@ -140,8 +144,6 @@ def _micro(C, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
         x_3 += step
         x_4 += step
         x_5 += step
-    ldc = C.shape[1]
-    cf = borrowed_flat(C)  # no reference count per tile (kernels/views.py)
     if rows == MR and cols == 2 * L:
         o = r * ldc + s
         vstore(cf, o, vadd(vload(cf, o), c00))
@@ -176,7 +178,7 @@ def _micro(C, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
         vstore(tile, 11 * L, c51)
         for a in range(rows):
             for c in range(cols):
-                C[r + a, s + c] += tile[a * 2 * L + c]
+                cf[(r + a) * ldc + s + c] += tile[a * 2 * L + c]
 
 
 @kernel
@@ -203,9 +205,14 @@ def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     (:func:`_pack_x_trans`): in place, the successive steps of one tile are a whole source row
     apart -- 8 KiB for 1024 float64 -- and fall into one L1 set.
     """
-    nr = C.shape[0]
+    nr, ldc = C.shape
     NR = 128 // Yp.itemsize  # two registers
     kc = p1 - p0
+    # borrowed views for the micro-kernel's arguments: no reference counting per tile
+    cf = borrowed_flat(C)
+    Xpb = borrowed_flat(Xp)
+    Ypb = borrowed_flat(Yp)
+    tileb = borrowed_flat(tile)
     for g0 in range(u0, u1, XT_TILES if x_trans else u1 - u0):
         g1 = min(g0 + XT_TILES, u1) if x_trans else u1
         if x_trans:
@@ -214,13 +221,13 @@ def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
             r = u * MR
             rows = min(MR, nr - r)
             if x_trans:
-                xbuf, x0, xrs, xps = Xp, (u - g0) * kc * MR, 1, MR
+                xbuf, x0, xrs, xps = Xpb, (u - g0) * kc * MR, 1, MR
             else:  # X (nr, P), row-major
                 xbuf, x0, xrs, xps = Xf, r * P + p0, P, 1
             for t in range((s1 - s0 + NR - 1) // NR):
                 s = s0 + t * NR
-                _micro(C, xbuf, x0, xrs, xps, rows, Yp, t * kc * NR, kc, r, s,
-                       min(NR, s1 - s), tile)
+                _micro(cf, ldc, xbuf, x0, xrs, xps, rows, Ypb, t * kc * NR, kc, r, s,
+                       min(NR, s1 - s), tileb)
 
 
 @kernel
