@@ -97,3 +97,17 @@ def test_check_finite_false_skips_the_scan():
 def test_python_lists_are_accepted():
     Z = lp.dense_forward([[1, 2]], [0.5], [[1], [1]])
     assert Z.dtype == np.float64 and Z[0, 0] == 3.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finite_check_finds_one_bad_value_among_huge_finite_ones(dtype, bad):
+    """The finite check is one compiled pass over Σ x·0: values near the float maximum (whose
+    plain sum would overflow) pass, and a single NaN or Inf anywhere is found and located."""
+    big = np.full((17, 33), np.finfo(dtype).max / 2, dtype=dtype)
+    W, b = big[:, :8].copy(), big[:, 0].copy()
+    lp.dense_forward(W, b, big[:8, :5].copy())  # huge but finite: accepted
+    A = big[:8, :5].copy()
+    A[6, 3] = bad
+    with pytest.raises(ValueError, match=r"A_prev: contains NaN or Inf \(first at index \(6, 3\)"):
+        lp.dense_forward(W, b, A)
