@@ -371,7 +371,7 @@ class Network:
         total, correct = _train._evaluate(
             self._theta, self._sizes, self._w_off, self._codes, self.alpha,
             _train.LOSS_CODES[self.loss], X, Yf, labels, one_hot, chunk, buf.Zbuf, buf.Abuf,
-            buf.ATbuf, buf.dbuf0, buf.col1, buf.col2, out, 1)
+            buf.ATbuf, buf.dbuf0, buf.dbuf1, buf.col1, buf.col2, out, 1)
         result: dict[str, Any] = {"loss": total / n, "output": out}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / n

@@ -287,9 +287,11 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
 
 @kernel
 def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_hot, chunk,
-              Zbuf, Abuf, ATbuf, dbuf0, col1, col2, out, threads):
+              Zbuf, Abuf, ATbuf, dbuf0, dbuf1, col1, col2, out, threads):
     """Forward-only pass over X in chunks: returns (Σ loss × chunk size, correct); fills
-    ``out`` (n_L, n) with the output activations."""
+    ``out`` (n_L, n) with the output activations. Each chunk's targets are copied into dbuf1
+    (free in a forward-only pass), so the loss kernels see the same contiguous arrays as in
+    training and are compiled once."""
     n = X.shape[1]
     L = codes.shape[0]
     n0 = sizes[0]
@@ -307,7 +309,10 @@ def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_ho
         aL, zL = _last_offsets(sizes, mb)
         ZL = _view(Zbuf, zL, nL, mb)
         AL = _view(Abuf, aL, nL, mb)
-        Yb = Y[:, start:start + mb]
+        Yb = _view(dbuf1, 0, Y.shape[0], mb)
+        for i in range(Y.shape[0]):
+            for c in range(mb):
+                Yb[i, c] = Y[i, start + c]
         lab = labels[start:start + mb]
         total += mb * _loss_seed(_view(dbuf0, 0, nL, mb), ZL, AL, codes[L - 1], loss_code,
                                  alpha, Yb, lab, one_hot, col1, col2)
