@@ -1,7 +1,8 @@
 """Argument validation shared by every public function.
 
-Every check raises a ``TypeError`` or ``ValueError`` in Python, *before* compiled code runs, and
-its message names the argument, what was expected, what came, and the fix. A Numba typing error
+Every check raises a ``TypeError`` or ``ValueError`` in Python, *before* any kernel runs (the
+NaN/Inf scan is itself one compiled pass), and its message names the argument, what was
+expected, what came, and the fix. A Numba typing error
 or a NaN reaching a user is a bug.
 """
 

@@ -30,6 +30,10 @@ import numba
 
 F = TypeVar("F", bound=Callable)
 
+#: below this many multiply-adds a product runs on one thread: the thread launch would cost more
+#: than it saves (shared by the loop nests of kernels/dense.py and the packed kernels/gemm.py)
+PARALLEL_MIN_WORK = 1 << 20
+
 #: LLVM fast-math flags used by tuned kernels. No ``nnan``/``ninf``: NaN checks must keep working.
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz"})
 

@@ -9,7 +9,8 @@ Python objects:
 * ``Abuf`` holds the cached activations ``A^(0) … A^(L)`` of one batch, ``Zbuf`` the cached
   pre-activations ``Z^(1) … Z^(L)`` (guide §14: what the forward pass caches, backward reads).
 * ``ATbuf`` holds the same activations transposed, ``A^(0)ᵀ … A^(L−1)ᵀ`` (each ``mb × n_l``, at
-  the same offsets as in Abuf): the forward pass writes them, ``dW = dZ·A_prevᵀ`` reads them.
+  the same offsets as in Abuf): the forward pass of a small layer writes them and its
+  ``dW = dZ·A_prevᵀ`` reads them (a large layer's packed kernel reads ``A^(l−1)`` in place).
 * ``dbuf0``/``dbuf1`` carry ``dZ^(l)`` and ``dA^(l−1)`` backward, in turn.
 
 Layer ``l`` of the guide (1-based) is index ``l − 1`` here; ``sizes[l]`` is ``n_l``.
@@ -61,7 +62,8 @@ def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, thr
     ``Z^(l) = W^(l)·A^(l−1) + b^(l)``; ``A^(l) = f_l(Z^(l))``. ``A^(0)`` (the inputs, ``n_0 × mb``)
     must already sit at the start of ``Abuf``. With ``output_activation`` false the last
     ``A^(L)`` is not computed: a fused loss (softmax or sigmoid + cross-entropy) starts from
-    ``Z^(L)`` and never reads it. Each ``A^(l−1)ᵀ`` is left in ATbuf for the backward pass.
+    ``Z^(L)`` and never reads it. A small layer leaves its ``A^(l−1)ᵀ`` in ATbuf for the
+    backward pass (:func:`~loopprop.kernels.dense._packed`).
     With ``input_transposed`` the inputs are already at the start of ATbuf as ``(mb, n_0)`` (the
     epoch gathers them that way) and layer 1 skips its transpose.
     """

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import DTYPES, RTOL, assert_close, rand
 
+from loopprop._jit import PARALLEL_MIN_WORK
 from loopprop.kernels import gemm
 
 SHAPES = [(1, 1, 1), (5, 3, 7), (6, 16, 16), (7, 17, 33), (13, 257, 15), (12, 256, 513),
@@ -42,7 +43,7 @@ def test_gemm_threads_give_identical_bits(rng, x_trans, y_trans):
     """Above PARALLEL_MIN_WORK the row tiles are split between threads; each element is still
     summed by one thread in one order, so the result does not depend on the thread count."""
     nr, P, ns = 97, 300, 70
-    assert nr * P * ns >= gemm.PARALLEL_MIN_WORK
+    assert nr * P * ns >= PARALLEL_MIN_WORK
     C1, X, Y, ref = _operands(rng, nr, P, ns, np.float64, x_trans, y_trans)
     C2 = C1.copy()
     gemm._gemm(C1, X, Y, x_trans, y_trans, 1)

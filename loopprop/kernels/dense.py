@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel, prange, runtime_flag, use_threads
+from .._jit import PARALLEL_MIN_WORK, kernel, prange, runtime_flag, use_threads
 from .gemm import _gemm
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev):
 
 
 # ---------------------------------------------------------------------------------------------
-# tuned kernels: one register-blocked loop nest for every product
+# tuned kernels: register-blocked loop nests for small layers (large ones go to kernels/gemm.py)
 # ---------------------------------------------------------------------------------------------
 
 #: rows of X (and of Y) held in registers by the micro-kernel
@@ -110,8 +110,6 @@ _SHORT_SUM = 32
 #: updates (:func:`_ab`), which need no horizontal sums; longer sums amortize those and run as
 #: blocked dot products (:func:`_abt`), which reload C less often
 _RANK4_MAX_SUM = 128
-#: below this many multiply-adds the parallel kernel is slower than the serial one
-PARALLEL_MIN_WORK = 1 << 20
 #: from this many multiply-adds a layer's products run on the packed SIMD kernel (kernels/gemm.py)
 PACKED_MIN_WORK = 1 << 18
 
@@ -229,6 +227,8 @@ def _abt(C, X, Y, threads):
     ``PARALLEL_MIN_WORK`` multiply-adds the launch costs more than it saves and one thread runs
     :func:`_abt_blocks` over all rows. Each row's sums are the same whatever the thread count,
     so results are bitwise identical across thread counts.
+
+    Shapes: C (nr, ns); X (nr, P); Y (ns, P); all C-contiguous.
     """
     nr, P = X.shape
     ns = Y.shape[0]
@@ -349,9 +349,12 @@ def _ab_blocks(C, X, Y, b0, b1):
 
 @kernel(fast=True, parallel=True)
 def _ab(C, X, Y, threads):
-    """``C += X·Y`` on ``threads`` threads when the product is large enough to pay; one
-    contiguous range of 4-row blocks per thread, as in :func:`_abt` (each thread owns whole
-    rows of C, so the bits do not depend on the thread count)."""
+    """``C[r, s] += Σ_p X[r, p] · Y[p, s]`` (C += X·Y) on ``threads`` threads when the product
+    is large enough to pay; one contiguous range of 4-row blocks per thread, as in :func:`_abt`
+    (each thread owns whole rows of C, so the bits do not depend on the thread count).
+
+    Shapes: C (nr, ns); X (nr, P); Y (P, ns); all C-contiguous.
+    """
     nr, P = X.shape
     ns = Y.shape[1]
     nb = (nr + _MR - 1) // _MR

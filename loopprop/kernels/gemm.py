@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import kernel, prange
+from .._jit import PARALLEL_MIN_WORK, kernel, prange
 from .simd import vadd, vfma, vload, vsplat, vstore, vzero
 from .views import borrowed_flat
 
@@ -48,8 +48,6 @@ KC = 256
 NC = 512
 #: tiles of a transposed X copied together (48 rows: each step reads 384 contiguous bytes)
 XT_TILES = 8
-#: below this many multiply-adds one thread does the whole product
-PARALLEL_MIN_WORK = 1 << 20
 #: small unsigned constants (uint64 mixed with int64 would make Numba compute in float64)
 _U = tuple(np.uint64(i) for i in range(33))
 
@@ -213,7 +211,7 @@ def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     Xpb = borrowed_flat(Xp)
     Ypb = borrowed_flat(Yp)
     tileb = borrowed_flat(tile)
-    for g0 in range(u0, u1, XT_TILES if x_trans else u1 - u0):
+    for g0 in range(u0, u1, XT_TILES if x_trans else max(1, u1 - u0)):
         g1 = min(g0 + XT_TILES, u1) if x_trans else u1
         if x_trans:
             _pack_x_trans(Xp, X, g0 * MR, min(g1 * MR, nr), p0, p1)
@@ -262,7 +260,7 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     if threads > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
         chunks = min(threads, n_tiles)
     Yp = np.empty((chunks, ((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P)), C.dtype)
-    Xp = np.empty((chunks, XT_TILES * MR * min(KC, P)), C.dtype)
+    Xp = np.empty((chunks, XT_TILES * MR * min(KC, P) if x_trans else 0), C.dtype)
     tile = np.empty((chunks, MR * NR), C.dtype)
     Xf = borrowed_flat(X)
     if chunks > 1:
