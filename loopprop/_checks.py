@@ -43,7 +43,7 @@ def as_float_array(
     else:
         try:
             arr = np.asarray(x)
-        except Exception as exc:  # pragma: no cover - exotic objects
+        except Exception as exc:  # ragged lists and exotic objects
             raise TypeError(f"{name}: expected an array of floats, got {_describe(x)}") from exc
         if arr.dtype.kind in "iub":
             arr = arr.astype(np.float64)
@@ -64,7 +64,8 @@ def as_float_array(
             f"{name}: expected a {want} array, got {arr.ndim}-D with shape {arr.shape}"
             + (f"; {hint}" if hint else "")
         )
-    arr = np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-D)
+        arr = np.ascontiguousarray(arr)
     if check_finite:
         require_finite(arr, name)
     return arr
@@ -99,6 +100,27 @@ def require_finite(arr: np.ndarray, name: str) -> None:
         )
 
 
+def to_dtype(arr: np.ndarray, dtype: np.dtype, name: str, check_finite: bool = True
+             ) -> np.ndarray:
+    """``arr`` converted to ``dtype``, with the NaN/Inf check made *after* the conversion: a
+    finite float64 value beyond float32's range (3.4e38) would otherwise become Inf unseen."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+        out = arr.astype(dtype, copy=False)
+    if not check_finite:
+        return out
+    if out is not arr and out.size and not _all_finite(out.reshape(-1)):
+        bad = np.argwhere(~np.isfinite(out))[0]
+        where = tuple(int(v) for v in bad)
+        if np.isfinite(arr[where]):
+            raise ValueError(
+                f"{name}: the value {float(arr[where]):g} at index {where} overflows {np.dtype(dtype)} "
+                f"(largest finite value {np.finfo(dtype).max:.3g}); rescale the data or use "
+                "float64"
+            )
+    require_finite(out, name)
+    return out
+
+
 def same_dtype(**arrays: np.ndarray) -> np.dtype:
     """All arrays of one call share a dtype; return it or raise ``TypeError`` naming the two."""
     items = list(arrays.items())
@@ -127,12 +149,20 @@ def require_nonempty_batch(arr: np.ndarray, name: str) -> None:
         )
 
 
+def _number(value: Any, name: str) -> float:
+    """``float(value)`` for a real number; booleans, strings, complex numbers and arrays of
+    more than one value are refused with a ``TypeError`` naming the argument."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.iscomplexobj(value):
+        raise TypeError(f"{name}: expected a real number, got {_describe(value)}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a real number, got {_describe(value)}") from None
+
+
 def check_lr(lr: Any, name: str = "lr") -> float:
     """A learning rate is a finite, non-negative number."""
-    try:
-        value = float(lr)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {_describe(lr)}") from None
+    value = _number(lr, name)
     if not math.isfinite(value) or value < 0:
         raise ValueError(
             f"{name}: expected a finite, non-negative learning rate, got {lr!r}; "
@@ -143,26 +173,47 @@ def check_lr(lr: Any, name: str = "lr") -> float:
 
 def finite_float(value: Any, name: str, example: str = "") -> float:
     """A finite Python float, or a TypeError/ValueError naming the argument."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {_describe(value)}") from None
+    f = _number(value, name)
     if not math.isfinite(f):
         raise ValueError(f"{name}: expected a finite number{example}, got {value!r}")
     return f
 
 
 def check_choice(value: Any, name: str, choices: dict[str, Any] | tuple[str, ...]) -> str:
+    """``value`` if it is one of the names in ``choices``; otherwise a ``ValueError`` (a
+    ``TypeError`` for a non-string, e.g. arguments passed in the wrong order) listing them."""
     valid = tuple(choices)
-    if not isinstance(value, str) or value not in valid:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of the names {', '.join(valid)}, got "
+                        f"{_describe(value)}; check the order of the arguments")
+    if value not in valid:
         raise ValueError(f"{name}: unknown value {value!r}; valid names are {', '.join(valid)}")
     return value
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+def check_int(value: Any, name: str, minimum: int, what: str = "integer") -> int:
+    """An ``int`` (not a bool, not a float) that is at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a {what}, got {_describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected a {what} (≥ {minimum}), got {value!r}")
     return int(value)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    return check_int(value, name, 1, "positive integer")
+
+
+def check_fraction(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = False,
+                   hi_open: bool = True, example: str = "") -> float:
+    """A finite number in the interval from ``lo`` to ``hi`` (ends open or closed as asked)."""
+    f = finite_float(value, name, example)
+    below = f <= lo if lo_open else f < lo
+    above = f >= hi if hi_open else f > hi
+    if below or above:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ValueError(f"{name}: expected a number in {interval}{example}, got {value!r}")
+    return f
 
 
 # -- targets: the same checks for the loss functions and for Network -------------------------
@@ -178,7 +229,7 @@ def targets_like(Y: Any, name: str, shape: tuple[int, int], dtype: np.dtype, ref
     Y = np.asarray(Y)
     if Y.dtype.kind in "iub":
         Y = Y.astype(dtype)
-    Y = as_float_array(Y, name, (1, 2), check_finite=check_finite)
+    Y = as_float_array(Y, name, (1, 2), check_finite=False)
     if Y.shape != tuple(shape):
         hint = ""
         if Y.ndim == 1 and shape[0] == 1 and Y.shape[0] == shape[1]:
@@ -188,7 +239,7 @@ def targets_like(Y: Any, name: str, shape: tuple[int, int], dtype: np.dtype, ref
         raise ValueError(
             f"{name}: expected shape {tuple(shape)} (the shape of {ref_name}), got {Y.shape}{hint}"
         )
-    return Y.astype(dtype, copy=False)
+    return to_dtype(Y, dtype, name, check_finite)
 
 
 def class_targets(Y: Any, name: str, shape: tuple[int, int], dtype: np.dtype, ref_name: str,

@@ -6,10 +6,13 @@ that :meth:`Network.backward` accumulates. No dependency beyond the network itse
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from . import _checks
 
 
 @dataclass
@@ -37,6 +40,28 @@ class GradcheckReport:
                           *(f"  {r}" for r in self.layers)])
 
 
+def _check_eps(eps: Any) -> float:
+    """The finite-difference step: a finite number > 0 (1e-6 suits float64)."""
+    if isinstance(eps, bool):
+        raise TypeError(f"eps: expected a number such as 1e-6, got {eps!r}")
+    value = _checks.finite_float(eps, "eps", " such as 1e-6 (the finite-difference step)")
+    if value <= 0:
+        raise ValueError(f"eps: the finite-difference step must be > 0, got {eps!r}; "
+                         "use 1e-6 in float64, 1e-3 in float32")
+    return value
+
+
+def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
+    """``‖a − n‖ / (‖a‖ + ‖n‖)``: NaN if either side holds a NaN or Inf (never a pass), and
+    0 only when both are exactly zero."""
+    if not (np.isfinite(analytic).all() and np.isfinite(numeric).all()):
+        return math.nan
+    denom = float(np.linalg.norm(analytic) + np.linalg.norm(numeric))
+    if denom == 0.0:
+        return 0.0  # both gradients are exactly zero: they agree
+    return float(np.linalg.norm(analytic - numeric) / denom)
+
+
 def _loss(net, X, target) -> float:
     return float(net._evaluate_checked(X, *target)["loss"])
 
@@ -48,12 +73,14 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
     ----------
     net : a :class:`loopprop.Network` (float64 recommended: float32 differences are noisy)
     X : (n_features, m) inputs; Y : targets as :meth:`Network.backward` takes them
-    eps : the finite-difference step
+    eps : the finite-difference step, a finite number > 0
     report : return a :class:`GradcheckReport` with one line per layer instead of a float
 
     The network's weights are restored exactly afterwards; its gradients hold the analytic
-    gradient of this batch.
+    gradient of this batch. A NaN or Inf in either gradient makes that layer's error, and the
+    result, NaN: ``gradcheck(...) < 1e-6`` is then False, as a check should be.
     """
+    eps = _check_eps(eps)
     X = net._check_X(X)
     target = net._check_targets(Y, X.shape[1])
     net.zero_grad()
@@ -75,8 +102,10 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
                                                    net.layer_sizes[1:]), 1):
         sl = slice(off, off + n_out * n_in + n_out)
         a, nu = analytic[sl], numeric[sl]
-        denom = np.linalg.norm(a) + np.linalg.norm(nu)
-        rel = float(np.linalg.norm(a - nu) / denom) if denom > 0 else 0.0
-        layers.append(LayerReport(layer, a.size, rel, float(np.max(np.abs(a - nu)))))
-    result = GradcheckReport(max(r.rel_error for r in layers), layers)
+        layers.append(LayerReport(layer, a.size, relative_error(a, nu),
+                                  float(np.max(np.abs(a - nu)))))
+    errors = [r.rel_error for r in layers]
+    # NaN anywhere is a failure: Python's max() would keep or drop a NaN by its position
+    worst = math.nan if any(math.isnan(e) for e in errors) else max(errors)
+    result = GradcheckReport(worst, layers)
     return result if report else result.max_rel_error

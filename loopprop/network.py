@@ -10,6 +10,7 @@ the compiled epoch updates. Examples are columns, as in the guide: ``X`` is
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import zipfile
@@ -93,6 +94,8 @@ class Network:
         if dt not in _checks.FLOAT_DTYPES:
             raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
         _checks.check_choice(init, "init", INITS)
+        seed = _checks.check_int(seed, "seed", 0, "non-negative integer seed")
+        alpha = _checks.finite_float(alpha, "alpha", " such as 0.01 (the leaky-ReLU slope)")
         self.layer_sizes = [int(s) for s in sizes]
         self.activations = acts
         self.loss = loss
@@ -158,7 +161,8 @@ class Network:
     def _check_X(self, X: Any, name: str = "X") -> np.ndarray:
         n0 = self.layer_sizes[0]
         hint = f"X has shape (n_features, n_samples) = ({n0}, m): examples are columns"
-        X = _checks.as_float_array(X, name, 2, hint=hint + f"; use {name}.reshape({n0}, -1)")
+        X = _checks.as_float_array(X, name, 2, check_finite=False,
+                                   hint=hint + f"; use {name}.reshape({n0}, -1)")
         if X.shape[0] != n0:
             if X.shape[1] == n0:
                 raise ValueError(
@@ -172,9 +176,7 @@ class Network:
             )
         if X.shape[1] == 0:
             raise ValueError(f"{name}: no examples (shape {X.shape})")
-        if X.dtype != self.dtype:
-            X = X.astype(self.dtype)
-        return X
+        return _checks.to_dtype(X, self.dtype, name)  # checked for NaN/Inf after converting
 
     def _check_targets(self, Y: Any, m: int, name: str = "Y"):
         """Targets as (Y float (rows, m), labels int64 (m,), one_hot flag), checked by the same
@@ -272,7 +274,8 @@ class Network:
         y : labels ``(n,)`` or one-hot ``(n_L, n)`` for cross-entropy; ``(n_L, n)`` (or ``(n,)``
             with one output) for mse and binary cross-entropy
         epochs, batch_size, lr : the loop; the last partial batch is used, not dropped
-        optimizer : ``"sgd"``, ``"momentum"`` (``momentum`` = β) or ``"adam"`` (beta1, beta2, eps)
+        optimizer : ``"sgd"``, ``"momentum"`` (``momentum`` = β in [0, 1)) or ``"adam"``
+            (``beta1``, ``beta2`` in [0, 1), ``eps`` > 0)
         shuffle, seed : reshuffle the examples each epoch from ``seed`` (same seed, same thread
             count: bitwise-identical weights)
         progress : show a progress bar over epochs with the running loss
@@ -287,6 +290,15 @@ class Network:
         batch_size = _checks.check_positive_int(batch_size, "batch_size")
         lr = _checks.check_lr(lr)
         _checks.check_choice(optimizer, "optimizer", tuple(_train.OPTIMIZERS))
+        seed = _checks.check_int(seed, "seed", 0, "non-negative integer seed")
+        momentum = _checks.check_fraction(momentum, "momentum", 0.0, 1.0,
+                                          example=" such as 0.9 (the velocity's decay β)")
+        beta1 = _checks.check_fraction(beta1, "beta1", 0.0, 1.0,
+                                       example=" such as 0.9 (Adam's first-moment decay)")
+        beta2 = _checks.check_fraction(beta2, "beta2", 0.0, 1.0,
+                                       example=" such as 0.999 (Adam's second-moment decay)")
+        eps = _checks.check_fraction(eps, "eps", 0.0, math.inf, lo_open=True,
+                                     example=" such as 1e-8 (Adam's denominator guard)")
         X = self._check_X(X)
         n = X.shape[1]
         Yf, labels, one_hot = self._check_targets(y, n, "y")
@@ -349,12 +361,7 @@ class Network:
                     if classify:
                         hist["val_accuracy"].append(ev["accuracy"])
                         info["val_acc"] = ev["accuracy"]
-                if not np.isfinite(total):
-                    bar.close()
-                    raise FloatingPointError(
-                        f"the training loss became {total / n} at epoch {epoch}: the learning "
-                        f"rate lr={lr} is probably too large; try lr={lr / 10:g}"
-                    )
+                self._check_diverged(epoch, total / n, lr)
                 bar.update(epoch, info)
         finally:
             bar.close()
@@ -362,6 +369,31 @@ class Network:
                 scratch.pop("XT", None)  # a large copy of the data is not worth keeping
         self.history = hist
         return hist
+
+    def _check_diverged(self, epoch: int, loss: float, lr: float) -> None:
+        """Raise ``FloatingPointError`` when the loss, a parameter or a gradient is NaN or Inf
+        after ``epoch``, naming the first layer whose parameters or gradients are bad.
+
+        The loss alone is not enough: a NaN weight can hide behind a finite loss (an output
+        that does not depend on it, or an activation that maps it away)."""
+        from ._checks import _all_finite
+
+        bad_theta = not _all_finite(self._theta)
+        bad_grad = not _all_finite(self._grad)
+        if math.isfinite(loss) and not bad_theta and not bad_grad:
+            return
+        where = ""
+        for l, ((W, b), (dW, db)) in enumerate(zip(self.params, self.grads), 1):
+            for what, arrays in (("parameters", (W, b)), ("gradients", (dW, db))):
+                if not all(np.isfinite(a).all() for a in arrays):
+                    where = f"; the {what} of layer {l} (W^({l}), b^({l})) hold NaN or Inf"
+                    break
+            if where:
+                break
+        raise FloatingPointError(
+            f"training diverged at epoch {epoch}: the training loss is {loss:g}{where}. The "
+            f"learning rate lr={lr:g} is probably too large; try lr={lr / 10:g}"
+        )
 
     def _evaluate_checked(self, X, Yf, labels, one_hot) -> dict[str, Any]:
         n = X.shape[1]

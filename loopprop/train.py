@@ -32,6 +32,7 @@ from .kernels.dense import (_RANK4_MAX_SUM, _dense_backward_tuned, _dense_forwar
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import _adam, _momentum, _sgd
+from .kernels.rng import _shuffle
 from .kernels.views import borrowed_matrix
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
@@ -250,10 +251,7 @@ def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_c
     n0 = sizes[0]
     nL = sizes[L]
     if shuffle_seed >= 0:
-        np.random.seed(shuffle_seed)
-        for p in range(n - 1, 0, -1):  # Fisher–Yates
-            q = np.random.randint(0, p + 1)
-            perm[p], perm[q] = perm[q], perm[p]
+        _shuffle(perm, shuffle_seed)  # Fisher–Yates on loopprop's own generator (kernels/rng.py)
     total = 0.0
     correct = 0
     for start in range(0, n, batch_size):

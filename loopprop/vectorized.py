@@ -42,9 +42,9 @@ def activation_forward(name, Z, alpha=0.01):
     if name == "tanh":
         return np.tanh(Z)
     if name == "relu":
-        return np.maximum(Z, 0)
+        return np.maximum(Z, 0)  # np.maximum propagates NaN
     if name == "leaky_relu":
-        return np.where(Z > 0, Z, alpha * Z).astype(Z.dtype, copy=False)
+        return np.where(Z <= 0, alpha * Z, Z).astype(Z.dtype, copy=False)
     if name == "softmax":
         return softmax(Z)
     raise ValueError(f"unknown activation {name!r}")
@@ -59,10 +59,12 @@ def activation_backward(name, dA, Z, alpha=0.01):
         return dA * A * (1 - A)
     if name == "tanh":
         return dA * (1 - A * A)
+    # f'(NaN) = NaN: ``np.where(Z <= 0, …, Z)`` keeps a NaN where neither test holds
     if name == "relu":
-        return dA * (Z > 0)
+        return (dA * np.where(Z > 0, 1.0, np.where(Z <= 0, 0.0, Z))).astype(Z.dtype, copy=False)
     if name == "leaky_relu":
-        return (dA * np.where(Z > 0, 1.0, alpha)).astype(Z.dtype, copy=False)
+        return (dA * np.where(Z > 0, 1.0, np.where(Z <= 0, alpha, Z))).astype(Z.dtype,
+                                                                             copy=False)
     if name == "softmax":
         return A * (dA - (A * dA).sum(axis=0, keepdims=True))
     raise ValueError(f"unknown activation {name!r}")
@@ -87,9 +89,11 @@ def softmax_cross_entropy(Z, Y):
         Y = _one_hot(Y, Z.shape[0], Z.dtype)
     m = Z.shape[1]
     zmax = Z.max(axis=0, keepdims=True)
-    lse = zmax + np.log(np.exp(Z - zmax).sum(axis=0, keepdims=True))
+    E = np.exp(Z - zmax)
+    S = E.sum(axis=0, keepdims=True)
+    lse = zmax + np.log(S)
     loss = float((Y * (lse - Z)).sum() / m)
-    return loss, (np.exp(Z - lse) - Y) / m
+    return loss, (E / S - Y) / m  # E / S, not exp(Z − lse): exp magnifies lse's rounding
 
 
 def sigmoid_binary_cross_entropy(Z, Y):

@@ -23,6 +23,11 @@ Softmax couples the neurons of one example, so its backward pass is not elementw
 ``k``, ``dZ[i, k] = a_i · (dA[i, k] − Σ_j a_j · dA[j, k])``. Paired with cross-entropy this
 collapses to ``P − Y`` (§9); :func:`loopprop.softmax_cross_entropy` uses that shortcut.
 
+NaN propagates as the formula says: ``f(NaN)`` and ``f'(NaN)`` are NaN for every activation (a
+diverged network must not come back finite), and ``relu(−inf) = 0``, ``leaky_relu(−inf) = −inf``.
+ReLU and leaky ReLU are therefore written with ``z <= 0`` as the test: NaN fails both ``z > 0``
+and ``z <= 0`` and falls through to ``z`` itself.
+
 Inside compiled code the activation is an integer code chosen with ``if/elif`` (DESIGN.md
 convention 6). Sigmoid branches on the sign of ``z`` so ``exp`` never overflows; softmax
 subtracts the column maximum.
@@ -73,9 +78,9 @@ def _f(z, code, alpha):
     elif code == TANH:
         return math.tanh(z)
     elif code == RELU:
-        return z if z > 0 else 0.0 * z
+        return 0.0 if z <= 0 else z  # NaN is not <= 0: it stays NaN
     elif code == LEAKY_RELU:
-        return z if z > 0 else alpha * z
+        return alpha * z if z <= 0 else z
     return z
 
 
@@ -87,9 +92,9 @@ def _fprime(z, a, code, alpha):
     elif code == TANH:
         return 1.0 - a * a
     elif code == RELU:
-        return 1.0 if z > 0 else 0.0
+        return 1.0 if z > 0 else (0.0 if z <= 0 else z)  # f'(NaN) = NaN
     elif code == LEAKY_RELU:
-        return 1.0 if z > 0 else alpha
+        return 1.0 if z > 0 else (alpha if z <= 0 else z)
     return 1.0
 
 
@@ -267,10 +272,10 @@ def _activation_forward_tuned(A, Z, code, alpha):
             a[p] = _tanh_fast(z[p])
     elif code == RELU:
         for p in range(n):
-            a[p] = z[p] if z[p] > 0 else 0.0
+            a[p] = 0.0 if z[p] <= 0 else z[p]  # NaN is not <= 0: it stays NaN
     elif code == LEAKY_RELU:
         for p in range(n):
-            a[p] = z[p] if z[p] > 0 else alpha * z[p]
+            a[p] = alpha * z[p] if z[p] <= 0 else z[p]
     else:
         for p in range(n):
             a[p] = z[p]
@@ -300,12 +305,15 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha):
     # kernel. Choosing between da[p] and 0 instead puts the load of da[p] inside a branch, which
     # LLVM neither vectorizes nor turns into a select: half the branches of a fresh batch were
     # mispredicted (measured: 5 µs of a 23 µs batch of the 64-32-10 epoch).
+    # The third choice, z itself, is taken only by NaN: f'(NaN) = NaN.
     elif code == RELU:
         for p in range(n):
-            dz[p] = da[p] * (1.0 if z[p] > 0 else 0.0)
+            zp = z[p]
+            dz[p] = da[p] * (1.0 if zp > 0 else (0.0 if zp <= 0 else zp))
     elif code == LEAKY_RELU:
         for p in range(n):
-            dz[p] = da[p] * (1.0 if z[p] > 0 else alpha)
+            zp = z[p]
+            dz[p] = da[p] * (1.0 if zp > 0 else (alpha if zp <= 0 else zp))
     else:
         for p in range(n):
             dz[p] = da[p]

@@ -205,6 +205,8 @@ def _abt_blocks(C, X, Y, b0, b1):
     """
     P = X.shape[1]
     ns = Y.shape[0]
+    if P == 0:
+        return  # an empty sum adds nothing (n_in = 0: Z is the bias)
     # panels of (nearly) equal length: 1100 = 3 × 368, not 2 × 512 + a 76-long tail that would
     # pay a panel's horizontal sums for a few vectors of work
     n_panels = max(1, (P + _PB - 1) // _PB)

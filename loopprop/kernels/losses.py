@@ -44,21 +44,17 @@ def _mse(dA, A, Y):
 
 
 @kernel
-def _log_sum_exp_column(Z, k):
-    """``log Σ_i exp(Z[i, k])`` computed as ``z_max + log Σ_i exp(Z[i, k] − z_max)``."""
-    zmax = _column_max(Z, k)
-    total = 0.0
-    for i in range(Z.shape[0]):
-        total += math.exp(Z[i, k] - zmax)
-    return zmax + math.log(total)
-
-
-@kernel
 def _softmax_cross_entropy(dZ, Z, Y):
     """Softmax + cross-entropy with one-hot (or probability) targets, fused (guide §9).
 
     ``L = (1/m) Σ_k Σ_i Y[i,k] · (lse_k − Z[i,k])`` with ``lse_k = log Σ_j exp(Z[j,k])``;
-    seed ``dZ[i,k] = (P[i,k] − Y[i,k]) / m`` where ``P[i,k] = exp(Z[i,k] − lse_k)``.
+    seed ``dZ[i,k] = (P[i,k] − Y[i,k]) / m`` where
+    ``P[i,k] = exp(Z[i,k] − z_max) / Σ_j exp(Z[j,k] − z_max)``.
+
+    ``P`` is *not* computed as ``exp(Z − lse)``: ``lse`` is rounded, and ``exp`` turns the
+    rounding error of a large ``lse`` into a relative error of ``P`` (up to 1e-4 for logits
+    near 50). Dividing by the sum of the shifted exponentials keeps every ``P`` within a few
+    ulps.
 
     Shapes: dZ (c, m) written; Z (c, m); Y (c, m), each column summing to 1.
     """
@@ -66,10 +62,14 @@ def _softmax_cross_entropy(dZ, Z, Y):
     inv_m = 1.0 / m
     total = 0.0
     for k in range(m):
-        lse = _log_sum_exp_column(Z, k)
+        zmax = _column_max(Z, k)
+        s = 0.0
+        for i in range(c):
+            s += math.exp(Z[i, k] - zmax)
+        lse = zmax + math.log(s)
         for i in range(c):
             total += Y[i, k] * (lse - Z[i, k])
-            dZ[i, k] = (math.exp(Z[i, k] - lse) - Y[i, k]) * inv_m
+            dZ[i, k] = (math.exp(Z[i, k] - zmax) / s - Y[i, k]) * inv_m
     return total * inv_m
 
 
@@ -85,11 +85,14 @@ def _softmax_cross_entropy_labels(dZ, Z, labels):
     inv_m = 1.0 / m
     total = 0.0
     for k in range(m):
-        lse = _log_sum_exp_column(Z, k)
-        y = labels[k]
-        total += lse - Z[y, k]
+        zmax = _column_max(Z, k)
+        s = 0.0
         for i in range(c):
-            dZ[i, k] = math.exp(Z[i, k] - lse) * inv_m
+            s += math.exp(Z[i, k] - zmax)
+        y = labels[k]
+        total += zmax + math.log(s) - Z[y, k]
+        for i in range(c):  # P = exp(Z − z_max) / s, not exp(Z − lse): see above
+            dZ[i, k] = math.exp(Z[i, k] - zmax) / s * inv_m
         dZ[y, k] -= inv_m
     return total * inv_m
 
@@ -198,6 +201,8 @@ def softmax_cross_entropy(Z, Y, *, impl: str = "tuned", check_finite: bool = Tru
     """
     _checks.check_choice(impl, "impl", ("tuned", "naive"))
     Z = _prediction(Z, "Z", check_finite)
+    if Z.shape[0] == 0:
+        raise ValueError(f"Z: softmax needs at least one class (one row), got shape {Z.shape}")
     Yv, is_labels = _checks.class_targets(Y, "Y", Z.shape, Z.dtype, "Z", check_finite)
     dZ = np.empty_like(Z)
     if is_labels and impl == "tuned":

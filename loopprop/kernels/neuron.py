@@ -90,8 +90,8 @@ def neuron_step(x, w, b, y, activation: str = "sigmoid", loss: str = "mse",
             "use activation='sigmoid'"
         )
     scalar_x = np.ndim(x) == 0
-    xv = _checks.as_float_array(np.atleast_1d(np.asarray(x, dtype=float)), "x", 1)
-    wv = _checks.as_float_array(np.atleast_1d(np.asarray(w, dtype=float)), "w", 1)
+    xv = _checks.as_float_array(np.atleast_1d(x), "x", 1).astype(np.float64, copy=False)
+    wv = _checks.as_float_array(np.atleast_1d(w), "w", 1).astype(np.float64, copy=False)
     if xv.shape != wv.shape:
         raise ValueError(f"x has shape {xv.shape} but w has shape {wv.shape}: one weight per input")
     bf, yf = _checks.finite_float(b, "b"), _checks.finite_float(y, "y")

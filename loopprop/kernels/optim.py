@@ -55,7 +55,9 @@ def sgd_update(param: np.ndarray, grad, lr: float, *, check_finite: bool = True)
     """In place: ``param −= lr · grad`` (guide §10). Returns ``param`` for convenience.
 
     ``param`` must be a writeable float32/float64 NumPy array (it is updated where it lives);
-    ``grad`` has the same shape and dtype. ``lr`` is a finite, non-negative number.
+    ``grad`` has the same shape and dtype (any number of dimensions, 0-d included) and may
+    overlap ``param`` in memory (it is then copied first, so the result is NumPy's
+    ``param -= lr * grad``). ``lr`` is a finite, non-negative number.
     """
     if not isinstance(param, np.ndarray):
         raise TypeError(
@@ -69,6 +71,10 @@ def sgd_update(param: np.ndarray, grad, lr: float, *, check_finite: bool = True)
     _checks.same_dtype(param=param, grad=g)
     _checks.require_shape(g, "grad", param.shape, "grad must match param")
     lr = _checks.check_lr(lr)
+    if np.shares_memory(param, g):
+        # the kernel reads grad[p] after writing param[q < p]: overlapping memory would read
+        # values already updated. NumPy's ``param -= lr * grad`` computes lr·grad first.
+        g = g.copy()
     if param.flags.c_contiguous or param.flags.f_contiguous:
         order = "C" if param.flags.c_contiguous else "F"
         flat = param.reshape(-1, order=order)  # a view: the update lands in param
