@@ -14,10 +14,27 @@ from .explain import explain  # the function; the module is loopprop.explain in 
 from .gradcheck import gradcheck
 from .network import ModelFileError, Network
 
+from . import datasets, vectorized  # noqa: E402 - light modules, reachable as lp.datasets
+
 __version__ = "0.1.0"
+
+#: modules loaded on first use (``lp.bench``, ``lp.diagrams``, …): each imports more than the
+#: kernels need. ``explain`` and ``gradcheck`` are the functions; their modules are
+#: ``loopprop.explain`` and ``loopprop.gradcheck`` in ``sys.modules``.
+_LAZY_MODULES = ("bench", "cli", "diagrams", "kernels", "network", "plots", "train")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'loopprop' has no attribute {name!r}")
 
 __all__ = [
     "ModelFileError",
+    "datasets",
+    "vectorized",
     "Network",
     "activation_backward",
     "activation_forward",

@@ -87,16 +87,75 @@ def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False,
     """
 
     def wrap(f: F) -> F:
-        return numba.njit(
-            cache=True,
-            nogil=True,
-            fastmath=set(FASTMATH) if fast else False,
-            parallel=parallel,
-            error_model="numpy",
-            inline="always" if inline else "never",
-        )(f)
+        def compile_with(cache: bool):
+            return numba.njit(
+                cache=cache,
+                nogil=True,
+                fastmath=set(FASTMATH) if fast else False,
+                parallel=parallel,
+                error_model="numpy",
+                inline="always" if inline else "never",
+            )(f)
+
+        if _CACHE["enabled"]:
+            try:
+                return compile_with(True)
+            except RuntimeError as exc:
+                if "no locator available" not in str(exc):
+                    raise
+                _cache_fallback(f.__name__)
+            if _CACHE["enabled"]:
+                return compile_with(True)
+        return compile_with(False)
 
     return wrap(fn) if fn is not None else wrap
+
+
+#: whether kernels are compiled with ``cache=True`` (see :func:`_cache_fallback`)
+_CACHE = {"enabled": True, "dir": None}
+
+
+def _cache_fallback(name: str) -> None:
+    """Numba found no writable place for its cache: neither ``__pycache__`` beside the package
+    (a system-wide install) nor the user's cache directory (a read-only home in a container).
+
+    Fall back to a private directory under the system's temporary directory, unless the user
+    chose ``NUMBA_CACHE_DIR`` themselves; if that is not writable either, compile without a
+    cache (every process then compiles afresh) and say so once. Importing loopprop never fails
+    over a cache.
+    """
+    import tempfile
+    import warnings
+
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        path = os.path.join(tempfile.gettempdir(), f"loopprop-numba-cache-{os.getuid()}"
+                            if hasattr(os, "getuid") else "loopprop-numba-cache")
+        try:
+            os.makedirs(path, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError:
+            pass
+        else:
+            numba.config.CACHE_DIR = path
+            _CACHE["dir"] = path
+            try:  # does Numba accept it now?
+                numba.njit(cache=True)(_probe)
+                return
+            except RuntimeError:
+                numba.config.CACHE_DIR = ""
+                _CACHE["dir"] = None
+    _CACHE["enabled"] = False
+    warnings.warn(
+        f"loopprop: Numba has no writable cache directory for {name!r} (the package directory "
+        "and the user cache are read-only); kernels are compiled without a cache, so every "
+        "process compiles them again. Set NUMBA_CACHE_DIR to a writable directory to keep them.",
+        RuntimeWarning, stacklevel=3,
+    )
+
+
+def _probe():  # a function for _cache_fallback to try the cache with
+    return 0
 
 
 def use_threads(parallel: bool) -> int:

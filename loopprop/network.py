@@ -35,6 +35,51 @@ class ModelFileError(ValueError):
     """A model file that cannot be loaded: truncated, corrupted, not a model, or too new."""
 
 
+#: the largest network a model file may describe (parameters), checked before allocating
+_MAX_FILE_PARAMS = 1 << 34
+
+
+def _check_meta(meta: Any, name: str) -> dict:
+    """The metadata of a model file, every field checked for type and range (no allocation).
+
+    Raises :class:`ModelFileError` naming the file and the field."""
+    if not isinstance(meta, dict) or meta.get("format") != "loopprop.Network":
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelFileError(f"{name}: not a loopprop model (format is {got!r})")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{name}: format_version must be a positive integer, got "
+                             f"{version!r}: the file is corrupted")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{name}: format version {version} is newer than this loopprop understands "
+            f"({FORMAT_VERSION}); upgrade loopprop to load it"
+        )
+    sizes = meta.get("layer_sizes")
+    if (not isinstance(sizes, list) or len(sizes) < 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                       for v in sizes)):
+        raise ModelFileError(f"{name}: layer_sizes must be a list of at least two positive "
+                             f"integers, got {str(sizes)[:80]}: the file is corrupted")
+    n_params = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
+    if n_params > _MAX_FILE_PARAMS:
+        raise ModelFileError(f"{name}: layer_sizes {sizes} describe {n_params:.3g} parameters, "
+                             "more than any real model file holds: the file is corrupted")
+    out = {"layer_sizes": sizes}
+    for key, kind, default in (("activations", list, None), ("loss", str, None),
+                               ("dtype", str, None), ("seed", int, 0), ("init", str, "he"),
+                               ("alpha", (int, float), 0.01)):
+        value = meta.get(key, default)
+        if value is None or isinstance(value, bool) or not isinstance(value, kind):
+            raise ModelFileError(f"{name}: the field {key!r} is missing or has the wrong type "
+                                 f"({value!r}): the file is corrupted")
+        out[key] = value
+    if out["dtype"] not in ("float32", "float64"):
+        raise ModelFileError(f"{name}: dtype must be 'float32' or 'float64', got "
+                             f"{out['dtype']!r}: the file is corrupted")
+    return out
+
+
 class Network:
     """A fully connected network trained by backpropagation in explicit loops.
 
@@ -456,45 +501,72 @@ class Network:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":
-        """Read a file written by :meth:`save`; a damaged or foreign file raises
-        :class:`ModelFileError` naming it, and nothing is half-loaded."""
+        """Read a file written by :meth:`save`.
+
+        A missing file raises ``FileNotFoundError``; a damaged or foreign file (not a ``.npz``,
+        a plain ``.npy`` array, a text file, metadata that does not describe a network, weights
+        that do not fit the architecture) raises :class:`ModelFileError` naming the file and
+        what is wrong. The metadata and the size of the stored weights are checked against each
+        other before anything is allocated, and nothing is half-loaded.
+        """
         name = os.fspath(path)
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"{name}: no such model file; write one with net.save(path) "
+                                    "or loopprop train --save PATH")
+        if os.path.isdir(name):
+            raise ModelFileError(f"{name}: is a directory, not a model file (.npz)")
         try:
-            with np.load(name, allow_pickle=False) as data:
+            data = np.load(name, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ModelFileError(
+                f"{name}: not a loopprop model file (a .npz written by Network.save); NumPy could "
+                f"not read it ({type(exc).__name__})"
+            ) from exc
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ModelFileError(
+                f"{name}: holds a single NumPy array ({type(data).__name__}), not a loopprop "
+                "model (a .npz written by Network.save)"
+            )
+        try:
+            with data:
                 if "meta" not in data.files or "theta" not in data.files:
                     raise ModelFileError(f"{name}: not a loopprop model (no meta/theta entries)")
                 meta = json.loads(str(data["meta"][()]))
+                meta = _check_meta(meta, name)
+                n_params = sum(o * i + o for i, o in zip(meta["layer_sizes"][:-1],
+                                                         meta["layer_sizes"][1:]))
+                theta_entry = data.zip.getinfo("theta.npy")
+                # the stored array's header says its shape before any of it is read
+                with data.zip.open(theta_entry) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise ModelFileError(f"{name}: the weights are stored in .npy format "
+                                             f"{version}, which Network.save never writes")
+                    shape, _, dtype = read_header(fh)
+                if shape != (n_params,) or dtype != np.dtype(meta["dtype"]):
+                    raise ModelFileError(
+                        f"{name}: the stored weights have shape {shape} and dtype {dtype}, the "
+                        f"architecture {meta['layer_sizes']} needs ({n_params},) "
+                        f"{meta['dtype']}: the file is corrupted"
+                    )
                 theta = np.array(data["theta"])
         except ModelFileError:
             raise
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+                json.JSONDecodeError) as exc:
             raise ModelFileError(
                 f"{name}: cannot read a loopprop model ({type(exc).__name__}: {exc}); the file "
                 "is truncated, corrupted or not a model saved by Network.save"
             ) from exc
-        if not isinstance(meta, dict) or meta.get("format") != "loopprop.Network":
-            raise ModelFileError(f"{name}: not a loopprop model (format is "
-                                 f"{meta.get('format') if isinstance(meta, dict) else meta!r})")
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{name}: format version {version} is newer than this loopprop understands "
-                f"({FORMAT_VERSION}); upgrade loopprop to load it"
-            )
         try:
             net = cls(meta["layer_sizes"], meta["activations"], meta["loss"],
-                      dtype=meta["dtype"], seed=meta.get("seed", 0), init=meta.get("init", "he"),
-                      alpha=meta.get("alpha", 0.01))
-        except (KeyError, TypeError, ValueError) as exc:
+                      dtype=meta["dtype"], seed=meta["seed"], init=meta["init"],
+                      alpha=meta["alpha"])
+        except (TypeError, ValueError) as exc:
             raise ModelFileError(f"{name}: the architecture in the file is invalid: {exc}") \
                 from exc
-        if theta.shape != net._theta.shape or theta.dtype != net.dtype:
-            raise ModelFileError(
-                f"{name}: weights have shape {theta.shape} and dtype {theta.dtype}, the "
-                f"architecture needs {net._theta.shape} {net.dtype}: the file is corrupted"
-            )
         if not np.isfinite(theta).all():
             raise ModelFileError(f"{name}: the weights contain NaN or Inf: the file is corrupted")
         net._theta[:] = theta

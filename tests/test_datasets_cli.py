@@ -46,7 +46,7 @@ def run_cli(*args):
 @pytest.mark.parametrize("args,pattern", [
     (["train", "--dataset", "mnist"], "invalid choice: 'mnist'"),
     (["train", "--epochs", "0"], "expected a positive integer"),
-    (["train", "--hidden", "a-b"], "expected sizes like"),
+    (["train", "--hidden", "a-b"], "expected positive sizes like"),
     (["train", "--lr", "-1", "--dataset", "xor", "--epochs", "1"], "lr:"),
 ])
 def test_cli_errors_are_one_line(args, pattern):

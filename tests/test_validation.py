@@ -69,7 +69,7 @@ dZ = np.ones((3, 5))
     (lambda: lp.sgd_update(np.ones(3), np.ones(3), float("nan")), ValueError, r"lr: .*finite"),
     (lambda: lp.sgd_update(np.ones(3), np.ones(3), float("inf")), ValueError, r"lr:"),
     (lambda: lp.sgd_update(np.ones(3), np.ones(3), -0.1), ValueError, r"non-negative"),
-    (lambda: lp.sgd_update(np.ones(3), np.ones(3), "fast"), TypeError, r"lr: expected a number"),
+    (lambda: lp.sgd_update(np.ones(3), np.ones(3), "fast"), TypeError, r"lr: expected a real number"),
     (lambda: lp.sgd_update([1.0, 2.0], np.ones(2), 0.1), TypeError, r"in place"),
     (lambda: lp.sgd_update(np.ones(3, dtype=int), np.ones(3), 0.1), TypeError, r"param"),
     (lambda: lp.sgd_update(np.ones(3), np.ones(4), 0.1), ValueError, r"grad: expected shape"),

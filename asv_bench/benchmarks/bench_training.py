@@ -1,12 +1,12 @@
 """One training epoch: loopprop's compiled ``fit`` vs the same SGD loop in vectorized NumPy vs
 PyTorch eager, for a digits-sized and an MNIST-sized network; cold start; headline ratios."""
 
-import time
-
 import numpy as np
 
 import loopprop as lp
+import loopprop.bench
 from loopprop import vectorized as vec
+from loopprop.bench import best_time
 
 from .common import DTYPES, THREADS, Pinned, rand, torch_or_none
 
@@ -32,9 +32,12 @@ def make_epoch(impl, name, dtype):
         fn = lambda: net.fit(X, y, epochs=1, batch_size=batch, lr=0.01, shuffle=False,  # noqa
                              progress=False)
     elif impl == "numpy":
+        epoch = getattr(vec, "train_epoch_lean", None)
+        if epoch is None:
+            raise NotImplementedError("this commit predates the lean NumPy baseline")
         params = [(W.copy(), b.copy()) for W, b in
                   lp.Network(sizes, acts, "cross_entropy", dtype=dtype).params]
-        fn = lambda: vec.train_epoch(params, X, y, batch, 0.01, acts)  # noqa: E731
+        fn = lambda: epoch(params, X, y, batch, 0.01, acts)  # noqa: E731
     else:
         torch = torch_or_none()
         if torch is None:
@@ -78,22 +81,14 @@ class Epoch:
         self.epoch()
 
 
-def _best(fn, rounds=5):
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _ratio(a, b, rounds=5):
-    """Best time of ``a`` over best time of ``b``, interleaved (lower is better for loopprop)."""
-    ta = tb = float("inf")
-    for _ in range(rounds):
-        ta = min(ta, _best(a, 1))
-        tb = min(tb, _best(b, 1))
-    return ta / tb
+    """Best time of ``a`` over best time of ``b`` (lower is better for loopprop), timed exactly
+    as ``loopprop bench`` times them (:func:`loopprop.bench.best_time`): interleaved rounds,
+    each turn after a pause and an untimed call, so that one library's spinning worker threads
+    do not land in the other's timing. The asv history and ``loopprop bench`` then agree within
+    the machine's noise."""
+    t = best_time({"a": a, "b": b}, rounds)
+    return t["a"] / t["b"]
 
 
 class Ratios:
@@ -136,26 +131,26 @@ class Ratios:
     def track_dense_1024_float32(self):
         return self._dense("float32")
 
-    def _elementwise(self, name):
-        Z, dA = rand((1000, 1000), "float64"), rand((1000, 1000), "float64", 1)
-
-        def loops():
-            A = lp.activation_forward(name, Z, check_finite=False)
-            lp.activation_backward(name, dA, Z, check_finite=False)
-            return A
-
-        def numpy():
-            a = 1.0 / (1.0 + np.exp(-Z)) if name == "sigmoid" else np.tanh(Z)
-            return dA * (a * (1 - a) if name == "sigmoid" else 1 - a * a)
-
-        loops()
-        return _ratio(loops, numpy)
+    def _elementwise(self, name, mode="alloc"):
+        workload = getattr(lp.bench, "elementwise_workload", None)
+        if workload is None or "mode" not in workload.__code__.co_varnames:
+            raise NotImplementedError("this commit has no like-for-like elementwise workload")
+        fns = workload(name, 10**6, "float64", mode)
+        return _ratio(fns["loopprop"], fns["numpy"])
 
     def track_sigmoid_1e6(self):
+        """Both allocate: loopprop's public functions vs the NumPy idiom."""
         return self._elementwise("sigmoid")
 
     def track_tanh_1e6(self):
         return self._elementwise("tanh")
+
+    def track_sigmoid_1e6_out(self):
+        """Both write into buffers: loopprop's kernels vs NumPy's ufuncs with out=."""
+        return self._elementwise("sigmoid", "out")
+
+    def track_tanh_1e6_out(self):
+        return self._elementwise("tanh", "out")
 
 
 COLD = """

@@ -64,6 +64,14 @@ def _neuron_step(dL_dw, x, w, b, y, act, loss, alpha):
     return z, a, L, dL_da, da_dz, dL_dz
 
 
+def _vector(v):
+    """A number or a sequence as a 1-D array; integers become floats (they are exact)."""
+    arr = np.atleast_1d(np.asarray(v)) if not isinstance(v, (str, bytes)) else v
+    if isinstance(arr, np.ndarray) and arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64)
+    return arr
+
+
 def neuron_step(x, w, b, y, activation: str = "sigmoid", loss: str = "mse",
                 alpha: float = 0.01) -> dict:
     """Forward and backward through one neuron, every factor of the chain rule (guide §4, §11).
@@ -90,8 +98,8 @@ def neuron_step(x, w, b, y, activation: str = "sigmoid", loss: str = "mse",
             "use activation='sigmoid'"
         )
     scalar_x = np.ndim(x) == 0
-    xv = _checks.as_float_array(np.atleast_1d(x), "x", 1).astype(np.float64, copy=False)
-    wv = _checks.as_float_array(np.atleast_1d(w), "w", 1).astype(np.float64, copy=False)
+    xv, wv = (_checks.as_float_array(_vector(v), name, 1).astype(np.float64, copy=False)
+              for v, name in ((x, "x"), (w, "w")))
     if xv.shape != wv.shape:
         raise ValueError(f"x has shape {xv.shape} but w has shape {wv.shape}: one weight per input")
     bf, yf = _checks.finite_float(b, "b"), _checks.finite_float(y, "y")

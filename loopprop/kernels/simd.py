@@ -18,6 +18,8 @@ this is the innermost loop).
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -140,3 +142,35 @@ def vadd(typingctx, a, b):
         return builder.fadd(args[0], args[1])
 
     return a(a, b), codegen
+
+
+if numba.config.DISABLE_JIT:
+    # NUMBA_DISABLE_JIT=1 (debugging, coverage): the registers become small NumPy arrays of
+    # 64 bytes, and each operation the NumPy expression it compiles to.
+
+    def _lanes(dtype) -> int:
+        return BITS // 8 // np.dtype(dtype).itemsize
+
+    def vload(arr, i):  # noqa: F811 - the pure-Python twin
+        """``arr[i : i + lanes]`` (a copy)."""
+        return arr[i:i + _lanes(arr.dtype)].copy()
+
+    def vstore(arr, i, v):  # noqa: F811
+        """``arr[i : i + lanes] = v``."""
+        arr[i:i + v.shape[0]] = v
+
+    def vsplat(x):  # noqa: F811
+        """``x`` in every lane."""
+        return np.full(_lanes(np.asarray(x).dtype), x)
+
+    def vzero(arr):  # noqa: F811
+        """Zeros of ``arr``'s dtype."""
+        return np.zeros(_lanes(arr.dtype), arr.dtype)
+
+    def vfma(a, b, c):  # noqa: F811
+        """``a · b + c`` lane by lane (two roundings here, one in compiled code)."""
+        return a * b + c
+
+    def vadd(a, b):  # noqa: F811
+        """``a + b`` lane by lane."""
+        return a + b

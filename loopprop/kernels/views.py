@@ -13,6 +13,7 @@ that live inside one compiled call on arrays its caller holds, and never return 
 
 from __future__ import annotations
 
+import numba
 from numba import types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
@@ -60,3 +61,16 @@ def borrowed_flat(typingctx, arr):
         return dst._getvalue()
 
     return flat(arr), codegen
+
+
+if numba.config.DISABLE_JIT:
+    # NUMBA_DISABLE_JIT=1 (debugging, coverage): intrinsics cannot run as Python, so the two
+    # views become the ordinary NumPy views they stand for.
+
+    def borrowed_matrix(buf, off, rows, cols):  # noqa: F811 - the pure-Python twin
+        """``buf[off : off + rows·cols]`` as a C-ordered ``(rows, cols)`` view."""
+        return buf[off:off + rows * cols].reshape(rows, cols)
+
+    def borrowed_flat(arr):  # noqa: F811 - the pure-Python twin
+        """A C-contiguous array as one flat view."""
+        return arr.reshape(-1)
