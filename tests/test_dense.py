@@ -57,6 +57,7 @@ def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
 
 
 @pytest.mark.parametrize("m", [65, 300])
+@pytest.mark.heavy
 def test_tuned_parallel_path_equals_naive(rng, m):
     """A layer large enough to take the threaded path (≥ 2²⁰ multiply-adds), with a short batch
     (rank-4 dW) and a long one (dot-product dW)."""

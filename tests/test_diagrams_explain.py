@@ -144,6 +144,7 @@ def test_cli_explain_and_diagram():
         assert cli.main(["diagram", kind, "--network", "4-3-2"]) == 0
 
 
+@pytest.mark.heavy
 def test_vanishing_gradient_example_shows_a_tenfold_gap():
     """Issue 6: the sigmoid network's first-layer gradient ≥ 10× smaller than ReLU's."""
     pytest.importorskip("sklearn")

@@ -362,6 +362,7 @@ def test_missing_file_is_a_file_not_found_error(tmp_path):
 # -- real data ----------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_digits_plain_recipe_reaches_96_percent():
     pytest.importorskip("sklearn")
     from loopprop import datasets
