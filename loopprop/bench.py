@@ -23,6 +23,7 @@ from . import vectorized as vec
 from .kernels.activations import (SIGMOID, TANH, _activation_backward_tuned,
                                   _activation_forward_tuned, activation_backward,
                                   activation_forward)
+from .kernels.dense import dense_backward, dense_forward
 from .network import Network
 
 
@@ -102,8 +103,16 @@ def epoch_workload(sizes: list[int], batch: int, n: int, dtype: str = "float64",
     return fns
 
 
-def dense_workload(n_out: int, n_in: int, m: int, dtype: str) -> dict[str, Callable]:
-    """Dense forward + backward: loopprop's tuned loops vs NumPy's ``@`` (OpenBLAS)."""
+def dense_workload(n_out: int, n_in: int, m: int, dtype: str, mode: str = "alloc"
+                   ) -> dict[str, Callable]:
+    """Dense forward + backward (``Z = W·A + b``; ``dW, db, dA_prev``): loopprop's tuned loops
+    vs NumPy's ``@`` (OpenBLAS), like for like:
+
+    * ``mode="alloc"``: both allocate their results. loopprop through ``dense_forward`` and
+      ``dense_backward`` (NaN scan off, as NumPy has none), NumPy as its users write it.
+    * ``mode="out"``: both write into arrays allocated once: loopprop's kernels, NumPy's
+      ``np.matmul(..., out=)`` and ``np.sum(..., out=)``.
+    """
     from .kernels import dense
 
     rng = np.random.default_rng(0)
@@ -113,20 +122,34 @@ def dense_workload(n_out: int, n_in: int, m: int, dtype: str) -> dict[str, Calla
     dZ = rng.standard_normal((n_out, m)).astype(dtype)
     Z, dW, db, dA = (np.empty((n_out, m), dtype), np.empty_like(W), np.empty(n_out, dtype),
                      np.empty_like(A))
+    Zn, dWn, dbn, dAn = np.empty_like(Z), np.empty_like(dW), np.empty_like(db), np.empty_like(dA)
     A_T, W_T, dZ_T = (np.empty((m, n_in), dtype), np.empty((n_in, n_out), dtype),
                       np.empty((m, n_out), dtype))
     par = numba.get_num_threads()
 
-    def loops():
-        dense._dense_forward_tuned(Z, W, b, A, A_T, par)
-        dW[...] = 0
-        db[...] = 0
-        dense._dense_backward_tuned(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True,
-                                    not dense._packed(n_out, n_in, m), par)
+    if mode == "alloc":
+        def loops():
+            Z = dense_forward(W, b, A, check_finite=False)
+            return (Z, *dense_backward(dZ, W, A, check_finite=False))
 
-    def numpy():
-        vec.dense_forward(W, b, A)
-        vec.dense_backward(dZ, W, A)
+        def numpy():
+            return (W @ A + b[:, None], dZ @ A.T, dZ.sum(axis=1), W.T @ dZ)
+    else:
+        def loops():
+            dense._dense_forward_tuned(Z, W, b, A, A_T, par)
+            dW[...] = 0
+            db[...] = 0
+            dense._dense_backward_tuned(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True,
+                                        not dense._packed(n_out, n_in, m), par)
+            return Z, dW, db, dA
+
+        def numpy():
+            np.matmul(W, A, out=Zn)
+            np.add(Zn, b[:, None], out=Zn)
+            np.matmul(dZ, A.T, out=dWn)
+            np.sum(dZ, axis=1, out=dbn)
+            np.matmul(W.T, dZ, out=dAn)
+            return Zn, dWn, dbn, dAn
 
     return {"loopprop": loops, "numpy": numpy}
 
@@ -145,7 +168,8 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((1000, size // 1000)).astype(dtype)
     dA = rng.standard_normal(Z.shape).astype(dtype)
-    A, dZ, T = np.empty_like(Z), np.empty_like(Z), np.empty_like(Z)
+    A, dZ = np.empty_like(Z), np.empty_like(Z)  # loopprop's buffers
+    An, dZn, T = np.empty_like(Z), np.empty_like(Z), np.empty_like(Z)  # NumPy's
     code = {"sigmoid": SIGMOID, "tanh": TANH}[name]
 
     if mode == "alloc":
@@ -163,20 +187,21 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
         def loops():
             _activation_forward_tuned(A, Z, code, 0.01)
             _activation_backward_tuned(dZ, dA, Z, A, code, 0.01)
+            return dZ
 
         def numpy():
             if name == "sigmoid":
-                np.negative(Z, out=A)
-                np.exp(A, out=A)
-                A += 1.0
-                np.reciprocal(A, out=A)  # A = σ(Z)
-                np.subtract(1.0, A, out=T)
-                T *= A
+                np.negative(Z, out=An)
+                np.exp(An, out=An)
+                np.add(An, 1.0, out=An)
+                np.reciprocal(An, out=An)  # A = σ(Z)
+                np.subtract(1.0, An, out=T)
+                np.multiply(T, An, out=T)
             else:
-                np.tanh(Z, out=A)
-                np.multiply(A, A, out=T)
+                np.tanh(Z, out=An)
+                np.multiply(An, An, out=T)
                 np.subtract(1.0, T, out=T)
-            np.multiply(dA, T, out=dZ)
+            return np.multiply(dA, T, out=dZn)
 
     return {"loopprop": loops, "numpy": numpy}
 
@@ -212,8 +237,9 @@ def rows(dtype: str = "float64", quick: bool = False):
         epoch_workload([64, 32, 10], 32, 1797, dtype), rounds))
     yield ("epoch 784-128-10, batch 64, n=6400", best_time(
         epoch_workload([784, 128, 10], 64, 6400, dtype), rounds))
-    yield ("dense fwd+bwd 1024x1024, batch 256", best_time(
-        dense_workload(1024, 1024, 256, dtype), rounds))
+    for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
+        yield (f"dense fwd+bwd 1024x1024, b 256, {label}", best_time(
+            dense_workload(1024, 1024, 256, dtype, mode), rounds))
     for name in ("sigmoid", "tanh"):
         for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
             yield (f"{name} fwd+bwd, 10^6 values, {label}", best_time(

@@ -464,7 +464,13 @@ class Network:
         return ev
 
     def predict(self, X: Any) -> np.ndarray:
-        """Output activations ``A^(L)`` ``(n_L, n)`` for ``X`` (probabilities for classifiers)."""
+        """The output activations ``A^(L)`` for ``X``: an array of shape ``(n_L, n)``, one column
+        per example (the guide's layout, not scikit-learn's rows).
+
+        For a softmax (cross-entropy) network each column holds the class probabilities and sums
+        to 1; for a sigmoid (binary cross-entropy) network each entry is ``P(y = 1)``; for mse
+        the raw outputs. Use :meth:`predict_classes` for class labels ``(n,)``.
+        """
         X = self._check_X(X)
         n, nL = X.shape[1], self.layer_sizes[-1]
         dummy = (np.zeros((nL, n), self.dtype) if self.loss != "cross_entropy"
@@ -474,7 +480,9 @@ class Network:
         return self._evaluate_checked(X, dummy, np.zeros(n, np.int64), False)["output"]
 
     def predict_classes(self, X: Any) -> np.ndarray:
-        """Class predictions: argmax over outputs (cross-entropy) or ``A > ½`` (binary)."""
+        """Class labels: ``(n,)`` integers, the argmax of each column of :meth:`predict`
+        (softmax, or mse on one-hot targets); for a sigmoid output, ``A > ½`` per output:
+        ``(n_L, n)`` of 0/1 (``(1, n)`` for one output)."""
         A = self.predict(X)
         if self.loss == "binary_cross_entropy" or (A.shape[0] == 1):
             return (A > 0.5).astype(np.int64)

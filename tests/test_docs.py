@@ -21,6 +21,7 @@ def _blocks(lang: str):
             yield pytest.param(path, match.group(2), id=f"{path.name}:{line}")
 
 
+@pytest.mark.heavy  # trains on digits: minutes with the JIT off
 @pytest.mark.parametrize("path,code", list(_blocks("python")))
 def test_python_block_runs_as_written(path, code, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")  # the README's examples load the bundled digits

@@ -466,3 +466,22 @@ def test_lean_numpy_epoch_equals_the_readable_twin(act):
     for (a, b), (c, d) in zip(p1, p2):
         np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(d, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["alloc", "out"])
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_bench_elementwise_workloads_compute_the_same_thing(name, mode):
+    """Both sides of a benchmark row compute dZ = dA ⊙ f'(Z), like for like."""
+    from loopprop.bench import elementwise_workload
+
+    fns = elementwise_workload(name, 4000, "float64", mode)
+    np.testing.assert_allclose(fns["loopprop"](), fns["numpy"](), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["alloc", "out"])
+def test_bench_dense_workloads_compute_the_same_thing(mode):
+    from loopprop.bench import dense_workload
+
+    fns = dense_workload(40, 30, 20, "float64", mode)
+    for mine, ref in zip(fns["loopprop"](), fns["numpy"]()):
+        np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=1e-12)

@@ -200,7 +200,7 @@ def _exp(x, degree=13):
     constant at every call site, so LLVM unrolls the Horner loop completely.
     """
     x = min(max(x, -746.0), 710.0)
-    n = math.floor(x * _LOG2E + 0.5)
+    n = np.floor(x * _LOG2E + 0.5)  # a float: NaN stays NaN (math.floor would raise in Python)
     r = (x - n * _LN2_HI) - n * _LN2_LO
     p = _INV_FACT[degree]
     for i in range(degree - 1, -1, -1):  # Horner: p = Σ_i r^i / i!
