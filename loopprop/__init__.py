@@ -6,10 +6,14 @@ examples are columns, ``W (n_out, n_in)``, ``b (n_out,)``, ``A (n, m)``.
 """
 
 from .kernels.activations import activation_backward, activation_forward
+from .kernels.conv import conv2d_backward, conv2d_forward
 from .kernels.dense import dense_backward, dense_forward
+from .kernels.dropout import dropout_backward, dropout_forward
 from .kernels.losses import mse_loss, sigmoid_binary_cross_entropy, softmax_cross_entropy
 from .kernels.neuron import neuron_step
 from .kernels.optim import sgd_update
+from .kernels.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
+                           maxpool2d_forward)
 from .explain import explain  # the function; the module is loopprop.explain in sys.modules
 from .gradcheck import gradcheck
 from .network import ModelFileError, Network
@@ -38,10 +42,18 @@ __all__ = [
     "Network",
     "activation_backward",
     "activation_forward",
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "conv2d_backward",
+    "conv2d_forward",
     "dense_backward",
     "dense_forward",
+    "dropout_backward",
+    "dropout_forward",
     "explain",
     "gradcheck",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
     "mse_loss",
     "neuron_step",
     "sgd_update",

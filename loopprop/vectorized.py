@@ -8,6 +8,8 @@ pass arrays that loopprop's own checks would accept. The formulas are the guide'
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -45,9 +47,22 @@ def activation_forward(name, Z, alpha=0.01):
         return np.maximum(Z, 0)  # np.maximum propagates NaN
     if name == "leaky_relu":
         return np.where(Z <= 0, alpha * Z, Z).astype(Z.dtype, copy=False)
+    if name == "gelu":
+        return (0.5 * Z * (1.0 + _erf(Z / np.sqrt(2.0)))).astype(Z.dtype, copy=False)
+    if name == "gelu_tanh":
+        u = np.sqrt(2.0 / np.pi) * (Z + 0.044715 * Z**3)
+        return (0.5 * Z * (1.0 + np.tanh(u))).astype(Z.dtype, copy=False)
     if name == "softmax":
         return softmax(Z)
     raise ValueError(f"unknown activation {name!r}")
+
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    """erf elementwise (NumPy has none; SciPy is not a dependency): Python's math.erf."""
+    return _erf_scalar(np.asarray(x, np.float64)).astype(np.float64)
 
 
 def activation_backward(name, dA, Z, alpha=0.01):
@@ -65,6 +80,15 @@ def activation_backward(name, dA, Z, alpha=0.01):
     if name == "leaky_relu":
         return (dA * np.where(Z > 0, 1.0, np.where(Z <= 0, alpha, Z))).astype(Z.dtype,
                                                                              copy=False)
+    if name == "gelu":
+        phi = np.exp(-0.5 * Z * Z) / np.sqrt(2.0 * np.pi)
+        return (dA * (0.5 * (1.0 + _erf(Z / np.sqrt(2.0))) + Z * phi)).astype(Z.dtype,
+                                                                              copy=False)
+    if name == "gelu_tanh":
+        c = np.sqrt(2.0 / np.pi)
+        t = np.tanh(c * (Z + 0.044715 * Z**3))
+        d = 0.5 * (1.0 + t) + 0.5 * Z * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * Z * Z)
+        return (dA * d).astype(Z.dtype, copy=False)
     if name == "softmax":
         return A * (dA - (A * dA).sum(axis=0, keepdims=True))
     raise ValueError(f"unknown activation {name!r}")
@@ -206,3 +230,89 @@ def train_epoch_lean(params, X, y, batch_size, lr, activations):
             W -= lr * dW
             b -= lr * db
     return total / n
+
+
+# -- convolution and pooling (examples on the last axis: images are (C, H, W, m)) --------------
+
+
+def _pad(A, pad_h, pad_w):
+    return np.pad(A, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+
+
+def _windows(A, kh, kw, s_h, s_w):
+    """``win[c, y, x, k, p, q] = A[c, y·s_h + p, x·s_w + q, k]`` (a strided view)."""
+    win = np.lib.stride_tricks.sliding_window_view(A, (kh, kw), axis=(1, 2))
+    return win[:, ::s_h, ::s_w]
+
+
+def conv2d_forward(W, b, A_prev, stride=1, padding=0):
+    """``Z[i, y, x, k] = b[i] + Σ_{c,p,q} W[i, c, p, q] · A_pad[c, y·s + p, x·s + q, k]``."""
+    (s_h, s_w), (pad_h, pad_w) = _pair(stride), _pair(padding)
+    win = _windows(_pad(A_prev, pad_h, pad_w), W.shape[2], W.shape[3], s_h, s_w)
+    return np.einsum("icpq,cyxkpq->iyxk", W, win, optimize=True) + b[:, None, None, None]
+
+
+def conv2d_backward(dZ, W, A_prev, stride=1, padding=0):
+    """``dW = Σ dZ·A_pad`` over (y, x, k); ``db = Σ dZ``; ``dA_prev``: every window's share
+    ``W[i, c, p, q] · dZ[i, y, x, k]`` added back where it was read, padding cut off."""
+    (s_h, s_w), (pad_h, pad_w) = _pair(stride), _pair(padding)
+    kh, kw = W.shape[2], W.shape[3]
+    A_pad = _pad(A_prev, pad_h, pad_w)
+    win = _windows(A_pad, kh, kw, s_h, s_w)
+    dW = np.einsum("iyxk,cyxkpq->icpq", dZ, win, optimize=True)
+    db = dZ.sum(axis=(1, 2, 3))
+    dA_pad = np.zeros_like(A_pad)
+    H_out, W_out = dZ.shape[1], dZ.shape[2]
+    contrib = np.einsum("icpq,iyxk->cyxkpq", W, dZ, optimize=True)
+    for p in range(kh):
+        for q in range(kw):
+            dA_pad[:, p:p + s_h * H_out:s_h, q:q + s_w * W_out:s_w, :] += contrib[..., p, q]
+    H, Wd = A_prev.shape[1], A_prev.shape[2]
+    return dW, db, dA_pad[:, pad_h:pad_h + H, pad_w:pad_w + Wd, :]
+
+
+def maxpool2d_forward(A_prev, size=2, stride=None):
+    (kh, kw) = _pair(size)
+    s_h, s_w = _pair(stride if stride is not None else (kh, kw))
+    return _windows(A_prev, kh, kw, s_h, s_w).max(axis=(4, 5))
+
+
+def maxpool2d_backward(dA, A_prev, size=2, stride=None):
+    """The gradient of each window goes to its first maximum (row-major), windows add."""
+    kh, kw = _pair(size)
+    s_h, s_w = _pair(stride if stride is not None else (kh, kw))
+    win = _windows(A_prev, kh, kw, s_h, s_w)
+    C, H_out, W_out, m = win.shape[:4]
+    first = win.reshape(C, H_out, W_out, m, kh * kw).argmax(axis=4)  # first maximum
+    dA_prev = np.zeros_like(A_prev)
+    for p in range(kh):
+        for q in range(kw):
+            hit = (first == p * kw + q)
+            dA_prev[:, p:p + s_h * H_out:s_h, q:q + s_w * W_out:s_w, :] += dA * hit
+    return dA_prev
+
+
+def avgpool2d_forward(A_prev, size=2, stride=None):
+    kh, kw = _pair(size)
+    s_h, s_w = _pair(stride if stride is not None else (kh, kw))
+    return _windows(A_prev, kh, kw, s_h, s_w).mean(axis=(4, 5))
+
+
+def avgpool2d_backward(dA, A_prev, size=2, stride=None):
+    kh, kw = _pair(size)
+    s_h, s_w = _pair(stride if stride is not None else (kh, kw))
+    H_out, W_out = dA.shape[1], dA.shape[2]
+    dA_prev = np.zeros_like(A_prev)
+    for p in range(kh):
+        for q in range(kw):
+            dA_prev[:, p:p + s_h * H_out:s_h, q:q + s_w * W_out:s_w, :] += dA / (kh * kw)
+    return dA_prev
+
+
+def dropout_backward(dA, mask):
+    """``dA · mask`` (the mask of the forward pass: 0 or 1/(1 − p))."""
+    return dA * mask
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)

@@ -16,6 +16,9 @@ sigmoid      1 / (1 + e^-z)                       a·(1 − a)
 tanh         tanh z                               1 − a²
 relu         max(z, 0)                            1 if z > 0 else 0   (0 at z = 0, §8)
 leaky_relu   z if z > 0 else α·z                  1 if z > 0 else α   (α at z = 0, §8)
+gelu         z·Φ(z) = ½z(1 + erf(z/√2))          Φ(z) + z·φ(z),  φ(z) = e^{−z²/2}/√(2π)
+gelu_tanh    ½z(1 + tanh(u)),                     ½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)
+             u = √(2/π)(z + 0.044715z³)           with t = tanh(u) (GPT-2's approximation)
 softmax      e^{z_i} / Σ_j e^{z_j}  (per column)  Jacobian-vector product, see below
 ===========  ===================================  =========================================
 
@@ -43,7 +46,7 @@ from .. import _checks
 from .._jit import kernel
 from .views import borrowed_flat
 
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = range(6)
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, GELU, GELU_TANH = range(8)
 
 #: activation name -> integer code used inside compiled kernels
 CODES: dict[str, int] = {
@@ -53,7 +56,14 @@ CODES: dict[str, int] = {
     "relu": RELU,
     "leaky_relu": LEAKY_RELU,
     "softmax": SOFTMAX,
+    "gelu": GELU,
+    "gelu_tanh": GELU_TANH,
 }
+
+_SQRT_HALF = 0.7071067811865476  # 1/√2
+_INV_SQRT_2PI = 0.3989422804014327  # 1/√(2π)
+_SQRT_2_OVER_PI = 0.7978845608028654  # √(2/π)
+_GELU_C = 0.044715
 
 
 def activation_code(name: str, argname: str = "name") -> int:
@@ -81,6 +91,10 @@ def _f(z, code, alpha):
         return 0.0 if z <= 0 else z  # NaN is not <= 0: it stays NaN
     elif code == LEAKY_RELU:
         return alpha * z if z <= 0 else z
+    elif code == GELU:
+        return 0.5 * z * (1.0 + math.erf(z * _SQRT_HALF))
+    elif code == GELU_TANH:
+        return 0.5 * z * (1.0 + math.tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)))
     return z
 
 
@@ -95,6 +109,13 @@ def _fprime(z, a, code, alpha):
         return 1.0 if z > 0 else (0.0 if z <= 0 else z)  # f'(NaN) = NaN
     elif code == LEAKY_RELU:
         return 1.0 if z > 0 else (alpha if z <= 0 else z)
+    elif code == GELU:
+        # d/dz [z·Φ(z)] = Φ(z) + z·φ(z)
+        return 0.5 * (1.0 + math.erf(z * _SQRT_HALF)) + z * _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+    elif code == GELU_TANH:
+        t = math.tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z))
+        return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _SQRT_2_OVER_PI * (
+            1.0 + 3.0 * _GELU_C * z * z)
     return 1.0
 
 
@@ -276,6 +297,9 @@ def _activation_forward_tuned(A, Z, code, alpha):
     elif code == LEAKY_RELU:
         for p in range(n):
             a[p] = alpha * z[p] if z[p] <= 0 else z[p]
+    elif code == GELU or code == GELU_TANH:
+        for p in range(n):
+            a[p] = _f(z[p], code, alpha)
     else:
         for p in range(n):
             a[p] = z[p]
@@ -314,6 +338,9 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha):
         for p in range(n):
             zp = z[p]
             dz[p] = da[p] * (1.0 if zp > 0 else (alpha if zp <= 0 else zp))
+    elif code == GELU or code == GELU_TANH:
+        for p in range(n):
+            dz[p] = da[p] * _fprime(z[p], a[p], code, alpha)
     else:
         for p in range(n):
             dz[p] = da[p]
@@ -328,7 +355,8 @@ def _alpha(alpha) -> float:
 
 def activation_forward(name: str, Z, alpha: float = 0.01, *, impl: str = "tuned",
                        check_finite: bool = True) -> np.ndarray:
-    """``A = f(Z)`` for ``name`` in identity, sigmoid, tanh, relu, leaky_relu, softmax (§8).
+    """``A = f(Z)`` for ``name`` in identity, sigmoid, tanh, relu, leaky_relu, gelu, gelu_tanh,
+    softmax (§8).
 
     ``Z`` is ``(n, m)``, examples as columns; a 1-D ``Z`` is refused so that the softmax axis is
     never guessed. ``alpha`` is the leaky-ReLU slope. ``impl``: ``"tuned"`` (vectorizable loops,
