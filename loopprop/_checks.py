@@ -83,7 +83,9 @@ def _all_finite(v):
     return acc == 0
 
 
-def require_finite(arr: np.ndarray, name: str) -> None:
+def require_finite(arr: np.ndarray, name: str,
+                   fix: str = "clean the input, or pass check_finite=False to skip this check"
+                   ) -> None:
     """Raise ``ValueError`` if ``arr`` (C-contiguous) holds NaN or Inf (pass
     ``check_finite=False`` to skip).
 
@@ -95,12 +97,12 @@ def require_finite(arr: np.ndarray, name: str) -> None:
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = tuple(int(v) for v in bad)
         raise ValueError(
-            f"{name}: contains NaN or Inf (first at index {where}: {arr[where]}); "
-            "clean the input, or pass check_finite=False to skip this check"
+            f"{name}: contains NaN or Inf (first at index {where}: {arr[where]}); {fix}"
         )
 
 
-def to_dtype(arr: np.ndarray, dtype: np.dtype, name: str, check_finite: bool = True
+def to_dtype(arr: np.ndarray, dtype: np.dtype, name: str, check_finite: bool = True,
+             fix: str = "clean the input, or pass check_finite=False to skip this check"
              ) -> np.ndarray:
     """``arr`` converted to ``dtype``, with the NaN/Inf check made *after* the conversion: a
     finite float64 value beyond float32's range (3.4e38) would otherwise become Inf unseen."""
@@ -117,7 +119,7 @@ def to_dtype(arr: np.ndarray, dtype: np.dtype, name: str, check_finite: bool = T
                 f"(largest finite value {np.finfo(dtype).max:.3g}); rescale the data or use "
                 "float64"
             )
-    require_finite(out, name)
+    require_finite(out, name, fix)
     return out
 
 

@@ -221,7 +221,9 @@ class Network:
             )
         if X.shape[1] == 0:
             raise ValueError(f"{name}: no examples (shape {X.shape})")
-        return _checks.to_dtype(X, self.dtype, name)  # checked for NaN/Inf after converting
+        # checked for NaN/Inf after converting (a float64 beyond float32's range becomes Inf)
+        return _checks.to_dtype(X, self.dtype, name,
+                                fix="a network's inputs must be finite: clean or impute them")
 
     def _check_targets(self, Y: Any, m: int, name: str = "Y"):
         """Targets as (Y float (rows, m), labels int64 (m,), one_hot flag), checked by the same
