@@ -62,8 +62,8 @@ dZ = np.ones((3, 5))
     (lambda: lp.sigmoid_binary_cross_entropy(np.ones((1, 3)), np.full((1, 3), 2.0)), ValueError,
      r"\[0, 1\]"),
     # unknown activation: list the valid names
-    (lambda: lp.activation_forward("gelu", np.ones((2, 2))), ValueError,
-     r"unknown value 'gelu'.*identity, sigmoid, tanh, relu, leaky_relu, softmax"),
+    (lambda: lp.activation_forward("swish", np.ones((2, 2))), ValueError,
+     r"unknown value 'swish'.*identity, sigmoid, tanh, relu, leaky_relu, softmax, gelu, gelu_tanh"),
     (lambda: lp.neuron_step(1, 1, 0, 1, activation="softmax"), ValueError, r"valid names"),
     # a NaN, infinite or negative learning rate
     (lambda: lp.sgd_update(np.ones(3), np.ones(3), float("nan")), ValueError, r"lr: .*finite"),
