@@ -137,10 +137,10 @@ def dense_workload(n_out: int, n_in: int, m: int, dtype: str, mode: str = "alloc
     else:
         def loops():
             dense._dense_forward_tuned(Z, W, b, A, A_T, par)
-            dW[...] = 0
+            dW[...] = 0  # the gradients accumulate: start from zero, as NumPy's are fresh
             db[...] = 0
-            dense._dense_backward_tuned(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True,
-                                        not dense._packed(n_out, n_in, m), par)
+            dA[...] = 0
+            dense._dense_layer_backward(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True, par)
             return Z, dW, db, dA
 
         def numpy():
@@ -186,7 +186,7 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
     else:
         def loops():
             _activation_forward_tuned(A, Z, code, 0.01)
-            _activation_backward_tuned(dZ, dA, Z, A, code, 0.01)
+            _activation_backward_tuned(dZ, dA, Z, A, code, 0.01, False)
             return dZ
 
         def numpy():

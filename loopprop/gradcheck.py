@@ -17,7 +17,7 @@ from . import _checks
 
 @dataclass
 class LayerReport:
-    layer: int  # 1-based, as in the guide
+    layer: int  # 1-based among the parameterized layers, as in the guide
     n_params: int
     rel_error: float  # ‖analytic − numeric‖ / (‖analytic‖ + ‖numeric‖) over W and b
     max_abs_error: float
@@ -81,6 +81,11 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
     result, NaN: ``gradcheck(...) < 1e-6`` is then False, as a check should be.
     """
     eps = _check_eps(eps)
+    from .layers import Dropout
+
+    if any(isinstance(layer, Dropout) and layer.p > 0 for layer in net.layers):
+        raise ValueError("gradcheck: the network has Dropout layers, whose random masks make "
+                         "the loss differ between evaluations; check a copy without them")
     X = net._check_X(X)
     target = net._check_targets(Y, X.shape[1])
     net.zero_grad()
@@ -98,10 +103,11 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
         theta[p] = old
         numeric[p] = (up - down) / (2 * eps)
     layers = []
-    for layer, (off, n_in, n_out) in enumerate(zip(net._w_off, net.layer_sizes[:-1],
-                                                   net.layer_sizes[1:]), 1):
-        sl = slice(off, off + n_out * n_in + n_out)
-        a, nu = analytic[sl], numeric[sl]
+    from .plan import P_OFF, P_SIZE
+
+    for layer, r in enumerate(net._param_rows, 1):
+        off, size = int(net._plan[r, P_OFF]), int(net._plan[r, P_SIZE])
+        a, nu = analytic[off:off + size], numeric[off:off + size]
         layers.append(LayerReport(layer, a.size, relative_error(a, nu),
                                   float(np.max(np.abs(a - nu)))))
     errors = [r.rel_error for r in layers]

@@ -1,14 +1,17 @@
-"""``Network``: dense layers with cached activations, forward/backward/zero_grad/step, fit,
-save/load (guide §6, §10, §12, §14).
+"""``Network``: a stack of layers with cached activations, forward/backward/zero_grad/step,
+fit, save/load (guide §6, §10, §12, §14).
 
-Parameters and gradients live in two flat buffers (see :mod:`loopprop.train`); ``params`` and
-``grads`` hand out live ``(W, b)`` views into them, so ``net.params[0][0][i, j]`` *is* the weight
-the compiled epoch updates. Examples are columns, as in the guide: ``X`` is
-``(n_features, n_samples)``.
+The network *composes*: it builds each layer (:mod:`loopprop.layers`), turns the list into one
+plan of offsets (:mod:`loopprop.plan`) and hands the plan to the compiled epoch
+(:mod:`loopprop.train`). Parameters and gradients live in two flat buffers; ``params``,
+``grads`` and each layer's ``W``, ``b``, ``dW``, ``db`` are live views into them, so
+``net.params[0][0][i, j]`` *is* the weight the compiled epoch updates. Examples are on the last
+axis, as in the guide: ``X`` is ``(n_features, n_samples)`` or ``(C, H, W, n_samples)``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -19,12 +22,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _checks
-from ._jit import use_threads
+from . import plan as _plan
 from . import train as _train
+from ._jit import use_threads
 from .kernels.activations import CODES
 from .kernels.dense import _transpose
+from .layers import ACTIVATIONS, KINDS, Dense, Layer, LeakyReLU, Sigmoid, Softmax
 
-FORMAT_VERSION = 1
+#: version 2 stores the list of layers (kind and hyperparameters); version 1 files (dense
+#: layer sizes and activation names) still load
+FORMAT_VERSION = 2
 #: fit keeps its transposed copy of X for the next call only up to this size
 _KEEP_XT_BYTES = 1 << 24
 LOSSES = tuple(_train.LOSS_CODES)
@@ -55,6 +62,19 @@ def _check_meta(meta: Any, name: str) -> dict:
             f"{name}: format version {version} is newer than this loopprop understands "
             f"({FORMAT_VERSION}); upgrade loopprop to load it"
         )
+    out: dict[str, Any] = {"format_version": version}
+    for key, kind, default in (("loss", str, None), ("dtype", str, None), ("seed", int, 0),
+                               ("init", str, "he"), ("alpha", (int, float), 0.01)):
+        value = meta.get(key, default)
+        if value is None or isinstance(value, bool) or not isinstance(value, kind):
+            raise ModelFileError(f"{name}: the field {key!r} is missing or has the wrong type "
+                                 f"({value!r}): the file is corrupted")
+        out[key] = value
+    if out["dtype"] not in ("float32", "float64"):
+        raise ModelFileError(f"{name}: dtype must be 'float32' or 'float64', got "
+                             f"{out['dtype']!r}: the file is corrupted")
+    if version >= 2:
+        return _check_layers_meta(meta, name, out)
     sizes = meta.get("layer_sizes")
     if (not isinstance(sizes, list) or len(sizes) < 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -65,73 +85,115 @@ def _check_meta(meta: Any, name: str) -> dict:
     if n_params > _MAX_FILE_PARAMS:
         raise ModelFileError(f"{name}: layer_sizes {sizes} describe {n_params:.3g} parameters, "
                              "more than any real model file holds: the file is corrupted")
-    out = {"layer_sizes": sizes}
-    for key, kind, default in (("activations", list, None), ("loss", str, None),
-                               ("dtype", str, None), ("seed", int, 0), ("init", str, "he"),
-                               ("alpha", (int, float), 0.01)):
-        value = meta.get(key, default)
-        if value is None or isinstance(value, bool) or not isinstance(value, kind):
-            raise ModelFileError(f"{name}: the field {key!r} is missing or has the wrong type "
-                                 f"({value!r}): the file is corrupted")
-        out[key] = value
-    if out["dtype"] not in ("float32", "float64"):
-        raise ModelFileError(f"{name}: dtype must be 'float32' or 'float64', got "
-                             f"{out['dtype']!r}: the file is corrupted")
+    acts = meta.get("activations")
+    if not isinstance(acts, list):
+        raise ModelFileError(f"{name}: the field 'activations' is missing or has the wrong type "
+                             f"({acts!r}): the file is corrupted")
+    out.update(layer_sizes=sizes, activations=acts, n_params=n_params)
     return out
 
 
+def _check_layers_meta(meta: dict, name: str, out: dict) -> dict:
+    """Version 2: ``layers`` (kind and hyperparameters of each) and ``input_shape``; the
+    layers are built (which allocates nothing) to count the parameters the file must hold."""
+    shape = meta.get("input_shape")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+        raise ModelFileError(f"{name}: input_shape must be a list of positive integers, got "
+                             f"{str(shape)[:80]}: the file is corrupted")
+    specs = meta.get("layers")
+    if not isinstance(specs, list) or not specs:
+        raise ModelFileError(f"{name}: 'layers' must be a non-empty list: the file is corrupted")
+    layers = []
+    try:
+        for spec in specs:
+            if not (isinstance(spec, dict) and spec.get("kind") in KINDS
+                    and isinstance(spec.get("config", {}), dict)):
+                raise ValueError(f"unknown layer {str(spec)[:80]}")
+            layers.append(KINDS[spec["kind"]](**spec.get("config", {})))
+        n_params = _built_size(layers, tuple(shape))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{name}: the layers in the file are invalid: {exc}") from exc
+    if n_params > _MAX_FILE_PARAMS:
+        raise ModelFileError(f"{name}: the layers describe {n_params:.3g} parameters, more than "
+                             "any real model file holds: the file is corrupted")
+    out.update(layers=layers, input_shape=tuple(shape), n_params=n_params)
+    sizes, acts = meta.get("layer_sizes"), meta.get("activations")
+    if isinstance(sizes, list) and isinstance(acts, list):  # saved in the guide's form
+        out.update(layer_sizes=sizes, activations=acts)
+    return out
+
+
+def _built_size(layers: list, input_shape: tuple) -> int:
+    """Build ``layers`` on ``input_shape``; return their parameter count (no allocation)."""
+    shape = input_shape
+    for layer in layers:
+        shape = layer.build(shape)
+    return sum(layer.n_params for layer in layers)
+
+
 class Network:
-    """A fully connected network trained by backpropagation in explicit loops.
+    """A network trained by backpropagation in explicit loops: a list of layers.
+
+    Two ways to build one::
+
+        Network([Conv2d(8, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Dense(10),
+                 Softmax()], loss="cross_entropy", input_shape=(1, 8, 8))
+        Network([64, 32, 10], ["relu", "softmax"], "cross_entropy")   # dense layers
+
+    The second is the guide's form: layer sizes ``[n_0, …, n_L]`` and one activation name per
+    layer; it builds ``Dense(n_l)`` followed by that activation for every layer, the same
+    network (and, for a seed, the same numbers) as loopprop 0.1.
 
     Parameters
     ----------
-    layer_sizes : ``[n_0, n_1, …, n_L]``: input features, then each layer's neurons
-    activations : one name per layer (``L`` names) from identity, sigmoid, tanh, relu,
-        leaky_relu, softmax
-    loss : ``"mse"``, ``"cross_entropy"`` (needs a softmax output; fused ``P − Y``) or
-        ``"binary_cross_entropy"`` (needs a sigmoid output; fused ``σ(Z) − Y``)
+    layers : layer objects (:mod:`loopprop.layers`), or the dense layer sizes
+    activations : with layer sizes: one name per layer from identity, sigmoid, tanh, relu,
+        leaky_relu, gelu, gelu_tanh, softmax
+    loss : ``"mse"``, ``"cross_entropy"`` (needs a ``Softmax`` last; fused ``P − Y``) or
+        ``"binary_cross_entropy"`` (needs a ``Sigmoid`` last; fused ``σ(Z) − Y``)
+    input_shape : one example's shape, ``(n_features,)`` or ``(C, H, W)`` (with layer objects)
     dtype : ``"float64"`` or ``"float32"``
     seed : seeds the initial weights
-    init : ``"he"`` (``N(0, 2/n_in)``, for ReLU) or ``"xavier"`` (``N(0, 2/(n_in + n_out))``)
-    alpha : slope of leaky_relu for z ≤ 0
-
-    Example
-    -------
-    >>> net = Network([64, 32, 10], ["relu", "softmax"], "cross_entropy")
-    >>> history = net.fit(X_train, y_train, epochs=20, batch_size=32, lr=0.1)  # doctest: +SKIP
+    init : ``"he"`` (``N(0, 2/fan_in)``, for ReLU) or ``"xavier"`` (``N(0, 2/(fan_in + fan_out))``)
+    alpha : slope of leaky_relu for z ≤ 0 (the layer-sizes form)
+    layer_sizes : the layer sizes by keyword, as loopprop 0.1 named them
     """
 
-    def __init__(self, layer_sizes: Sequence[int], activations: Sequence[str], loss: str, *,
-                 dtype: str | np.dtype = "float64", seed: int = 0, init: str = "he",
-                 alpha: float = 0.01) -> None:
-        sizes = list(layer_sizes)
-        if len(sizes) < 2:
-            raise ValueError(
-                f"layer_sizes: expected at least two sizes [n_inputs, n_outputs], got {sizes!r}"
-            )
-        for s in sizes:
-            _checks.check_positive_int(s, "layer_sizes entries")
-        acts = list(activations) if not isinstance(activations, str) else [activations]
-        if len(acts) != len(sizes) - 1:
-            raise ValueError(
-                f"activations: expected one name per layer ({len(sizes) - 1} for layer_sizes "
-                f"{sizes}), got {len(acts)}: {acts!r}"
-            )
-        for a in acts:
-            _checks.check_choice(a, "activations", CODES)
+    def __init__(self, layers: Sequence[Any] | None = None,
+                 activations: Sequence[str] | str | None = None, loss: str | None = None, *,
+                 input_shape: Sequence[int] | None = None, dtype: str | np.dtype = "float64",
+                 seed: int = 0, init: str = "he", alpha: float = 0.01,
+                 layer_sizes: Sequence[int] | None = None) -> None:
+        if layer_sizes is not None:  # the keyword of loopprop 0.1
+            if layers is not None:
+                raise TypeError("give either layers or layer_sizes, not both")
+            layers = layer_sizes
+        if layers is None:
+            raise TypeError("layers: expected a list of layer objects or of layer sizes")
+        items = list(layers)
+        legacy = not any(isinstance(v, Layer) for v in items)
+        if legacy:
+            built, loss, input_shape = self._dense_stack(items, activations, loss, alpha)
+        else:
+            if not all(isinstance(v, Layer) for v in items):
+                bad = next(v for v in items if not isinstance(v, Layer))
+                raise TypeError(f"layers: expected layer objects from loopprop.layers, got "
+                                f"{_checks._describe(bad)}")
+            if isinstance(activations, str) and loss is None:
+                loss, activations = activations, None  # Network(layers, "cross_entropy", …)
+            if activations is not None:
+                raise TypeError("activations: give activation layers (ReLU(), Softmax(), …) in "
+                                "the list of layers; activation names go with layer sizes")
+            if input_shape is None:
+                raise ValueError("input_shape: expected one example's shape, e.g. (64,) or "
+                                 "(1, 8, 8), to infer every layer's input size")
+            built = [copy.deepcopy(layer) for layer in items]
+            self.layer_sizes = None
+            self.activations = None
+        if loss is None:
+            raise ValueError(f"loss: expected one of {', '.join(LOSSES)}")
         _checks.check_choice(loss, "loss", LOSSES)
-        if loss == "cross_entropy" and acts[-1] != "softmax":
-            raise ValueError(
-                f"loss='cross_entropy' is fused with a softmax output (dZ = P − Y); the last "
-                f"activation is {acts[-1]!r}: use 'softmax'"
-            )
-        if loss == "binary_cross_entropy" and acts[-1] != "sigmoid":
-            raise ValueError(
-                f"loss='binary_cross_entropy' is fused with a sigmoid output (dZ = σ(Z) − Y); "
-                f"the last activation is {acts[-1]!r}: use 'sigmoid'"
-            )
-        if "softmax" in acts[:-1]:
-            raise ValueError("activations: softmax is only supported on the output layer")
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -141,23 +203,29 @@ class Network:
         _checks.check_choice(init, "init", INITS)
         seed = _checks.check_int(seed, "seed", 0, "non-negative integer seed")
         alpha = _checks.finite_float(alpha, "alpha", " such as 0.01 (the leaky-ReLU slope)")
-        self.layer_sizes = [int(s) for s in sizes]
-        self.activations = acts
+        shape = tuple(input_shape) if not isinstance(input_shape, int) else (input_shape,)
+        for v in shape:
+            _checks.check_positive_int(v, "input_shape entries")
+        self.layers: list[Layer] = built
+        self.input_shape = tuple(int(v) for v in shape)
         self.loss = loss
         self.dtype = dt
-        self.seed = int(seed)
+        self.seed = seed
         self.init = init
-        self.alpha = float(alpha)
-        self._sizes = np.array(self.layer_sizes, dtype=np.int64)
-        self._codes = np.array([CODES[a] for a in acts], dtype=np.int64)
-        offs, off = [], 0
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            offs.append(off)
-            off += n_out * n_in + n_out
-        self._w_off = np.array(offs, dtype=np.int64)
-        self._theta = np.zeros(off, dtype=dt)
-        self._grad = np.zeros(off, dtype=dt)
+        self.alpha = alpha
+        for layer in built:
+            shape = layer.build(shape)
+        self._check_loss_and_output()
+        self.output_shape = tuple(shape)
+        self._layout = _plan.build(built, self.input_shape)
+        self._plan = self._layout["plan"]
+        self._fplan = self._layout["fplan"]
+        self._theta = np.zeros(self._layout["params"], dtype=dt)
+        self._grad = np.zeros(self._layout["params"], dtype=dt)
+        self._param_rows = [r for r, layer in enumerate(built) if layer.n_params]
+        self._bind_views()
         self._cache: tuple | None = None
+        self._forward_count = 0
         # fit's workspaces (the per-batch buffers, and the transposed X up to _KEEP_XT_BYTES),
         # kept between fit calls of the same shapes: a loop of fit(..., epochs=1) on a small
         # dataset then allocates nothing
@@ -165,49 +233,157 @@ class Network:
         self.history: dict[str, list] = {}
         self._initialize()
 
-    # -- parameters -------------------------------------------------------------------------
+    # -- construction ------------------------------------------------------------------------
+
+    def _dense_stack(self, sizes, activations, loss, alpha):
+        """The guide's form: ``Dense(n_l)`` and its activation for every layer."""
+        if len(sizes) < 2:
+            raise ValueError(
+                f"layer_sizes: expected at least two sizes [n_inputs, n_outputs], got {sizes!r}"
+            )
+        for s in sizes:
+            _checks.check_positive_int(s, "layer_sizes entries")
+        if activations is None:
+            raise ValueError("activations: expected one activation name per layer, e.g. "
+                             "['relu', 'softmax']")
+        acts = list(activations) if not isinstance(activations, str) else [activations]
+        if len(acts) != len(sizes) - 1:
+            raise ValueError(
+                f"activations: expected one name per layer ({len(sizes) - 1} for layer_sizes "
+                f"{sizes}), got {len(acts)}: {acts!r}"
+            )
+        for a in acts:
+            _checks.check_choice(a, "activations", CODES)
+        self.layer_sizes = [int(s) for s in sizes]
+        self.activations = acts
+        layers: list[Layer] = []
+        for n_out, act in zip(sizes[1:], acts):
+            layers.append(Dense(int(n_out)))
+            layers.append(LeakyReLU(alpha) if act == "leaky_relu" else ACTIVATIONS[act]())
+        return layers, loss, (int(sizes[0]),)
+
+    def _check_loss_and_output(self) -> None:
+        last = self.layers[-1]
+        name = type(last).__name__
+        if self.loss == "cross_entropy" and not isinstance(last, Softmax):
+            raise ValueError(
+                f"loss='cross_entropy' is fused with a softmax output (dZ = P − Y); the last "
+                f"layer is {name} ({self._last_name()!r}): use 'softmax' / Softmax()"
+            )
+        if self.loss == "binary_cross_entropy" and not isinstance(last, Sigmoid):
+            raise ValueError(
+                f"loss='binary_cross_entropy' is fused with a sigmoid output (dZ = σ(Z) − Y); "
+                f"the last layer is {name} ({self._last_name()!r}): use 'sigmoid' / Sigmoid()"
+            )
+        if any(isinstance(layer, Softmax) for layer in self.layers[:-1]):
+            raise ValueError("activations: softmax is only supported on the output layer")
+        if len(self.layers[-1].out_shape) != 1:
+            raise ValueError(f"the last layer's output has shape {self.layers[-1].out_shape} "
+                             "per example: add Flatten() and a Dense layer to produce a vector")
+
+    def _last_name(self) -> str:
+        return getattr(self.layers[-1], "function", type(self.layers[-1]).__name__)
+
+    def _bind_views(self) -> None:
+        """Give every parameterized layer live views ``W, b, dW, db`` into theta and grad."""
+        for r in self._param_rows:
+            layer = self.layers[r]
+            params, grads = self._layer_views(r, self._theta), self._layer_views(r, self._grad)
+            layer.W, layer.b = params
+            layer.dW, layer.db = grads
+
+    def _layer_views(self, r: int, flat: np.ndarray) -> list[np.ndarray]:
+        off = int(self._plan[r, _plan.P_OFF])
+        views = []
+        for shape in self.layers[r].param_shapes():
+            size = int(np.prod(shape))
+            views.append(flat[off:off + size].reshape(shape))
+            off += size
+        return views
 
     def _initialize(self) -> None:
         rng = np.random.default_rng(self.seed)
-        for (W, b), n_in, n_out in zip(self.params, self.layer_sizes[:-1], self.layer_sizes[1:]):
-            var = 2.0 / n_in if self.init == "he" else 2.0 / (n_in + n_out)
-            W[...] = rng.standard_normal(W.shape) * np.sqrt(var)
-            b[...] = 0.0
+        for r in self._param_rows:
+            self.layers[r].init_params(self._layer_views(r, self._theta), rng, self.init)
 
-    def _views(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for off, n_in, n_out in zip(self._w_off, self.layer_sizes[:-1], self.layer_sizes[1:]):
-            W = flat[off:off + n_out * n_in].reshape(n_out, n_in)
-            b = flat[off + n_out * n_in:off + n_out * n_in + n_out]
-            out.append((W, b))
-        return out
+    # -- parameters --------------------------------------------------------------------------
 
     @property
     def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(W, b), …]`` per layer: live views, ``W (n_l, n_{l−1})``, ``b (n_l,)``."""
-        return self._views(self._theta)
+        """``[(W, b), …]`` per parameterized layer: live views (``W (n_l, n_{l−1})`` for a
+        dense layer, ``(c_out, c_in, kh, kw)`` for a convolution)."""
+        return [tuple(self._layer_views(r, self._theta)) for r in self._param_rows]
 
     @property
     def grads(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(dW, db), …]`` per layer: live views of the accumulated gradients."""
-        return self._views(self._grad)
+        """``[(dW, db), …]`` per parameterized layer: live views of the accumulated gradients."""
+        return [tuple(self._layer_views(r, self._grad)) for r in self._param_rows]
 
     @property
     def n_layers(self) -> int:
-        return len(self.activations)
+        """Parameterized layers (dense and convolution): the guide's ``L``."""
+        return len(self._param_rows)
+
+    @property
+    def input_size(self) -> int:
+        """Values per example at the input (``C·H·W`` for images)."""
+        return int(np.prod(self.input_shape))
+
+    @property
+    def output_size(self) -> int:
+        """Values per example at the output ``n_L``."""
+        return int(self.output_shape[0])
 
     def __repr__(self) -> str:
-        layers = "-".join(str(s) for s in self.layer_sizes)
-        return (f"Network({layers}, activations={self.activations}, loss={self.loss!r}, "
+        if self.layer_sizes is not None:
+            layers = "-".join(str(s) for s in self.layer_sizes)
+            return (f"Network({layers}, activations={self.activations}, loss={self.loss!r}, "
+                    f"dtype={self.dtype.name}, params={self._theta.size})")
+        kinds = ", ".join(type(layer).__name__ for layer in self.layers)
+        return (f"Network([{kinds}], input_shape={self.input_shape}, loss={self.loss!r}, "
                 f"dtype={self.dtype.name}, params={self._theta.size})")
 
-    # -- input checks -----------------------------------------------------------------------
+    def summary(self, print_it: bool = True) -> str:
+        """One row per layer: kind, output shape (per example), parameters, and the forward
+        and backward kernels it runs. Printed, and returned."""
+        rows = [("#", "layer", "output", "params", "forward kernel", "backward kernel"),
+                ("", "input", str(self.input_shape), "", "", "")]
+        for r, layer in enumerate(self.layers):
+            rows.append((str(r + 1), repr(layer), str(layer.out_shape), f"{layer.n_params:,}",
+                         *layer.kernels))
+        if self.loss != "mse":
+            rows[-1] = (*rows[-1][:4], "(fused with the loss in training)",
+                        f"loss: {self.loss}, dZ = {'P' if self.loss == 'cross_entropy' else 'σ(Z)'}"
+                        " − Y")
+        widths = [max(len(row[c]) for row in rows) for c in range(6)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                 for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"total: {self._theta.size:,} parameters ({self.dtype.name}), loss "
+                     f"{self.loss}")
+        text = "\n".join(lines)
+        if print_it:
+            print(text)
+        return text
+
+    # -- input checks ------------------------------------------------------------------------
 
     def _check_X(self, X: Any, name: str = "X") -> np.ndarray:
-        n0 = self.layer_sizes[0]
-        hint = f"X has shape (n_features, n_samples) = ({n0}, m): examples are columns"
-        X = _checks.as_float_array(X, name, 2, check_finite=False,
-                                   hint=hint + f"; use {name}.reshape({n0}, -1)")
+        """X as ``(n_0, m)`` of the network's dtype: ``(n_features, m)``, or images
+        ``(C, H, W, m)`` (seen flat: with examples last, the memory is the same)."""
+        shape, n0 = self.input_shape, self.input_size
+        if len(shape) > 1:
+            X = _checks.as_float_array(X, name, (2, len(shape) + 1), check_finite=False,
+                                       hint=f"images are (C, H, W, m) = (*{shape}, m)")
+            if X.ndim == len(shape) + 1:
+                if X.shape[:-1] != shape:
+                    raise ValueError(f"{name}: expected images of shape {(*shape, 'm')}, got "
+                                     f"{X.shape}")
+                X = X.reshape(n0, X.shape[-1])
+        else:
+            hint = f"X has shape (n_features, n_samples) = ({n0}, m): examples are columns"
+            X = _checks.as_float_array(X, name, 2, check_finite=False,
+                                       hint=hint + f"; use {name}.reshape({n0}, -1)")
         if X.shape[0] != n0:
             if X.shape[1] == n0:
                 raise ValueError(
@@ -216,8 +392,8 @@ class Network:
                     f"pass {name}.T"
                 )
             raise ValueError(
-                f"{name}: expected {n0} rows (one per input feature; layer_sizes[0] = {n0}), "
-                f"got shape {X.shape}"
+                f"{name}: expected {n0} rows (one per input feature; input_shape = "
+                f"{shape}), got shape {X.shape}"
             )
         if X.shape[1] == 0:
             raise ValueError(f"{name}: no examples (shape {X.shape})")
@@ -228,7 +404,7 @@ class Network:
     def _check_targets(self, Y: Any, m: int, name: str = "Y"):
         """Targets as (Y float (rows, m), labels int64 (m,), one_hot flag), checked by the same
         rules as the loss functions."""
-        shape = (self.layer_sizes[-1], m)
+        shape = (self.output_size, m)
         out = "the network's output"
         if self.loss == "cross_entropy":
             Yv, is_labels = _checks.class_targets(Y, name, shape, self.dtype, out)
@@ -242,36 +418,48 @@ class Network:
             _checks.targets_like
         return check(Y, name, shape, self.dtype, out), np.zeros(m, np.int64), False
 
-    # -- forward / backward / step (guide §6, §10, §12) -----------------------------------
+    # -- forward / backward / step (guide §6, §10, §12) -------------------------------------
+
+    def _fused(self) -> bool:
+        return self.loss != "mse"
 
     def forward(self, X: Any) -> np.ndarray:
-        """Forward pass; caches every ``Z^(l)`` and ``A^(l)`` for :meth:`backward` (§6, §14).
-
-        Returns the output activations ``A^(L)`` ``(n_L, m)`` (a copy).
-        """
+        """Forward pass in training mode (dropout active); caches every layer's output for
+        :meth:`backward` (§6, §14). Returns the output activations ``A^(L)`` ``(n_L, m)`` (a
+        copy)."""
         X = self._check_X(X)
         m = X.shape[1]
-        buf = _train.Buffers(self._sizes, m, self.dtype)
-        buf.Abuf[:X.size] = X.ravel()
-        _train._forward_batch(self._theta, self._sizes, self._w_off, self._codes, self.alpha,
-                              buf.Zbuf, buf.Abuf, buf.ATbuf, m, use_threads(True), True,
-                              False)
+        buf = _plan.Buffers(self._layout, m, self.dtype)
+        buf.acts[:X.size] = X.ravel()
+        self._forward_count += 1
+        _train._forward_batch(self._plan, self._fplan, self._theta, buf.acts, buf.cache,
+                              buf.icache, m, len(self.layers), True,
+                              self.seed * 1048576 + self._forward_count, use_threads(True))
         self._cache = (buf, m)
-        return self.activations_cache()[1][-1].copy()
+        return self._output_view(buf, m).copy()
+
+    def _region(self, buf, off: int, size: int, m: int) -> np.ndarray:
+        return buf.acts[off * m:(off + size) * m].reshape(size, m)
+
+    def _output_view(self, buf, m: int) -> np.ndarray:
+        r = len(self.layers) - 1
+        return self._region(buf, int(self._plan[r, _plan.OUT_OFF]),
+                            int(self._plan[r, _plan.OUT_SIZE]), m)
 
     def activations_cache(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """``(Zs, As)`` of the last forward pass: ``Zs[l−1] = Z^(l)``, ``As[l] = A^(l)``."""
+        """``(Zs, As)`` of the last forward pass, in the guide's names: ``Zs[l−1] = Z^(l)`` the
+        output of the l-th parameterized layer, ``As[0]`` the input and ``As[l]`` the output of
+        the activation that follows layer l (each ``(values per example, m)``)."""
         if self._cache is None:
             raise RuntimeError("no forward pass cached: call net.forward(X) first")
         buf, m = self._cache
-        Zs, As = [], []
-        a_off = z_off = 0
-        for q, n in enumerate(self.layer_sizes):
-            As.append(buf.Abuf[a_off:a_off + n * m].reshape(n, m))
-            a_off += n * m
-            if q > 0:
-                Zs.append(buf.Zbuf[z_off:z_off + n * m].reshape(n, m))
-                z_off += n * m
+        P = self._plan
+        Zs = [self._region(buf, int(P[r, _plan.OUT_OFF]), int(P[r, _plan.OUT_SIZE]), m)
+              for r in self._param_rows]
+        As = [self._region(buf, 0, self.input_size, m)]
+        As += [self._region(buf, int(P[r, _plan.OUT_OFF]), int(P[r, _plan.OUT_SIZE]), m)
+               for r, layer in enumerate(self.layers)
+               if layer.kind == _plan.ACTIVATION]
         return Zs, As
 
     def backward(self, Y: Any) -> float:
@@ -285,15 +473,14 @@ class Network:
             raise RuntimeError("backward() needs a forward pass first: call net.forward(X)")
         buf, m = self._cache
         Yf, labels, one_hot = self._check_targets(Y, m)
-        Zs, As = self.activations_cache()
-        nL = self.layer_sizes[-1]
-        dZ = buf.dbuf0[:nL * m].reshape(nL, m)
-        loss = _train._loss_seed(dZ, Zs[-1], As[-1], self._codes[-1],
-                                 _train.LOSS_CODES[self.loss], self.alpha, Yf, labels, one_hot,
-                                 buf.col1, buf.col2)
-        _train._backward_batch(self._theta, self._grad, self._sizes, self._w_off, self._codes,
-                               self.alpha, buf.Zbuf, buf.Abuf, buf.ATbuf, buf.dbuf0, buf.dbuf1,
-                               buf.work_WT, buf.work_dZT, m, use_threads(True), False)
+        buf.dacts[:] = 0.0
+        loss = _train._loss_seed(self._plan, buf.acts, buf.dacts, m,
+                                 _train.LOSS_CODES[self.loss], Yf, labels, one_hot, buf.col1,
+                                 buf.col2)
+        last = len(self.layers) - (2 if self._fused() else 1)
+        _train._backward_batch(self._plan, self._fplan, self._theta, self._grad, buf.acts,
+                               buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, m, last,
+                               use_threads(True))
         return float(loss)
 
     def zero_grad(self) -> None:
@@ -359,7 +546,7 @@ class Network:
         scratch = self._fit_scratch
         buf = scratch.get("buffers")
         if buf is None or buf.m != bs:
-            buf = scratch["buffers"] = _train.Buffers(self._sizes, bs, self.dtype)
+            buf = scratch["buffers"] = _plan.Buffers(self._layout, bs, self.dtype)
         beta = momentum if optimizer == "momentum" else beta1
         opt = _train.OptimizerState(optimizer, self._theta.size, self.dtype, beta, beta2, eps)
         perm = np.arange(n, dtype=np.int64)
@@ -367,7 +554,7 @@ class Network:
         labbuf = np.zeros(bs, np.int64)
         par = use_threads(parallel)
         classify = self.loss != "mse"
-        per_example = n * (self.layer_sizes[-1] if self.loss == "binary_cross_entropy" else 1)
+        per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else 1)
         hist: dict[str, list] = {"loss": [], "grad_norm": [], "time": []}
         if classify:
             hist["accuracy"] = []
@@ -378,25 +565,27 @@ class Network:
         bar = _train.Progress(epochs, progress)
         n_batches = -(-n // bs)
         rng = np.random.default_rng(seed) if shuffle else None
+        # dropout masks: their own stream of seeds, so that shuffle=False keeps them random
+        drop_rng = np.random.default_rng([seed, 1])
         XT = scratch.get("XT")
         if XT is None or XT.shape[0] != n:
-            XT = scratch["XT"] = np.empty((n, self.layer_sizes[0]), self.dtype)
+            XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
         _transpose(XT, X)  # one example per row: minibatch gathers copy rows
         try:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
-                gnorm = np.zeros(self.n_layers, np.float64)
+                gnorm = np.zeros(len(self.layers), np.float64)
                 shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
+                dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
                 total, correct, opt.t = _train._train_epoch(
-                    self._theta, self._grad, opt.state1, opt.state2, self._sizes, self._w_off,
-                    self._codes, self.alpha, _train.LOSS_CODES[self.loss], XT, Yf, labels,
-                    one_hot, perm, shuffle_seed, bs, _train.OPTIMIZERS[optimizer], lr,
-                    opt.beta1, opt.beta2, opt.eps, opt.t, buf.Zbuf, buf.Abuf, buf.ATbuf,
-                    buf.dbuf0, buf.dbuf1, buf.work_WT, buf.work_dZT, Ybuf, labbuf, buf.col1,
-                    buf.col2, gnorm, par)
+                    self._plan, self._fplan, self._theta, self._grad, opt.state1, opt.state2,
+                    _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
+                    bs, _train.OPTIMIZERS[optimizer], lr, opt.beta1, opt.beta2, opt.eps, opt.t,
+                    buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
+                    labbuf, buf.col1, buf.col2, gnorm, dropout_seed, par)
                 hist["time"].append(time.perf_counter() - t0)
                 hist["loss"].append(total / n)
-                hist["grad_norm"].append(list(gnorm / n_batches))
+                hist["grad_norm"].append(list(gnorm[self._param_rows] / n_batches))
                 info = {"loss": total / n}
                 if classify:
                     hist["accuracy"].append(correct / per_example)
@@ -445,17 +634,18 @@ class Network:
     def _evaluate_checked(self, X, Yf, labels, one_hot) -> dict[str, Any]:
         n = X.shape[1]
         chunk = min(n, 1024)
-        buf = _train.Buffers(self._sizes, chunk, self.dtype)
-        out = np.empty((self.layer_sizes[-1], n), self.dtype)
+        buf = _plan.Buffers(self._layout, chunk, self.dtype)
+        out = np.empty((self.output_size, n), self.dtype)
+        Ybuf = np.zeros(max(Yf.shape[0] * chunk, 1), self.dtype)
         total, correct = _train._evaluate(
-            self._theta, self._sizes, self._w_off, self._codes, self.alpha,
-            _train.LOSS_CODES[self.loss], X, Yf, labels, one_hot, chunk, buf.Zbuf, buf.Abuf,
-            buf.ATbuf, buf.dbuf0, buf.dbuf1, buf.col1, buf.col2, out, 1)
+            self._plan, self._fplan, self._theta, _train.LOSS_CODES[self.loss], X, Yf, labels,
+            one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.col1, buf.col2, Ybuf,
+            out, 1)
         result: dict[str, Any] = {"loss": total / n, "output": out}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / n
         elif self.loss == "binary_cross_entropy":
-            result["accuracy"] = correct / (n * self.layer_sizes[-1])
+            result["accuracy"] = correct / (n * self.output_size)
         return result
 
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
@@ -474,7 +664,7 @@ class Network:
         the raw outputs. Use :meth:`predict_classes` for class labels ``(n,)``.
         """
         X = self._check_X(X)
-        n, nL = X.shape[1], self.layer_sizes[-1]
+        n, nL = X.shape[1], self.output_size
         dummy = (np.zeros((nL, n), self.dtype) if self.loss != "cross_entropy"
                  else np.zeros((0, n), self.dtype))
         if self.loss == "binary_cross_entropy":
@@ -493,12 +683,14 @@ class Network:
     # -- persistence ------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write one ``.npz`` file: architecture, dtype, weights and a format version."""
+        """Write one ``.npz`` file: the layers (kind and hyperparameters), input shape, loss,
+        dtype, the weights and a format version."""
         meta = {
             "format": "loopprop.Network",
             "format_version": FORMAT_VERSION,
-            "layer_sizes": self.layer_sizes,
-            "activations": self.activations,
+            "layers": [{"kind": type(layer).__name__, "config": layer.config()}
+                       for layer in self.layers],
+            "input_shape": list(self.input_shape),
             "loss": self.loss,
             "dtype": self.dtype.name,
             "seed": self.seed,
@@ -506,6 +698,9 @@ class Network:
             "alpha": self.alpha,
             "n_params": int(self._theta.size),
         }
+        if self.layer_sizes is not None:  # the guide's form, rebuilt as such on load
+            meta["layer_sizes"] = self.layer_sizes
+            meta["activations"] = self.activations
         with open(path, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), theta=self._theta)
 
@@ -543,8 +738,7 @@ class Network:
                     raise ModelFileError(f"{name}: not a loopprop model (no meta/theta entries)")
                 meta = json.loads(str(data["meta"][()]))
                 meta = _check_meta(meta, name)
-                n_params = sum(o * i + o for i, o in zip(meta["layer_sizes"][:-1],
-                                                         meta["layer_sizes"][1:]))
+                n_params = meta["n_params"]
                 theta_entry = data.zip.getinfo("theta.npy")
                 # the stored array's header says its shape before any of it is read
                 with data.zip.open(theta_entry) as fh:
@@ -558,8 +752,8 @@ class Network:
                 if shape != (n_params,) or dtype != np.dtype(meta["dtype"]):
                     raise ModelFileError(
                         f"{name}: the stored weights have shape {shape} and dtype {dtype}, the "
-                        f"architecture {meta['layer_sizes']} needs ({n_params},) "
-                        f"{meta['dtype']}: the file is corrupted"
+                        f"architecture needs ({n_params},) {meta['dtype']}: the file is "
+                        "corrupted"
                     )
                 theta = np.array(data["theta"])
         except ModelFileError:
@@ -570,10 +764,14 @@ class Network:
                 f"{name}: cannot read a loopprop model ({type(exc).__name__}: {exc}); the file "
                 "is truncated, corrupted or not a model saved by Network.save"
             ) from exc
+        kw = {"dtype": meta["dtype"], "seed": meta["seed"], "init": meta["init"],
+              "alpha": meta["alpha"]}
         try:
-            net = cls(meta["layer_sizes"], meta["activations"], meta["loss"],
-                      dtype=meta["dtype"], seed=meta["seed"], init=meta["init"],
-                      alpha=meta["alpha"])
+            if "layer_sizes" in meta or meta["format_version"] == 1:
+                net = cls(meta["layer_sizes"], meta["activations"], meta["loss"], **kw)
+            else:
+                net = cls(meta["layers"], loss=meta["loss"], input_shape=meta["input_shape"],
+                          **kw)
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"{name}: the architecture in the file is invalid: {exc}") \
                 from exc

@@ -1,19 +1,13 @@
 """The compiled training loop: a whole epoch -- shuffle, minibatches, forward, loss, backward,
 update -- in one call to compiled code, with no Python per batch (guide §6, §10, §12).
 
-A network lives in flat buffers so that compiled code can walk any number of layers without
-Python objects:
-
-* ``theta`` (P,) holds every parameter, layer after layer: ``W^(l)`` (row-major, ``n_l × n_{l-1}``)
-  then ``b^(l)``; ``w_off[l]`` is where ``W^(l)`` starts. ``grad`` (P,) mirrors it.
-* ``Abuf`` holds the cached activations ``A^(0) … A^(L)`` of one batch, ``Zbuf`` the cached
-  pre-activations ``Z^(1) … Z^(L)`` (guide §14: what the forward pass caches, backward reads).
-* ``ATbuf`` holds the same activations transposed, ``A^(0)ᵀ … A^(L−1)ᵀ`` (each ``mb × n_l``, at
-  the same offsets as in Abuf): the forward pass of a small layer writes them and its
-  ``dW = dZ·A_prevᵀ`` reads them (a large layer's packed kernel reads ``A^(l−1)`` in place).
-* ``dbuf0``/``dbuf1`` carry ``dZ^(l)`` and ``dA^(l−1)`` backward, in turn.
-
-Layer ``l`` of the guide (1-based) is index ``l − 1`` here; ``sizes[l]`` is ``n_l``.
+The epoch knows no layer kind. It walks the *plan* (:mod:`loopprop.plan`), one row per layer,
+and hands each row to the one dispatch, :func:`_forward_row` / :func:`_backward_row`, which
+picks the layer's kernel pair by its kind code and builds the views its kernels take from the
+row's offsets. Adding a layer kind adds one branch to each of those two functions and nothing
+to the epoch. Everything lives in flat buffers (``theta`` and ``grad`` for the parameters, the
+batch buffers of :class:`loopprop.plan.Buffers`), so compiled code walks any stack of layers
+without Python objects.
 """
 
 from __future__ import annotations
@@ -26,14 +20,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._jit import kernel, runtime_flag
-from .kernels.activations import _activation_backward_tuned, _activation_forward_tuned
-from .kernels.dense import (_RANK4_MAX_SUM, _dense_backward_tuned, _dense_forward_from_T,
-                            _dense_forward_tuned, _packed, _transpose)
+from .kernels.activations import _activation_forward_tuned, _activation_backward_tuned
+from .kernels.conv import _conv2d_backward_tuned, _conv2d_forward_tuned
+from .kernels.dense import _dense_layer_backward, _dense_layer_forward
+from .kernels.dropout import _dropout_backward, _dropout_forward
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import _adam, _momentum, _sgd
+from .kernels.pool import (_avgpool2d_backward, _avgpool2d_forward, _maxpool2d_backward,
+                           _maxpool2d_forward)
 from .kernels.rng import _shuffle
-from .kernels.views import borrowed_matrix
+from .kernels.views import borrowed_flat, borrowed_image, borrowed_matrix
+from .plan import (ACTIVATION, AVGPOOL2D, C_OFF, CONV2D, DENSE, DROPOUT, H0, IC_OFF, IN_OFF,
+                   IN_SIZE, KIND, MAXPOOL2D, OUT_OFF, OUT_SIZE, P_OFF, W_SIZE, WF_OFF, WK_OFF)
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
 LOSS_CODES = {"mse": MSE, "cross_entropy": CROSS_ENTROPY,
@@ -43,7 +42,7 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
 # ---------------------------------------------------------------------------------------------
-# compiled pieces of one step
+# views into the flat buffers
 # ---------------------------------------------------------------------------------------------
 
 
@@ -56,109 +55,195 @@ def _view(buf, off, rows, cols):
 
 
 @kernel
-def _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, threads,
-                   output_activation, input_transposed):
-    """Forward through every layer (guide §5–§6), caching each ``Z^(l)`` and ``A^(l)`` (§14).
+def _vec(buf, off, n):
+    """``buf[off : off + n]`` as a vector, without a reference."""
+    return borrowed_flat(borrowed_matrix(buf, off, 1, n))
 
-    ``Z^(l) = W^(l)·A^(l−1) + b^(l)``; ``A^(l) = f_l(Z^(l))``. ``A^(0)`` (the inputs, ``n_0 × mb``)
-    must already sit at the start of ``Abuf``. With ``output_activation`` false the last
-    ``A^(L)`` is not computed: a fused loss (softmax or sigmoid + cross-entropy) starts from
-    ``Z^(L)`` and never reads it. A small layer leaves its ``A^(l−1)ᵀ`` in ATbuf for the
-    backward pass (:func:`~loopprop.kernels.dense._packed`).
-    With ``input_transposed`` the inputs are already at the start of ATbuf as ``(mb, n_0)`` (the
-    epoch gathers them that way) and layer 1 skips its transpose.
-    """
-    a_off = 0
-    z_off = 0
-    for l in range(codes.shape[0]):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        W = _view(theta, w_off[l], n_out, n_in)
-        b = theta[w_off[l] + n_out * n_in:w_off[l] + n_out * n_in + n_out]
-        A_prev = _view(Abuf, a_off, n_in, mb)
-        Z = _view(Zbuf, z_off, n_out, mb)
-        A_T = _view(ATbuf, a_off, mb, n_in)
-        if l == 0 and input_transposed:
-            _dense_forward_from_T(Z, W, b, A_T, threads)
+
+@kernel
+def _img(buf, off, c, h, w, m):
+    """``buf[off : off + c·h·w·m]`` as an image batch ``(c, h, w, m)``, without a reference."""
+    return borrowed_image(buf, off, c, h, w, m)
+
+
+# ---------------------------------------------------------------------------------------------
+# the one dispatch: a plan row -> its kernel pair
+# ---------------------------------------------------------------------------------------------
+
+
+@kernel
+def _forward_row(r, plan, fplan, theta, acts, cache, icache, mb, training, seed, threads):
+    """Forward through layer ``r`` of the plan: read its input from ``acts``, write its output
+    there, fill its caches (guide §6, §14). ``training`` switches dropout on; ``seed`` seeds
+    its mask."""
+    kind = plan[r, KIND]
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    if kind == DENSE:
+        n_in, n_out = h[0], h[1]
+        _dense_layer_forward(_view(acts, y_off, n_out, mb), _view(theta, p, n_out, n_in),
+                             _vec(theta, p + n_out * n_in, n_out), _view(acts, x_off, n_in, mb),
+                             _view(cache, plan[r, C_OFF] * mb, mb, n_in), threads)
+    elif kind == ACTIVATION:
+        n = plan[r, IN_SIZE]
+        _activation_forward_tuned(_view(acts, y_off, n, mb), _view(acts, x_off, n, mb), h[0],
+                                  fplan[r, 0])
+    elif kind == CONV2D:
+        c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
+        s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+        K = c_in * kh * kw
+        N = H_out * W_out * mb
+        _conv2d_forward_tuned(_view(acts, y_off, c_out, N), _view(theta, p, c_out, K),
+                              _vec(theta, p + c_out * K, c_out), _img(acts, x_off, c_in, H, W, mb),
+                              _view(cache, plan[r, C_OFF] * mb, K, N), kh, kw, s_h, s_w, pad_h,
+                              pad_w, H_out, W_out, threads)
+    elif kind == MAXPOOL2D or kind == AVGPOOL2D:
+        C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
+            h[7], h[8]
+        out = _img(acts, y_off, C, H_out, W_out, mb)
+        if kind == MAXPOOL2D:
+            _maxpool2d_forward(out, _img(icache, plan[r, IC_OFF] * mb, C, H_out, W_out, mb),
+                               _img(acts, x_off, C, H, W, mb), kh, kw, s_h, s_w)
         else:
-            _dense_forward_tuned(Z, W, b, A_prev, A_T, threads)
-        a_off += n_in * mb
-        if output_activation or l < codes.shape[0] - 1:
-            _activation_forward_tuned(_view(Abuf, a_off, n_out, mb), Z, codes[l], alpha)
-        z_off += n_out * mb
+            _avgpool2d_forward(out, _img(acts, x_off, C, H, W, mb), kh, kw, s_h, s_w)
+    elif kind == DROPOUT:
+        n = plan[r, IN_SIZE]
+        out = _view(acts, y_off, n, mb)
+        inp = _view(acts, x_off, n, mb)
+        if training:
+            _dropout_forward(out, _view(cache, plan[r, C_OFF] * mb, n, mb), inp, fplan[r, 0],
+                             seed)
+        else:
+            _activation_forward_tuned(out, inp, 0, 0.0)  # identity: a copy
+    # FLATTEN: its output is its input (plan.py gives both one offset): nothing to do
 
 
 @kernel
-def _last_offsets(sizes, mb):
-    """Offsets of ``A^(L)`` in Abuf and of ``Z^(L)`` in Zbuf for a batch of mb.
+def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
+                  need_dx, threads):
+    """Backward through layer ``r``: from the gradient of its output (in ``dacts``) add its
+    parameter gradients into ``grad`` and, with ``need_dx``, the gradient of its input into
+    ``dacts`` (guide §6). Every kernel *adds* (DESIGN.md convention 8)."""
+    kind = plan[r, KIND]
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    if kind == DENSE:
+        n_in, n_out = h[0], h[1]
+        _dense_layer_backward(_view(grad, p, n_out, n_in), _vec(grad, p + n_out * n_in, n_out),
+                              _view(dacts, x_off, n_in, mb), _view(dacts, y_off, n_out, mb),
+                              _view(theta, p, n_out, n_in), _view(acts, x_off, n_in, mb),
+                              _view(cache, plan[r, C_OFF] * mb, mb, n_in),
+                              _view(fwork, plan[r, WF_OFF], n_in, n_out),
+                              _view(work, plan[r, WK_OFF] * mb, mb, n_out), need_dx, threads)
+    elif kind == ACTIVATION:
+        if need_dx:
+            n = plan[r, IN_SIZE]
+            _activation_backward_tuned(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
+                                       _view(acts, x_off, n, mb), _view(acts, y_off, n, mb),
+                                       h[0], fplan[r, 0], runtime_flag(True))
+    elif kind == CONV2D:
+        c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
+        s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+        K = c_in * kh * kw
+        N = H_out * W_out * mb
+        _conv2d_backward_tuned(_view(grad, p, c_out, K), _vec(grad, p + c_out * K, c_out),
+                               _img(dacts, x_off, c_in, H, W, mb), _view(dacts, y_off, c_out, N),
+                               _view(theta, p, c_out, K), _view(cache, plan[r, C_OFF] * mb, K, N),
+                               _view(work, plan[r, WK_OFF] * mb, K, N), kh, kw, s_h, s_w, pad_h,
+                               pad_w, H_out, W_out, need_dx, threads)
+    elif kind == MAXPOOL2D or kind == AVGPOOL2D:
+        if need_dx:
+            C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
+                h[7], h[8]
+            dx = _img(dacts, x_off, C, H, W, mb)
+            dy = _img(dacts, y_off, C, H_out, W_out, mb)
+            if kind == MAXPOOL2D:
+                _maxpool2d_backward(dx, dy, _img(icache, plan[r, IC_OFF] * mb, C, H_out, W_out,
+                                                 mb), kh, kw, s_h, s_w)
+            else:
+                _avgpool2d_backward(dx, dy, kh, kw, s_h, s_w)
+    elif kind == DROPOUT:
+        if need_dx:
+            n = plan[r, IN_SIZE]
+            _dropout_backward(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
+                              _view(cache, plan[r, C_OFF] * mb, n, mb))
+    # FLATTEN: its output's gradient is its input's (one region): nothing to do
 
-    Abuf holds ``A^(0) … A^(L)`` and Zbuf ``Z^(1) … Z^(L)``, each ``n_l × mb``, in order.
-    """
-    before_last = 0
-    for l in range(sizes.shape[0] - 1):
-        before_last += sizes[l] * mb  # A^(0) … A^(L−1)
-    return before_last, before_last - sizes[0] * mb
+
+# ---------------------------------------------------------------------------------------------
+# compiled pieces of one step
+# ---------------------------------------------------------------------------------------------
 
 
 @kernel
-def _loss_seed(dZ, ZL, AL, code_L, loss_code, alpha, Y, labels, one_hot, col1, col2):
-    """The loss of the batch and the seed ``dZ^(L)`` of the backward pass (guide §6 step 1, §9).
+def _forward_batch(plan, fplan, theta, acts, cache, icache, mb, n_rows, training, seed,
+                   threads):
+    """Forward through rows ``0 … n_rows − 1`` (guide §5–§6); ``A^(0)`` must already be at the
+    start of ``acts``. A fused loss (softmax or sigmoid + cross-entropy) stops one row short:
+    it starts from the last layer's input and never reads its output."""
+    for r in range(n_rows):
+        _forward_row(r, plan, fplan, theta, acts, cache, icache, mb, training,
+                     seed * 64 + r, threads)
 
-    Cross-entropy and binary cross-entropy are fused with softmax / sigmoid (``dZ = (P − Y)/m``);
-    MSE seeds ``dA = (A − Y)/m`` and then applies ``dZ = dA ⊙ f'(Z)`` in place.
-    ``col1``, ``col2`` are per-example workspaces (≥ m).
+
+@kernel
+def _backward_batch(plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
+                    last, threads):
+    """Backward from row ``last`` down to row 0 (guide §6): the seed must already be in
+    ``dacts`` (the gradient of row ``last``'s output). Row 0's input is the data: its gradient
+    is not computed."""
+    for r in range(last, -1, -1):
+        _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
+                      r > 0, threads)
+
+
+@kernel
+def _fused(plan, loss_code):
+    """Whether the loss is fused with the last layer (softmax or sigmoid + cross-entropy): it
+    then seeds the gradient of that layer's *input* (``dZ = (P − Y)/m``, guide §9)."""
+    return loss_code != MSE
+
+
+@kernel
+def _loss_seed(plan, acts, dacts, mb, loss_code, Y, labels, one_hot, col1, col2):
+    """The loss of the batch and the seed of the backward pass (guide §6 step 1, §9).
+
+    Cross-entropy and binary cross-entropy are fused with the last layer, softmax or sigmoid:
+    they read its input ``Z`` and write ``dZ = (P − Y)/m`` there. MSE reads the last output
+    ``A`` and writes ``dA = (A − Y)/m`` there. ``col1``, ``col2`` are per-example workspaces.
     """
+    r = plan.shape[0] - 1
+    if loss_code == MSE:
+        n = plan[r, OUT_SIZE]
+        off = plan[r, OUT_OFF] * mb
+        return _mse(_view(dacts, off, n, mb), _view(acts, off, n, mb), Y)
+    n = plan[r, IN_SIZE]
+    off = plan[r, IN_OFF] * mb
+    dZ = _view(dacts, off, n, mb)
+    Z = _view(acts, off, n, mb)
     if loss_code == CROSS_ENTROPY:
         if one_hot:
-            return _softmax_cross_entropy(dZ, ZL, Y)
-        return _softmax_cross_entropy_labels_tuned(dZ, ZL, labels, col1, col2)
-    if loss_code == BINARY_CROSS_ENTROPY:
-        return _sigmoid_binary_cross_entropy(dZ, ZL, Y)
-    loss = _mse(dZ, AL, Y)
-    _activation_backward_tuned(dZ, dZ, ZL, AL, code_L, alpha)
-    return loss
+            return _softmax_cross_entropy(dZ, Z, Y)
+        return _softmax_cross_entropy_labels_tuned(dZ, Z, labels, col1, col2)
+    return _sigmoid_binary_cross_entropy(dZ, Z, Y)
 
 
 @kernel
-def _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
-                    work_WT, work_dZT, mb, threads, input_transposed):
-    """Backward from ``dZ^(L)`` (at the start of dbuf0) to layer 1 (guide §6, steps 2–3).
+def _logits(plan, acts, mb):
+    """The last layer's input (the logits of a fused loss), ``(n_L, mb)``."""
+    r = plan.shape[0] - 1
+    return _view(acts, plan[r, IN_OFF] * mb, plan[r, IN_SIZE], mb)
 
-    For l = L … 1: ``dW^(l) += dZ^(l)·A^(l−1)ᵀ``, ``db^(l) += Σ_k dZ^(l)``, and, below the top,
-    ``dA^(l−1) = W^(l)ᵀ·dZ^(l)``, ``dZ^(l−1) = dA^(l−1) ⊙ f'(Z^(l−1))``. Gradients accumulate
-    into ``grad`` (guide §12: reset them with zero_grad). Reads the ``A^(l−1)ᵀ`` that the forward
-    pass left in ATbuf (small layers; and ``A^(0)ᵀ`` when ``input_transposed``, as in
-    :func:`_forward_batch`).
-    """
-    L = codes.shape[0]
-    a_off = 0
-    z_off = 0
-    for l in range(L - 1):
-        a_off += sizes[l] * mb
-        z_off += sizes[l + 1] * mb
-    # now a_off points at A^(L-1), z_off at Z^(L)
-    cur = dbuf0
-    nxt = dbuf1
-    for l in range(L - 1, -1, -1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        W = _view(theta, w_off[l], n_out, n_in)
-        dW = _view(grad, w_off[l], n_out, n_in)
-        db = grad[w_off[l] + n_out * n_in:w_off[l] + n_out * n_in + n_out]
-        dZ = _view(cur, 0, n_out, mb)
-        A_prev = _view(Abuf, a_off, n_in, mb)
-        dA_prev = _view(nxt, 0, n_in, mb)
-        a_t_valid = (l == 0 and input_transposed) or not _packed(n_out, n_in, mb)
-        _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, _view(ATbuf, a_off, mb, n_in),
-                              _view(work_WT, 0, n_in, n_out), _view(work_dZT, 0, mb, n_out),
-                              l > 0, a_t_valid, threads)
-        if l > 0:
-            z_off -= n_in * mb
-            # dZ^(l-1) = dA^(l-1) ⊙ f'(Z^(l-1)), in place over dA^(l-1)
-            _activation_backward_tuned(dA_prev, dA_prev, _view(Zbuf, z_off, n_in, mb), A_prev,
-                                 codes[l - 1], alpha)
-            a_off -= sizes[l - 1] * mb
-            cur, nxt = nxt, cur
+
+@kernel
+def _output(plan, acts, mb):
+    """The network's output ``A^(L)``, ``(n_L, mb)``."""
+    r = plan.shape[0] - 1
+    return _view(acts, plan[r, OUT_OFF] * mb, plan[r, OUT_SIZE], mb)
 
 
 @kernel
@@ -213,18 +298,26 @@ def _sum_squares(v, start, count):
 
 
 @kernel
-def _gather_rows(dst, src, perm, start):
-    """``dst[c, :] = src[perm[start + c], :]``: contiguous row copies (src is X transposed)."""
-    mb, cols = dst.shape
+def _zero(v):
+    """``v[p] = 0`` for every p (a flat buffer)."""
+    for p in range(v.shape[0]):
+        v[p] = 0.0
+
+
+@kernel
+def _gather_columns(dst, XT, perm, start):
+    """``dst[j, c] = XT[perm[start + c], j]``: the batch's examples as columns, each read as one
+    contiguous row of X transposed (a shuffled column of X would be ``n_0`` cache misses)."""
+    n0, mb = dst.shape
     for c in range(mb):
-        q = perm[start + c]
-        for j in range(cols):
-            dst[c, j] = src[q, j]
+        src = XT[perm[start + c]]
+        for j in range(n0):
+            dst[j, c] = src[j]
 
 
 @kernel
 def _gather(dst, src, perm, start):
-    """``dst[j, c] = src[j, perm[start + c]]``: the batch's columns, in shuffled order."""
+    """``dst[j, c] = src[j, perm[start + c]]``: the batch's target columns, in shuffled order."""
     rows, mb = dst.shape
     for j in range(rows):
         for c in range(mb):
@@ -232,131 +325,93 @@ def _gather(dst, src, perm, start):
 
 
 @kernel
-def _train_epoch(theta, grad, state1, state2, sizes, w_off, codes, alpha, loss_code,
-                 XT, Y, labels, one_hot, perm, shuffle_seed, batch_size,
-                 opt_code, lr, beta1, beta2, eps, t,
-                 Zbuf, Abuf, ATbuf, dbuf0, dbuf1, work_WT, work_dZT, Ybuf, labbuf,
-                 col1, col2, grad_norm, threads):
+def _train_epoch(plan, fplan, theta, grad, state1, state2, loss_code, XT, Y, labels, one_hot,
+                 perm, shuffle_seed, batch_size, opt_code, lr, beta1, beta2, eps, t,
+                 acts, dacts, cache, icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm,
+                 dropout_seed, threads):
     """One epoch of minibatch training, entirely compiled.
 
-    Per batch: gather the (shuffled) examples, forward (§5–§6), loss and seed (§9), zero the
-    gradients (§12), backward (§6), update (§10). The last, partial batch is used, not dropped.
-    ``XT`` is X transposed, ``(n, n_0)``: a shuffled example is then one contiguous row to copy,
-    where a column of X would be ``n_0`` cache misses.
+    Per batch: gather the (shuffled) examples, forward through the plan (§5–§6), loss and seed
+    (§9), zero the gradients (§12), backward through the plan (§6), update (§10). The last,
+    partial batch is used, not dropped. ``XT`` is X transposed, ``(n, n_0)``.
     Returns ``(Σ batch loss × batch size, correct predictions, optimizer step count)``;
-    ``grad_norm[l]`` accumulates ``‖dW^(l)‖_F`` of every batch.
+    ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's weights for every batch.
     """
     n = XT.shape[0]
-    L = codes.shape[0]
-    n0 = sizes[0]
-    nL = sizes[L]
+    L = plan.shape[0]
+    n0 = XT.shape[1]
+    fused = _fused(plan, loss_code)
+    n_fwd = L - 1 if fused else L
     if shuffle_seed >= 0:
         _shuffle(perm, shuffle_seed)  # Fisher–Yates on loopprop's own generator (kernels/rng.py)
     total = 0.0
     correct = 0
+    batch = 0
     for start in range(0, n, batch_size):
         mb = min(batch_size, n - start)
-        X0_T = _view(ATbuf, 0, mb, n0)
-        _gather_rows(X0_T, XT, perm, start)
-        if mb > _RANK4_MAX_SUM and not _packed(sizes[1], n0, mb):
-            # a small first layer with a long batch sum: its dW reads A^(0) itself (dense.py)
-            _transpose(_view(Abuf, 0, n0, mb), X0_T)
+        _gather_columns(_view(acts, 0, n0, mb), XT, perm, start)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         _gather(Yb, Y, perm, start)
         for c in range(mb):
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, threads,
-                       loss_code == MSE, runtime_flag(True))
-        aL, zL = _last_offsets(sizes, mb)
-        ZL = _view(Zbuf, zL, nL, mb)
-        AL = _view(Abuf, aL, nL, mb)
-        total += mb * _loss_seed(_view(dbuf0, 0, nL, mb), ZL, AL, codes[L - 1], loss_code, alpha,
-                                 Yb, lab, one_hot, col1, col2)
-        correct += _count_correct(ZL, loss_code, Yb, lab, one_hot)
-        for p in range(grad.shape[0]):
-            grad[p] = 0.0
-        _backward_batch(theta, grad, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, dbuf0, dbuf1,
-                        work_WT, work_dZT, mb, threads, runtime_flag(True))
-        for l in range(L):
-            grad_norm[l] += math.sqrt(_sum_squares(grad, w_off[l], sizes[l] * sizes[l + 1]))
+        _forward_batch(plan, fplan, theta, acts, cache, icache, mb, n_fwd, runtime_flag(True),
+                       dropout_seed * 1048576 + batch, threads)
+        _zero(dacts)
+        total += mb * _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
+        if fused:
+            correct += _count_correct(_logits(plan, acts, mb), loss_code, Yb, lab, one_hot)
+        _zero(grad)
+        _backward_batch(plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
+                        n_fwd - 1, threads)
+        for r in range(L):
+            if plan[r, W_SIZE] > 0:
+                grad_norm[r] += math.sqrt(_sum_squares(grad, plan[r, P_OFF], plan[r, W_SIZE]))
         t += 1
         _update(theta, grad, state1, state2, opt_code, lr, beta1, beta2, eps, t)
+        batch += 1
     return total, correct, t
 
 
 @kernel
-def _evaluate(theta, sizes, w_off, codes, alpha, loss_code, X, Y, labels, one_hot, chunk,
-              Zbuf, Abuf, ATbuf, dbuf0, dbuf1, col1, col2, out, threads):
-    """Forward-only pass over X in chunks: returns (Σ loss × chunk size, correct); fills
-    ``out`` (n_L, n) with the output activations. Each chunk's targets are copied into dbuf1
-    (free in a forward-only pass), so the loss kernels see the same contiguous arrays as in
-    training and are compiled once."""
+def _evaluate(plan, fplan, theta, loss_code, X, Y, labels, one_hot, chunk, acts, dacts, cache,
+              icache, col1, col2, Ybuf, out, threads):
+    """Forward-only pass over X (evaluation mode: dropout off) in chunks: returns
+    ``(Σ loss × chunk size, correct)``; fills ``out`` (n_L, n) with the output activations.
+    Each chunk's targets are copied into ``Ybuf``, so the loss kernels see the same contiguous
+    arrays as in training and are compiled once."""
     n = X.shape[1]
-    L = codes.shape[0]
-    n0 = sizes[0]
-    nL = sizes[L]
+    L = plan.shape[0]
+    n0 = X.shape[0]
+    fused = _fused(plan, loss_code)
     total = 0.0
     correct = 0
     for start in range(0, n, chunk):
         mb = min(chunk, n - start)
-        X0 = _view(Abuf, 0, n0, mb)
+        X0 = _view(acts, 0, n0, mb)
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(theta, sizes, w_off, codes, alpha, Zbuf, Abuf, ATbuf, mb, threads,
-                       runtime_flag(True), runtime_flag(False))
-        aL, zL = _last_offsets(sizes, mb)
-        ZL = _view(Zbuf, zL, nL, mb)
-        AL = _view(Abuf, aL, nL, mb)
-        Yb = _view(dbuf1, 0, Y.shape[0], mb)
+        _forward_batch(plan, fplan, theta, acts, cache, icache, mb, L, runtime_flag(False),
+                       int(0), threads)
+        Yb = _view(Ybuf, 0, Y.shape[0], mb)
         for i in range(Y.shape[0]):
             for c in range(mb):
                 Yb[i, c] = Y[i, start + c]
         lab = labels[start:start + mb]
-        total += mb * _loss_seed(_view(dbuf0, 0, nL, mb), ZL, AL, codes[L - 1], loss_code,
-                                 alpha, Yb, lab, one_hot, col1, col2)
-        correct += _count_correct(ZL, loss_code, Yb, lab, one_hot)
-        for i in range(nL):
+        total += mb * _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
+        if fused:
+            correct += _count_correct(_logits(plan, acts, mb), loss_code, Yb, lab, one_hot)
+        AL = _output(plan, acts, mb)
+        for i in range(AL.shape[0]):
             for c in range(mb):
                 out[i, start + c] = AL[i, c]
     return total, correct
 
 
 # ---------------------------------------------------------------------------------------------
-# buffers and optimizer state: allocated once per fit, never per batch
+# optimizer state and the progress bar
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Buffers:
-    """Workspaces for batches of up to ``m`` examples through a network of ``sizes``."""
-
-    sizes: np.ndarray
-    m: int
-    dtype: np.dtype
-    Zbuf: np.ndarray = field(init=False)
-    Abuf: np.ndarray = field(init=False)
-    dbuf0: np.ndarray = field(init=False)
-    dbuf1: np.ndarray = field(init=False)
-    ATbuf: np.ndarray = field(init=False)
-    work_WT: np.ndarray = field(init=False)
-    work_dZT: np.ndarray = field(init=False)
-    col1: np.ndarray = field(init=False)
-    col2: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        s, m, dt = [int(v) for v in self.sizes], self.m, self.dtype
-        widest = max(s)
-        self.Zbuf = np.zeros(sum(s[1:]) * m, dt)
-        self.Abuf = np.zeros(sum(s) * m, dt)
-        self.dbuf0 = np.zeros(widest * m, dt)
-        self.dbuf1 = np.zeros(widest * m, dt)
-        self.ATbuf = np.zeros(sum(s[:-1]) * m, dt)
-        self.work_WT = np.zeros(max(a * b for a, b in zip(s[:-1], s[1:])), dt)
-        self.work_dZT = np.zeros(max(s[1:]) * m, dt)
-        self.col1 = np.zeros(m, dt)
-        self.col2 = np.zeros(m, np.float64)
 
 
 @dataclass

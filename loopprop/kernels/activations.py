@@ -306,25 +306,41 @@ def _activation_forward_tuned(A, Z, code, alpha):
 
 
 @kernel
-def _activation_backward_tuned(dZ, dA, Z, A, code, alpha):
-    """``dZ = dA ⊙ f'(Z)`` (guide §5 first row, §8), tuned like the forward kernel.
+def _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc):
+    """``dZ = dA ⊙ f'(Z)`` (guide §5 first row, §8), tuned like the forward kernel; with
+    ``acc`` the result is *added* to dZ (``dZ += dA ⊙ f'(Z)``: input gradients accumulate when
+    two branches read one value), without it dZ is overwritten.
 
-    Shapes: dZ (n, m) written (may be dA itself); dA, Z, A (n, m), A = f(Z), all C-contiguous.
+    Softmax: ``dZ[i, k] (+)= A[i, k] · (dA[i, k] − Σ_j A[j, k] · dA[j, k])``.
+
+    Shapes: dZ (n, m) written or accumulated (may be dA itself when not ``acc``); dA, Z, A
+    (n, m), A = f(Z), all C-contiguous.
     """
     if code == SOFTMAX:
-        _activation_backward(dZ, dA, Z, A, code, alpha)
+        n, m = Z.shape
+        for k in range(m):
+            dot = 0.0
+            for j in range(n):
+                dot += A[j, k] * dA[j, k]
+            for i in range(n):
+                prev = dZ[i, k] if acc else 0.0
+                dZ[i, k] = prev + A[i, k] * (dA[i, k] - dot)
         return
     dz = borrowed_flat(dZ)
     da = borrowed_flat(dA)
     z = borrowed_flat(Z)
     a = borrowed_flat(A)
     n = z.shape[0]
+    # `prev` is chosen outside the arithmetic (a select on a loop-invariant flag, which LLVM
+    # hoists out of the loop): the loops stay flat and vectorizable either way
     if code == SIGMOID:
         for p in range(n):
-            dz[p] = da[p] * (a[p] * (1.0 - a[p]))
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p] * (a[p] * (1.0 - a[p]))
     elif code == TANH:
         for p in range(n):
-            dz[p] = da[p] * (1.0 - a[p] * a[p])
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p] * (1.0 - a[p] * a[p])
     # ReLU: the derivative is chosen between two constants and then multiplied, as in the naive
     # kernel. Choosing between da[p] and 0 instead puts the load of da[p] inside a branch, which
     # LLVM neither vectorizes nor turns into a select: half the branches of a fresh batch were
@@ -333,17 +349,21 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha):
     elif code == RELU:
         for p in range(n):
             zp = z[p]
-            dz[p] = da[p] * (1.0 if zp > 0 else (0.0 if zp <= 0 else zp))
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p] * (1.0 if zp > 0 else (0.0 if zp <= 0 else zp))
     elif code == LEAKY_RELU:
         for p in range(n):
             zp = z[p]
-            dz[p] = da[p] * (1.0 if zp > 0 else (alpha if zp <= 0 else zp))
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p] * (1.0 if zp > 0 else (alpha if zp <= 0 else zp))
     elif code == GELU or code == GELU_TANH:
         for p in range(n):
-            dz[p] = da[p] * _fprime(z[p], a[p], code, alpha)
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p] * _fprime(z[p], a[p], code, alpha)
     else:
         for p in range(n):
-            dz[p] = da[p]
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p]
 
 
 IMPLS = ("tuned", "naive")
@@ -391,7 +411,7 @@ def activation_backward(name: str, dA, Z, alpha: float = 0.01, *, impl: str = "t
     dZ = np.empty_like(Z)
     if impl == "tuned":
         _activation_forward_tuned(A, Z, code, a)
-        _activation_backward_tuned(dZ, dA, Z, A, code, a)
+        _activation_backward_tuned(dZ, dA, Z, A, code, a, False)
     else:
         _activation_forward(A, Z, code, a)
         _activation_backward(dZ, dA, Z, A, code, a)

@@ -62,11 +62,12 @@ def _dense_forward_naive(Z, W, b, A_prev):
 
 @kernel
 def _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev):
-    """The §5 table as loops; gradients *accumulate* into ``dW`` and ``db`` (guide §12).
+    """The §5 table as loops; every gradient *accumulates* (guide §12; an input gradient adds
+    up the contributions of every branch that read the input).
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``   (dW = dZ · A_prevᵀ: the transpose of §12)
     ``db[i]    += Σ_k dZ[i, k]``                  (the sum over the batch of §12)
-    ``dA_prev[j, k] = Σ_i W[i, j] · dZ[i, k]``    (dA_prev = Wᵀ · dZ, overwritten)
+    ``dA_prev[j, k] += Σ_i W[i, j] · dZ[i, k]``   (dA_prev = Wᵀ · dZ)
 
     Shapes: dW (n_out, n_in); db (n_out,); dA_prev (n_in, m); dZ (n_out, m); W (n_out, n_in);
     A_prev (n_in, m).
@@ -83,9 +84,6 @@ def _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev):
         for k in range(m):
             db[i] += dZ[i, k]
     # forward: Z[i, k] = ... + W[i, j] * A_prev[j, k]  ->  ∂Z[i, k]/∂A_prev[j, k] = W[i, j]
-    for j in range(n_in):
-        for k in range(m):
-            dA_prev[j, k] = 0.0
     for i in range(n_out):
         for j in range(n_in):
             for k in range(m):
@@ -388,9 +386,9 @@ def _transpose(out, a):
 
 @kernel(fast=True)
 def _wt_dz_rows(dA_prev, W, dZ):
-    """``dA_prev[j, k] = Σ_i W[i, j] · dZ[i, k]`` summed one output neuron ``i`` at a time.
+    """``dA_prev[j, k] += Σ_i W[i, j] · dZ[i, k]`` summed one output neuron ``i`` at a time.
 
-    Shapes: dA_prev (n_in, m) written; W (n_out, n_in); dZ (n_out, m).
+    Shapes: dA_prev (n_in, m) accumulated; W (n_out, n_in); dZ (n_out, m).
 
     For a short sum (few output neurons, e.g. the 10 classes of the last layer) each row of
     dA_prev is built from whole rows of dZ, ``k`` innermost and contiguous: no transposes and no
@@ -399,8 +397,6 @@ def _wt_dz_rows(dA_prev, W, dZ):
     n_out, n_in = W.shape
     m = dZ.shape[1]
     for j in range(n_in):
-        for k in range(m):
-            dA_prev[j, k] = 0.0
         for i in range(n_out):
             w = W[i, j]
             for k in range(np.uint64(m)):
@@ -462,10 +458,10 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
 @kernel(fast=True)
 def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_dA_prev,
                           a_t_valid, threads):
-    """The §5 table, register-blocked; ``dW`` and ``db`` accumulate, ``dA_prev`` is written.
+    """The §5 table, register-blocked; every gradient accumulates.
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``; ``db[i] += Σ_k dZ[i, k]``;
-    ``dA_prev[j, k] = Σ_i W[i, j] · dZ[i, k]`` (skipped when ``need_dA_prev`` is false: the
+    ``dA_prev[j, k] += Σ_i W[i, j] · dZ[i, k]`` (skipped when ``need_dA_prev`` is false: the
     first layer's input needs no gradient).
 
     Shapes: dW (n_out, n_in); db (n_out,); dA_prev (n_in, m); dZ (n_out, m); W (n_out, n_in);
@@ -506,9 +502,6 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_d
     if n_out < _SHORT_SUM:
         _wt_dz_rows(dA_prev, W, dZ)
         return
-    for j in range(n_in):
-        for k in range(m):
-            dA_prev[j, k] = 0.0
     if packed:
         _gemm(dA_prev, W, dZ, runtime_flag(True), runtime_flag(False), threads)
     elif n_out <= _RANK4_MAX_SUM:
@@ -518,6 +511,31 @@ def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_d
         _transpose(W_T, W)
         _transpose(dZ_T, dZ)
         _abt(dA_prev, W_T, dZ_T, threads)
+
+
+@kernel
+def _dense_layer_forward(Z, W, b, A_prev, A_T, threads):
+    """The forward kernel of a ``Dense`` layer in the epoch: :func:`_dense_forward_tuned`.
+
+    Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m);
+    A_T (m, n_in), the layer's cache (written for small layers).
+    """
+    _dense_forward_tuned(Z, W, b, A_prev, A_T, threads)
+
+
+@kernel
+def _dense_layer_backward(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_dA_prev,
+                          threads):
+    """The backward kernel of a ``Dense`` layer in the epoch: :func:`_dense_backward_tuned`,
+    reading the ``A_prevᵀ`` its forward pass left in A_T when the layer is small (a large
+    layer's packed product reads A_prev in place and leaves A_T unwritten).
+
+    Shapes: as :func:`_dense_backward_tuned`; every gradient accumulates.
+    """
+    n_out, n_in = W.shape
+    a_t_valid = not _packed(n_out, n_in, dZ.shape[1])
+    _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_dA_prev,
+                          a_t_valid, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,7 +644,7 @@ def dense_backward(dZ, W, A_prev, *, impl: str = "tuned", check_finite: bool = T
     m = dZ.shape[1]
     dW = np.zeros_like(W)
     db = np.zeros(n_out, dtype=W.dtype)
-    dA_prev = np.empty((n_in, m), dtype=W.dtype)
+    dA_prev = np.zeros((n_in, m), dtype=W.dtype)
     if impl == "naive":
         _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev)
     else:

@@ -63,6 +63,30 @@ def borrowed_flat(typingctx, arr):
     return flat(arr), codegen
 
 
+@intrinsic
+def borrowed_image(typingctx, buf, off, d0, d1, d2, d3):
+    """``buf[off : off + d0·d1·d2·d3]`` as a C-ordered ``(d0, d1, d2, d3)`` array (an image
+    batch ``(C, H, W, m)``), without a reference (``buf`` is a 1-D C-contiguous array)."""
+    if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.layout == "C"):
+        return None
+    image = types.Array(buf.dtype, 4, "C")
+
+    def codegen(context, builder, sig, args):
+        src = make_array(sig.args[0])(context, builder, args[0])
+        dst = make_array(image)(context, builder)
+        off_, *dims = (context.cast(builder, v, t, types.intp)
+                       for v, t in zip(args[1:], sig.args[1:]))
+        itemsize = src.itemsize
+        strides = [itemsize]
+        for extent in reversed(dims[1:]):
+            strides.insert(0, builder.mul(strides[0], extent))
+        populate_array(dst, data=builder.gep(src.data, [off_]), shape=dims, strides=strides,
+                       itemsize=itemsize, meminfo=None)
+        return dst._getvalue()
+
+    return image(buf, off, d0, d1, d2, d3), codegen
+
+
 if numba.config.DISABLE_JIT:
     # NUMBA_DISABLE_JIT=1 (debugging, coverage): intrinsics cannot run as Python, so the two
     # views become the ordinary NumPy views they stand for.
@@ -74,3 +98,7 @@ if numba.config.DISABLE_JIT:
     def borrowed_flat(arr):  # noqa: F811 - the pure-Python twin
         """A C-contiguous array as one flat view."""
         return arr.reshape(-1)
+
+    def borrowed_image(buf, off, d0, d1, d2, d3):  # noqa: F811 - the pure-Python twin
+        """``buf[off : off + d0·d1·d2·d3]`` as a C-ordered 4-D view."""
+        return buf[off:off + d0 * d1 * d2 * d3].reshape(d0, d1, d2, d3)

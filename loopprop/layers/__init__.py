@@ -1,0 +1,21 @@
+"""Layer kinds: each describes its hyperparameters, shapes, parameters, caches and workspaces;
+the kernels of :mod:`loopprop.kernels` compute. Build a network from a list of them::
+
+    from loopprop.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU, Softmax
+    net = Network([Conv2d(8, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Dense(10),
+                   Softmax()], loss="cross_entropy", input_shape=(1, 8, 8))
+"""
+
+from .base import Layer
+from .conv import AvgPool2d, Conv2d, MaxPool2d
+from .core import (ACTIVATIONS, GELU, Activation, Dense, Dropout, Flatten, GELUTanh, Identity,
+                   LeakyReLU, ReLU, Sigmoid, Softmax, Tanh)
+
+#: layer class name -> class (save/load)
+KINDS = {cls.__name__: cls for cls in (Dense, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, GELU,
+                                       GELUTanh, Softmax, Flatten, Dropout, Conv2d, MaxPool2d,
+                                       AvgPool2d)}
+
+__all__ = ["ACTIVATIONS", "Activation", "AvgPool2d", "Conv2d", "Dense", "Dropout", "Flatten",
+           "GELU", "GELUTanh", "Identity", "KINDS", "Layer", "LeakyReLU", "MaxPool2d", "ReLU",
+           "Sigmoid", "Softmax", "Tanh"]

@@ -1,0 +1,109 @@
+"""Convolution and pooling layers: images ``(C, H, W)`` per example, ``(C, H, W, m)`` a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks
+from .. import plan as _plan
+from ..kernels.conv import output_size
+from .base import Layer, pair
+
+
+class Conv2d(Layer):
+    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``):
+    ``Z[i, y, x, k] = b[i] + Σ_c Σ_p Σ_q W[i, c, p, q] · A_prev[c, y·s_h + p − pad_h,
+    x·s_w + q − pad_w, k]``.
+
+    Parameters ``W (c_out, c_in, kh, kw)``, ``b (c_out,)``. Caches the im2col columns of its
+    input (its ``dW`` reads them); scratch for their gradient.
+    """
+
+    kind = _plan.CONV2D
+    kernels = ("conv._conv2d_forward_tuned", "conv._conv2d_backward_tuned")
+
+    def __init__(self, c_out: int, kernel=3, stride=1, padding=0) -> None:
+        self.c_out = _checks.check_positive_int(c_out, "c_out")
+        self.kernel = pair(kernel, "kernel", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+
+    def _build(self, in_shape):
+        self._need(in_shape, 3, "an image (C, H, W)")
+        c_in, H, W = in_shape
+        kh, kw = self.kernel
+        (s_h, s_w), (pad_h, pad_w) = self.stride, self.padding
+        if kh > H + 2 * pad_h or kw > W + 2 * pad_w:
+            raise ValueError(f"{self!r}: the kernel ({kh}×{kw}) is larger than the padded input "
+                             f"({H + 2 * pad_h}×{W + 2 * pad_w}) of shape {in_shape}")
+        self.c_in = c_in
+        self.H_out = output_size(H, kh, s_h, pad_h)
+        self.W_out = output_size(W, kw, s_w, pad_w)
+        cols = c_in * kh * kw * self.H_out * self.W_out
+        self.cache_size = cols  # im2col columns
+        self.work_size = cols  # their gradient
+        return (self.c_out, self.H_out, self.W_out)
+
+    def param_shapes(self):
+        return [(self.c_out, self.c_in, *self.kernel), (self.c_out,)]
+
+    def ints(self):
+        c_in, H, W = self.in_shape
+        return [c_in, H, W, self.c_out, *self.kernel, *self.stride, *self.padding, self.H_out,
+                self.W_out]
+
+    def init_params(self, views, rng, init):
+        W, b = views
+        fan_in = self.c_in * self.kernel[0] * self.kernel[1]
+        fan_out = self.c_out * self.kernel[0] * self.kernel[1]
+        var = 2.0 / fan_in if init == "he" else 2.0 / (fan_in + fan_out)
+        W[...] = rng.standard_normal(W.shape) * np.sqrt(var)
+        b[...] = 0.0
+
+    def config(self):
+        return {"c_out": self.c_out, "kernel": list(self.kernel), "stride": list(self.stride),
+                "padding": list(self.padding)}
+
+
+class _Pool2d(Layer):
+    def __init__(self, size=2, stride=None) -> None:
+        self.size = pair(size, "size", 1)
+        self.stride = pair(stride, "stride", 1) if stride is not None else self.size
+
+    def _build(self, in_shape):
+        self._need(in_shape, 3, "an image (C, H, W)")
+        C, H, W = in_shape
+        kh, kw = self.size
+        if kh > H or kw > W:
+            raise ValueError(f"{self!r}: the window ({kh}×{kw}) is larger than the input "
+                             f"{in_shape}")
+        self.H_out = (H - kh) // self.stride[0] + 1
+        self.W_out = (W - kw) // self.stride[1] + 1
+        return (C, self.H_out, self.W_out)
+
+    def ints(self):
+        C, H, W = self.in_shape
+        return [C, H, W, *self.size, *self.stride, self.H_out, self.W_out]
+
+    def config(self):
+        return {"size": list(self.size), "stride": list(self.stride)}
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling; caches which input won each window (the first maximum in row-major window
+    order) and routes the gradient there; overlapping windows add."""
+
+    kind = _plan.MAXPOOL2D
+    kernels = ("pool._maxpool2d_forward", "pool._maxpool2d_backward")
+
+    def _build(self, in_shape):
+        out = super()._build(in_shape)
+        self.icache_size = int(np.prod(out))  # the winners
+        return out
+
+
+class AvgPool2d(_Pool2d):
+    """Average pooling: each window's mean; its gradient is shared equally."""
+
+    kind = _plan.AVGPOOL2D
+    kernels = ("pool._avgpool2d_forward", "pool._avgpool2d_backward")

@@ -1,0 +1,167 @@
+"""Dense layers, activations, Flatten and Dropout."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from .. import _checks
+from .. import plan as _plan
+from ..kernels.activations import CODES
+from .base import Layer
+
+
+class Dense(Layer):
+    """A fully connected layer (guide §5): ``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]``.
+
+    Parameters ``W (n_out, n_in)``, ``b (n_out,)``; input ``(n_in,)`` per example.
+    Caches ``A_prevᵀ`` (small layers' ``dW`` reads it); scratch ``dZᵀ`` and ``Wᵀ``.
+    """
+
+    kind = _plan.DENSE
+    kernels = ("dense._dense_layer_forward", "dense._dense_layer_backward")
+
+    def __init__(self, n_out: int) -> None:
+        self.n_out = _checks.check_positive_int(n_out, "n_out")
+
+    def _build(self, in_shape):
+        self._need(in_shape, 1, "a vector (n_in,)")
+        self.n_in = in_shape[0]
+        self.cache_size = self.n_in  # A_prevᵀ
+        self.work_size = self.n_out  # dZᵀ
+        self.fixed_work_size = self.n_in * self.n_out  # Wᵀ
+        return (self.n_out,)
+
+    def param_shapes(self):
+        return [(self.n_out, self.n_in), (self.n_out,)]
+
+    def ints(self):
+        return [self.n_in, self.n_out]
+
+    def init_params(self, views, rng, init):
+        W, b = views
+        var = 2.0 / self.n_in if init == "he" else 2.0 / (self.n_in + self.n_out)
+        W[...] = rng.standard_normal(W.shape) * np.sqrt(var)
+        b[...] = 0.0
+
+    def config(self):
+        return {"n_out": self.n_out}
+
+
+class Activation(Layer):
+    """An elementwise activation ``A = f(Z)`` (guide §8), or softmax over each example."""
+
+    kind = _plan.ACTIVATION
+    kernels = ("activations._activation_forward_tuned", "activations._activation_backward_tuned")
+    #: the activation's name in :data:`loopprop.kernels.activations.CODES`
+    function: ClassVar[str] = "identity"
+
+    def _build(self, in_shape):
+        return in_shape
+
+    def ints(self):
+        return [CODES[self.function]]
+
+    def floats(self):
+        return [getattr(self, "alpha", 0.01)]
+
+
+class Identity(Activation):
+    """``A = Z``."""
+
+    function = "identity"
+
+
+class Sigmoid(Activation):
+    """``A = σ(Z) = 1 / (1 + e^−Z)`` (fused with binary cross-entropy when it is last)."""
+
+    function = "sigmoid"
+
+
+class Tanh(Activation):
+    """``A = tanh Z``."""
+
+    function = "tanh"
+
+
+class ReLU(Activation):
+    """``A = max(Z, 0)``."""
+
+    function = "relu"
+
+
+class LeakyReLU(Activation):
+    """``A = Z if Z > 0 else α·Z``."""
+
+    function = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = _checks.finite_float(alpha, "alpha", " such as 0.01 (the leaky slope)")
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+
+class GELU(Activation):
+    """``A = Z·Φ(Z)``, exact (erf)."""
+
+    function = "gelu"
+
+
+class GELUTanh(Activation):
+    """``A = ½Z(1 + tanh(√(2/π)(Z + 0.044715Z³)))``, GPT-2's approximation."""
+
+    function = "gelu_tanh"
+
+
+class Softmax(Activation):
+    """Softmax over each example's vector (fused with cross-entropy when it is last:
+    ``dZ = (P − Y)/m``, guide §9)."""
+
+    function = "softmax"
+
+    def _build(self, in_shape):
+        self._need(in_shape, 1, "a vector of class scores")
+        return in_shape
+
+
+#: activation name -> layer class (the legacy form ``Network(sizes, activations, loss)``)
+ACTIVATIONS = {cls.function: cls for cls in (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, GELU,
+                                             GELUTanh, Softmax)}
+
+
+class Flatten(Layer):
+    """``(C, H, W)`` per example -> ``(C·H·W,)`` in C order. With examples on the last axis
+    the memory is already in that order: the output is the input, seen as a matrix."""
+
+    kind = _plan.FLATTEN
+    kernels = ("(a view: no copy)", "(a view: no copy)")
+    aliases_input = True
+
+    def _build(self, in_shape):
+        return (int(np.prod(in_shape)),)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each value is kept with probability ``1 − p`` and scaled
+    by ``1/(1 − p)``; in evaluation the identity. The mask (the cache) is drawn from the
+    epoch's seed, the batch and the layer: ``fit`` is reproducible for a seed."""
+
+    kind = _plan.DROPOUT
+    kernels = ("dropout._dropout_forward", "dropout._dropout_backward")
+
+    def __init__(self, p: float = 0.5) -> None:
+        from ..kernels.dropout import check_p
+
+        self.p = check_p(p)
+
+    def _build(self, in_shape):
+        self.cache_size = int(np.prod(in_shape))  # the mask
+        return in_shape
+
+    def floats(self):
+        return [self.p]
+
+    def config(self):
+        return {"p": self.p}

@@ -1,0 +1,110 @@
+"""The plan: one row of integers per layer, computed in one place, read by everything else.
+
+A network is a list of layer objects (:mod:`loopprop.layers`) that *describe*; the plan turns
+that list into a table that compiled code can walk without Python objects, in the style of
+llm.c's one parameter buffer laid out from one table of sizes. Row ``r`` holds layer ``r``'s
+kind code, where its parameters live in the flat parameter vector ``theta`` (and its gradients
+in ``grad``, at the same offsets), where its input and output live in the activation buffer,
+where its caches and workspaces live, and its integer hyperparameters. ``fplan`` holds the
+float hyperparameters (the leaky slope, the dropout probability).
+
+Offsets into the batch buffers (activations, their gradients, caches, per-example workspaces)
+are counted **per example**: a region of ``size`` values per example starts at ``off · m`` and
+is ``size · m`` long for a batch of ``m``, so one plan serves every batch size. Parameter
+offsets and the fixed workspaces are absolute.
+
+Buffers (all flat, allocated once per ``fit``):
+
+* ``acts``  -- every layer's output, ``A^(0)`` (the input) first; a layer's input is the
+  previous layer's output (``Flatten`` outputs the very same region: a reshape costs nothing);
+* ``dacts`` -- the gradients of the loss w.r.t. the same values, same offsets. Every backward
+  kernel *adds* into its input's gradient (zeroed once per batch), so that two branches (a
+  residual's skip path, attention's Q/K/V) can add into one ``dA``;
+* ``cache`` / ``icache`` -- what a forward pass keeps for its backward pass (im2col columns,
+  ``A_prevᵀ``, dropout masks; max-pool winners as integers), guide §14;
+* ``work`` -- per-example scratch (``dZᵀ``, the columns' gradient) and ``fwork`` -- fixed
+  scratch (``Wᵀ``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# column names of the integer plan
+(KIND, P_OFF, P_SIZE, W_SIZE, IN_OFF, IN_SIZE, OUT_OFF, OUT_SIZE, C_OFF, IC_OFF, WK_OFF,
+ WF_OFF) = range(12)
+#: the first column of the layer's integer hyperparameters; there are ``N_HYPER`` of them
+H0 = 12
+N_HYPER = 12
+N_COLS = H0 + N_HYPER
+#: float hyperparameters per row
+N_FLOAT = 2
+
+# kind codes for the one dispatch in loopprop.train
+DENSE, ACTIVATION, CONV2D, MAXPOOL2D, AVGPOOL2D, FLATTEN, DROPOUT = range(1, 8)
+
+
+def build(layers, input_shape) -> dict:
+    """Lay out every buffer for ``layers`` applied to examples of ``input_shape``.
+
+    Each layer must already be built (:meth:`Layer.build`) in order. Returns a dict with
+    ``plan (L, N_COLS) int64``, ``fplan (L, N_FLOAT) float64`` and the per-example sizes of the
+    buffers (``acts``, ``cache``, ``icache``, ``work``) and the absolute ones (``params``,
+    ``fwork``).
+    """
+    L = len(layers)
+    plan = np.zeros((L, N_COLS), np.int64)
+    fplan = np.zeros((L, N_FLOAT), np.float64)
+    p_off = 0
+    a_off = int(np.prod(input_shape))  # A^(0) first
+    in_off, in_size = 0, a_off
+    c_off = ic_off = wk_off = wf_off = 0
+    for r, layer in enumerate(layers):
+        out_size = int(np.prod(layer.out_shape))
+        row = plan[r]
+        row[KIND] = layer.kind
+        n_params = layer.n_params
+        row[P_OFF], row[P_SIZE] = (p_off, n_params) if n_params else (-1, 0)
+        shapes = layer.param_shapes()
+        row[W_SIZE] = int(np.prod(shapes[0])) if shapes else 0  # the weights, for ‖dW‖
+        p_off += n_params
+        row[IN_OFF], row[IN_SIZE] = in_off, in_size
+        if layer.aliases_input:  # Flatten: the same values, seen in another shape
+            out_off = in_off
+        else:
+            out_off = a_off
+            a_off += out_size
+        row[OUT_OFF], row[OUT_SIZE] = out_off, out_size
+        row[C_OFF] = c_off
+        c_off += layer.cache_size
+        row[IC_OFF] = ic_off
+        ic_off += layer.icache_size
+        row[WK_OFF] = wk_off
+        wk_off += layer.work_size
+        row[WF_OFF] = wf_off
+        wf_off += layer.fixed_work_size
+        ints = layer.ints()
+        if len(ints) > N_HYPER:  # pragma: no cover - a layer author's mistake
+            raise RuntimeError(f"{type(layer).__name__} has more than {N_HYPER} integers")
+        row[H0:H0 + len(ints)] = ints
+        floats = layer.floats()
+        fplan[r, :len(floats)] = floats
+        in_off, in_size = out_off, out_size
+    return {"plan": plan, "fplan": fplan, "params": p_off, "acts": a_off, "cache": c_off,
+            "icache": ic_off, "work": wk_off, "fwork": wf_off}
+
+
+class Buffers:
+    """The batch buffers of a plan for batches of up to ``m`` examples (see the module
+    docstring); allocated once, reused by every batch."""
+
+    def __init__(self, layout: dict, m: int, dtype) -> None:
+        self.m = m
+        self.acts = np.zeros(max(layout["acts"] * m, 1), dtype)
+        self.dacts = np.zeros(max(layout["acts"] * m, 1), dtype)
+        self.cache = np.zeros(max(layout["cache"] * m, 1), dtype)
+        self.icache = np.zeros(max(layout["icache"] * m, 1), np.int32)
+        self.work = np.zeros(max(layout["work"] * m, 1), dtype)
+        self.fwork = np.zeros(max(layout["fwork"], 1), dtype)
+        self.col1 = np.zeros(m, dtype)
+        self.col2 = np.zeros(m, np.float64)
