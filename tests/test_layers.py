@@ -1,0 +1,226 @@
+"""Networks built from layer objects (issue: layers as forward/backward pairs).
+
+A whole CNN step against the same model in PyTorch, every gradient compared by name; fit against
+the Python loop of forward/backward/step; bitwise reproducibility across thread counts and
+dropout masks; save/load of every layer kind; the summary; the legacy form's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numba
+import numpy as np
+import pytest
+from helpers import assert_close, torch_or_skip
+
+import loopprop as lp
+from loopprop.layers import (GELU, AvgPool2d, Conv2d, Dense, Dropout, Flatten, GELUTanh,
+                             Identity, LeakyReLU, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh)
+
+
+def small_cnn():
+    return [Conv2d(3, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(4, (2, 3)), Tanh(),
+            AvgPool2d(2, 1), Flatten(), Dense(6), LeakyReLU(0.1), Dense(5), Softmax()]
+
+
+def torch_twin(torch, net):
+    """The same model in PyTorch, with the loopprop network's weights."""
+    nn = torch.nn
+    mods = []
+    for layer in net.layers:
+        name = type(layer).__name__
+        if name == "Conv2d":
+            mods.append(nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, layer.stride,
+                                  layer.padding))
+        elif name == "Dense":
+            mods.append(nn.Linear(layer.n_in, layer.n_out))
+        elif name == "MaxPool2d":
+            mods.append(nn.MaxPool2d(layer.size, layer.stride))
+        elif name == "AvgPool2d":
+            mods.append(nn.AvgPool2d(layer.size, layer.stride))
+        elif name == "Flatten":
+            mods.append(nn.Flatten())
+        elif name == "LeakyReLU":
+            mods.append(nn.LeakyReLU(layer.alpha))
+        elif name != "Softmax":  # fused with the loss, as in F.cross_entropy
+            mods.append({"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid,
+                         "Identity": nn.Identity, "GELU": nn.GELU}[name]())
+    model = nn.Sequential(*mods).double()
+    with torch.no_grad():
+        for (W, b), mod in zip(net.params, [m for m in mods if hasattr(m, "weight")]):
+            mod.weight[...] = torch.tensor(W)
+            mod.bias[...] = torch.tensor(b)
+    return model, [m for m in mods if hasattr(m, "weight")]
+
+
+def test_cnn_step_matches_torch_gradient_by_gradient(rng):
+    torch = torch_or_skip()
+    net = lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8), seed=1)
+    X = rng.standard_normal((2, 8, 8, 5))
+    y = rng.integers(0, 5, 5)
+    net.zero_grad()
+    P = net.forward(X)
+    loss = net.backward(y)
+    model, mods = torch_twin(torch, net)
+    out = model(torch.tensor(np.moveaxis(X, -1, 0).copy()))
+    tl = torch.nn.functional.cross_entropy(out, torch.tensor(y))
+    tl.backward()
+    assert abs(loss - tl.item()) <= 1e-12 * abs(tl.item())
+    assert_close("P", P, torch.softmax(out, 1).detach().numpy().T, 1e-10)
+    for l, ((dW, db), mod) in enumerate(zip(net.grads, mods), 1):
+        assert_close(f"dW^({l})", dW, mod.weight.grad.numpy(), 1e-10)
+        assert_close(f"db^({l})", db, mod.bias.grad.numpy(), 1e-10)
+
+
+def test_cnn_gradcheck(rng):
+    net = lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8), seed=2)
+    X = rng.standard_normal((2, 8, 8, 3))
+    assert lp.gradcheck(net, X, rng.integers(0, 5, 3)) < 1e-6
+
+
+@pytest.mark.parametrize("act", [Identity, Sigmoid, Tanh, ReLU, GELU, GELUTanh])
+def test_every_activation_layer_in_a_network_matches_finite_differences(rng, act):
+    net = lp.Network([Dense(4), act(), Dense(3), Identity()], loss="mse", input_shape=(3,),
+                     seed=3)
+    X = rng.standard_normal((3, 4))
+    assert lp.gradcheck(net, X, rng.standard_normal((3, 4))) < 1e-6
+
+
+def _python_loop(net, X, y, epochs, bs, lr):
+    for _ in range(epochs):
+        for s in range(0, X.shape[-1], bs):
+            net.zero_grad()
+            net.forward(X[..., s:s + bs])
+            net.backward(y[s:s + bs])
+            net.step(lr)
+
+
+def test_fit_equals_the_python_loop_of_steps(rng):
+    X = rng.standard_normal((2, 8, 8, 23))
+    y = rng.integers(0, 5, 23)
+    a = lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8), seed=4)
+    b = lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8), seed=4)
+    a.fit(X, y, epochs=2, batch_size=6, lr=0.05, shuffle=False, progress=False)
+    _python_loop(b, X, y, 2, 6, 0.05)
+    np.testing.assert_allclose(a._theta, b._theta, rtol=1e-12, atol=1e-14)
+
+
+def test_same_seed_same_bits_on_any_thread_count(rng):
+    X = rng.standard_normal((2, 8, 8, 40))
+    y = rng.integers(0, 5, 40)
+    layers = small_cnn()
+    layers.insert(8, Dropout(0.3))
+    runs = []
+    saved = numba.get_num_threads()
+    try:
+        for threads in (1, saved, 1):
+            numba.set_num_threads(threads)
+            net = lp.Network(layers, loss="cross_entropy", input_shape=(2, 8, 8), seed=5)
+            net.fit(X, y, epochs=2, batch_size=8, lr=0.05, progress=False, seed=7)
+            runs.append(net._theta.copy())
+    finally:
+        numba.set_num_threads(saved)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+    other = lp.Network(layers, loss="cross_entropy", input_shape=(2, 8, 8), seed=5)
+    other.fit(X, y, epochs=2, batch_size=8, lr=0.05, progress=False, seed=8)
+    assert not np.array_equal(other._theta, runs[0])  # another seed: other masks and order
+
+
+def test_dropout_is_off_in_evaluation_and_scales_in_training(rng):
+    net = lp.Network([Dense(200), Dropout(0.5), Identity()], loss="mse", input_shape=(1,))
+    net.params[0][0][...] = 1.0
+    X = np.ones((1, 50))
+    np.testing.assert_array_equal(net.predict(X), np.ones((200, 50)))  # evaluation: identity
+    A = net.forward(X)
+    assert set(np.unique(A)) == {0.0, 2.0}  # training: dropped, or kept and scaled by 1/(1−p)
+    assert abs((A == 0).mean() - 0.5) < 0.05
+
+
+ALL_KINDS = [Conv2d(3, (3, 2), stride=(1, 2), padding=(1, 0)), GELU(), MaxPool2d(2, 1),
+             AvgPool2d((1, 2)), Flatten(), Dropout(0.2), Dense(7), GELUTanh(), Dense(4),
+             LeakyReLU(0.05), Dense(3), Sigmoid()]
+
+
+def test_save_load_round_trips_every_layer_kind(tmp_path, rng):
+    net = lp.Network(ALL_KINDS, loss="binary_cross_entropy", input_shape=(2, 6, 6),
+                     dtype="float32", seed=6)
+    net.fit(rng.standard_normal((2, 6, 6, 9)), rng.integers(0, 2, (3, 9)).astype(float),
+            epochs=1, batch_size=4, progress=False)
+    net.save(tmp_path / "m.npz")
+    back = lp.Network.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back._theta, net._theta)
+    assert [repr(a) for a in back.layers] == [repr(b) for b in net.layers]
+    assert back.input_shape == net.input_shape and back.dtype == net.dtype
+    X = rng.standard_normal((2, 6, 6, 5))
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+
+
+def test_a_version_1_file_still_loads(tmp_path):
+    theta = np.arange(13, dtype=np.float64) / 10  # 2-3-1: 3·2 + 3 + 1·3 + 1
+    meta = {"format": "loopprop.Network", "format_version": 1, "layer_sizes": [2, 3, 1],
+            "activations": ["tanh", "sigmoid"], "loss": "binary_cross_entropy",
+            "dtype": "float64", "seed": 0, "init": "xavier", "alpha": 0.01, "n_params": 13}
+    with open(tmp_path / "old.npz", "wb") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta)), theta=theta)
+    net = lp.Network.load(tmp_path / "old.npz")
+    assert net.layer_sizes == [2, 3, 1] and net.activations == ["tanh", "sigmoid"]
+    W1, b1 = net.params[0]
+    np.testing.assert_array_equal(W1, theta[:6].reshape(3, 2))
+    X = np.array([[0.5], [-1.0]])
+    z1 = W1 @ X + b1[:, None]
+    W2, b2 = net.params[1]
+    want = 1 / (1 + np.exp(-(W2 @ np.tanh(z1) + b2[:, None])))
+    np.testing.assert_allclose(net.predict(X), want, rtol=1e-12)
+
+
+def test_layer_views_are_live(rng):
+    net = lp.Network([Conv2d(2, 3), Flatten(), Dense(3), Softmax()], loss="cross_entropy",
+                     input_shape=(1, 5, 5))
+    conv = net.layers[0]
+    assert conv.W.shape == (2, 1, 3, 3) and conv.b.shape == (2,)
+    conv.W[0, 0, 1, 1] = 42.0
+    assert net.params[0][0][0, 0, 1, 1] == 42.0
+    net.forward(rng.standard_normal((1, 5, 5, 2)))
+    net.backward(np.array([0, 2]))
+    np.testing.assert_array_equal(conv.dW, net.grads[0][0])
+    assert np.abs(conv.dW).sum() > 0
+
+
+def test_summary_names_kinds_shapes_params_and_kernels():
+    net = lp.Network([Conv2d(8, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Dense(10),
+                      Softmax()], loss="cross_entropy", input_shape=(1, 8, 8))
+    text = net.summary(print_it=False)
+    for want in ("Conv2d", "(8, 8, 8)", "80", "conv._conv2d_forward_tuned", "MaxPool2d",
+                 "(8, 4, 4)", "Flatten", "(128,)", "Dense", "1,290", "Softmax",
+                 "total: 1,370 parameters"):
+        assert want in text, want
+
+
+def test_the_layer_sizes_form_builds_the_same_network_as_version_0_1():
+    """Same initialization (one generator, layer by layer, N(0, 2/n_in)) and same layers."""
+    net = lp.Network([4, 3, 2], ["relu", "softmax"], "cross_entropy", seed=9)
+    rng = np.random.default_rng(9)
+    W1 = rng.standard_normal((3, 4)) * np.sqrt(2 / 4)
+    W2 = rng.standard_normal((2, 3)) * np.sqrt(2 / 3)
+    np.testing.assert_array_equal(net.params[0][0], W1)
+    np.testing.assert_array_equal(net.params[1][0], W2)
+    assert [type(v).__name__ for v in net.layers] == ["Dense", "ReLU", "Dense", "Softmax"]
+
+
+@pytest.mark.parametrize("layers,shape,pattern", [
+    ([Dense(3)], (2, 4, 4), "add Flatten"),
+    ([Conv2d(2, 5), Flatten(), Dense(2), Softmax()], (1, 3, 3), "larger than the padded"),
+    ([MaxPool2d(4), Flatten(), Dense(2), Softmax()], (1, 3, 3), "larger than the input"),
+    ([Flatten(), Dense(2), ReLU()], (1, 3, 3), "use 'softmax'"),
+    ([Conv2d(2, 1), Softmax()], (1, 3, 3), "add Flatten"),
+])
+def test_bad_stacks_are_refused_with_the_layer_named(layers, shape, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        lp.Network(layers, loss="cross_entropy", input_shape=shape)
+
+
+def test_layer_objects_need_an_input_shape():
+    with pytest.raises(ValueError, match="input_shape"):
+        lp.Network([Dense(2), Softmax()], loss="cross_entropy")
