@@ -485,3 +485,19 @@ def test_bench_dense_workloads_compute_the_same_thing(mode):
     fns = dense_workload(40, 30, 20, "float64", mode)
     for mine, ref in zip(fns["loopprop"](), fns["numpy"]()):
         np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.heavy
+def test_cli_trains_the_digits_cnn_and_evaluates_it(tmp_path):
+    pytest.importorskip("sklearn")
+    r = run_cli("train", "--model", "cnn", "--no-progress", "--save", "cnn", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Conv2d" in r.stdout and "MaxPool2d" in r.stdout  # the summary before training
+    acc = float(r.stdout.strip().splitlines()[-2].split("accuracy ")[1].split("%")[0])
+    assert acc >= 97.0  # 97.8–98.1 % over seeds 0–3 (README)
+    r = run_cli("evaluate", "cnn.npz", "--dataset", "digits", cwd=tmp_path)
+    assert r.returncode == 0 and f"accuracy {acc:.2f}%" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_cli_cnn_needs_an_image_dataset():
+    _one_line_error(run_cli("train", "--model", "cnn", "--dataset", "iris"), "--model cnn")
