@@ -433,7 +433,7 @@ class Network:
         buf.acts[:X.size] = X.ravel()
         self._forward_count += 1
         _train._forward_batch(self._plan, self._fplan, self._theta, buf.acts, buf.cache,
-                              buf.icache, m, len(self.layers), True,
+                              buf.icache, buf.work, buf.fwork, m, len(self.layers), True,
                               self.seed * 1048576 + self._forward_count, use_threads(True))
         self._cache = (buf, m)
         return self._output_view(buf, m).copy()
@@ -639,8 +639,8 @@ class Network:
         Ybuf = np.zeros(max(Yf.shape[0] * chunk, 1), self.dtype)
         total, correct = _train._evaluate(
             self._plan, self._fplan, self._theta, _train.LOSS_CODES[self.loss], X, Yf, labels,
-            one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.col1, buf.col2, Ybuf,
-            out, 1)
+            one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork,
+            buf.col1, buf.col2, Ybuf, out, 1)
         result: dict[str, Any] = {"loss": total / n, "output": out}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / n

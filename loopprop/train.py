@@ -72,7 +72,8 @@ def _img(buf, off, c, h, w, m):
 
 
 @kernel
-def _forward_row(r, plan, fplan, theta, acts, cache, icache, mb, training, seed, threads):
+def _forward_row(r, plan, fplan, theta, acts, cache, icache, work, fwork, mb, training, seed,
+                 threads):
     """Forward through layer ``r`` of the plan: read its input from ``acts``, write its output
     there, fill its caches (guide §6, §14). ``training`` switches dropout on; ``seed`` seeds
     its mask."""
@@ -95,9 +96,12 @@ def _forward_row(r, plan, fplan, theta, acts, cache, icache, mb, training, seed,
         s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
         K = c_in * kh * kw
         N = H_out * W_out * mb
+        wk = plan[r, WK_OFF] * mb
         _conv2d_forward_tuned(_view(acts, y_off, c_out, N), _view(theta, p, c_out, K),
                               _vec(theta, p + c_out * K, c_out), _img(acts, x_off, c_in, H, W, mb),
-                              _view(cache, plan[r, C_OFF] * mb, K, N), kh, kw, s_h, s_w, pad_h,
+                              _view(cache, plan[r, C_OFF] * mb, N, K),
+                              _view(work, wk + N * K, N, c_out),
+                              _view(fwork, plan[r, WF_OFF], K, c_out), kh, kw, s_h, s_w, pad_h,
                               pad_w, H_out, W_out, threads)
     elif kind == MAXPOOL2D or kind == AVGPOOL2D:
         C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
@@ -150,11 +154,14 @@ def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work,
         s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
         K = c_in * kh * kw
         N = H_out * W_out * mb
+        wk = plan[r, WK_OFF] * mb
         _conv2d_backward_tuned(_view(grad, p, c_out, K), _vec(grad, p + c_out * K, c_out),
                                _img(dacts, x_off, c_in, H, W, mb), _view(dacts, y_off, c_out, N),
-                               _view(theta, p, c_out, K), _view(cache, plan[r, C_OFF] * mb, K, N),
-                               _view(work, plan[r, WK_OFF] * mb, K, N), kh, kw, s_h, s_w, pad_h,
-                               pad_w, H_out, W_out, need_dx, threads)
+                               _view(theta, p, c_out, K), _img(acts, x_off, c_in, H, W, mb),
+                               _view(cache, plan[r, C_OFF] * mb, N, K), _view(work, wk, N, K),
+                               _view(work, wk + N * K, N, c_out),
+                               _view(fwork, plan[r, WF_OFF] + K * c_out, K, c_out), kh, kw, s_h,
+                               s_w, pad_h, pad_w, H_out, W_out, need_dx, threads)
     elif kind == MAXPOOL2D or kind == AVGPOOL2D:
         if need_dx:
             C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
@@ -180,13 +187,13 @@ def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work,
 
 
 @kernel
-def _forward_batch(plan, fplan, theta, acts, cache, icache, mb, n_rows, training, seed,
-                   threads):
+def _forward_batch(plan, fplan, theta, acts, cache, icache, work, fwork, mb, n_rows, training,
+                   seed, threads):
     """Forward through rows ``0 … n_rows − 1`` (guide §5–§6); ``A^(0)`` must already be at the
     start of ``acts``. A fused loss (softmax or sigmoid + cross-entropy) stops one row short:
     it starts from the last layer's input and never reads its output."""
     for r in range(n_rows):
-        _forward_row(r, plan, fplan, theta, acts, cache, icache, mb, training,
+        _forward_row(r, plan, fplan, theta, acts, cache, icache, work, fwork, mb, training,
                      seed * 64 + r, threads)
 
 
@@ -355,8 +362,8 @@ def _train_epoch(plan, fplan, theta, grad, state1, state2, loss_code, XT, Y, lab
         for c in range(mb):
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
-        _forward_batch(plan, fplan, theta, acts, cache, icache, mb, n_fwd, runtime_flag(True),
-                       dropout_seed * 1048576 + batch, threads)
+        _forward_batch(plan, fplan, theta, acts, cache, icache, work, fwork, mb, n_fwd,
+                       runtime_flag(True), dropout_seed * 1048576 + batch, threads)
         _zero(dacts)
         total += mb * _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
         if fused:
@@ -375,7 +382,7 @@ def _train_epoch(plan, fplan, theta, grad, state1, state2, loss_code, XT, Y, lab
 
 @kernel
 def _evaluate(plan, fplan, theta, loss_code, X, Y, labels, one_hot, chunk, acts, dacts, cache,
-              icache, col1, col2, Ybuf, out, threads):
+              icache, work, fwork, col1, col2, Ybuf, out, threads):
     """Forward-only pass over X (evaluation mode: dropout off) in chunks: returns
     ``(Σ loss × chunk size, correct)``; fills ``out`` (n_L, n) with the output activations.
     Each chunk's targets are copied into ``Ybuf``, so the loss kernels see the same contiguous
@@ -392,8 +399,8 @@ def _evaluate(plan, fplan, theta, loss_code, X, Y, labels, one_hot, chunk, acts,
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(plan, fplan, theta, acts, cache, icache, mb, L, runtime_flag(False),
-                       int(0), threads)
+        _forward_batch(plan, fplan, theta, acts, cache, icache, work, fwork, mb, L,
+                       runtime_flag(False), int(0), threads)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         for i in range(Y.shape[0]):
             for c in range(mb):

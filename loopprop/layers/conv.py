@@ -39,9 +39,10 @@ class Conv2d(Layer):
         self.c_in = c_in
         self.H_out = output_size(H, kh, s_h, pad_h)
         self.W_out = output_size(W, kw, s_w, pad_w)
-        cols = c_in * kh * kw * self.H_out * self.W_out
-        self.cache_size = cols  # im2col columns
-        self.work_size = cols  # their gradient
+        K, positions = c_in * kh * kw, self.H_out * self.W_out
+        self.cache_size = K * positions  # the im2col matrix, transposed (colsT)
+        self.work_size = (K + self.c_out) * positions  # its gradient, and Zᵀ / dZᵀ
+        self.fixed_work_size = 2 * K * self.c_out  # Wᵀ and dWᵀ
         return (self.c_out, self.H_out, self.W_out)
 
     def param_shapes(self):
