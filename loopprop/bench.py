@@ -23,6 +23,7 @@ from . import vectorized as vec
 from .kernels.activations import (SIGMOID, TANH, _activation_backward_tuned,
                                   _activation_forward_tuned, activation_backward,
                                   activation_forward)
+from .kernels.conv import conv2d_backward, conv2d_forward
 from .kernels.dense import dense_backward, dense_forward
 from .network import Network
 
@@ -206,6 +207,104 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
     return {"loopprop": loops, "numpy": numpy}
 
 
+def _torch_cnn(torch, net, dtype):
+    """The same CNN in PyTorch (eager, ``nn.Sequential``), examples first."""
+    nn = torch.nn
+    tdt = torch.float64 if dtype == "float64" else torch.float32
+    mods = []
+    for layer in net.layers:
+        name = type(layer).__name__
+        if name == "Conv2d":
+            mods.append(nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, layer.stride,
+                                  layer.padding))
+        elif name == "Dense":
+            mods.append(nn.Linear(layer.n_in, layer.n_out))
+        elif name == "MaxPool2d":
+            mods.append(nn.MaxPool2d(layer.size, layer.stride))
+        elif name == "Flatten":
+            mods.append(nn.Flatten())
+        elif name == "ReLU":
+            mods.append(nn.ReLU())
+    return nn.Sequential(*mods).to(tdt)
+
+
+#: the CNNs of the benchmark: (layers, input shape, batch, examples)
+CNNS = {
+    "digits": ("conv 8 → pool → conv 16 → pool → dense 10", (1, 8, 8), 32, 1438),
+    "lenet": ("conv 16×5×5 → pool → conv 32×5×5 → pool → dense 128 → 10", (1, 28, 28), 64,
+              4000),
+}
+
+
+def cnn_layers(name: str):
+    from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU, Softmax
+
+    if name == "digits":
+        return [Conv2d(8, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(16, 3, padding=1), ReLU(),
+                MaxPool2d(2), Flatten(), Dense(10), Softmax()]
+    return [Conv2d(16, 5), ReLU(), MaxPool2d(2), Conv2d(32, 5), ReLU(), MaxPool2d(2), Flatten(),
+            Dense(128), ReLU(), Dense(10), Softmax()]
+
+
+def cnn_workload(name: str, dtype: str = "float64", with_torch: bool = True
+                 ) -> dict[str, Callable[[], object]]:
+    """One training epoch (plain SGD, batch as in :data:`CNNS`) of a CNN: loopprop's compiled
+    ``fit`` against the same network in PyTorch eager."""
+    _, shape, batch, n = CNNS[name]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((*shape, n)).astype(dtype)
+    y = rng.integers(0, 10, n)
+    net = Network(cnn_layers(name), loss="cross_entropy", input_shape=shape, dtype=dtype)
+    fns: dict[str, Callable[[], object]] = {
+        "loopprop": lambda: net.fit(X, y, epochs=1, batch_size=batch, lr=0.01, shuffle=False,
+                                    progress=False)}
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        model = _torch_cnn(torch, net, dtype)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        tX = torch.tensor(np.ascontiguousarray(np.moveaxis(X, -1, 0)))
+        ty = torch.tensor(y)
+
+        def torch_epoch():
+            for s in range(0, n, batch):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(tX[s:s + batch]),
+                                                  ty[s:s + batch]).backward()
+                opt.step()
+
+        fns["torch"] = torch_epoch
+    return fns
+
+
+def conv_workload(dtype: str = "float32", with_torch: bool = True) -> dict[str, Callable]:
+    """conv2d forward + backward, 16 → 32 channels, 3×3, 28×28, no padding, batch 64:
+    loopprop's public functions against ``F.conv2d`` and its autograd backward."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((32, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(32).astype(dtype)
+    A = rng.standard_normal((16, 28, 28, 64)).astype(dtype)
+    dZ = rng.standard_normal((32, 26, 26, 64)).astype(dtype)
+
+    def loops():
+        conv2d_forward(W, b, A, check_finite=False)
+        return conv2d_backward(dZ, W, A, check_finite=False)
+
+    fns: dict[str, Callable] = {"loopprop": loops}
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        tA = torch.tensor(np.ascontiguousarray(np.moveaxis(A, -1, 0)), requires_grad=True)
+        tW = torch.tensor(W, requires_grad=True)
+        tb = torch.tensor(b, requires_grad=True)
+        tdZ = torch.tensor(np.ascontiguousarray(np.moveaxis(dZ, -1, 0)))
+
+        def torch_conv():
+            tA.grad = tW.grad = tb.grad = None
+            torch.nn.functional.conv2d(tA, tW, tb).backward(tdZ)
+
+        fns["torch"] = torch_conv
+    return fns
+
+
 def warm_start_seconds() -> float:
     """Seconds for ``loopprop train --epochs 1`` (digits) in a fresh interpreter, Numba cache and
     dataset copy filled by a first run: process start, imports, loading, the first epoch and the
@@ -240,6 +339,9 @@ def rows(dtype: str = "float64", quick: bool = False):
     for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
         yield (f"dense fwd+bwd 1024x1024, b 256, {label}", best_time(
             dense_workload(1024, 1024, 256, dtype, mode), rounds))
+    for name, (label, *_) in CNNS.items():
+        yield (f"CNN epoch, {name}", best_time(cnn_workload(name, dtype), rounds))
+    yield ("conv2d fwd+bwd 16→32, 3x3, 28x28, b 64", best_time(conv_workload(dtype), rounds))
     for name in ("sigmoid", "tanh"):
         for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
             yield (f"{name} fwd+bwd, 10^6 values, {label}", best_time(

@@ -184,3 +184,29 @@ class ColdStart:
 
     def timeraw_import_and_first_epoch_filled_cache(self):
         return COLD.format(cache="")
+
+
+class CNN:
+    """One training epoch of the digits CNN and of the LeNet-sized CNN, loopprop against
+    PyTorch eager (``loopprop.bench.cnn_workload``), and conv2d forward + backward alone; all
+    threads. n/a before layers existed."""
+
+    params = (["loopprop", "torch"], ["digits", "lenet", "conv2d"], DTYPES)
+    param_names = ["impl", "workload", "dtype"]
+    timeout = 600
+
+    def setup(self, impl, workload, dtype):
+        bench = lp.bench
+        if not hasattr(bench, "cnn_workload"):
+            raise NotImplementedError("this commit has no layers")
+        fns = (bench.conv_workload(dtype) if workload == "conv2d"
+               else bench.cnn_workload(workload, dtype))
+        if impl not in fns:
+            raise NotImplementedError("torch is not installed")
+        if impl == "torch":
+            torch_or_none().set_num_threads(2)
+        self.fn = fns[impl]
+        self.fn()
+
+    def time_run(self, *args):
+        self.fn()
