@@ -207,10 +207,12 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
     return {"loopprop": loops, "numpy": numpy}
 
 
-def _torch_cnn(torch, net, dtype):
-    """The same CNN in PyTorch (eager, ``nn.Sequential``), examples first."""
+def torch_twin(torch, net, dtype: str = "float64", copy_weights: bool = False):
+    """The same network in PyTorch eager (``nn.Sequential``, examples first): the benchmark's
+    peer and the tests' autograd oracle. A final ``Softmax`` is left out (PyTorch fuses it
+    into ``cross_entropy``, as loopprop does); ``copy_weights`` copies loopprop's weights in.
+    Returns ``(model, parameterized modules in order)``."""
     nn = torch.nn
-    tdt = torch.float64 if dtype == "float64" else torch.float32
     mods = []
     for layer in net.layers:
         name = type(layer).__name__
@@ -219,13 +221,22 @@ def _torch_cnn(torch, net, dtype):
                                   layer.padding))
         elif name == "Dense":
             mods.append(nn.Linear(layer.n_in, layer.n_out))
-        elif name == "MaxPool2d":
-            mods.append(nn.MaxPool2d(layer.size, layer.stride))
-        elif name == "Flatten":
-            mods.append(nn.Flatten())
-        elif name == "ReLU":
-            mods.append(nn.ReLU())
-    return nn.Sequential(*mods).to(tdt)
+        elif name in ("MaxPool2d", "AvgPool2d"):
+            mods.append(getattr(nn, name)(layer.size, layer.stride))
+        elif name == "LeakyReLU":
+            mods.append(nn.LeakyReLU(layer.alpha))
+        elif name == "GELUTanh":
+            mods.append(nn.GELU(approximate="tanh"))
+        elif name != "Softmax":
+            mods.append(getattr(nn, name)())  # Flatten, ReLU, Tanh, Sigmoid, Identity, GELU
+    model = nn.Sequential(*mods).to(torch.float64 if dtype == "float64" else torch.float32)
+    weighted = [m for m in mods if hasattr(m, "weight")]
+    if copy_weights:
+        with torch.no_grad():
+            for (W, b), mod in zip(net.params, weighted):
+                mod.weight[...] = torch.tensor(W)
+                mod.bias[...] = torch.tensor(b)
+    return model, weighted
 
 
 #: the CNNs of the benchmark: (layers, input shape, batch, examples)
@@ -260,7 +271,7 @@ def cnn_workload(name: str, dtype: str = "float64", with_torch: bool = True
                                     progress=False)}
     torch = _torch() if with_torch else None
     if torch is not None:
-        model = _torch_cnn(torch, net, dtype)
+        model, _ = torch_twin(torch, net, dtype)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         tX = torch.tensor(np.ascontiguousarray(np.moveaxis(X, -1, 0)))
         ty = torch.tensor(y)

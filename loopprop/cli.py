@@ -243,12 +243,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if loss == "binary_cross_entropy" and meta.n_classes != 2:
         raise CLIError(f"--loss: binary_cross_entropy needs two classes; {args.dataset} has "
                        f"{meta.n_classes}: use cross_entropy")
-    save = _writable_target(args.save, "--save", ".npz") if args.save else None
-    plot = _writable_target(args.plot, "--plot", ".png") if args.plot else None
-    if plot:
-        from .plots import require_matplotlib
-
-        require_matplotlib()
+    save, plot = _outputs(args)
     Xtr, ytr, Xte, yte = datasets.load(args.dataset, dtype=args.dtype)
     n_out = {"cross_entropy": meta.n_classes, "binary_cross_entropy": 1}.get(
         loss, meta.n_classes if meta.task == "classification" else 1)
@@ -272,15 +267,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte_fit, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"]) + ")")
+    return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {net!r}")
+
+
+def _save_and_plot(net, hist, save, plot, title: str) -> int:
+    """The end of a training command: the model to ``--save``, the history to ``--plot``."""
     if save:
         net.save(save)
         print(f"saved {save}")
     if plot:
         from .plots import plot_history
 
-        plot_history(hist, plot, title=f"{args.dataset}: {net!r}")
+        plot_history(hist, plot, title=title)
         print(f"plot written to {plot}")
     return 0
+
+
+def _outputs(args: argparse.Namespace):
+    """``--save`` and ``--plot`` checked before any training (a missing directory, no
+    matplotlib): ``(save path or None, plot path or None)``."""
+    save = _writable_target(args.save, "--save", ".npz") if args.save else None
+    plot = _writable_target(args.plot, "--plot", ".png") if args.plot else None
+    if plot:
+        from .plots import require_matplotlib
+
+        require_matplotlib()
+    return save, plot
 
 
 def _train_cnn(args: argparse.Namespace, meta) -> int:
@@ -301,12 +313,7 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
         (0.001 if mnist else CNN_DEFAULTS["lr"]) if optimizer == "adam" else 0.02)
     epochs = args.epochs or (10 if mnist else CNN_DEFAULTS["epochs"])
     batch = args.batch_size or (64 if mnist else CNN_DEFAULTS["batch_size"])
-    save = _writable_target(args.save, "--save", ".npz") if args.save else None
-    plot = _writable_target(args.plot, "--plot", ".png") if args.plot else None
-    if plot:
-        from .plots import require_matplotlib
-
-        require_matplotlib()
+    save, plot = _outputs(args)
     Xtr, ytr, Xte, yte = datasets.load(args.dataset, dtype=args.dtype, image=True)
     net = Network(cnn_layers(args.dataset), loss="cross_entropy", input_shape=Xtr.shape[:-1],
                   dtype=args.dtype, seed=args.seed)
@@ -319,15 +326,7 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"]) + ")")
-    if save:
-        net.save(save)
-        print(f"saved {save}")
-    if plot:
-        from .plots import plot_history
-
-        plot_history(hist, plot, title=f"{args.dataset}: CNN")
-        print(f"plot written to {plot}")
-    return 0
+    return _save_and_plot(net, hist, save, plot, f"{args.dataset}: CNN")
 
 
 def _epoch_times(times: list[float]) -> str:

@@ -15,6 +15,7 @@ import pytest
 from helpers import assert_close, torch_or_skip
 
 import loopprop as lp
+from loopprop.bench import torch_twin
 from loopprop.layers import (GELU, AvgPool2d, Conv2d, Dense, Dropout, Flatten, GELUTanh,
                              Identity, LeakyReLU, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh)
 
@@ -22,36 +23,6 @@ from loopprop.layers import (GELU, AvgPool2d, Conv2d, Dense, Dropout, Flatten, G
 def small_cnn():
     return [Conv2d(3, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(4, (2, 3)), Tanh(),
             AvgPool2d(2, 1), Flatten(), Dense(6), LeakyReLU(0.1), Dense(5), Softmax()]
-
-
-def torch_twin(torch, net):
-    """The same model in PyTorch, with the loopprop network's weights."""
-    nn = torch.nn
-    mods = []
-    for layer in net.layers:
-        name = type(layer).__name__
-        if name == "Conv2d":
-            mods.append(nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, layer.stride,
-                                  layer.padding))
-        elif name == "Dense":
-            mods.append(nn.Linear(layer.n_in, layer.n_out))
-        elif name == "MaxPool2d":
-            mods.append(nn.MaxPool2d(layer.size, layer.stride))
-        elif name == "AvgPool2d":
-            mods.append(nn.AvgPool2d(layer.size, layer.stride))
-        elif name == "Flatten":
-            mods.append(nn.Flatten())
-        elif name == "LeakyReLU":
-            mods.append(nn.LeakyReLU(layer.alpha))
-        elif name != "Softmax":  # fused with the loss, as in F.cross_entropy
-            mods.append({"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid,
-                         "Identity": nn.Identity, "GELU": nn.GELU}[name]())
-    model = nn.Sequential(*mods).double()
-    with torch.no_grad():
-        for (W, b), mod in zip(net.params, [m for m in mods if hasattr(m, "weight")]):
-            mod.weight[...] = torch.tensor(W)
-            mod.bias[...] = torch.tensor(b)
-    return model, [m for m in mods if hasattr(m, "weight")]
 
 
 def test_cnn_step_matches_torch_gradient_by_gradient(rng):
@@ -62,7 +33,7 @@ def test_cnn_step_matches_torch_gradient_by_gradient(rng):
     net.zero_grad()
     P = net.forward(X)
     loss = net.backward(y)
-    model, mods = torch_twin(torch, net)
+    model, mods = torch_twin(torch, net, copy_weights=True)
     out = model(torch.tensor(np.moveaxis(X, -1, 0).copy()))
     tl = torch.nn.functional.cross_entropy(out, torch.tensor(y))
     tl.backward()
