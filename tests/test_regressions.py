@@ -501,3 +501,20 @@ def test_cli_trains_the_digits_cnn_and_evaluates_it(tmp_path):
 
 def test_cli_cnn_needs_an_image_dataset():
     _one_line_error(run_cli("train", "--model", "cnn", "--dataset", "iris"), "--model cnn")
+
+
+def test_load_of_an_oversized_claim_allocates_nothing_large(tmp_path):
+    """A 1.8 KB file claiming [6000, 6000, 3] used to allocate 550 MiB before failing."""
+    import tracemalloc
+
+    meta = {**GOOD, "layer_sizes": [6000, 6000, 3], "activations": ["relu", "softmax"],
+            "loss": "cross_entropy"}
+    path = _model_file(tmp_path / "big.npz", meta, np.ones(3))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match="corrupted"):
+            lp.Network.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"loading a bad file allocated {peak / 2**20:.0f} MiB"
