@@ -257,18 +257,32 @@ def cnn_layers(name: str):
             Dense(128), ReLU(), Dense(10), Softmax()]
 
 
+def cnn_arch(name: str) -> list[tuple]:
+    """:func:`cnn_layers` in the terms of :func:`loopprop.vectorized.cnn_epoch_lean`."""
+    if name == "digits":
+        return [("conv", 1), ("relu",), ("pool",), ("conv", 1), ("relu",), ("pool",),
+                ("flatten",), ("dense",)]
+    return [("conv", 0), ("relu",), ("pool",), ("conv", 0), ("relu",), ("pool",), ("flatten",),
+            ("dense",), ("relu",), ("dense",)]
+
+
 def cnn_workload(name: str, dtype: str = "float64", with_torch: bool = True
                  ) -> dict[str, Callable[[], object]]:
     """One training epoch (plain SGD, batch as in :data:`CNNS`) of a CNN: loopprop's compiled
-    ``fit`` against the same network in PyTorch eager."""
+    ``fit`` against the same network in the leanest NumPy (im2col + ``@``, examples first) and
+    in PyTorch eager."""
     _, shape, batch, n = CNNS[name]
     rng = np.random.default_rng(0)
     X = rng.standard_normal((*shape, n)).astype(dtype)
     y = rng.integers(0, 10, n)
     net = Network(cnn_layers(name), loss="cross_entropy", input_shape=shape, dtype=dtype)
+    params = [(W.copy(), b.copy()) for W, b in net.params]
+    X_first = np.ascontiguousarray(np.moveaxis(X, -1, 0))  # NumPy's preferred layout
+    arch = cnn_arch(name)
     fns: dict[str, Callable[[], object]] = {
         "loopprop": lambda: net.fit(X, y, epochs=1, batch_size=batch, lr=0.01, shuffle=False,
-                                    progress=False)}
+                                    progress=False),
+        "numpy": lambda: vec.cnn_epoch_lean(params, arch, X_first, y, batch, 0.01)}
     torch = _torch() if with_torch else None
     if torch is not None:
         model, _ = torch_twin(torch, net, dtype)

@@ -316,3 +316,104 @@ def dropout_backward(dA, mask):
 
 def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def cnn_epoch_lean(params, arch, X, y, batch_size, lr):
+    """One SGD epoch of a CNN as lean as plain NumPy gets: the benchmark baseline of the CNN
+    rows (im2col by ``sliding_window_view`` and one ``@`` per product, in the layout NumPy
+    prefers: examples *first*, ``X (m, C, H, W)``).
+
+    ``arch`` lists the layers: ``("conv", padding)``, ``("relu",)``, ``("pool",)`` (2×2 max
+    pooling, even sizes; a tie sends the gradient to every maximum), ``("flatten",)``,
+    ``("dense",)``; the last dense layer feeds softmax + cross-entropy with integer labels
+    ``y``. ``params`` holds ``(W, b)`` per conv/dense layer (loopprop's shapes), updated in
+    place. Returns the mean training loss.
+    """
+    n = X.shape[0]
+    total = 0.0
+    for s in range(0, n, batch_size):
+        A = X[s:s + batch_size]
+        yb = y[s:s + batch_size]
+        m = A.shape[0]
+        tape = []
+        p = 0
+        for op in arch:
+            kind = op[0]
+            if kind == "conv":
+                W, b = params[p]
+                p += 1
+                pad = op[1]
+                c_out, c_in, kh, kw = W.shape
+                Ap = np.pad(A, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else A
+                win = np.lib.stride_tricks.sliding_window_view(Ap, (kh, kw), axis=(2, 3))
+                Ho, Wo = win.shape[2], win.shape[3]
+                cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(m * Ho * Wo, c_in * kh * kw)
+                Z = cols @ W.reshape(c_out, -1).T
+                Z += b
+                tape.append((kind, A.shape, Ap.shape, cols, pad))
+                A = Z.reshape(m, Ho, Wo, c_out).transpose(0, 3, 1, 2)
+            elif kind == "relu":
+                tape.append((kind, A))
+                A = np.maximum(A, 0)
+            elif kind == "pool":
+                mm, C, H, Wd = A.shape
+                Ar = A.reshape(mm, C, H // 2, 2, Wd // 2, 2)
+                out = Ar.max(axis=(3, 5))
+                tape.append((kind, Ar, out))
+                A = out
+            elif kind == "flatten":
+                tape.append((kind, A.shape))
+                A = A.reshape(m, -1)
+            else:  # dense, rows as examples
+                W, b = params[p]
+                p += 1
+                tape.append((kind, A))
+                A = A @ W.T
+                A += b
+        A -= A.max(axis=1, keepdims=True)  # softmax + cross-entropy on shifted logits
+        E = np.exp(A)
+        S = E.sum(axis=1)
+        rows = np.arange(m)
+        total += float(np.log(S).sum() - A[rows, yb].sum())
+        dA = E / S[:, None]
+        dA[rows, yb] -= 1.0
+        dA /= m
+        for op, rec in zip(reversed(arch), reversed(tape)):
+            kind = op[0]
+            if kind == "dense":
+                p -= 1
+                W, b = params[p]
+                A_in = rec[1]
+                dW = dA.T @ A_in
+                db = dA.sum(axis=0)
+                dA = dA @ W
+                W -= lr * dW
+                b -= lr * db
+            elif kind == "flatten":
+                dA = dA.reshape(rec[1])
+            elif kind == "pool":
+                Ar, out = rec[1], rec[2]
+                mask = Ar == out[:, :, :, None, :, None]
+                dA = (mask * dA[:, :, :, None, :, None]).reshape(Ar.shape[0], Ar.shape[1],
+                                                                 Ar.shape[2] * 2, Ar.shape[4] * 2)
+            elif kind == "relu":
+                dA = dA * (rec[1] > 0)
+            else:  # conv
+                p -= 1
+                W, b = params[p]
+                in_shape, pad_shape, cols, pad = rec[1], rec[2], rec[3], rec[4]
+                c_out, c_in, kh, kw = W.shape
+                mm, _, Ho, Wo = dA.shape
+                dZ = dA.transpose(0, 2, 3, 1).reshape(-1, c_out)
+                dW = (dZ.T @ cols).reshape(W.shape)
+                db = dZ.sum(axis=0)
+                dcols = (dZ @ W.reshape(c_out, -1)).reshape(mm, Ho, Wo, c_in, kh, kw)
+                dAp = np.zeros(pad_shape, dA.dtype)
+                for i in range(kh):
+                    for j in range(kw):
+                        dAp[:, :, i:i + Ho, j:j + Wo] += dcols[..., i, j].transpose(0, 3, 1, 2)
+                H, Wd = in_shape[2], in_shape[3]
+                dA = dAp[:, :, pad:pad + H, pad:pad + Wd]
+                W -= lr * dW
+                b -= lr * db
+    return total / n

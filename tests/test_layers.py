@@ -195,3 +195,23 @@ def test_bad_stacks_are_refused_with_the_layer_named(layers, shape, pattern):
 def test_layer_objects_need_an_input_shape():
     with pytest.raises(ValueError, match="input_shape"):
         lp.Network([Dense(2), Softmax()], loss="cross_entropy")
+
+
+@pytest.mark.parametrize("name", ["digits", "lenet"])
+def test_lean_numpy_cnn_epoch_equals_fit(name):
+    """The benchmark's NumPy baseline computes the same epoch as loopprop's fit."""
+    from loopprop import vectorized as vec
+    from loopprop.bench import cnn_arch, cnn_layers
+
+    shape = (1, 8, 8) if name == "digits" else (1, 28, 28)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((*shape, 21)), rng.integers(0, 10, 21)
+    net = lp.Network(cnn_layers(name), loss="cross_entropy", input_shape=shape, seed=2)
+    params = [(W.copy(), b.copy()) for W, b in net.params]
+    loss = vec.cnn_epoch_lean(params, cnn_arch(name), np.ascontiguousarray(np.moveaxis(X, -1, 0)),
+                              y, 8, 0.05)
+    hist = net.fit(X, y, epochs=1, batch_size=8, lr=0.05, shuffle=False, progress=False)
+    assert abs(loss - hist["loss"][0]) <= 1e-12 * abs(loss)
+    for (W, b), (W2, b2) in zip(params, net.params):
+        assert_close("W", W2, W, 1e-10)
+        assert_close("b", b2, b, 1e-10)

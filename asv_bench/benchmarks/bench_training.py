@@ -187,11 +187,11 @@ class ColdStart:
 
 
 class CNN:
-    """One training epoch of the digits CNN and of the LeNet-sized CNN, loopprop against
-    PyTorch eager (``loopprop.bench.cnn_workload``), and conv2d forward + backward alone; all
-    threads. n/a before layers existed."""
+    """One training epoch of the digits CNN and of the LeNet-sized CNN, loopprop against the
+    lean NumPy epoch (im2col + @) and PyTorch eager (``loopprop.bench.cnn_workload``), and
+    conv2d forward + backward alone; all threads. n/a before layers existed."""
 
-    params = (["loopprop", "torch"], ["digits", "lenet", "conv2d"], DTYPES)
+    params = (["loopprop", "numpy", "torch"], ["digits", "lenet", "conv2d"], DTYPES)
     param_names = ["impl", "workload", "dtype"]
     timeout = 600
 
@@ -202,7 +202,8 @@ class CNN:
         fns = (bench.conv_workload(dtype) if workload == "conv2d"
                else bench.cnn_workload(workload, dtype))
         if impl not in fns:
-            raise NotImplementedError("torch is not installed")
+            raise NotImplementedError(f"no {impl} implementation here (torch not installed, "
+                                      "or conv2d alone has no NumPy row)")
         if impl == "torch":
             torch_or_none().set_num_threads(2)
         self.fn = fns[impl]
