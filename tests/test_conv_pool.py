@@ -20,6 +20,9 @@ CONV_CASES = [
     (5, 7, 8, 8, 8, 1, 0, 2),
     (3, 4, 11, 7, 1, 2, 0, 5),
     (7, 9, 10, 10, 5, 2, 2, 3),
+    # above DIRECT_MAX_WORK multiply-adds: the im2col + packed-product path
+    (16, 32, 12, 12, 5, 1, 0, 8),
+    (8, 12, 15, 13, 3, 2, 1, 16),
 ]
 
 

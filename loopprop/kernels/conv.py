@@ -234,6 +234,93 @@ def _col2im(dA_prev, dcolsT, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, threa
                          c_in)
 
 
+#: below this many multiply-adds a convolution runs as direct loops (:func:`_conv2d_direct`):
+#: the im2col copy, the transposes and the packing would cost more than the product
+DIRECT_MAX_WORK = 1 << 19
+
+
+@kernel
+def _direct(c_out, K, T):
+    """Whether a convolution with ``c_out`` outputs, ``K`` weights each and ``T`` positions ×
+    examples runs as direct loops; forward and backward ask the same question."""
+    return c_out * K * T < DIRECT_MAX_WORK
+
+
+@kernel(fast=True)
+def _conv2d_direct_forward(Z, W, b, A_prev, s_h, s_w, pad_h, pad_w):
+    """``Z[i, y, x, k] = b[i] + Σ_c Σ_p Σ_q W[i, c, p, q] · A_prev[c, u, v, k]``: the naive
+    kernel's sum with the batch index ``k`` innermost, so each step is one weight times a
+    contiguous vector of ``m`` examples (examples on the last axis make this free).
+
+    Shapes: Z (c_out, H_out, W_out, m) written; W (c_out, c_in, kh, kw); b (c_out,);
+    A_prev (c_in, H, W, m).
+    """
+    c_out, c_in, kh, kw = W.shape
+    H, Wd, m = A_prev.shape[1], A_prev.shape[2], A_prev.shape[3]
+    H_out, W_out = Z.shape[1], Z.shape[2]
+    mu = np.uint64(m)
+    for i in range(c_out):
+        for y in range(H_out):
+            for x in range(W_out):
+                z = Z[i, y, x]
+                for k in range(mu):
+                    z[k] = b[i]
+                for c in range(c_in):
+                    for p in range(kh):
+                        u = y * s_h + p - pad_h
+                        if u < 0 or u >= H:
+                            continue
+                        for q in range(kw):
+                            v = x * s_w + q - pad_w
+                            if v < 0 or v >= Wd:
+                                continue
+                            w = W[i, c, p, q]
+                            a = A_prev[c, u, v]
+                            for k in range(mu):
+                                z[k] += w * a[k]
+
+
+@kernel(fast=True)
+def _conv2d_direct_backward(dW, db, dA_prev, dZ, W, A_prev, s_h, s_w, pad_h, pad_w,
+                            need_dA_prev):
+    """The naive kernel's backward sums with ``k`` innermost; every gradient accumulates.
+
+    Shapes: dW (c_out, c_in, kh, kw); db (c_out,); dA_prev (c_in, H, W, m);
+    dZ (c_out, H_out, W_out, m); W (c_out, c_in, kh, kw); A_prev (c_in, H, W, m).
+    """
+    c_out, c_in, kh, kw = W.shape
+    H, Wd, m = A_prev.shape[1], A_prev.shape[2], A_prev.shape[3]
+    H_out, W_out = dZ.shape[1], dZ.shape[2]
+    mu = np.uint64(m)
+    for i in range(c_out):
+        sb = dZ.dtype.type(0)
+        for y in range(H_out):
+            for x in range(W_out):
+                g = dZ[i, y, x]
+                for k in range(mu):
+                    sb += g[k]
+                for c in range(c_in):
+                    for p in range(kh):
+                        u = y * s_h + p - pad_h
+                        if u < 0 or u >= H:
+                            continue
+                        for q in range(kw):
+                            v = x * s_w + q - pad_w
+                            if v < 0 or v >= Wd:
+                                continue
+                            a = A_prev[c, u, v]
+                            acc = dZ.dtype.type(0)
+                            for k in range(mu):
+                                acc += g[k] * a[k]
+                            dW[i, c, p, q] += acc
+                            if need_dA_prev:
+                                w = W[i, c, p, q]
+                                d = dA_prev[c, u, v]
+                                for k in range(mu):
+                                    d[k] += w * g[k]
+        db[i] += sb
+
+
 @kernel(fast=True)
 def _conv2d_forward_tuned(Z2, W2, b, A_prev, colsT, ZT, WT, kh, kw, s_h, s_w, pad_h, pad_w,
                           H_out, W_out, threads):
@@ -245,6 +332,15 @@ def _conv2d_forward_tuned(Z2, W2, b, A_prev, colsT, ZT, WT, kh, kw, s_h, s_w, pa
     backward pass reads again (the forward pass caches it); workspaces ZT (T, c_out) and
     WT (K, c_out).
     """
+    c_out, K = W2.shape
+    T = Z2.shape[1]
+    if _direct(c_out, K, T):
+        m = A_prev.shape[3]
+        c_in = A_prev.shape[0]
+        _conv2d_direct_forward(Z2.reshape(c_out, H_out, W_out, m),
+                               W2.reshape(c_out, c_in, kh, kw), b, A_prev, s_h, s_w, pad_h,
+                               pad_w)
+        return
     _im2col(colsT, A_prev, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, threads)
     _transpose(WT, W2)
     T, c_out = ZT.shape
@@ -282,6 +378,14 @@ def _conv2d_backward_tuned(dW2, db, dA_prev, dZ2, W2, A_prev, colsT, dcolsT, dZT
     """
     c_out, T = dZ2.shape
     K = colsT.shape[1]
+    if _direct(c_out, K, T):
+        m = A_prev.shape[3]
+        c_in = A_prev.shape[0]
+        _conv2d_direct_backward(dW2.reshape(c_out, c_in, kh, kw), db, dA_prev,
+                                dZ2.reshape(c_out, H_out, W_out, m),
+                                W2.reshape(c_out, c_in, kh, kw), A_prev, s_h, s_w, pad_h, pad_w,
+                                need_dA_prev)
+        return
     _transpose(dZT, dZ2)
     # cols, untransposed, in the dcolsT workspace until dcolsT is computed: built again from
     # A_prev, each row a run of contiguous copies, which is 5–6× faster than transposing
