@@ -99,8 +99,7 @@ def _forward_row(r, plan, fplan, theta, acts, cache, icache, work, fwork, mb, tr
         wk = plan[r, WK_OFF] * mb
         _conv2d_forward_tuned(_view(acts, y_off, c_out, N), _view(theta, p, c_out, K),
                               _vec(theta, p + c_out * K, c_out), _img(acts, x_off, c_in, H, W, mb),
-                              _view(cache, plan[r, C_OFF] * mb, N, K),
-                              _view(work, wk + N * K, N, c_out),
+                              _view(work, wk, N, K), _view(work, wk + N * K, N, c_out),
                               _view(fwork, plan[r, WF_OFF], K, c_out), kh, kw, s_h, s_w, pad_h,
                               pad_w, H_out, W_out, threads)
     elif kind == MAXPOOL2D or kind == AVGPOOL2D:
@@ -158,7 +157,7 @@ def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work,
         _conv2d_backward_tuned(_view(grad, p, c_out, K), _vec(grad, p + c_out * K, c_out),
                                _img(dacts, x_off, c_in, H, W, mb), _view(dacts, y_off, c_out, N),
                                _view(theta, p, c_out, K), _img(acts, x_off, c_in, H, W, mb),
-                               _view(cache, plan[r, C_OFF] * mb, N, K), _view(work, wk, N, K),
+                               _view(work, wk, N, K),
                                _view(work, wk + N * K, N, c_out),
                                _view(fwork, plan[r, WF_OFF] + K * c_out, K, c_out), kh, kw, s_h,
                                s_w, pad_h, pad_w, H_out, W_out, need_dx, threads)

@@ -29,7 +29,8 @@ one column per weight ``r = (c, p, q)``::
     colsT[(y, x, k), (c, p, q)] = A_prev[c, u, v, k]
 
     Zᵀ  = colsT · Wᵀ                   then Z[i, t] = b[i] + Zᵀ[t, i]   (W seen as (c_out, K))
-    dW += Σ_t dZ[:, t] ⊗ colsT[t, :]    (colsT is what the forward pass caches, guide §14)
+    dWᵀ = cols · dZᵀ                    (cols = colsTᵀ, built again from A_prev: the cache of
+                                        the forward pass is its input, guide §14)
     dcolsT = dZᵀ · W, then dA_prev[c, u, v, k] += dcolsT[(y, x, k), (c, p, q)]   ("col2im")
 
 Why transposed: a convolution has few output channels (8–32) and many positions × examples.
@@ -39,6 +40,11 @@ small weight matrix, and every operand is read row-major (measured on LeNet's se
 ``Zᵀ = colsT · Wᵀ`` ran at 40 GFLOP/s on two threads where ``Z = W · cols`` ran at 13). ``dW``,
 a long sum over ``t`` into a small result, runs as ``dWᵀ = cols · dZᵀ``: the big operand is
 read in place and only the small one packed (:func:`_conv2d_backward_tuned`).
+
+Small convolutions (below ``DIRECT_MAX_WORK`` multiply-adds) skip all of that and run the
+naive sums with the batch index innermost: one weight times ``m`` contiguous examples per step
+(:func:`_conv2d_direct_forward`), which the copies and packing of the matrix path cannot beat
+at that size.
 """
 
 from __future__ import annotations
@@ -328,9 +334,8 @@ def _conv2d_forward_tuned(Z2, W2, b, A_prev, colsT, ZT, WT, kh, kw, s_h, s_w, pa
 
     Shapes: Z2 (c_out, T) written, T = H_out·W_out·m -- Z seen flat per output channel;
     W2 (c_out, K), K = c_in·kh·kw -- W seen flat per output channel; b (c_out,);
-    A_prev (c_in, H, W, m); colsT (T, K) written: the transposed im2col matrix, which the
-    backward pass reads again (the forward pass caches it); workspaces ZT (T, c_out) and
-    WT (K, c_out).
+    A_prev (c_in, H, W, m); workspaces colsT (T, K) (the transposed im2col matrix), ZT
+    (T, c_out) and WT (K, c_out).
     """
     c_out, K = W2.shape
     T = Z2.shape[1]
@@ -357,8 +362,8 @@ def _conv2d_forward_tuned(Z2, W2, b, A_prev, colsT, ZT, WT, kh, kw, s_h, s_w, pa
 
 
 @kernel(fast=True)
-def _conv2d_backward_tuned(dW2, db, dA_prev, dZ2, W2, A_prev, colsT, dcolsT, dZT, dWT, kh, kw,
-                           s_h, s_w, pad_h, pad_w, H_out, W_out, need_dA_prev, threads):
+def _conv2d_backward_tuned(dW2, db, dA_prev, dZ2, W2, A_prev, dcolsT, dZT, dWT, kh, kw, s_h,
+                           s_w, pad_h, pad_w, H_out, W_out, need_dA_prev, threads):
     """The backward sums as products; every gradient accumulates (``+=``).
 
     ``dW[i, r] += Σ_t dZ[i, t] · colsT[t, r]``; ``db[i] += Σ_t dZ[i, t]``;
@@ -366,9 +371,8 @@ def _conv2d_backward_tuned(dW2, db, dA_prev, dZ2, W2, A_prev, colsT, dcolsT, dZT
     without ``need_dA_prev``).
 
     Shapes: dW2 (c_out, K); db (c_out,); dA_prev (c_in, H, W, m); dZ2 (c_out, T);
-    W2 (c_out, K); A_prev (c_in, H, W, m), the forward pass's input; colsT (T, K), as the
-    forward pass left it (not read here: see below); workspaces dcolsT (T, K), dZT (T, c_out)
-    and dWT (K, c_out).
+    W2 (c_out, K); A_prev (c_in, H, W, m), the forward pass's input; workspaces dcolsT (T, K),
+    dZT (T, c_out) and dWT (K, c_out).
 
     ``dW`` is a long sum over ``t`` into a small result. It runs as ``dWᵀ = cols · dZᵀ``: the
     rows are the ``K`` weights (split between threads), the big operand ``cols`` -- built in the
@@ -377,7 +381,7 @@ def _conv2d_backward_tuned(dW2, db, dA_prev, dZ2, W2, A_prev, colsT, dcolsT, dZT
     the other side has only 8–32 rows: measured 2× slower.)
     """
     c_out, T = dZ2.shape
-    K = colsT.shape[1]
+    K = W2.shape[1]
     if _direct(c_out, K, T):
         m = A_prev.shape[3]
         c_in = A_prev.shape[0]
@@ -545,10 +549,8 @@ def conv2d_backward(dZ, W, A_prev, stride=1, padding=0, *, impl: str = "tuned",
     else:
         threads = use_threads(parallel)
         T, K = H_out * W_out * m, c_in * kh * kw
-        colsT = np.empty((T, K), W.dtype)
-        _im2col(colsT, A_prev, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, threads)
         _conv2d_backward_tuned(dW.reshape(c_out, -1), db, dA_prev, dZ.reshape(c_out, -1),
-                               W.reshape(c_out, -1), A_prev, colsT, np.empty((T, K), W.dtype),
+                               W.reshape(c_out, -1), A_prev, np.empty((T, K), W.dtype),
                                np.empty((T, c_out), W.dtype), np.empty((K, c_out), W.dtype), kh,
                                kw, s_h, s_w, pad_h, pad_w, H_out, W_out, True, threads)
     return dW, db, dA_prev

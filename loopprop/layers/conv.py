@@ -15,8 +15,8 @@ class Conv2d(Layer):
     ``Z[i, y, x, k] = b[i] + Σ_c Σ_p Σ_q W[i, c, p, q] · A_prev[c, y·s_h + p − pad_h,
     x·s_w + q − pad_w, k]``.
 
-    Parameters ``W (c_out, c_in, kh, kw)``, ``b (c_out,)``. Caches the im2col columns of its
-    input (its ``dW`` reads them); scratch for their gradient.
+    Parameters ``W (c_out, c_in, kh, kw)``, ``b (c_out,)``. Its backward pass reads its input
+    (no other cache); scratch for the im2col matrix and its gradient.
     """
 
     kind = _plan.CONV2D
@@ -40,9 +40,10 @@ class Conv2d(Layer):
         self.H_out = output_size(H, kh, s_h, pad_h)
         self.W_out = output_size(W, kw, s_w, pad_w)
         K, positions = c_in * kh * kw, self.H_out * self.W_out
-        self.cache_size = K * positions  # the im2col matrix, transposed (colsT)
-        self.work_size = (K + self.c_out) * positions  # its gradient, and Zᵀ / dZᵀ
-        self.fixed_work_size = 2 * K * self.c_out  # Wᵀ and dWᵀ
+        # no cache: the backward pass reads the input itself. Scratch: the (transposed) im2col
+        # matrix or its gradient, and Zᵀ or dZᵀ; fixed: Wᵀ and dWᵀ
+        self.work_size = (K + self.c_out) * positions
+        self.fixed_work_size = 2 * K * self.c_out
         return (self.c_out, self.H_out, self.W_out)
 
     def param_shapes(self):
