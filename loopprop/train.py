@@ -128,7 +128,7 @@ def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work,
                   need_dx, threads):
     """Backward through layer ``r``: from the gradient of its output (in ``dacts``) add its
     parameter gradients into ``grad`` and, with ``need_dx``, the gradient of its input into
-    ``dacts`` (guide §6). Every kernel *adds* (DESIGN.md convention 8)."""
+    ``dacts`` (guide §6). Every kernel *adds* (the README's "Conventions")."""
     kind = plan[r, KIND]
     x_off = plan[r, IN_OFF] * mb
     y_off = plan[r, OUT_OFF] * mb

@@ -1,6 +1,6 @@
 """Reference helpers shared by the tests: tolerances, comparisons that print both sides, oracles.
 
-Three independent oracles (DESIGN.md): the vectorized NumPy twin (``loopprop.vectorized``),
+Three independent oracles: the vectorized NumPy twin (``loopprop.vectorized``),
 centered finite differences (:func:`numeric_grad`), and PyTorch autograd (:func:`torch_or_skip`).
 """
 

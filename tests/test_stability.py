@@ -1,4 +1,4 @@
-"""Numerical stability (DESIGN.md convention 10): |z| up to 1e4, finite everywhere, no warnings.
+"""Numerical stability (the README's "Conventions"): |z| up to 1e4, finite everywhere, no warnings.
 
 pyproject's ``filterwarnings = error::RuntimeWarning`` turns any NumPy overflow or invalid-value
 warning into a failure.

@@ -31,8 +31,8 @@ diverged network must not come back finite), and ``relu(−inf) = 0``, ``leaky_r
 ReLU and leaky ReLU are therefore written with ``z <= 0`` as the test: NaN fails both ``z > 0``
 and ``z <= 0`` and falls through to ``z`` itself.
 
-Inside compiled code the activation is an integer code chosen with ``if/elif`` (DESIGN.md
-convention 6). Sigmoid branches on the sign of ``z`` so ``exp`` never overflows; softmax
+Inside compiled code the activation is an integer code chosen with ``if/elif`` (the README's
+"Conventions"). Sigmoid branches on the sign of ``z`` so ``exp`` never overflows; softmax
 subtracts the column maximum.
 """
 

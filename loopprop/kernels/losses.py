@@ -1,8 +1,8 @@
 """Loss values and the gradient seeds they start the backward pass with (guide §9).
 
 A loss is the *mean over the batch* of the per-example loss, so every seed carries the ``1/m``
-and nothing downstream rescales (guide §12; DESIGN.md convention 7). Shapes: ``A``, ``Z``, ``Y``
-are ``(n, m)`` (``c`` classes for cross-entropy), ``labels`` is ``(m,)``.
+and nothing downstream rescales (guide §12; the README's "Conventions"). Shapes: ``A``, ``Z``,
+``Y`` are ``(n, m)`` (``c`` classes for cross-entropy), ``labels`` is ``(m,)``.
 
 * mse: per example ``½ Σ_i (A[i,k] − Y[i,k])²``; seed ``dA = (A − Y) / m``
 * softmax + cross-entropy: ``−Σ_i Y[i,k] · log softmax(Z)[i,k]``; seed ``dZ = (P − Y) / m``
