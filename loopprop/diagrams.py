@@ -119,4 +119,8 @@ def to_mermaid(net, kind: str = "network") -> str:
     builders = {"workflow": workflow, "neuron": neuron, "network": network, "cache": cache}
     if kind not in builders:
         raise ValueError(f"kind: unknown diagram {kind!r}; valid kinds are {', '.join(KINDS)}")
+    if net.layer_sizes is None:
+        raise ValueError("to_mermaid: the diagrams are drawn for dense networks built from layer "
+                         "sizes, e.g. Network([64, 32, 10], ['relu', 'softmax'], ...); this "
+                         f"network has {', '.join(type(v).__name__ for v in net.layers)}")
     return builders[kind](net)

@@ -612,10 +612,8 @@ class Network:
 
         The loss alone is not enough: a NaN weight can hide behind a finite loss (an output
         that does not depend on it, or an activation that maps it away)."""
-        from ._checks import _all_finite
-
-        bad_theta = not _all_finite(self._theta)
-        bad_grad = not _all_finite(self._grad)
+        bad_theta = not _checks._all_finite(self._theta)
+        bad_grad = not _checks._all_finite(self._grad)
         if math.isfinite(loss) and not bad_theta and not bad_grad:
             return
         where = ""

@@ -208,7 +208,7 @@ def _backward_batch(plan, fplan, theta, grad, acts, dacts, cache, icache, work, 
 
 
 @kernel
-def _fused(plan, loss_code):
+def _fused(loss_code):
     """Whether the loss is fused with the last layer (softmax or sigmoid + cross-entropy): it
     then seeds the gradient of that layer's *input* (``dZ = (P − Y)/m``, guide §9)."""
     return loss_code != MSE
@@ -346,7 +346,7 @@ def _train_epoch(plan, fplan, theta, grad, state1, state2, loss_code, XT, Y, lab
     n = XT.shape[0]
     L = plan.shape[0]
     n0 = XT.shape[1]
-    fused = _fused(plan, loss_code)
+    fused = _fused(loss_code)
     n_fwd = L - 1 if fused else L
     if shuffle_seed >= 0:
         _shuffle(perm, shuffle_seed)  # Fisher–Yates on loopprop's own generator (kernels/rng.py)
@@ -389,7 +389,7 @@ def _evaluate(plan, fplan, theta, loss_code, X, Y, labels, one_hot, chunk, acts,
     n = X.shape[1]
     L = plan.shape[0]
     n0 = X.shape[0]
-    fused = _fused(plan, loss_code)
+    fused = _fused(loss_code)
     total = 0.0
     correct = 0
     for start in range(0, n, chunk):
