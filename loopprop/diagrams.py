@@ -8,11 +8,18 @@ Kinds:
   activations.
 * ``"cache"`` — §14: what the forward pass caches for each layer and where backward reads it.
 
+A network built from sizes and activation names (``Network([64, 32, 10], ["relu", "softmax"],
+…)``) is drawn in the guide's notation (``Z`` and ``A`` per layer). Any other network -- a CNN,
+or any list of layers -- is drawn one layer per node, with the formulas each layer kind states
+(:meth:`loopprop.layers.base.Layer.formulas`): ``A1 … AL`` are the layers' outputs.
+
 Labels are quoted (``id["…"]``) so that sizes, primes and arrows in the text never collide with
 Mermaid's syntax; the output renders on GitHub inside a ```` ```mermaid ```` block.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 KINDS = ("workflow", "neuron", "network", "cache")
 
@@ -114,13 +121,132 @@ def cache(net) -> str:
     return "\n".join(lines)
 
 
+# -- any stack of layers ----------------------------------------------------------------------
+
+
+def _names(net) -> list[str]:
+    """``X, A1, …, AL``: the input and every layer's output."""
+    return ["X"] + [f"A{l}" for l in range(1, len(net.layers) + 1)]
+
+
+def _shape(shape) -> str:
+    return "×".join(str(v) for v in shape)
+
+
+def _layer_seed(net) -> tuple[int, str]:
+    """The last layer the backward pass runs through, and the seed's text."""
+    L = len(net.layers)
+    names = _names(net)
+    if net.loss == "cross_entropy":
+        return L - 1, f"d{names[L - 1]} = (softmax({names[L - 1]}) − Y)/m: fused (§9)"
+    if net.loss == "binary_cross_entropy":
+        return L - 1, f"d{names[L - 1]} = (σ({names[L - 1]}) − Y)/m: fused (§9)"
+    return L, f"d{names[L]} = ({names[L]} − Y)/m"
+
+
+def _backward(net, l: int) -> list[str]:
+    """Layer ``l``'s backward formulas as the pass runs them: the first layer's input is the
+    data, whose gradient is not computed; a softmax or sigmoid fused with the loss is skipped."""
+    names = _names(net)
+    if l == len(net.layers) and net.loss != "mse":
+        return [_layer_seed(net)[1]]
+    back = net.layers[l - 1].formulas(names[l - 1], names[l], l)["backward"]
+    return back[:-1] if l == 1 and len(back) > 1 else back
+
+
+def layers_network(net) -> str:
+    names = _names(net)
+    L = len(net.layers)
+    lines = ["graph LR", f"    subgraph forward[{_q('Forward pass')}]",
+             f"        a0[{_q(f'Input X: {_shape(net.input_shape)} per example')}]"]
+    for l, layer in enumerate(net.layers, 1):
+        lines.append(f"        a{l}[{_q(f'{names[l]} = {layer!r}: {_shape(layer.out_shape)}')}]")
+        lines.append(f"        a{l - 1} --> a{l}")
+    lines.append(f"        a{L} --> loss[{_q(f'Loss: {net.loss}')}]")
+    last, seed = _layer_seed(net)
+    lines += ["    end", f"    subgraph backward[{_q('Backward pass')}]",
+              f"        g{last}[{_q(seed)}]"]
+    for l in range(last, 0, -1):
+        layer = net.layers[l - 1]
+        back = _backward(net, l)
+        lines.append(f"        g{l} -->|{_q(type(layer).__name__)}| g{l - 1}"
+                     f"[{_q('; '.join(back))}]")
+    lines += ["    end", f"    loss --> g{last}"]
+    return "\n".join(lines)
+
+
+def layers_workflow(net) -> str:
+    names = _names(net)
+    last, seed = _layer_seed(net)
+    lines = ["flowchart TD", f"    start[{_q('Start with loss L = ' + net.loss)}] --> "
+             f"seed[{_q(seed)}]"]
+    prev, grads = "seed", []
+    for l in range(last, 0, -1):
+        layer = net.layers[l - 1]
+        back = layer.formulas(names[l - 1], names[l], l)["backward"]
+        for n, text in enumerate(back[:-1]):  # parameter gradients
+            lines.append(f"    {prev} --> p{l}_{n}[{_q(text)}]")
+            grads.append(f"p{l}_{n}")
+        if l > 1:
+            lines.append(f"    {prev} --> d{l}[{_q(back[-1])}]")
+            prev = f"d{l}"
+    if grads:
+        lines.append(f"    {' & '.join(grads)} --> update"
+                     f"[{_q('Update every parameter: θ ← θ − η·dθ (§10)')}]")
+    return "\n".join(lines)
+
+
+def layers_neuron(net) -> str:
+    first = net.layers[0]
+    act = net.layers[1].function if len(net.layers) > 1 and hasattr(net.layers[1], "function") \
+        else "identity"
+    if first.kernels[0].startswith("conv."):
+        z = "z = Σ_c,p,q w[c, p, q]·x[c, y + p, x + q] + b: one output pixel"
+        dw = "dL/dw[c, p, q] = dL/dz · x[c, y + p, x + q]"
+        inputs = (f"Input x: a {_shape(first.kernel)} window of {first.c_in} channel"
+                  + ("s" if first.c_in > 1 else ""))
+    else:
+        n0 = int(np.prod(net.input_shape))
+        z, dw, inputs = "z = Σ w_j·x_j + b", "dL/dw_j = dL/dz · x_j", f"Input x, {n0} values"
+    return "\n".join([
+        "flowchart LR",
+        f"    X[{_q(inputs)}] --> Z[{_q(z)}]",
+        f"    Z --> A[{_q(f'a = {act}(z)')}]",
+        f"    A --> L[{_q('Loss L(a, y)')}]",
+        f"    L --> dA[{_q('dL/da')}]",
+        f"    dA --> dZ[{_q(f'dL/dz = dL/da · {act}′(z)')}]",
+        f"    dZ --> dW[{_q(dw)}]",
+        f"    dZ --> dB[{_q('dL/db = dL/dz')}]",
+    ])
+
+
+def layers_cache(net) -> str:
+    names = _names(net)
+    lines = ["flowchart LR"]
+    for l, layer in enumerate(net.layers, 1):
+        f = layer.formulas(names[l - 1], names[l], l)
+        lines += [f"    subgraph layer{l}[{_q(f'Layer {l}: {layer!r}')}]",
+                  f"        f{l}[{_q(f['forward'])}]"]
+        f["backward"] = _backward(net, l)
+        if f["cache"]:
+            lines += [f"        f{l} -.->|{_q('cached')}| c{l}[{_q(f['cache'])}]",
+                      f"        c{l} -.->|{_q('read by backward')}| b{l}"]
+        lines += [f"        b{l}[{_q('; '.join(f['backward']))}]", "    end"]
+        if l > 1:
+            lines += [f"    f{l - 1} --> f{l}", f"    b{l} --> b{l - 1}"]
+    L = len(net.layers)
+    lines += [f"    f{L} --> loss[{_q('Loss L')}]", f"    loss --> b{L}"]
+    return "\n".join(lines)
+
+
 def to_mermaid(net, kind: str = "network") -> str:
-    """Mermaid source for ``kind`` in workflow, neuron, network, cache (guide §13–§14)."""
-    builders = {"workflow": workflow, "neuron": neuron, "network": network, "cache": cache}
+    """Mermaid source for ``kind`` in workflow, neuron, network, cache (guide §13–§14): in the
+    guide's notation for a network built from sizes, one node per layer for any other."""
+    if net.layer_sizes is not None:
+        builders = {"workflow": workflow, "neuron": neuron, "network": network, "cache": cache}
+    else:
+        builders = {"workflow": layers_workflow, "neuron": layers_neuron,
+                    "network": layers_network, "cache": layers_cache}
     if kind not in builders:
         raise ValueError(f"kind: unknown diagram {kind!r}; valid kinds are {', '.join(KINDS)}")
-    if net.layer_sizes is None:
-        raise ValueError("to_mermaid: the diagrams are drawn for dense networks built from layer "
-                         "sizes, e.g. Network([64, 32, 10], ['relu', 'softmax'], ...); this "
-                         f"network has {', '.join(type(v).__name__ for v in net.layers)}")
     return builders[kind](net)

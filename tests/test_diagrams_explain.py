@@ -13,12 +13,24 @@ import pytest
 import loopprop as lp
 from loopprop.diagrams import KINDS
 from loopprop.explain import explain_neuron, explain_weight
+from loopprop.layers import (AvgPool2d, Conv2d, Dense, Dropout, Flatten, LeakyReLU, MaxPool2d,
+                             ReLU, Sigmoid, Softmax, Tanh)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NETS = [
     lp.Network([2, 3, 1], ["sigmoid", "sigmoid"], "binary_cross_entropy"),
     lp.Network([64, 32, 16, 10], ["relu", "tanh", "softmax"], "cross_entropy"),
     lp.Network([5, 1], ["identity"], "mse"),
+]
+# networks built from layer objects: drawn one node per layer, with each kind's formulas
+LAYER_NETS = [
+    lp.Network([Conv2d(4, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(6, 3, stride=2),
+                AvgPool2d(2), Flatten(), Dropout(0.25), Dense(10), Softmax()],
+               loss="cross_entropy", input_shape=(3, 12, 12)),
+    lp.Network([Dense(4), Tanh(), Dense(2), Sigmoid()], loss="binary_cross_entropy",
+               input_shape=(3,)),
+    lp.Network([Flatten(), Dense(3), LeakyReLU(0.1), Dense(1)], loss="mse",
+               input_shape=(2, 2, 2)),
 ]
 
 
@@ -76,7 +88,7 @@ mermaid.initialize({startOnLoad: false, securityLevel: "strict"});
 
 
 def test_every_diagram_kind_renders_with_mermaid():
-    diagrams = {f"{kind}-{n}": net.to_mermaid(kind) for n, net in enumerate(NETS)
+    diagrams = {f"{kind}-{n}": net.to_mermaid(kind) for n, net in enumerate(NETS + LAYER_NETS)
                 for kind in KINDS}
     # the oracle can fail: a broken diagram must be reported as an error
     diagrams["broken"] = "flowchart LR\n    a[unclosed --> b"
@@ -84,7 +96,7 @@ def test_every_diagram_kind_renders_with_mermaid():
     assert results.pop("broken") != "ok"
     bad = {k: v for k, v in results.items() if v != "ok"}
     assert not bad, f"diagrams that Mermaid refused: {bad}"
-    assert len(results) == len(NETS) * len(KINDS)
+    assert len(results) == len(NETS + LAYER_NETS) * len(KINDS)
 
 
 def test_network_diagram_shows_real_sizes_and_activations():
@@ -92,6 +104,33 @@ def test_network_diagram_shows_real_sizes_and_activations():
     for piece in ("64 features", "32 × relu", "16 × tanh", "10 × softmax", "dW1 32×64",
                   "P − Y"):
         assert piece in text
+
+
+def test_cnn_diagrams_show_each_layer_and_its_index_level_gradients():
+    net = LAYER_NETS[0]
+    text = net.to_mermaid("network")
+    for piece in ("Input X: 3×12×12", "A1 = Conv2d(", ": 4×12×12", "A3 = MaxPool2d(", ": 4×6×6",
+                  ": 6×2×2", "A6 = Flatten(): 6", "A8 = Dense(n_out=10): 10",
+                  # the fused seed goes into the softmax's input, not through softmax′
+                  "dA8 = (softmax(A8) − Y)/m",
+                  # stride 2, no padding; padding 1 shows as − 1
+                  "A3[c, 2y + p, 2x + q, k]", "X[c, y + p − 1, x + q − 1, k]",
+                  "dA2[winner] += dA3[c, y, x, k]", "/ 4 in every window", "dA6 += dA7 ⊙ mask7",
+                  "dW8 = dA8·A7ᵀ"):
+        assert piece in text, piece
+    assert "softmax′" not in text  # fused: never run
+    assert "dX" not in text  # the data's gradient is not computed
+    workflow = net.to_mermaid("workflow")
+    assert workflow.count("--> update") == 1
+    for piece in ("dW1[i, c, p, q]", "db4[i]", "dA7 += W8ᵀ·dA8"):
+        assert piece in workflow, piece
+    assert "dX" not in workflow
+    cache = net.to_mermaid("cache")
+    for piece in ("the winner of each window (an integer)", "mask7", "X (read by dW1)"):
+        assert piece in cache, piece
+    assert "Input x: a 3×3 window of 3 channels" in net.to_mermaid("neuron")
+    mse = LAYER_NETS[2].to_mermaid("network")
+    assert "dA4 = (A4 − Y)/m" in mse and "leaky_relu′(A2)" in mse
 
 
 def test_unknown_kind_lists_valid_ones():

@@ -215,10 +215,3 @@ def test_lean_numpy_cnn_epoch_equals_fit(name):
     for (W, b), (W2, b2) in zip(params, net.params):
         assert_close("W", W2, W, 1e-10)
         assert_close("b", b2, b, 1e-10)
-
-
-def test_diagrams_of_a_cnn_are_a_clear_error():
-    net = lp.Network([Conv2d(2, 3), Flatten(), Dense(3), Softmax()], loss="cross_entropy",
-                     input_shape=(1, 5, 5))
-    with pytest.raises(ValueError, match="dense networks"):
-        net.to_mermaid("network")

@@ -74,6 +74,15 @@ class Layer:
 
     # -- persistence and display -----------------------------------------------------------
 
+    def formulas(self, x: str, y: str, l: int) -> dict[str, Any]:
+        """What this layer computes, as text for diagrams (:mod:`loopprop.diagrams`): layer
+        ``l`` maps its input ``x`` to its output ``y`` (names such as ``"A1"``). Keys:
+        ``"forward"`` (one formula), ``"backward"`` (a list: parameter gradients, then the input
+        gradient, which always *adds*: the README's "Conventions") and ``"cache"`` (what the
+        backward pass reads, or ``""``)."""
+        return {"forward": f"{y} = {type(self).__name__}({x})",
+                "backward": [f"d{x} += d{y} through {type(self).__name__}"], "cache": ""}
+
     def config(self) -> dict[str, Any]:
         """The constructor's keyword arguments: saved with a model, passed back on load."""
         return {}

@@ -66,6 +66,18 @@ class Conv2d(Layer):
         return {"c_out": self.c_out, "kernel": list(self.kernel), "stride": list(self.stride),
                 "padding": list(self.padding)}
 
+    def formulas(self, x, y, l):
+        def index(axis, off, s, pad):  # y·s + p − pad, written as a student would
+            return (axis if s == 1 else f"{s}{axis}") + f" + {off}" + (f" − {pad}" if pad else "")
+
+        at = (f"{x}[c, {index('y', 'p', self.stride[0], self.padding[0])}, "
+              f"{index('x', 'q', self.stride[1], self.padding[1])}, k]")
+        return {"forward": f"{y}[i, y, x, k] = b{l}[i] + Σ_c,p,q W{l}[i, c, p, q]·{at}",
+                "backward": [f"dW{l}[i, c, p, q] = Σ_y,x,k d{y}[i, y, x, k]·{at}",
+                             f"db{l}[i] = Σ_y,x,k d{y}[i, y, x, k]",
+                             f"d{at} += Σ_i W{l}[i, c, p, q]·d{y}[i, y, x, k]"],
+                "cache": f"{x} (read by dW{l})"}
+
 
 class _Pool2d(Layer):
     def __init__(self, size=2, stride=None) -> None:
@@ -98,6 +110,12 @@ class MaxPool2d(_Pool2d):
     kind = _plan.MAXPOOL2D
     kernels = ("pool._maxpool2d_forward", "pool._maxpool2d_backward")
 
+    def formulas(self, x, y, l):
+        kh, kw = self.size
+        return {"forward": f"{y}[c, y, x, k] = max of {x}[c, …, k] over a {kh}×{kw} window",
+                "backward": [f"d{x}[winner] += d{y}[c, y, x, k]"],
+                "cache": "the winner of each window (an integer)"}
+
     def _build(self, in_shape):
         out = super()._build(in_shape)
         self.icache_size = int(np.prod(out))  # the winners
@@ -109,3 +127,9 @@ class AvgPool2d(_Pool2d):
 
     kind = _plan.AVGPOOL2D
     kernels = ("pool._avgpool2d_forward", "pool._avgpool2d_backward")
+
+    def formulas(self, x, y, l):
+        kh, kw = self.size
+        return {"forward": f"{y}[c, y, x, k] = mean of {x}[c, …, k] over a {kh}×{kw} window",
+                "backward": [f"d{x}[c, …, k] += d{y}[c, y, x, k] / {kh * kw} in every window"],
+                "cache": ""}

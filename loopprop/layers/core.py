@@ -48,6 +48,11 @@ class Dense(Layer):
     def config(self):
         return {"n_out": self.n_out}
 
+    def formulas(self, x, y, l):
+        return {"forward": f"{y} = W{l}·{x} + b{l}",
+                "backward": [f"dW{l} = d{y}·{x}ᵀ", f"db{l} = Σ_k d{y}", f"d{x} += W{l}ᵀ·d{y}"],
+                "cache": f"{x} (read by dW{l})"}
+
 
 class Activation(Layer):
     """An elementwise activation ``A = f(Z)`` (guide §8), or softmax over each example."""
@@ -65,6 +70,11 @@ class Activation(Layer):
 
     def floats(self):
         return [getattr(self, "alpha", 0.01)]
+
+    def formulas(self, x, y, l):
+        f = self.function
+        return {"forward": f"{y} = {f}({x})", "backward": [f"d{x} += d{y} ⊙ {f}′({x})"],
+                "cache": f"{x} and {y} (read by {f}′)"}
 
 
 class Identity(Activation):
@@ -142,6 +152,10 @@ class Flatten(Layer):
     def _build(self, in_shape):
         return (int(np.prod(in_shape)),)
 
+    def formulas(self, x, y, l):
+        return {"forward": f"{y} = {x} seen as a vector (no copy)",
+                "backward": [f"d{x} = d{y} seen as an image (no copy)"], "cache": ""}
+
 
 class Dropout(Layer):
     """Inverted dropout: in training each value is kept with probability ``1 − p`` and scaled
@@ -162,6 +176,10 @@ class Dropout(Layer):
 
     def floats(self):
         return [self.p]
+
+    def formulas(self, x, y, l):
+        return {"forward": f"{y} = {x} ⊙ mask{l}, mask{l} ∈ {{0, 1/(1 − {self.p:g})}}",
+                "backward": [f"d{x} += d{y} ⊙ mask{l}"], "cache": f"mask{l}"}
 
     def config(self):
         return {"p": self.p}
