@@ -11,6 +11,8 @@ from .kernels.dense import dense_backward, dense_forward
 from .kernels.dropout import dropout_backward, dropout_forward
 from .kernels.losses import mse_loss, sigmoid_binary_cross_entropy, softmax_cross_entropy
 from .kernels.neuron import neuron_step
+from .kernels.norm import (batchnorm_backward, batchnorm_forward, layernorm_backward,
+                           layernorm_forward)
 from .kernels.optim import sgd_update
 from .kernels.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
                            maxpool2d_forward)
@@ -45,6 +47,8 @@ __all__ = [
     "activation_forward",
     "avgpool2d_backward",
     "avgpool2d_forward",
+    "batchnorm_backward",
+    "batchnorm_forward",
     "conv2d_backward",
     "conv2d_forward",
     "dense_backward",
@@ -53,6 +57,8 @@ __all__ = [
     "dropout_forward",
     "explain",
     "gradcheck",
+    "layernorm_backward",
+    "layernorm_forward",
     "maxpool2d_backward",
     "maxpool2d_forward",
     "mse_loss",

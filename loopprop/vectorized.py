@@ -318,6 +318,57 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _bn_axes(X):
+    """Every axis but the first: the values of one feature (channel) in batch norm."""
+    return tuple(range(1, X.ndim))
+
+
+def _per_feature(v, X):
+    return v.reshape((-1,) + (1,) * (X.ndim - 1))
+
+
+def batchnorm_forward(X, gamma, beta, eps=1e-5):
+    """Training-mode batch norm over every axis but the first: ``(Y, mean, rstd)``."""
+    axes = _bn_axes(X)
+    mean = X.mean(axis=axes)
+    xc = X - _per_feature(mean, X)
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=axes) + eps)
+    xhat = xc * _per_feature(rstd, X)
+    return _per_feature(gamma, X) * xhat + _per_feature(beta, X), mean, rstd
+
+
+def batchnorm_backward(dY, X, gamma, mean, rstd):
+    """``(dX, dgamma, dbeta)``: ``dX = γr/N·(N·dY − Σ dY − x̂·Σ dY·x̂)`` per feature."""
+    axes = _bn_axes(X)
+    N = X.size // X.shape[0]
+    xhat = (X - _per_feature(mean, X)) * _per_feature(rstd, X)
+    dbeta = dY.sum(axis=axes)
+    dgamma = (dY * xhat).sum(axis=axes)
+    dX = _per_feature(gamma * rstd / N, X) * (
+        N * dY - _per_feature(dbeta, X) - xhat * _per_feature(dgamma, X))
+    return dX, dgamma, dbeta
+
+
+def layernorm_forward(X, gamma, beta, eps=1e-5):
+    """Layer norm over the first axis (the features of each example): ``(Y, mean, rstd)``."""
+    mean = X.mean(axis=0)
+    xc = X - mean
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=0) + eps)
+    return _per_feature(gamma, X) * (xc * rstd) + _per_feature(beta, X), mean, rstd
+
+
+def layernorm_backward(dY, X, gamma, mean, rstd):
+    """``(dX, dgamma, dbeta)``; with ``ĝ = γ·dY``: ``dX = r/n·(n·ĝ − Σ_i ĝ − x̂·Σ_i ĝ·x̂)``."""
+    n = X.shape[0]
+    xhat = (X - mean) * rstd
+    axes = _bn_axes(X)
+    dbeta = dY.sum(axis=axes)
+    dgamma = (dY * xhat).sum(axis=axes)
+    g = _per_feature(gamma, X) * dY
+    dX = rstd / n * (n * g - g.sum(axis=0) - xhat * (g * xhat).sum(axis=0))
+    return dX, dgamma, dbeta
+
+
 def cnn_epoch_lean(params, arch, X, y, batch_size, lr):
     """One SGD epoch of a CNN as lean as plain NumPy gets: the benchmark baseline of the CNN
     rows (im2col by ``sliding_window_view`` and one ``@`` per product, in the layout NumPy
