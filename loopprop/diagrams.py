@@ -126,7 +126,7 @@ def cache(net) -> str:
 
 def _names(net) -> list[str]:
     """``X, A1, …, AL``: the input and every layer's output."""
-    return ["X"] + [f"A{l}" for l in range(1, len(net.layers) + 1)]
+    return ["X"] + [f"A{l}" for l in range(1, len(net.rows) + 1)]
 
 
 def _shape(shape) -> str:
@@ -135,7 +135,7 @@ def _shape(shape) -> str:
 
 def _layer_seed(net) -> tuple[int, str]:
     """The last layer the backward pass runs through, and the seed's text."""
-    L = len(net.layers)
+    L = len(net.rows)
     names = _names(net)
     if net.loss == "cross_entropy":
         return L - 1, f"d{names[L - 1]} = (softmax({names[L - 1]}) − Y)/m: fused (§9)"
@@ -148,18 +148,18 @@ def _backward(net, l: int) -> list[str]:
     """Layer ``l``'s backward formulas as the pass runs them: the first layer's input is the
     data, whose gradient is not computed; a softmax or sigmoid fused with the loss is skipped."""
     names = _names(net)
-    if l == len(net.layers) and net.loss != "mse":
+    if l == len(net.rows) and net.loss != "mse":
         return [_layer_seed(net)[1]]
-    back = net.layers[l - 1].formulas(names[l - 1], names[l], l)["backward"]
+    back = net.rows[l - 1].formulas(names[l - 1], names[l], l)["backward"]
     return back[:-1] if l == 1 and len(back) > 1 else back
 
 
 def layers_network(net) -> str:
     names = _names(net)
-    L = len(net.layers)
+    L = len(net.rows)
     lines = ["graph LR", f"    subgraph forward[{_q('Forward pass')}]",
              f"        a0[{_q(f'Input X: {_shape(net.input_shape)} per example')}]"]
-    for l, layer in enumerate(net.layers, 1):
+    for l, layer in enumerate(net.rows, 1):
         lines.append(f"        a{l}[{_q(f'{names[l]} = {layer!r}: {_shape(layer.out_shape)}')}]")
         lines.append(f"        a{l - 1} --> a{l}")
     lines.append(f"        a{L} --> loss[{_q(f'Loss: {net.loss}')}]")
@@ -167,7 +167,7 @@ def layers_network(net) -> str:
     lines += ["    end", f"    subgraph backward[{_q('Backward pass')}]",
               f"        g{last}[{_q(seed)}]"]
     for l in range(last, 0, -1):
-        layer = net.layers[l - 1]
+        layer = net.rows[l - 1]
         back = _backward(net, l)
         lines.append(f"        g{l} -->|{_q(type(layer).__name__)}| g{l - 1}"
                      f"[{_q('; '.join(back))}]")
@@ -182,7 +182,7 @@ def layers_workflow(net) -> str:
              f"seed[{_q(seed)}]"]
     prev, grads = "seed", []
     for l in range(last, 0, -1):
-        layer = net.layers[l - 1]
+        layer = net.rows[l - 1]
         back = layer.formulas(names[l - 1], names[l], l)["backward"]
         for n, text in enumerate(back[:-1]):  # parameter gradients
             lines.append(f"    {prev} --> p{l}_{n}[{_q(text)}]")
@@ -197,8 +197,8 @@ def layers_workflow(net) -> str:
 
 
 def layers_neuron(net) -> str:
-    first = net.layers[0]
-    act = net.layers[1].function if len(net.layers) > 1 and hasattr(net.layers[1], "function") \
+    first = net.rows[0]
+    act = net.rows[1].function if len(net.rows) > 1 and hasattr(net.rows[1], "function") \
         else "identity"
     if first.kernels[0].startswith("conv."):
         z = "z = Σ_c,p,q w[c, p, q]·x[c, y + p, x + q] + b: one output pixel"
@@ -223,7 +223,7 @@ def layers_neuron(net) -> str:
 def layers_cache(net) -> str:
     names = _names(net)
     lines = ["flowchart LR"]
-    for l, layer in enumerate(net.layers, 1):
+    for l, layer in enumerate(net.rows, 1):
         f = layer.formulas(names[l - 1], names[l], l)
         lines += [f"    subgraph layer{l}[{_q(f'Layer {l}: {layer!r}')}]",
                   f"        f{l}[{_q(f['forward'])}]"]
@@ -234,7 +234,7 @@ def layers_cache(net) -> str:
         lines += [f"        b{l}[{_q('; '.join(f['backward']))}]", "    end"]
         if l > 1:
             lines += [f"    f{l - 1} --> f{l}", f"    b{l} --> b{l - 1}"]
-    L = len(net.layers)
+    L = len(net.rows)
     lines += [f"    f{L} --> loss[{_q('Loss L')}]", f"    loss --> b{L}"]
     return "\n".join(lines)
 

@@ -63,7 +63,9 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
 
 
 def _loss(net, X, target) -> float:
-    return float(net._evaluate_checked(X, *target)["loss"])
+    """The loss of the batch in the network's mode -- the mode its backward pass differentiates
+    (batch norm's batch statistics in training mode)."""
+    return float(net._evaluate_checked(X, *target, training=net.training)["loss"])
 
 
 def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
@@ -76,32 +78,39 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
     eps : the finite-difference step, a finite number > 0
     report : return a :class:`GradcheckReport` with one line per layer instead of a float
 
-    The network's weights are restored exactly afterwards; its gradients hold the analytic
-    gradient of this batch. A NaN or Inf in either gradient makes that layer's error, and the
+    The network's weights and state (batch norm's running statistics, which every training-mode
+    pass updates) are restored exactly afterwards; its gradients hold the analytic gradient of
+    this batch. The loss is differentiated in the network's mode (:meth:`Network.train`, the
+    default, or :meth:`Network.eval`). A NaN or Inf in either gradient makes that layer's error, and the
     result, NaN: ``gradcheck(...) < 1e-6`` is then False, as a check should be.
     """
     eps = _check_eps(eps)
     from .layers import Dropout
 
-    if any(isinstance(layer, Dropout) and layer.p > 0 for layer in net.layers):
+    if net.training and any(isinstance(layer, Dropout) and layer.p > 0 for layer in net.rows):
         raise ValueError("gradcheck: the network has Dropout layers, whose random masks make "
-                         "the loss differ between evaluations; check a copy without them")
+                         "the loss differ between evaluations; check a copy without them, or "
+                         "call net.eval() first (dropout is then the identity)")
     X = net._check_X(X)
     target = net._check_targets(Y, X.shape[1])
-    net.zero_grad()
-    net.forward(X)
-    net.backward(Y)
-    analytic = net._grad.astype(np.float64)
-    numeric = np.zeros_like(analytic)
-    theta = net._theta
-    for p in range(theta.size):
-        old = theta[p]
-        theta[p] = old + eps
-        up = _loss(net, X, target)
-        theta[p] = old - eps
-        down = _loss(net, X, target)
-        theta[p] = old
-        numeric[p] = (up - down) / (2 * eps)
+    saved_state = net._state.copy()
+    try:
+        net.zero_grad()
+        net.forward(X)
+        net.backward(Y)
+        analytic = net._grad.astype(np.float64)
+        numeric = np.zeros_like(analytic)
+        theta = net._theta
+        for p in range(theta.size):
+            old = theta[p]
+            theta[p] = old + eps
+            up = _loss(net, X, target)
+            theta[p] = old - eps
+            down = _loss(net, X, target)
+            theta[p] = old
+            numeric[p] = (up - down) / (2 * eps)
+    finally:
+        net._state[:] = saved_state
     layers = []
     from .plan import P_OFF, P_SIZE
 

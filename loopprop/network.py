@@ -29,9 +29,10 @@ from .kernels.activations import CODES
 from .kernels.dense import _transpose
 from .layers import ACTIVATIONS, KINDS, Dense, Layer, LeakyReLU, Sigmoid, Softmax
 
-#: version 2 stores the list of layers (kind and hyperparameters); version 1 files (dense
-#: layer sizes and activation names) still load
-FORMAT_VERSION = 2
+#: version 3 adds the state (batch norm's running statistics); version 2 stores the list of
+#: layers (kind and hyperparameters); version 1 files (dense layer sizes and activation names)
+#: still load
+FORMAT_VERSION = 3
 #: fit keeps its transposed copy of X for the next call only up to this size
 _KEEP_XT_BYTES = 1 << 24
 LOSSES = tuple(_train.LOSS_CODES)
@@ -111,25 +112,40 @@ def _check_layers_meta(meta: dict, name: str, out: dict) -> dict:
                     and isinstance(spec.get("config", {}), dict)):
                 raise ValueError(f"unknown layer {str(spec)[:80]}")
             layers.append(KINDS[spec["kind"]](**spec.get("config", {})))
-        n_params = _built_size(layers, tuple(shape))
+        n_params, n_state = _built_size(layers, tuple(shape))
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{name}: the layers in the file are invalid: {exc}") from exc
     if n_params > _MAX_FILE_PARAMS:
         raise ModelFileError(f"{name}: the layers describe {n_params:.3g} parameters, more than "
                              "any real model file holds: the file is corrupted")
-    out.update(layers=layers, input_shape=tuple(shape), n_params=n_params)
+    out.update(layers=layers, input_shape=tuple(shape), n_params=n_params, n_state=n_state)
     sizes, acts = meta.get("layer_sizes"), meta.get("activations")
     if isinstance(sizes, list) and isinstance(acts, list):  # saved in the guide's form
         out.update(layer_sizes=sizes, activations=acts)
     return out
 
 
-def _built_size(layers: list, input_shape: tuple) -> int:
-    """Build ``layers`` on ``input_shape``; return their parameter count (no allocation)."""
+def _built_size(layers: list, input_shape: tuple) -> tuple[int, int]:
+    """Build ``layers`` on ``input_shape``; return their parameter and state counts (no
+    allocation)."""
     shape = input_shape
     for layer in layers:
         shape = layer.build(shape)
-    return sum(layer.n_params for layer in layers)
+    rows = _plan.expand(layers)
+    return sum(row.n_params for row in rows), sum(row.state_size for row in rows)
+
+
+def _stored_shape(data, entry: str, name: str) -> tuple[tuple, np.dtype]:
+    """The shape and dtype of ``entry`` in an open ``.npz``, read from its header alone."""
+    with data.zip.open(data.zip.getinfo(entry + ".npy")) as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ModelFileError(f"{name}: the {entry} array is stored in .npy format "
+                                 f"{version}, which Network.save never writes")
+        shape, _, dtype = read_header(fh)
+    return shape, dtype
 
 
 class Network:
@@ -215,14 +231,20 @@ class Network:
         self.alpha = alpha
         for layer in built:
             shape = layer.build(shape)
+        #: the plan's rows: the layers with containers (Residual) expanded
+        self._rows: list[Layer] = _plan.expand(built)
         self._check_loss_and_output()
         self.output_shape = tuple(shape)
-        self._layout = _plan.build(built, self.input_shape)
+        self._layout = _plan.build(self._rows, self.input_shape)
         self._plan = self._layout["plan"]
         self._fplan = self._layout["fplan"]
         self._theta = np.zeros(self._layout["params"], dtype=dt)
         self._grad = np.zeros(self._layout["params"], dtype=dt)
-        self._param_rows = [r for r, layer in enumerate(built) if layer.n_params]
+        self._state = np.zeros(self._layout["state"], dtype=dt)
+        self._param_rows = [r for r, layer in enumerate(self._rows) if layer.n_params]
+        #: training mode (dropout active, batch norm on the batch's statistics); see
+        #: :meth:`train` and :meth:`eval`
+        self.training = True
         self._bind_views()
         self._cache: tuple | None = None
         self._forward_count = 0
@@ -263,7 +285,7 @@ class Network:
         return layers, loss, (int(sizes[0]),)
 
     def _check_loss_and_output(self) -> None:
-        last = self.layers[-1]
+        last = self._rows[-1]
         name = type(last).__name__
         if self.loss == "cross_entropy" and not isinstance(last, Softmax):
             raise ValueError(
@@ -275,54 +297,107 @@ class Network:
                 f"loss='binary_cross_entropy' is fused with a sigmoid output (dZ = σ(Z) − Y); "
                 f"the last layer is {name} ({self._last_name()!r}): use 'sigmoid' / Sigmoid()"
             )
-        if any(isinstance(layer, Softmax) for layer in self.layers[:-1]):
+        if any(isinstance(layer, Softmax) for layer in self._rows[:-1]):
             raise ValueError("activations: softmax is only supported on the output layer")
-        if len(self.layers[-1].out_shape) != 1:
-            raise ValueError(f"the last layer's output has shape {self.layers[-1].out_shape} "
+        if len(self._rows[-1].out_shape) != 1:
+            raise ValueError(f"the last layer's output has shape {self._rows[-1].out_shape} "
                              "per example: add Flatten() and a Dense layer to produce a vector")
 
     def _last_name(self) -> str:
-        return getattr(self.layers[-1], "function", type(self.layers[-1]).__name__)
+        return getattr(self._rows[-1], "function", type(self._rows[-1]).__name__)
 
     def _bind_views(self) -> None:
-        """Give every parameterized layer live views ``W, b, dW, db`` into theta and grad."""
+        """Give every parameterized layer live views into theta and grad, named after its
+        arrays (``W, b, dW, db``; ``gamma, beta, dgamma, dbeta``), and every layer with state
+        views into it (``running_mean``, ``running_var``)."""
         for r in self._param_rows:
-            layer = self.layers[r]
+            layer = self._rows[r]
             params, grads = self._layer_views(r, self._theta), self._layer_views(r, self._grad)
-            layer.W, layer.b = params
-            layer.dW, layer.db = grads
+            for name, v, g in zip(layer.param_names, params, grads):
+                setattr(layer, name, v)
+                setattr(layer, "d" + name, g)
+        for r, layer in enumerate(self._rows):
+            for name, v in zip(layer.state_names, self._state_views(r)):
+                setattr(layer, name, v)
 
     def _layer_views(self, r: int, flat: np.ndarray) -> list[np.ndarray]:
         off = int(self._plan[r, _plan.P_OFF])
         views = []
-        for shape in self.layers[r].param_shapes():
+        for shape in self._rows[r].param_shapes():
             size = int(np.prod(shape))
             views.append(flat[off:off + size].reshape(shape))
             off += size
         return views
 
+    def _state_views(self, r: int) -> list[np.ndarray]:
+        off = int(self._plan[r, _plan.S_OFF])
+        views = []
+        for shape in self._rows[r].state_shapes():
+            size = int(np.prod(shape))
+            views.append(self._state[off:off + size].reshape(shape))
+            off += size
+        return views
+
+    def _decay_mask(self, decay_all: bool) -> np.ndarray:
+        """1 where weight decay applies, 0 elsewhere (flat, like theta): every layer's
+        :meth:`~loopprop.layers.base.Layer.decays` (weights, not biases or normalization
+        gains), or every parameter with ``decay_all``."""
+        mask = np.zeros(self._theta.size, self.dtype)
+        for r in self._param_rows:
+            off = int(self._plan[r, _plan.P_OFF])
+            layer = self._rows[r]
+            for shape, decays in zip(layer.param_shapes(), layer.decays()):
+                size = int(np.prod(shape))
+                mask[off:off + size] = 1.0 if (decays or decay_all) else 0.0
+                off += size
+        return mask
+
     def _initialize(self) -> None:
         rng = np.random.default_rng(self.seed)
         for r in self._param_rows:
-            self.layers[r].init_params(self._layer_views(r, self._theta), rng, self.init)
+            self._rows[r].init_params(self._layer_views(r, self._theta), rng, self.init)
+        for r, layer in enumerate(self._rows):
+            layer.init_state(self._state_views(r))
+
+    def train(self, mode: bool = True) -> "Network":
+        """Training mode (the default): dropout drops, batch norm normalizes with each batch's
+        statistics and updates its running ones. ``train(False)`` is :meth:`eval`. Returns the
+        network, as PyTorch's ``Module.train``. ``fit`` always trains in training mode;
+        ``predict`` and ``evaluate`` always run in evaluation mode."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode: expected True or False, got {_checks._describe(mode)}")
+        self.training = mode
+        return self
+
+    def eval(self) -> "Network":
+        """Evaluation mode for :meth:`forward`/:meth:`backward`: dropout is the identity, batch
+        norm uses its running statistics. Returns the network."""
+        return self.train(False)
 
     # -- parameters --------------------------------------------------------------------------
 
     @property
-    def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(W, b), …]`` per parameterized layer: live views (``W (n_l, n_{l−1})`` for a
-        dense layer, ``(c_out, c_in, kh, kw)`` for a convolution)."""
+    def params(self) -> list[tuple[np.ndarray, ...]]:
+        """``[(W, b), …]`` per parameterized layer, in plan order: live views (``W (n_l,
+        n_{l−1})`` for a dense layer, ``(c_out, c_in, kh, kw)`` for a convolution,
+        ``(gamma, beta)`` for a normalization layer)."""
         return [tuple(self._layer_views(r, self._theta)) for r in self._param_rows]
 
     @property
-    def grads(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def grads(self) -> list[tuple[np.ndarray, ...]]:
         """``[(dW, db), …]`` per parameterized layer: live views of the accumulated gradients."""
         return [tuple(self._layer_views(r, self._grad)) for r in self._param_rows]
 
     @property
     def n_layers(self) -> int:
-        """Parameterized layers (dense and convolution): the guide's ``L``."""
+        """Parameterized layers (dense, convolution, normalization): the guide's ``L``."""
         return len(self._param_rows)
+
+    @property
+    def rows(self) -> list[Layer]:
+        """The layers in the order the passes run them: residual blocks expanded into their
+        inner layers and a closing ``Residual`` row (one row of the plan each)."""
+        return list(self._rows)
 
     @property
     def input_size(self) -> int:
@@ -348,9 +423,24 @@ class Network:
         and backward kernels it runs. Printed, and returned."""
         rows = [("#", "layer", "output", "params", "forward kernel", "backward kernel"),
                 ("", "input", str(self.input_shape), "", "", "")]
-        for r, layer in enumerate(self.layers):
-            rows.append((str(r + 1), repr(layer), str(layer.out_shape), f"{layer.n_params:,}",
-                         *layer.kernels))
+        index = {id(row): r for r, row in enumerate(self._rows)}
+
+        def walk(layers, depth):  # rows in plan order, with their nesting in residual blocks
+            for layer in layers:
+                inner = getattr(layer, "layers", None)
+                if inner is not None:
+                    yield from walk(inner, depth + 1)
+                yield layer, depth
+
+        for layer, depth in walk(self.layers, 0):
+            r = index[id(layer)]
+            name = repr(layer)
+            if getattr(layer, "skip_source", None) is not None:
+                src = index[id(layer.skip_source)]
+                name = f"Residual: + input of row {src + 1}" if src != r else \
+                    "Residual: + its input"
+            rows.append((str(r + 1), "  " * depth + name, str(layer.out_shape),
+                         f"{layer.n_params:,}", *layer.kernels))
         if self.loss != "mse":
             rows[-1] = (*rows[-1][:4], "(fused with the loss in training)",
                         f"loss: {self.loss}, dZ = {'P' if self.loss == 'cross_entropy' else 'σ(Z)'}"
@@ -424,25 +514,39 @@ class Network:
         return self.loss != "mse"
 
     def forward(self, X: Any) -> np.ndarray:
-        """Forward pass in training mode (dropout active); caches every layer's output for
-        :meth:`backward` (§6, §14). Returns the output activations ``A^(L)`` ``(n_L, m)`` (a
-        copy)."""
+        """Forward pass in the network's mode (:meth:`train`, the default: dropout active, batch
+        norm on the batch's statistics, updating its running ones; :meth:`eval`); caches every
+        layer's output for :meth:`backward` (§6, §14). Returns the output activations
+        ``A^(L)`` ``(n_L, m)`` (a copy)."""
         X = self._check_X(X)
         m = X.shape[1]
+        if self.training:
+            self._check_batch_norm_batch(m, "X")
         buf = _plan.Buffers(self._layout, m, self.dtype)
         buf.acts[:X.size] = X.ravel()
         self._forward_count += 1
-        _train._forward_batch(self._plan, self._fplan, self._theta, buf.acts, buf.cache,
-                              buf.icache, buf.work, buf.fwork, m, len(self.layers), True,
-                              self.seed * 1048576 + self._forward_count, use_threads(True))
-        self._cache = (buf, m)
+        _train._forward_batch(self._plan, self._fplan, self._theta, self._state, buf.acts,
+                              buf.cache, buf.icache, buf.work, buf.fwork, m, len(self._rows),
+                              self.training, self.seed * 1048576 + self._forward_count,
+                              use_threads(True))
+        self._cache = (buf, m, self.training)
         return self._output_view(buf, m).copy()
+
+    def _check_batch_norm_batch(self, m: int, name: str) -> None:
+        """Training-mode batch norm needs two values per channel (else the variance is 0)."""
+        for layer in self._rows:
+            if layer.kind == _plan.BATCHNORM and layer.per_example * m < 2:
+                raise ValueError(
+                    f"{name}: a batch of {m} example{'s' if m != 1 else ''} gives {layer!r} one "
+                    "value per feature in training mode, which has no variance (PyTorch "
+                    "refuses it too); use batches of at least 2, or net.eval() to normalize "
+                    "with the running statistics")
 
     def _region(self, buf, off: int, size: int, m: int) -> np.ndarray:
         return buf.acts[off * m:(off + size) * m].reshape(size, m)
 
     def _output_view(self, buf, m: int) -> np.ndarray:
-        r = len(self.layers) - 1
+        r = len(self._rows) - 1
         return self._region(buf, int(self._plan[r, _plan.OUT_OFF]),
                             int(self._plan[r, _plan.OUT_SIZE]), m)
 
@@ -452,13 +556,13 @@ class Network:
         the activation that follows layer l (each ``(values per example, m)``)."""
         if self._cache is None:
             raise RuntimeError("no forward pass cached: call net.forward(X) first")
-        buf, m = self._cache
+        buf, m, _ = self._cache
         P = self._plan
         Zs = [self._region(buf, int(P[r, _plan.OUT_OFF]), int(P[r, _plan.OUT_SIZE]), m)
               for r in self._param_rows]
         As = [self._region(buf, 0, self.input_size, m)]
         As += [self._region(buf, int(P[r, _plan.OUT_OFF]), int(P[r, _plan.OUT_SIZE]), m)
-               for r, layer in enumerate(self.layers)
+               for r, layer in enumerate(self._rows)
                if layer.kind == _plan.ACTIVATION]
         return Zs, As
 
@@ -471,16 +575,16 @@ class Network:
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a forward pass first: call net.forward(X)")
-        buf, m = self._cache
+        buf, m, training = self._cache
         Yf, labels, one_hot = self._check_targets(Y, m)
         buf.dacts[:] = 0.0
         loss = _train._loss_seed(self._plan, buf.acts, buf.dacts, m,
                                  _train.LOSS_CODES[self.loss], Yf, labels, one_hot, buf.col1,
                                  buf.col2)
-        last = len(self.layers) - (2 if self._fused() else 1)
-        _train._backward_batch(self._plan, self._fplan, self._theta, self._grad, buf.acts,
-                               buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, m, last,
-                               use_threads(True))
+        last = len(self._rows) - (2 if self._fused() else 1)
+        _train._backward_batch(self._plan, self._fplan, self._theta, self._grad, self._state,
+                               buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork,
+                               m, last, training, use_threads(True))
         return float(loss)
 
     def zero_grad(self) -> None:
@@ -497,6 +601,9 @@ class Network:
             optimizer: str = "sgd", shuffle: bool = True, seed: int = 0, progress: bool = True,
             validation: tuple[Any, Any] | None = None, momentum: float = 0.9,
             beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+            weight_decay: float | None = None, decay_all: bool = False,
+            clip_grad_norm: float | None = None, lr_schedule: str = "constant",
+            warmup_epochs: float = 0, step_epochs: int = 10, lr_gamma: float = 0.1,
             parallel: bool = True) -> dict[str, list]:
         """Train with minibatches; every epoch runs in one compiled call (no Python per batch).
 
@@ -508,8 +615,22 @@ class Network:
         y : labels ``(n,)`` or one-hot ``(n_L, n)`` for cross-entropy; ``(n_L, n)`` (or ``(n,)``
             with one output) for mse and binary cross-entropy
         epochs, batch_size, lr : the loop; the last partial batch is used, not dropped
-        optimizer : ``"sgd"``, ``"momentum"`` (``momentum`` = β in [0, 1)) or ``"adam"``
-            (``beta1``, ``beta2`` in [0, 1), ``eps`` > 0)
+        optimizer : ``"sgd"``, ``"momentum"`` (``momentum`` = β in [0, 1); PyTorch's SGD with
+            momentum: ``v ← βv + g``, ``θ ← θ − ηv``), ``"adam"`` or ``"adamw"`` (``beta1``,
+            ``beta2`` in [0, 1), ``eps`` > 0)
+        weight_decay : λ ≥ 0. For ``"adamw"`` decoupled, ``θ ← θ(1 − ηλ)`` before each step
+            (default 0.01, as ``torch.optim.AdamW``); for the others L2 added to the gradient,
+            ``g ← g + λθ`` (default 0, as ``torch.optim.SGD``/``Adam``). Only weights decay:
+            biases and normalization gains and shifts are excluded, as common practice does
+            (each layer's :meth:`~loopprop.layers.base.Layer.decays`); ``decay_all=True``
+            decays every parameter (PyTorch's behaviour when all parameters form one group)
+        clip_grad_norm : c > 0 clips the gradient's global norm before each step:
+            ``g ← g·min(1, c/(‖g‖ + 10⁻⁶))``, as ``torch.nn.utils.clip_grad_norm_``
+        lr_schedule : the rate of every step (per batch, inside the compiled epoch):
+            ``"constant"``, ``"step"`` (× ``lr_gamma`` every ``step_epochs`` epochs after the
+            warm-up) or ``"cosine"`` (from ``lr`` to 0 over the steps after the warm-up);
+            ``warmup_epochs`` (may be fractional) ramps linearly up to ``lr`` first: step ``t``
+            (0-based) of the ``W`` warm-up steps uses ``lr·(t + 1)/W``
         shuffle, seed : reshuffle the examples each epoch from ``seed`` (same seed, same thread
             count: bitwise-identical weights)
         progress : show a progress bar over epochs with the running loss
@@ -518,7 +639,10 @@ class Network:
         Returns
         -------
         history : dict of per-epoch lists: ``loss``, ``accuracy`` (classification), ``val_loss``,
-            ``val_accuracy`` (with validation), ``grad_norm`` (mean ‖dW^(l)‖ per layer), ``time``.
+            ``val_accuracy`` (with validation), ``grad_norm`` (mean ‖dW^(l)‖ per layer, before
+            clipping), ``lr`` (the rate of the epoch's last step), ``time``.
+
+        ``fit`` trains in training mode and leaves the network's mode as it found it.
         """
         epochs = _checks.check_positive_int(epochs, "epochs")
         batch_size = _checks.check_positive_int(batch_size, "batch_size")
@@ -533,6 +657,28 @@ class Network:
                                        example=" such as 0.999 (Adam's second-moment decay)")
         eps = _checks.check_fraction(eps, "eps", 0.0, math.inf, lo_open=True,
                                      example=" such as 1e-8 (Adam's denominator guard)")
+        if weight_decay is None:
+            weight_decay = 0.01 if optimizer == "adamw" else 0.0
+        weight_decay = _checks.check_fraction(weight_decay, "weight_decay", 0.0, math.inf,
+                                              example=" such as 1e-4 (the decay's strength λ)")
+        if not isinstance(decay_all, bool):
+            raise TypeError(f"decay_all: expected True or False, got {_checks._describe(decay_all)}")
+        clip = 0.0
+        if clip_grad_norm is not None:
+            clip = _checks.check_fraction(clip_grad_norm, "clip_grad_norm", 0.0, math.inf,
+                                          lo_open=True,
+                                          example=" such as 1.0 (the largest gradient norm)")
+        _checks.check_choice(lr_schedule, "lr_schedule", ("constant", "step", "cosine"))
+        warmup_epochs = _checks.check_fraction(warmup_epochs, "warmup_epochs", 0.0, math.inf,
+                                               example=" such as 1 (epochs of linear warm-up)")
+        if warmup_epochs >= epochs and warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs: the warm-up ({warmup_epochs:g} epochs) must be "
+                             f"shorter than training (epochs={epochs}); use fewer warm-up "
+                             "epochs or more epochs")
+        step_epochs = _checks.check_positive_int(step_epochs, "step_epochs")
+        lr_gamma = _checks.check_fraction(lr_gamma, "lr_gamma", 0.0, 1.0, lo_open=True,
+                                          hi_open=False,
+                                          example=" such as 0.1 (the step schedule's factor)")
         X = self._check_X(X)
         n = X.shape[1]
         Yf, labels, one_hot = self._check_targets(y, n, "y")
@@ -543,19 +689,28 @@ class Network:
             Xv = self._check_X(validation[0], "validation X")
             val = (Xv, *self._check_targets(validation[1], Xv.shape[1], "validation y"))
         bs = min(batch_size, n)
+        self._check_batch_norm_batch(bs, "batch_size")
+        if n % bs:
+            self._check_batch_norm_batch(n % bs, f"the last batch ({n} examples, batch_size "
+                                         f"{bs}); batch_size")
         scratch = self._fit_scratch
         buf = scratch.get("buffers")
         if buf is None or buf.m != bs:
             buf = scratch["buffers"] = _plan.Buffers(self._layout, bs, self.dtype)
         beta = momentum if optimizer == "momentum" else beta1
-        opt = _train.OptimizerState(optimizer, self._theta.size, self.dtype, beta, beta2, eps)
+        n_batches = -(-n // bs)
+        opt = _train.OptimizerState(
+            optimizer, self._theta.size, self.dtype, lr, beta, beta2, eps, weight_decay, clip,
+            lr_schedule, warmup=int(round(warmup_epochs * n_batches)), total=epochs * n_batches,
+            step_size=step_epochs * n_batches, gamma=lr_gamma)
+        decay = self._decay_mask(decay_all)
         perm = np.arange(n, dtype=np.int64)
         Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
         labbuf = np.zeros(bs, np.int64)
         par = use_threads(parallel)
         classify = self.loss != "mse"
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else 1)
-        hist: dict[str, list] = {"loss": [], "grad_norm": [], "time": []}
+        hist: dict[str, list] = {"loss": [], "grad_norm": [], "lr": [], "time": []}
         if classify:
             hist["accuracy"] = []
         if val is not None:
@@ -563,7 +718,6 @@ class Network:
             if classify:
                 hist["val_accuracy"] = []
         bar = _train.Progress(epochs, progress)
-        n_batches = -(-n // bs)
         rng = np.random.default_rng(seed) if shuffle else None
         # dropout masks: their own stream of seeds, so that shuffle=False keeps them random
         drop_rng = np.random.default_rng([seed, 1])
@@ -574,16 +728,17 @@ class Network:
         try:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
-                gnorm = np.zeros(len(self.layers), np.float64)
+                gnorm = np.zeros(len(self._rows), np.float64)
                 shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
                 dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
-                total, correct, opt.t = _train._train_epoch(
-                    self._plan, self._fplan, self._theta, self._grad, opt.state1, opt.state2,
+                total, correct, opt.t, last_lr = _train._train_epoch(
+                    self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
+                    opt.opt2, decay, _train.OPTIMIZERS[optimizer], opt.hyper, opt.t,
                     _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
-                    bs, _train.OPTIMIZERS[optimizer], lr, opt.beta1, opt.beta2, opt.eps, opt.t,
-                    buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
+                    bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
                     labbuf, buf.col1, buf.col2, gnorm, dropout_seed, par)
                 hist["time"].append(time.perf_counter() - t0)
+                hist["lr"].append(float(last_lr))
                 hist["loss"].append(total / n)
                 hist["grad_norm"].append(list(gnorm[self._param_rows] / n_batches))
                 info = {"loss": total / n}
@@ -629,16 +784,19 @@ class Network:
             f"learning rate lr={lr:g} is probably too large; try lr={lr / 10:g}"
         )
 
-    def _evaluate_checked(self, X, Yf, labels, one_hot) -> dict[str, Any]:
+    def _evaluate_checked(self, X, Yf, labels, one_hot, training: bool = False
+                          ) -> dict[str, Any]:
+        """The loss (and outputs) over X in chunks; evaluation mode unless ``training`` (one
+        chunk then: batch statistics are the whole batch's)."""
         n = X.shape[1]
-        chunk = min(n, 1024)
+        chunk = n if training else min(n, 1024)
         buf = _plan.Buffers(self._layout, chunk, self.dtype)
         out = np.empty((self.output_size, n), self.dtype)
         Ybuf = np.zeros(max(Yf.shape[0] * chunk, 1), self.dtype)
         total, correct = _train._evaluate(
-            self._plan, self._fplan, self._theta, _train.LOSS_CODES[self.loss], X, Yf, labels,
-            one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork,
-            buf.col1, buf.col2, Ybuf, out, 1)
+            self._plan, self._fplan, self._theta, self._state, _train.LOSS_CODES[self.loss], X,
+            Yf, labels, one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work,
+            buf.fwork, buf.col1, buf.col2, Ybuf, out, training, 1)
         result: dict[str, Any] = {"loss": total / n, "output": out}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / n
@@ -695,12 +853,13 @@ class Network:
             "init": self.init,
             "alpha": self.alpha,
             "n_params": int(self._theta.size),
+            "n_state": int(self._state.size),
         }
         if self.layer_sizes is not None:  # the guide's form, rebuilt as such on load
             meta["layer_sizes"] = self.layer_sizes
             meta["activations"] = self.activations
         with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), theta=self._theta)
+            np.savez(fh, meta=np.array(json.dumps(meta)), theta=self._theta, state=self._state)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":
@@ -737,22 +896,27 @@ class Network:
                 meta = json.loads(str(data["meta"][()]))
                 meta = _check_meta(meta, name)
                 n_params = meta["n_params"]
-                theta_entry = data.zip.getinfo("theta.npy")
-                # the stored array's header says its shape before any of it is read
-                with data.zip.open(theta_entry) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-                    if read_header is None:
-                        raise ModelFileError(f"{name}: the weights are stored in .npy format "
-                                             f"{version}, which Network.save never writes")
-                    shape, _, dtype = read_header(fh)
+                # the stored arrays' headers say their shapes before any of them is read
+                shape, dtype = _stored_shape(data, "theta", name)
                 if shape != (n_params,) or dtype != np.dtype(meta["dtype"]):
                     raise ModelFileError(
                         f"{name}: the stored weights have shape {shape} and dtype {dtype}, the "
                         f"architecture needs ({n_params},) {meta['dtype']}: the file is "
                         "corrupted"
                     )
+                state = None
+                if meta["format_version"] >= 3:
+                    if "state" not in data.files:
+                        raise ModelFileError(f"{name}: a version-3 model without its state "
+                                             "(running statistics): the file is corrupted")
+                    n_state = meta["n_state"]
+                    shape, dtype = _stored_shape(data, "state", name)
+                    if shape != (n_state,) or dtype != np.dtype(meta["dtype"]):
+                        raise ModelFileError(
+                            f"{name}: the stored state has shape {shape} and dtype {dtype}, "
+                            f"the architecture needs ({n_state},) {meta['dtype']}: the file "
+                            "is corrupted")
+                    state = np.array(data["state"])
                 theta = np.array(data["theta"])
         except ModelFileError:
             raise
@@ -776,6 +940,11 @@ class Network:
         if not np.isfinite(theta).all():
             raise ModelFileError(f"{name}: the weights contain NaN or Inf: the file is corrupted")
         net._theta[:] = theta
+        if state is not None:
+            if not np.isfinite(state).all():
+                raise ModelFileError(f"{name}: the state contains NaN or Inf: the file is "
+                                     "corrupted")
+            net._state[:] = state
         return net
 
     # -- study tools ------------------------------------------------------------------------

@@ -23,7 +23,18 @@ Buffers (all flat, allocated once per ``fit``):
 * ``cache`` / ``icache`` -- what a forward pass keeps for its backward pass (im2col columns,
   ``A_prevᵀ``, dropout masks; max-pool winners as integers), guide §14;
 * ``work`` -- per-example scratch (``dZᵀ``, the columns' gradient) and ``fwork`` -- fixed
-  scratch (``Wᵀ``).
+  scratch and the caches whose size does not grow with the batch (``Wᵀ``; batch norm's mean
+  and ``1/σ`` per channel).
+
+Besides the batch buffers, a network owns ``state``: values that persist between batches and
+are saved with the model but are not trained (batch norm's running mean and variance), at the
+absolute offset ``S_OFF``.
+
+A row may read a second input: ``IN2_OFF`` (per example, like ``IN_OFF``). A residual block's
+closing row reads the block's input there (its ``skip_source``), adds it to the branch's
+output, and in the backward pass adds its output's gradient into *both* inputs' gradients.
+Containers (:class:`loopprop.layers.Residual`) are not rows themselves: :meth:`Layer.rows`
+expands them into the rows they run.
 """
 
 from __future__ import annotations
@@ -32,25 +43,31 @@ import numpy as np
 
 # column names of the integer plan
 (KIND, P_OFF, P_SIZE, W_SIZE, IN_OFF, IN_SIZE, OUT_OFF, OUT_SIZE, C_OFF, IC_OFF, WK_OFF,
- WF_OFF) = range(12)
+ WF_OFF, S_OFF, IN2_OFF) = range(14)
 #: the first column of the layer's integer hyperparameters; there are ``N_HYPER`` of them
-H0 = 12
+H0 = 14
 N_HYPER = 12
 N_COLS = H0 + N_HYPER
 #: float hyperparameters per row
 N_FLOAT = 2
 
 # kind codes for the one dispatch in loopprop.train
-DENSE, ACTIVATION, CONV2D, MAXPOOL2D, AVGPOOL2D, FLATTEN, DROPOUT = range(1, 8)
+(DENSE, ACTIVATION, CONV2D, MAXPOOL2D, AVGPOOL2D, FLATTEN, DROPOUT, BATCHNORM, LAYERNORM,
+ RESIDUAL) = range(1, 11)
+
+
+def expand(layers) -> list:
+    """The plan's rows: every layer's :meth:`~loopprop.layers.base.Layer.rows`, in order."""
+    return [row for layer in layers for row in layer.rows()]
 
 
 def build(layers, input_shape) -> dict:
     """Lay out every buffer for ``layers`` applied to examples of ``input_shape``.
 
-    Each layer must already be built (:meth:`Layer.build`) in order. Returns a dict with
-    ``plan (L, N_COLS) int64``, ``fplan (L, N_FLOAT) float64`` and the per-example sizes of the
-    buffers (``acts``, ``cache``, ``icache``, ``work``) and the absolute ones (``params``,
-    ``fwork``).
+    ``layers`` are the rows (:func:`expand`), each already built (:meth:`Layer.build`) in
+    order. Returns a dict with ``plan (L, N_COLS) int64``, ``fplan (L, N_FLOAT) float64`` and
+    the per-example sizes of the buffers (``acts``, ``cache``, ``icache``, ``work``) and the
+    absolute ones (``params``, ``fwork``, ``state``).
     """
     L = len(layers)
     plan = np.zeros((L, N_COLS), np.int64)
@@ -58,7 +75,8 @@ def build(layers, input_shape) -> dict:
     p_off = 0
     a_off = int(np.prod(input_shape))  # A^(0) first
     in_off, in_size = 0, a_off
-    c_off = ic_off = wk_off = wf_off = 0
+    c_off = ic_off = wk_off = wf_off = s_off = 0
+    input_of: dict[int, int] = {}  # id(row) -> its input's offset, for second inputs
     for r, layer in enumerate(layers):
         out_size = int(np.prod(layer.out_shape))
         row = plan[r]
@@ -69,6 +87,9 @@ def build(layers, input_shape) -> dict:
         row[W_SIZE] = int(np.prod(shapes[0])) if shapes else 0  # the weights, for ‖dW‖
         p_off += n_params
         row[IN_OFF], row[IN_SIZE] = in_off, in_size
+        input_of[id(layer)] = in_off
+        source = getattr(layer, "skip_source", None)
+        row[IN2_OFF] = -1 if source is None else input_of.get(id(source), in_off)
         if layer.aliases_input:  # Flatten: the same values, seen in another shape
             out_off = in_off
         else:
@@ -83,6 +104,8 @@ def build(layers, input_shape) -> dict:
         wk_off += layer.work_size
         row[WF_OFF] = wf_off
         wf_off += layer.fixed_work_size
+        row[S_OFF] = s_off
+        s_off += layer.state_size
         ints = layer.ints()
         if len(ints) > N_HYPER:  # pragma: no cover - a layer author's mistake
             raise RuntimeError(f"{type(layer).__name__} has more than {N_HYPER} integers")
@@ -91,7 +114,7 @@ def build(layers, input_shape) -> dict:
         fplan[r, :len(floats)] = floats
         in_off, in_size = out_off, out_size
     return {"plan": plan, "fplan": fplan, "params": p_off, "acts": a_off, "cache": c_off,
-            "icache": ic_off, "work": wk_off, "fwork": wf_off}
+            "icache": ic_off, "work": wk_off, "fwork": wf_off, "state": s_off}
 
 
 class Buffers:

@@ -24,21 +24,30 @@ from .kernels.activations import _activation_forward_tuned, _activation_backward
 from .kernels.conv import _conv2d_backward_tuned, _conv2d_forward_tuned
 from .kernels.dense import _dense_layer_backward, _dense_layer_forward
 from .kernels.dropout import _dropout_backward, _dropout_forward
+from .kernels.norm import (_batchnorm_backward, _batchnorm_backward_eval, _batchnorm_forward,
+                           _batchnorm_forward_eval, _batchnorm_update_running,
+                           _layernorm_backward, _layernorm_forward)
+from .kernels.residual import _residual_backward, _residual_forward
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
-from .kernels.optim import _adam, _momentum, _sgd
+from .kernels.optim import (SCHEDULES, _adam, _adamw, _add_weight_decay, _clip_grad_norm,
+                            _momentum, _scheduled_lr, _sgd)
 from .kernels.pool import (_avgpool2d_backward, _avgpool2d_forward, _maxpool2d_backward,
                            _maxpool2d_forward)
 from .kernels.rng import _shuffle
 from .kernels.views import borrowed_flat, borrowed_image, borrowed_matrix
-from .plan import (ACTIVATION, AVGPOOL2D, C_OFF, CONV2D, DENSE, DROPOUT, H0, IC_OFF, IN_OFF,
-                   IN_SIZE, KIND, MAXPOOL2D, OUT_OFF, OUT_SIZE, P_OFF, W_SIZE, WF_OFF, WK_OFF)
+from .plan import (ACTIVATION, AVGPOOL2D, BATCHNORM, C_OFF, CONV2D, DENSE, DROPOUT, H0, IC_OFF,
+                   IN2_OFF, IN_OFF, IN_SIZE, KIND, LAYERNORM, MAXPOOL2D, OUT_OFF, OUT_SIZE, P_OFF,
+                   RESIDUAL, S_OFF, W_SIZE, WF_OFF, WK_OFF)
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
 LOSS_CODES = {"mse": MSE, "cross_entropy": CROSS_ENTROPY,
               "binary_cross_entropy": BINARY_CROSS_ENTROPY}
-SGD, MOMENTUM, ADAM = 0, 1, 2
-OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+SGD, MOMENTUM, ADAM, ADAMW = 0, 1, 2, 3
+OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "adamw": ADAMW}
+#: the optimizer's settings, one float vector ``hyper`` (built by :class:`OptimizerState`)
+(LR, BETA1, BETA2, EPS, WEIGHT_DECAY, CLIP, SCHEDULE, WARMUP, TOTAL, STEP_SIZE,
+ GAMMA) = range(11)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,11 +81,12 @@ def _img(buf, off, c, h, w, m):
 
 
 @kernel
-def _forward_row(r, plan, fplan, theta, acts, cache, icache, work, fwork, mb, training, seed,
-                 threads):
+def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                 seed, threads):
     """Forward through layer ``r`` of the plan: read its input from ``acts``, write its output
-    there, fill its caches (guide §6, §14). ``training`` switches dropout on; ``seed`` seeds
-    its mask."""
+    there, fill its caches (guide §6, §14). ``training`` switches dropout on and batch norm to
+    the batch's statistics (and updates the running ones in ``state``); ``seed`` seeds
+    dropout's mask."""
     kind = plan[r, KIND]
     x_off = plan[r, IN_OFF] * mb
     y_off = plan[r, OUT_OFF] * mb
@@ -120,15 +130,41 @@ def _forward_row(r, plan, fplan, theta, acts, cache, icache, work, fwork, mb, tr
                              seed)
         else:
             _activation_forward_tuned(out, inp, 0, 0.0)  # identity: a copy
+    elif kind == BATCHNORM:
+        C, N = h[0], h[1] * mb  # each channel over N values: a row of (C, N)
+        eps, momentum = fplan[r, 0], fplan[r, 1]
+        wf, s = plan[r, WF_OFF], plan[r, S_OFF]
+        out = _view(acts, y_off, C, N)
+        inp = _view(acts, x_off, C, N)
+        gamma, beta = _vec(theta, p, C), _vec(theta, p + C, C)
+        if training:
+            mean, rstd = _vec(fwork, wf, C), _vec(fwork, wf + C, C)
+            _batchnorm_forward(out, mean, rstd, inp, gamma, beta, eps, threads)
+            _batchnorm_update_running(_vec(state, s, C), _vec(state, s + C, C), mean, rstd, eps,
+                                      momentum, N)
+        else:
+            _batchnorm_forward_eval(out, inp, gamma, beta, _vec(state, s, C),
+                                    _vec(state, s + C, C), eps)
+    elif kind == LAYERNORM:
+        n, M = h[0], h[1] * mb  # each column of (n, M) over its n features
+        c = plan[r, C_OFF] * mb
+        _layernorm_forward(_view(acts, y_off, n, M), _vec(cache, c, M), _vec(cache, c + M, M),
+                           _view(acts, x_off, n, M), _vec(theta, p, n), _vec(theta, p + n, n),
+                           fplan[r, 0], threads)
+    elif kind == RESIDUAL:
+        n = plan[r, IN_SIZE]
+        _residual_forward(_view(acts, y_off, n, mb), _view(acts, x_off, n, mb),
+                          _view(acts, plan[r, IN2_OFF] * mb, n, mb))
     # FLATTEN: its output is its input (plan.py gives both one offset): nothing to do
 
 
 @kernel
-def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
-                  need_dx, threads):
+def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                  mb, need_dx, training, threads):
     """Backward through layer ``r``: from the gradient of its output (in ``dacts``) add its
     parameter gradients into ``grad`` and, with ``need_dx``, the gradient of its input into
-    ``dacts`` (guide §6). Every kernel *adds* (the README's "Conventions")."""
+    ``dacts`` (guide §6). Every kernel *adds* (the README's "Conventions"). ``training`` must
+    be the mode of the forward pass (dropout's mask, batch norm's statistics)."""
     kind = plan[r, KIND]
     x_off = plan[r, IN_OFF] * mb
     y_off = plan[r, OUT_OFF] * mb
@@ -175,8 +211,40 @@ def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work,
     elif kind == DROPOUT:
         if need_dx:
             n = plan[r, IN_SIZE]
-            _dropout_backward(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
-                              _view(cache, plan[r, C_OFF] * mb, n, mb))
+            if training:
+                _dropout_backward(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
+                                  _view(cache, plan[r, C_OFF] * mb, n, mb))
+            else:  # evaluation mode ran the identity: its gradient
+                _activation_backward_tuned(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
+                                           _view(acts, x_off, n, mb), _view(acts, y_off, n, mb),
+                                           0, 0.0, runtime_flag(True))
+    elif kind == BATCHNORM:
+        C, N = h[0], h[1] * mb
+        wf, s = plan[r, WF_OFF], plan[r, S_OFF]
+        # the data's gradient is not needed for row 0, but dγ, dβ come from the same pass:
+        # batch norm always writes dX (into the data's gradient region, which nothing reads)
+        dx = _view(dacts, x_off, C, N)
+        dy = _view(dacts, y_off, C, N)
+        x = _view(acts, x_off, C, N)
+        dgamma, dbeta = _vec(grad, p, C), _vec(grad, p + C, C)
+        gamma = _vec(theta, p, C)
+        if training:
+            _batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, _vec(fwork, wf, C),
+                                _vec(fwork, wf + C, C), threads)
+        else:
+            _batchnorm_backward_eval(dx, dgamma, dbeta, dy, x, gamma, _vec(state, s, C),
+                                     _vec(state, s + C, C), fplan[r, 0])
+    elif kind == LAYERNORM:
+        n, M = h[0], h[1] * mb
+        c = plan[r, C_OFF] * mb
+        _layernorm_backward(_view(dacts, x_off, n, M), _vec(grad, p, n), _vec(grad, p + n, n),
+                            _view(dacts, y_off, n, M), _view(acts, x_off, n, M),
+                            _vec(theta, p, n), _vec(cache, c, M), _vec(cache, c + M, M),
+                            _view(work, plan[r, WK_OFF] * mb, 2, M), threads)
+    elif kind == RESIDUAL:
+        n = plan[r, IN_SIZE]
+        _residual_backward(_view(dacts, x_off, n, mb), _view(dacts, plan[r, IN2_OFF] * mb, n, mb),
+                           _view(dacts, y_off, n, mb))
     # FLATTEN: its output's gradient is its input's (one region): nothing to do
 
 
@@ -186,25 +254,25 @@ def _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work,
 
 
 @kernel
-def _forward_batch(plan, fplan, theta, acts, cache, icache, work, fwork, mb, n_rows, training,
-                   seed, threads):
+def _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_rows,
+                   training, seed, threads):
     """Forward through rows ``0 … n_rows − 1`` (guide §5–§6); ``A^(0)`` must already be at the
     start of ``acts``. A fused loss (softmax or sigmoid + cross-entropy) stops one row short:
     it starts from the last layer's input and never reads its output."""
     for r in range(n_rows):
-        _forward_row(r, plan, fplan, theta, acts, cache, icache, work, fwork, mb, training,
-                     seed * 64 + r, threads)
+        _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb,
+                     training, seed * 64 + r, threads)
 
 
 @kernel
-def _backward_batch(plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
-                    last, threads):
+def _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                    mb, last, training, threads):
     """Backward from row ``last`` down to row 0 (guide §6): the seed must already be in
     ``dacts`` (the gradient of row ``last``'s output). Row 0's input is the data: its gradient
     is not computed."""
     for r in range(last, -1, -1):
-        _backward_row(r, plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
-                      r > 0, threads)
+        _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work,
+                      fwork, mb, r > 0, training, threads)
 
 
 @kernel
@@ -284,14 +352,29 @@ def _count_correct(ZL, loss_code, Y, labels, one_hot):
 
 
 @kernel
-def _update(theta, grad, state1, state2, opt_code, lr, beta1, beta2, eps, t):
-    """One optimizer step on the flat parameter vector (guide §10)."""
+def _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t):
+    """Optimizer step number ``t + 1`` on the flat parameter vector (guide §10), in PyTorch's
+    order: clip the gradient's global norm, take the step's rate from the schedule, add L2
+    weight decay to the gradient (SGD, momentum, Adam) or decay the weights (AdamW), update.
+    ``decay[p]`` is 1 where weight decay applies. Returns the rate used."""
+    if hyper[CLIP] > 0:
+        _clip_grad_norm(grad, hyper[CLIP])
+    lr = _scheduled_lr(int(hyper[SCHEDULE]), hyper[LR], t, int(hyper[WARMUP]), int(hyper[TOTAL]),
+                       int(hyper[STEP_SIZE]), hyper[GAMMA])
+    wd = hyper[WEIGHT_DECAY]
+    if opt_code == ADAMW:
+        _adamw(theta, grad, opt1, opt2, decay, lr, hyper[BETA1], hyper[BETA2], hyper[EPS], t + 1,
+               wd)
+        return lr
+    if wd > 0:
+        _add_weight_decay(grad, theta, decay, wd)
     if opt_code == SGD:
         _sgd(theta, grad, lr)
     elif opt_code == MOMENTUM:
-        _momentum(theta, grad, state1, lr, beta1)
+        _momentum(theta, grad, opt1, lr, hyper[BETA1])
     else:
-        _adam(theta, grad, state1, state2, lr, beta1, beta2, eps, t)
+        _adam(theta, grad, opt1, opt2, lr, hyper[BETA1], hyper[BETA2], hyper[EPS], t + 1)
+    return lr
 
 
 @kernel(fast=True)
@@ -331,17 +414,19 @@ def _gather(dst, src, perm, start):
 
 
 @kernel
-def _train_epoch(plan, fplan, theta, grad, state1, state2, loss_code, XT, Y, labels, one_hot,
-                 perm, shuffle_seed, batch_size, opt_code, lr, beta1, beta2, eps, t,
-                 acts, dacts, cache, icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm,
-                 dropout_seed, threads):
+def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
+                 loss_code, XT, Y, labels, one_hot, perm, shuffle_seed, batch_size, acts, dacts,
+                 cache, icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm, dropout_seed,
+                 threads):
     """One epoch of minibatch training, entirely compiled.
 
     Per batch: gather the (shuffled) examples, forward through the plan (§5–§6), loss and seed
-    (§9), zero the gradients (§12), backward through the plan (§6), update (§10). The last,
-    partial batch is used, not dropped. ``XT`` is X transposed, ``(n, n_0)``.
-    Returns ``(Σ batch loss × batch size, correct predictions, optimizer step count)``;
-    ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's weights for every batch.
+    (§9), zero the gradients (§12), backward through the plan (§6), update (§10, with the
+    schedule's rate for this step). The last, partial batch is used, not dropped. ``XT`` is X
+    transposed, ``(n, n_0)``; ``t`` counts the optimizer steps taken before this epoch.
+    Returns ``(Σ batch loss × batch size, correct predictions, step count, last rate)``;
+    ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's weights for every batch (before
+    clipping).
     """
     n = XT.shape[0]
     L = plan.shape[0]
@@ -353,6 +438,7 @@ def _train_epoch(plan, fplan, theta, grad, state1, state2, loss_code, XT, Y, lab
     total = 0.0
     correct = 0
     batch = 0
+    lr = hyper[LR]
     for start in range(0, n, batch_size):
         mb = min(batch_size, n - start)
         _gather_columns(_view(acts, 0, n0, mb), XT, perm, start)
@@ -361,28 +447,29 @@ def _train_epoch(plan, fplan, theta, grad, state1, state2, loss_code, XT, Y, lab
         for c in range(mb):
             labbuf[c] = labels[perm[start + c]]
         lab = labbuf[:mb]
-        _forward_batch(plan, fplan, theta, acts, cache, icache, work, fwork, mb, n_fwd,
+        _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_fwd,
                        runtime_flag(True), dropout_seed * 1048576 + batch, threads)
         _zero(dacts)
         total += mb * _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
         if fused:
             correct += _count_correct(_logits(plan, acts, mb), loss_code, Yb, lab, one_hot)
         _zero(grad)
-        _backward_batch(plan, fplan, theta, grad, acts, dacts, cache, icache, work, fwork, mb,
-                        n_fwd - 1, threads)
+        _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                        mb, n_fwd - 1, runtime_flag(True), threads)
         for r in range(L):
             if plan[r, W_SIZE] > 0:
                 grad_norm[r] += math.sqrt(_sum_squares(grad, plan[r, P_OFF], plan[r, W_SIZE]))
+        lr = _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t)
         t += 1
-        _update(theta, grad, state1, state2, opt_code, lr, beta1, beta2, eps, t)
         batch += 1
-    return total, correct, t
+    return total, correct, t, lr
 
 
 @kernel
-def _evaluate(plan, fplan, theta, loss_code, X, Y, labels, one_hot, chunk, acts, dacts, cache,
-              icache, work, fwork, col1, col2, Ybuf, out, threads):
-    """Forward-only pass over X (evaluation mode: dropout off) in chunks: returns
+def _evaluate(plan, fplan, theta, state, loss_code, X, Y, labels, one_hot, chunk, acts, dacts,
+              cache, icache, work, fwork, col1, col2, Ybuf, out, training, threads):
+    """Forward-only pass over X in chunks, in evaluation mode (dropout off, batch norm's
+    running statistics) unless ``training`` (gradcheck's losses: the mode of backward): returns
     ``(Σ loss × chunk size, correct)``; fills ``out`` (n_L, n) with the output activations.
     Each chunk's targets are copied into ``Ybuf``, so the loss kernels see the same contiguous
     arrays as in training and are compiled once."""
@@ -398,8 +485,8 @@ def _evaluate(plan, fplan, theta, loss_code, X, Y, labels, one_hot, chunk, acts,
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(plan, fplan, theta, acts, cache, icache, work, fwork, mb, L,
-                       runtime_flag(False), int(0), threads)
+        _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, L,
+                       training, int(0), threads)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         for i in range(Y.shape[0]):
             for c in range(mb):
@@ -422,21 +509,38 @@ def _evaluate(plan, fplan, theta, loss_code, X, Y, labels, one_hot, chunk, acts,
 
 @dataclass
 class OptimizerState:
-    """Optimizer name, hyper-parameters and the per-parameter state vectors (flat, like theta)."""
+    """An optimizer's settings (the float vector ``hyper`` the compiled update reads), its step
+    count and its per-parameter state vectors (flat, like theta): the velocity (momentum) or
+    the two moments (Adam, AdamW)."""
 
     name: str
     n_params: int
     dtype: np.dtype
+    lr: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip: float = 0.0  # 0: no clipping
+    schedule: str = "constant"
+    warmup: int = 0  # steps
+    total: int = 1  # steps of the whole fit (the cosine's span)
+    step_size: int = 1  # steps between decays of the step schedule
+    gamma: float = 0.1
     t: int = 0
-    state1: np.ndarray = field(init=False)
-    state2: np.ndarray = field(init=False)
+    opt1: np.ndarray = field(init=False)
+    opt2: np.ndarray = field(init=False)
+    hyper: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.state1 = np.zeros(self.n_params, self.dtype)
-        self.state2 = np.zeros(self.n_params if self.name == "adam" else 0, self.dtype)
+        self.opt1 = np.zeros(self.n_params if self.name != "sgd" else 0, self.dtype)
+        self.opt2 = np.zeros(self.n_params if self.name in ("adam", "adamw") else 0, self.dtype)
+        hyper = np.zeros(11, np.float64)
+        hyper[[LR, BETA1, BETA2, EPS, WEIGHT_DECAY, CLIP, SCHEDULE, WARMUP, TOTAL, STEP_SIZE,
+               GAMMA]] = [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                          self.clip, SCHEDULES[self.schedule], self.warmup, self.total,
+                          self.step_size, self.gamma]
+        self.hyper = hyper
 
 
 class Progress:

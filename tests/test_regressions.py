@@ -324,7 +324,7 @@ GOOD = {"format": "loopprop.Network", "format_version": 1, "layer_sizes": [2, 1]
     ({"layer_sizes": [10**9, 10**9, 3]}, "more than any real model"),
     ({"format_version": "1"}, "format_version must be a positive integer"),
     ({"format_version": True}, "format_version must be a positive integer"),
-    ({"format_version": 3}, "newer than this loopprop"),
+    ({"format_version": lp.network.FORMAT_VERSION + 1}, "newer than this loopprop"),
     ({"alpha": float("nan")}, "alpha"),
     ({"seed": "x"}, "seed"),
 ])

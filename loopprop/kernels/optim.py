@@ -8,6 +8,16 @@ parameter in one flat buffer, updates the whole network in a single loop.
 * momentum: ``v[p] = β · v[p] + g[p]``; ``θ[p] −= η · v[p]``
 * Adam: ``m[p] = β₁ m[p] + (1 − β₁) g[p]``; ``v[p] = β₂ v[p] + (1 − β₂) g[p]²``;
   ``θ[p] −= η · m̂ / (√v̂ + ε)`` with ``m̂ = m / (1 − β₁ᵗ)``, ``v̂ = v / (1 − β₂ᵗ)``
+* AdamW: ``θ[p] ← θ[p]·(1 − η·λ·d[p])``, then the Adam step (decoupled weight decay, as
+  ``torch.optim.AdamW``); ``d[p]`` is 1 where weight decay applies, 0 elsewhere
+* weight decay for SGD, momentum and Adam: ``g[p] += λ·d[p]·θ[p]`` before the step (L2 in the
+  gradient, as ``torch.optim.SGD``/``Adam`` do)
+* clipping: ``g ← g · min(1, c / (‖g‖ + 10⁻⁶))`` with ``‖g‖`` over every parameter (as
+  ``torch.nn.utils.clip_grad_norm_``)
+* schedules: the rate of step ``t`` (0-based) is ``η·s(t)``: linear warm-up
+  ``s(t) = (t + 1)/W`` for ``t < W`` steps, then constant ``1``, step decay
+  ``γ^⌊(t − W)/S⌋``, or cosine ``½(1 + cos(π·(t − W)/(T − W)))`` over the ``T`` steps of
+  training
 """
 
 from __future__ import annotations
@@ -49,6 +59,65 @@ def _adam(theta, grad, m1, m2, lr, beta1, beta2, eps, t):
         m1[p] = beta1 * m1[p] + (1.0 - beta1) * g
         m2[p] = beta2 * m2[p] + (1.0 - beta2) * g * g
         theta[p] -= lr * (m1[p] * c1) / (math.sqrt(m2[p] * c2) + eps)
+
+
+@kernel(fast=True)
+def _adamw(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay):
+    """AdamW step ``t``: ``θ[p] ← θ[p]·(1 − η·λ·d[p])``, then :func:`_adam`'s update (the
+    decay is decoupled from the moments). Shapes: all (P,)."""
+    c1 = 1.0 / (1.0 - beta1**t)
+    c2 = 1.0 / (1.0 - beta2**t)
+    for p in range(theta.shape[0]):
+        g = grad[p]
+        theta[p] *= 1.0 - lr * weight_decay * decay[p]
+        m1[p] = beta1 * m1[p] + (1.0 - beta1) * g
+        m2[p] = beta2 * m2[p] + (1.0 - beta2) * g * g
+        theta[p] -= lr * (m1[p] * c1) / (math.sqrt(m2[p] * c2) + eps)
+
+
+@kernel(fast=True)
+def _add_weight_decay(grad, theta, decay, weight_decay):
+    """``g[p] += λ·d[p]·θ[p]``: the gradient of ``½λ‖θ‖²`` over the decayed parameters (L2).
+    Shapes: all (P,)."""
+    for p in range(grad.shape[0]):
+        grad[p] += weight_decay * decay[p] * theta[p]
+
+
+@kernel(fast=True)
+def _clip_grad_norm(grad, max_norm):
+    """Scale every gradient by ``min(1, c / (‖g‖ + 10⁻⁶))``, ``‖g‖ = √(Σ_p g[p]²)`` (PyTorch's
+    ``clip_grad_norm_``). Returns ``‖g‖`` before clipping. Shape: grad (P,)."""
+    s = 0.0
+    for p in range(grad.shape[0]):
+        s += grad[p] * grad[p]
+    norm = math.sqrt(s)
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        for p in range(grad.shape[0]):
+            grad[p] *= coef
+    return norm
+
+
+CONSTANT, STEP, COSINE = 0, 1, 2
+SCHEDULES = {"constant": CONSTANT, "step": STEP, "cosine": COSINE}
+
+
+@kernel
+def _scheduled_lr(schedule, lr, t, warmup, total, step_size, gamma):
+    """The learning rate of optimizer step ``t`` (0-based) of ``total``: linear warm-up over
+    the first ``warmup`` steps, ``η·(t + 1)/warmup``; then ``η`` (constant), ``η·γ^⌊(t − W)/S⌋``
+    (step, every ``step_size`` steps) or ``η·½(1 + cos(π·(t − W)/(T − W)))`` (cosine, to 0
+    at the end of training)."""
+    if t < warmup:
+        return lr * (t + 1) / warmup
+    if schedule == STEP:
+        return lr * gamma ** ((t - warmup) // step_size)
+    if schedule == COSINE:
+        span = total - warmup
+        if span <= 0:
+            return lr
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(t - warmup, span) / span))
+    return lr
 
 
 def sgd_update(param: np.ndarray, grad, lr: float, *, check_finite: bool = True) -> np.ndarray:

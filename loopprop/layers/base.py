@@ -59,7 +59,34 @@ class Layer:
     cache_size = 0  #: float cache per example
     icache_size = 0  #: integer cache per example
     work_size = 0  #: float scratch per example
-    fixed_work_size = 0  #: float scratch, independent of the batch
+    fixed_work_size = 0  #: float scratch (or a cache), independent of the batch
+    state_size = 0  #: persistent values that are saved but not trained (running statistics)
+    #: names of the parameter arrays, in :meth:`param_shapes` order: the network binds live
+    #: views ``layer.<name>`` and ``layer.d<name>`` to them
+    param_names: ClassVar[tuple[str, ...]] = ("W", "b")
+    #: names of the state arrays (views into the network's state), in layout order
+    state_names: ClassVar[tuple[str, ...]] = ()
+    #: weights get weight decay when an optimizer asks for it; biases and normalization gains
+    #: do not (see :meth:`decays`)
+
+    def rows(self) -> list["Layer"]:
+        """The plan rows this layer runs: itself. Containers (a residual block) return their
+        inner rows and a closing row."""
+        return [self]
+
+    def decays(self) -> list[bool]:
+        """Per parameter array: whether weight decay applies. By default the weights of a
+        layer (its first array when it has two or more: ``W``) and not its biases; layers
+        whose parameters are gains and shifts (normalization) return all False."""
+        shapes = self.param_shapes()
+        return [i == 0 and len(shapes) > 1 for i in range(len(shapes))]
+
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the state arrays (``state_size`` values in total)."""
+        return []
+
+    def init_state(self, views: list[np.ndarray]) -> None:
+        """Initialize the state views in place (running mean 0, running variance 1)."""
 
     def ints(self) -> list[int]:
         """Integer hyperparameters for the plan row (shapes, kernel sizes, strides…)."""
