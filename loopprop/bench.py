@@ -210,32 +210,68 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
 def torch_twin(torch, net, dtype: str = "float64", copy_weights: bool = False):
     """The same network in PyTorch eager (``nn.Sequential``, examples first): the benchmark's
     peer and the tests' autograd oracle. A final ``Softmax`` is left out (PyTorch fuses it
-    into ``cross_entropy``, as loopprop does); ``copy_weights`` copies loopprop's weights in.
-    Returns ``(model, parameterized modules in order)``."""
+    into ``cross_entropy``, as loopprop does); ``copy_weights`` copies loopprop's weights (and
+    batch norm's running statistics) in. Returns ``(model, parameterized modules in the order
+    of net.params)``."""
     nn = torch.nn
-    mods = []
-    for layer in net.layers:
-        name = type(layer).__name__
-        if name == "Conv2d":
-            mods.append(nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, layer.stride,
-                                  layer.padding))
-        elif name == "Dense":
-            mods.append(nn.Linear(layer.n_in, layer.n_out))
-        elif name in ("MaxPool2d", "AvgPool2d"):
-            mods.append(getattr(nn, name)(layer.size, layer.stride))
-        elif name == "LeakyReLU":
-            mods.append(nn.LeakyReLU(layer.alpha))
-        elif name == "GELUTanh":
-            mods.append(nn.GELU(approximate="tanh"))
-        elif name != "Softmax":
-            mods.append(getattr(nn, name)())  # Flatten, ReLU, Tanh, Sigmoid, Identity, GELU
-    model = nn.Sequential(*mods).to(torch.float64 if dtype == "float64" else torch.float32)
-    weighted = [m for m in mods if hasattr(m, "weight")]
+    weighted = []
+
+    class Residual(nn.Module):
+        """``x + body(x)``."""
+
+        def __init__(self, body):
+            super().__init__()
+            self.body = nn.Sequential(*body)
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    def build(layers):
+        mods = []
+        for layer in layers:
+            name = type(layer).__name__
+            if name == "Conv2d":
+                mods.append(nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, layer.stride,
+                                      layer.padding))
+            elif name == "Dense":
+                mods.append(nn.Linear(layer.n_in, layer.n_out))
+            elif name in ("MaxPool2d", "AvgPool2d"):
+                mods.append(getattr(nn, name)(layer.size, layer.stride))
+            elif name == "LeakyReLU":
+                mods.append(nn.LeakyReLU(layer.alpha))
+            elif name == "GELUTanh":
+                mods.append(nn.GELU(approximate="tanh"))
+            elif name == "BatchNorm":
+                kind = nn.BatchNorm1d if len(layer.in_shape) == 1 else nn.BatchNorm2d
+                mods.append(kind(layer.channels, eps=layer.eps, momentum=layer.momentum))
+            elif name == "LayerNorm":
+                if len(layer.in_shape) != 1:
+                    raise ValueError("torch_twin: LayerNorm on vectors only (PyTorch normalizes "
+                                     "the last axis, loopprop the first)")
+                mods.append(nn.LayerNorm(layer.features, eps=layer.eps))
+            elif name == "Residual":
+                mods.append(Residual(build(layer.layers)))
+                continue
+            elif name == "Softmax":
+                continue
+            else:
+                mods.append(getattr(nn, name)())  # Flatten, ReLU, Tanh, Sigmoid, Identity, GELU
+            if getattr(mods[-1], "weight", None) is not None:
+                weighted.append(mods[-1])
+        return mods
+
+    model = nn.Sequential(*build(net.layers))
+    model = model.to(torch.float64 if dtype == "float64" else torch.float32)
     if copy_weights:
         with torch.no_grad():
             for (W, b), mod in zip(net.params, weighted):
                 mod.weight[...] = torch.tensor(W)
                 mod.bias[...] = torch.tensor(b)
+            for layer in net.rows:
+                if type(layer).__name__ == "BatchNorm":
+                    mod = weighted[[r for r in net._param_rows].index(net.rows.index(layer))]
+                    mod.running_mean[...] = torch.tensor(layer.running_mean)
+                    mod.running_var[...] = torch.tensor(layer.running_var)
     return model, weighted
 
 
