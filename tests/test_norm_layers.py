@@ -142,7 +142,9 @@ def test_evaluation_mode_matches_torch_eval_after_training_steps(rng):
     assert net.forward(Xt[..., :1]).shape == (3, 1)
 
 
-@pytest.mark.parametrize("name", ["batchnorm", "layernorm"])
+@pytest.mark.parametrize("name", [
+    # ~500 parameters through convolutions: 50 s each in plain Python (NUMBA_DISABLE_JIT)
+    pytest.param("batchnorm", marks=pytest.mark.heavy), "layernorm"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_gradcheck_in_both_modes(rng, name, mode):
     net = make(name, seed=3)
