@@ -83,7 +83,11 @@ TRAIN_DEFAULTS = {
 #: the default learning rate of Adam, whatever the task
 ADAM_LR = 0.001
 #: ``--model cnn``: its layers per image dataset, and its training defaults
-CNN_DEFAULTS = {"optimizer": "adam", "lr": 0.002, "epochs": 50, "batch_size": 32}
+CNN_DEFAULTS = {"optimizer": "adam", "lr": 0.002, "lr_mnist": 0.001, "epochs": 50,
+                "epochs_mnist": 10, "batch_size": 32, "batch_mnist": 64, "schedule": "constant"}
+#: ``--model resnet``: its training defaults (AdamW's weight decay 0.01 on the weights)
+RESNET_DEFAULTS = {"optimizer": "adamw", "lr": 0.005, "lr_mnist": 0.005, "epochs": 30,
+                   "epochs_mnist": 5, "batch_size": 32, "batch_mnist": 32, "schedule": "cosine"}
 
 
 def cnn_layers(dataset: str):
@@ -97,6 +101,24 @@ def cnn_layers(dataset: str):
                 MaxPool2d(2), Flatten(), Dropout(0.25), Dense(10), Softmax()]
     return [Conv2d(16, 5), ReLU(), MaxPool2d(2), Conv2d(32, 5), ReLU(), MaxPool2d(2), Flatten(),
             Dense(128), ReLU(), Dense(10), Softmax()]
+
+
+def resnet_layers(dataset: str):
+    """The residual CNN of ``loopprop train --model resnet``: convolutions with batch norm and
+    residual blocks ``x + BN(conv(ReLU(BN(conv(x)))))`` (He et al.'s basic block), sized for
+    8×8 digits (16 channels, a block after each of two stages) or 28×28 mnist5k (a 5×5 stem of
+    16 channels, then 32)."""
+    from .layers import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Residual, Softmax
+
+    def block(c):
+        return [Residual([Conv2d(c, 3, padding=1), BatchNorm(), ReLU(), Conv2d(c, 3, padding=1),
+                          BatchNorm()]), ReLU()]
+
+    if dataset == "digits":
+        return [Conv2d(16, 3, padding=1), BatchNorm(), ReLU(), *block(16), MaxPool2d(2),
+                *block(16), MaxPool2d(2), Flatten(), Dense(10), Softmax()]
+    return [Conv2d(16, 5), BatchNorm(), ReLU(), MaxPool2d(2), *block(16), Conv2d(32, 5),
+            BatchNorm(), ReLU(), MaxPool2d(2), *block(32), Flatten(), Dense(10), Softmax()]
 LOSS_CHOICES = ("cross_entropy", "binary_cross_entropy", "mse")
 
 
@@ -120,10 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{r['optimizer']} lr {r['lr']:g}.")
     t.add_argument("--dataset", default="digits", choices=list(DATASETS),
                    help="dataset (default: digits)")
-    t.add_argument("--model", default="mlp", choices=["mlp", "cnn"],
+    t.add_argument("--model", default="mlp", choices=["mlp", "cnn", "resnet"],
                    help="mlp: dense layers (--hidden); cnn: a convolutional network on the "
                    "images of digits or mnist5k (adam lr 0.002, 50 epochs; on mnist5k "
-                   "LeNet-sized, batch 64, 10 epochs, lr 0.001)")
+                   "LeNet-sized, batch 64, 10 epochs, lr 0.001); resnet: a residual CNN with "
+                   "batch norm on the same images (see the summary it prints)")
     t.add_argument("--hidden", type=_int_list, default=None,
                    help="hidden layer sizes, e.g. 128 or 128-64 (default: 512 with "
                    "cross-entropy, 64 with mse)")
@@ -135,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "mse with an identity output for regression; binary_cross_entropy: one "
                    "sigmoid output, two-class datasets only; mse on a classification set: "
                    "one-hot targets)")
-    t.add_argument("--optimizer", default=None, choices=["sgd", "momentum", "adam"],
+    t.add_argument("--optimizer", default=None, choices=["sgd", "momentum", "adam", "adamw"],
                    help="optimizer (default: momentum, β = 0.9, for classification; sgd for "
                    "regression)")
     t.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: 40)")
@@ -144,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_float, default=None,
                    help=f"learning rate (default: {c['lr']:g} for classification, {r['lr']:g} "
                    f"for regression, {ADAM_LR:g} with adam)")
+    t.add_argument("--weight-decay", type=_float, default=None,
+                   help="weight decay λ of the weights (not biases or normalization): "
+                   "decoupled with adamw (default 0.01), L2 otherwise (default 0)")
+    t.add_argument("--lr-schedule", default=None, choices=["constant", "step", "cosine"],
+                   help="the rate per step: constant, step (×0.1 every 10 epochs) or cosine "
+                   "(to 0 at the end); default constant (cosine for resnet)")
+    t.add_argument("--warmup-epochs", type=_float, default=0.0,
+                   help="epochs of linear warm-up of the rate (default 0)")
+    t.add_argument("--clip-grad-norm", type=_float, default=None,
+                   help="clip the gradient's global norm to this value before each step")
     t.add_argument("--seed", type=_seed, default=0, help="seed for weights and shuffling")
     t.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     t.add_argument("--save", metavar="PATH", help="save the trained model (.npz is added if "
@@ -229,7 +262,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .network import Network
 
     meta = datasets.info(args.dataset)
-    if args.model == "cnn":
+    if args.model in ("cnn", "resnet"):
         return _train_cnn(args, meta)
     loss = args.loss or ("cross_entropy" if meta.task == "classification" else "mse")
     # a squared error (regression, or one-hot targets) trains with the regression defaults
@@ -263,7 +296,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     hist = net.fit(Xtr, ytr_fit, epochs=epochs, batch_size=args.batch_size or 32, lr=lr,
                    optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
-                   validation=(Xte, yte_fit))
+                   validation=(Xte, yte_fit), **_schedule_options(args, epochs))
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte_fit, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"]) + ")")
@@ -295,38 +328,69 @@ def _outputs(args: argparse.Namespace):
     return save, plot
 
 
+def _schedule_options(args: argparse.Namespace, epochs: int, schedule: str = "constant"
+                      ) -> dict:
+    """``fit``'s weight decay, schedule and clipping options from the command line, checked
+    here so that a bad value is one line, not a traceback."""
+    opts = {"lr_schedule": args.lr_schedule or schedule, "warmup_epochs": args.warmup_epochs}
+    if args.warmup_epochs < 0 or args.warmup_epochs >= epochs and args.warmup_epochs > 0:
+        raise CLIError(f"--warmup-epochs: expected a number in [0, {epochs}) (shorter than "
+                       f"training), got {args.warmup_epochs:g}")
+    if args.weight_decay is not None:
+        if not args.weight_decay >= 0 or not np.isfinite(args.weight_decay):
+            raise CLIError(f"--weight-decay: expected a number ≥ 0, got {args.weight_decay:g}")
+        opts["weight_decay"] = args.weight_decay
+    if args.clip_grad_norm is not None:
+        if not args.clip_grad_norm > 0 or not np.isfinite(args.clip_grad_norm):
+            raise CLIError(f"--clip-grad-norm: expected a number > 0, got "
+                           f"{args.clip_grad_norm:g}")
+        opts["clip_grad_norm"] = args.clip_grad_norm
+    return opts
+
+
 def _train_cnn(args: argparse.Namespace, meta) -> int:
     from . import datasets
     from .network import Network
 
+    name = args.model
     if args.dataset not in datasets.IMAGE_SHAPES:
-        raise CLIError(f"--model cnn: {args.dataset} has no images; use --dataset "
+        raise CLIError(f"--model {name}: {args.dataset} has no images; use --dataset "
                        f"{' or '.join(datasets.IMAGE_SHAPES)}")
     if args.hidden is not None:
-        raise CLIError("--hidden: the CNN's layers are fixed (see loopprop train -h); "
+        raise CLIError(f"--hidden: the {name}'s layers are fixed (see loopprop train -h); "
                        "--hidden sizes the mlp")
     if args.loss not in (None, "cross_entropy"):
-        raise CLIError("--loss: the CNN classifies with cross_entropy")
+        raise CLIError(f"--loss: the {name} classifies with cross_entropy")
     mnist = args.dataset == "mnist5k"
-    optimizer = args.optimizer or CNN_DEFAULTS["optimizer"]
+    defaults = CNN_DEFAULTS if name == "cnn" else RESNET_DEFAULTS
+    optimizer = args.optimizer or defaults["optimizer"]
+    adam = optimizer in ("adam", "adamw")
     lr = args.lr if args.lr is not None else (
-        (0.001 if mnist else CNN_DEFAULTS["lr"]) if optimizer == "adam" else 0.02)
-    epochs = args.epochs or (10 if mnist else CNN_DEFAULTS["epochs"])
-    batch = args.batch_size or (64 if mnist else CNN_DEFAULTS["batch_size"])
+        (defaults["lr_mnist"] if mnist else defaults["lr"]) if adam else 0.02)
+    epochs = args.epochs or (defaults["epochs_mnist"] if mnist else defaults["epochs"])
+    batch = args.batch_size or (defaults["batch_mnist"] if mnist else defaults["batch_size"])
     save, plot = _outputs(args)
+    opts = _schedule_options(args, epochs, defaults["schedule"])
     Xtr, ytr, Xte, yte = datasets.load(args.dataset, dtype=args.dtype, image=True)
-    net = Network(cnn_layers(args.dataset), loss="cross_entropy", input_shape=Xtr.shape[:-1],
-                  dtype=args.dtype, seed=args.seed)
+    n = Xtr.shape[-1]
+    if name == "resnet" and n % batch == 1:
+        raise CLIError(f"--batch-size: {n} images in batches of {batch} leave a last batch of "
+                       "one image, which batch norm cannot normalize; choose another size")
+    layers = cnn_layers(args.dataset) if name == "cnn" else resnet_layers(args.dataset)
+    net = Network(layers, loss="cross_entropy", input_shape=Xtr.shape[:-1], dtype=args.dtype,
+                  seed=args.seed)
     net.summary()
     print(f"dataset {args.dataset}: {Xtr.shape[-1]} train / {Xte.shape[-1]} test images; "
-          f"{optimizer}, lr {lr:g}, batch {batch}, {_plural(epochs, 'epoch')}", flush=True)
+          f"{optimizer}, lr {lr:g} ({opts['lr_schedule']}), batch {batch}, "
+          f"{_plural(epochs, 'epoch')}", flush=True)
     t0 = time.perf_counter()
     hist = net.fit(Xtr, ytr, epochs=epochs, batch_size=batch, lr=lr, optimizer=optimizer,
-                   seed=args.seed, progress=not args.no_progress, validation=(Xte, yte))
+                   seed=args.seed, progress=not args.no_progress, validation=(Xte, yte),
+                   **opts)
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"]) + ")")
-    return _save_and_plot(net, hist, save, plot, f"{args.dataset}: CNN")
+    return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {name}")
 
 
 def _epoch_times(times: list[float]) -> str:

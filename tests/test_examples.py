@@ -23,3 +23,13 @@ def test_worked_example_prints_its_docstring():
     # the guide's numbers (§11) appear as printed in the guide
     for number in ("= 2", "0.8808", "-0.1192", "0.105", "-0.0125", "-0.025"):
         assert number in out
+
+
+def test_batchnorm_by_hand_prints_its_docstring():
+    path = ROOT / "examples" / "batchnorm_by_hand.py"
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                         check=True, timeout=600).stdout
+    assert out.strip() == docstring_output(path)
+    # the three paths sum to the compact formula, and the kernels agree
+    assert "agree to 1e-12: True" in out
+    assert "dx = [0.042263, -0.158379, 0.154110, -0.037994]" in out
