@@ -280,12 +280,18 @@ CNNS = {
     "digits": ("conv 8 → pool → conv 16 → pool → dense 10", (1, 8, 8), 32, 1438),
     "lenet": ("conv 16×5×5 → pool → conv 32×5×5 → pool → dense 128 → 10", (1, 28, 28), 64,
               4000),
+    "resnet": ("the mnist5k residual CNN with batch norm (loopprop train --model resnet)",
+               (1, 28, 28), 32, 4000),
 }
 
 
 def cnn_layers(name: str):
     from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU, Softmax
 
+    if name == "resnet":
+        from .cli import resnet_layers
+
+        return resnet_layers("mnist5k")
     if name == "digits":
         return [Conv2d(8, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(16, 3, padding=1), ReLU(),
                 MaxPool2d(2), Flatten(), Dense(10), Softmax()]
@@ -312,13 +318,14 @@ def cnn_workload(name: str, dtype: str = "float64", with_torch: bool = True
     X = rng.standard_normal((*shape, n)).astype(dtype)
     y = rng.integers(0, 10, n)
     net = Network(cnn_layers(name), loss="cross_entropy", input_shape=shape, dtype=dtype)
-    params = [(W.copy(), b.copy()) for W, b in net.params]
-    X_first = np.ascontiguousarray(np.moveaxis(X, -1, 0))  # NumPy's preferred layout
-    arch = cnn_arch(name)
     fns: dict[str, Callable[[], object]] = {
         "loopprop": lambda: net.fit(X, y, epochs=1, batch_size=batch, lr=0.01, shuffle=False,
-                                    progress=False),
-        "numpy": lambda: vec.cnn_epoch_lean(params, arch, X_first, y, batch, 0.01)}
+                                    progress=False)}
+    if name != "resnet":  # (no lean NumPy residual network with batch norm: torch only)
+        params = [(W.copy(), b.copy()) for W, b in net.params]
+        X_first = np.ascontiguousarray(np.moveaxis(X, -1, 0))  # NumPy's preferred layout
+        arch = cnn_arch(name)
+        fns["numpy"] = lambda: vec.cnn_epoch_lean(params, arch, X_first, y, batch, 0.01)
     torch = _torch() if with_torch else None
     if torch is not None:
         model, _ = torch_twin(torch, net, dtype)
@@ -366,6 +373,94 @@ def conv_workload(dtype: str = "float32", with_torch: bool = True) -> dict[str, 
     return fns
 
 
+#: the normalization benchmarks: loopprop's layout (examples last), as the issue sizes them
+NORM_SHAPES = {"256x4096": (256, 4096), "64x28x28x64": (64, 28, 28, 64)}
+
+
+def norm_workload(which: str, shape: tuple, dtype: str = "float64", with_torch: bool = True
+                  ) -> dict[str, Callable]:
+    """Batch norm (``which="batchnorm"``, training mode) or layer norm forward + backward on
+    ``X`` of ``shape`` (loopprop's layout: features first, examples last): loopprop's public
+    functions against the leanest NumPy (every temporary preallocated, ``out=`` throughout)
+    and PyTorch's ``batch_norm``/``layer_norm`` with autograd (its layout: examples first for
+    batch norm, features last for layer norm)."""
+    from .kernels.norm import (batchnorm_backward, batchnorm_forward, layernorm_backward,
+                               layernorm_forward)
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal(shape).astype(dtype)
+    dY = rng.standard_normal(shape).astype(dtype)
+    n = shape[0]
+    g = (1.0 + rng.standard_normal(n)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    eps = 1e-5
+    bn = which == "batchnorm"
+    fwd, bwd = (batchnorm_forward, batchnorm_backward) if bn else (layernorm_forward,
+                                                                  layernorm_backward)
+
+    def loops():
+        _, mean, rstd = fwd(X, g, b, eps, check_finite=False)
+        return bwd(dY, X, g, mean, rstd, check_finite=False)
+
+    # NumPy: the statistics' axis of the 2-D view, and every buffer made once
+    X2, dY2 = X.reshape(n, -1), dY.reshape(n, -1)
+    ax, N = (1, X2.shape[1]) if bn else (0, n)
+    xc, xhat, Y, dX, tmp = (np.empty_like(X2) for _ in range(5))
+    col = (slice(None), None) if bn else (None, slice(None))  # broadcast a statistic
+    par = (slice(None), None)  # broadcast a per-feature parameter
+
+    def numpy():
+        mu = X2.mean(axis=ax)
+        np.subtract(X2, mu[col], out=xc)
+        np.multiply(xc, xc, out=tmp)
+        r = 1.0 / np.sqrt(tmp.mean(axis=ax) + eps)
+        np.multiply(xc, r[col], out=xhat)
+        np.multiply(xhat, g[par], out=Y)
+        np.add(Y, b[par], out=Y)
+        dbeta = dY2.sum(axis=1)
+        np.multiply(dY2, xhat, out=tmp)
+        dgamma = tmp.sum(axis=1)
+        if bn:  # dX = γr/N·(N·dY − Σ dY − x̂·Σ dY·x̂), per row
+            np.multiply(xhat, dgamma[col], out=dX)
+            np.subtract(N * dY2, dX, out=dX)
+            np.subtract(dX, dbeta[col], out=dX)
+            np.multiply(dX, (g * r / N)[col], out=dX)
+        else:  # ĝ = γ·dY; dX = r/n·(n·ĝ − Σ_i ĝ − x̂·Σ_i ĝ·x̂), per column
+            np.multiply(dY2, g[par], out=tmp)
+            s1 = tmp.sum(axis=0)
+            np.multiply(tmp, xhat, out=dX)
+            s2 = dX.sum(axis=0)
+            np.multiply(xhat, s2[col], out=dX)
+            np.subtract(n * tmp, dX, out=dX)
+            np.subtract(dX, s1[col], out=dX)
+            np.multiply(dX, (r / n)[col], out=dX)
+        return dX, dgamma, dbeta
+
+    fns: dict[str, Callable] = {"loopprop": loops, "numpy": numpy}
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        F = torch.nn.functional
+        if bn:  # (m, C, …): examples first
+            tX = torch.tensor(np.ascontiguousarray(np.moveaxis(X, -1, 0)), requires_grad=True)
+            tdY = torch.tensor(np.ascontiguousarray(np.moveaxis(dY, -1, 0)))
+        else:  # (…, n): the normalized axis last
+            tX = torch.tensor(np.ascontiguousarray(np.moveaxis(X, 0, -1)), requires_grad=True)
+            tdY = torch.tensor(np.ascontiguousarray(np.moveaxis(dY, 0, -1)))
+        tg = torch.tensor(g, requires_grad=True)
+        tb = torch.tensor(b, requires_grad=True)
+
+        def torch_norm():
+            tX.grad = tg.grad = tb.grad = None
+            if bn:
+                out = F.batch_norm(tX, None, None, tg, tb, training=True, eps=eps)
+            else:
+                out = F.layer_norm(tX, (n,), tg, tb, eps=eps)
+            out.backward(tdY)
+
+        fns["torch"] = torch_norm
+    return fns
+
+
 def warm_start_seconds() -> float:
     """Seconds for ``loopprop train --epochs 1`` (digits) in a fresh interpreter, Numba cache and
     dataset copy filled by a first run: process start, imports, loading, the first epoch and the
@@ -403,6 +498,10 @@ def rows(dtype: str = "float64", quick: bool = False):
     for name, (label, *_) in CNNS.items():
         yield (f"CNN epoch, {name}", best_time(cnn_workload(name, dtype), rounds))
     yield ("conv2d fwd+bwd 16→32, 3x3, 28x28, b 64", best_time(conv_workload(dtype), rounds))
+    for which in ("batchnorm", "layernorm"):
+        for label, shape in NORM_SHAPES.items():
+            yield (f"{which} fwd+bwd {label}", best_time(norm_workload(which, shape, dtype),
+                                                         rounds))
     for name in ("sigmoid", "tanh"):
         for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
             yield (f"{name} fwd+bwd, 10^6 values, {label}", best_time(

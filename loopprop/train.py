@@ -230,7 +230,7 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
         gamma = _vec(theta, p, C)
         if training:
             _batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, _vec(fwork, wf, C),
-                                _vec(fwork, wf + C, C), threads)
+                                _vec(fwork, wf + C, C), runtime_flag(True), threads)
         else:
             _batchnorm_backward_eval(dx, dgamma, dbeta, dy, x, gamma, _vec(state, s, C),
                                      _vec(state, s + C, C), fplan[r, 0])
@@ -240,7 +240,7 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
         _layernorm_backward(_view(dacts, x_off, n, M), _vec(grad, p, n), _vec(grad, p + n, n),
                             _view(dacts, y_off, n, M), _view(acts, x_off, n, M),
                             _vec(theta, p, n), _vec(cache, c, M), _vec(cache, c + M, M),
-                            _view(work, plan[r, WK_OFF] * mb, 2, M), threads)
+                            _view(work, plan[r, WK_OFF] * mb, 2, M), runtime_flag(True), threads)
     elif kind == RESIDUAL:
         n = plan[r, IN_SIZE]
         _residual_backward(_view(dacts, x_off, n, mb), _view(dacts, plan[r, IN2_OFF] * mb, n, mb),

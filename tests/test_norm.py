@@ -169,11 +169,11 @@ def test_backward_kernels_add_into_their_outputs(rng, which):
             if impl == "naive":
                 norm._batchnorm_backward_naive(*out, dY, X, gamma, mean, rstd)
             else:
-                norm._batchnorm_backward(*out, dY, X, gamma, mean, rstd, 1)
+                norm._batchnorm_backward(*out, dY, X, gamma, mean, rstd, True, 1)
         elif impl == "naive":
             norm._layernorm_backward_naive(*out, dY, X, gamma, mean, rstd)
         else:
-            norm._layernorm_backward(*out, dY, X, gamma, mean, rstd, np.zeros((2, 6)), 1)
+            norm._layernorm_backward(*out, dY, X, gamma, mean, rstd, np.zeros((2, 6)), True, 1)
         for name, o, s, g in zip(("dX", "dgamma", "dbeta"), out, start, (dX, dg, db)):
             assert_close(f"{impl} {name}", o, s + g, 1e-12)
 
@@ -233,3 +233,14 @@ def test_batchnorm_refuses_a_batch_of_one(rng):
     # spatial batch norm with one example still has H·W values per channel
     Y, _, _ = lp.batchnorm_forward(rand(rng, (2, 3, 3, 1)), np.ones(2), np.zeros(2))
     assert np.isfinite(Y).all()
+
+
+@pytest.mark.parametrize("which", ["batchnorm", "layernorm"])
+@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 5, 6)])
+def test_bench_norm_workloads_compute_the_same_thing(which, shape):
+    """The benchmark's lean NumPy rows compute what loopprop computes (else the ratio lies)."""
+    from loopprop.bench import norm_workload
+
+    fns = norm_workload(which, shape, with_torch=False)
+    for name, mine, ref in zip(("dX", "dgamma", "dbeta"), fns["loopprop"](), fns["numpy"]()):
+        assert_close(name, mine.reshape(ref.shape), ref, 1e-12)
