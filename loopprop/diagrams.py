@@ -144,13 +144,32 @@ def _layer_seed(net) -> tuple[int, str]:
     return L, f"d{names[L]} = ({names[L]} − Y)/m"
 
 
+def _formulas(net, l: int) -> dict:
+    """Row ``l``'s formulas in the diagram's names (a residual row also names its skip)."""
+    names = _names(net)
+    layer = net.rows[l - 1]
+    extra = {}
+    source = getattr(layer, "skip_source", None)
+    if source is not None:
+        extra["skip"] = names[next(r for r, v in enumerate(net.rows) if v is source)]
+    return layer.formulas(names[l - 1], names[l], l, **extra)
+
+
+def _label(net, l: int) -> str:
+    """The forward node of row ``l``: its name and layer, or a residual row's sum."""
+    layer = net.rows[l - 1]
+    if getattr(layer, "skip_source", None) is not None:
+        return _formulas(net, l)["forward"]
+    return f"{_names(net)[l]} = {layer!r}"
+
+
 def _backward(net, l: int) -> list[str]:
     """Layer ``l``'s backward formulas as the pass runs them: the first layer's input is the
     data, whose gradient is not computed; a softmax or sigmoid fused with the loss is skipped."""
     names = _names(net)
     if l == len(net.rows) and net.loss != "mse":
         return [_layer_seed(net)[1]]
-    back = net.rows[l - 1].formulas(names[l - 1], names[l], l)["backward"]
+    back = _formulas(net, l)["backward"]
     return back[:-1] if l == 1 and len(back) > 1 else back
 
 
@@ -160,7 +179,7 @@ def layers_network(net) -> str:
     lines = ["graph LR", f"    subgraph forward[{_q('Forward pass')}]",
              f"        a0[{_q(f'Input X: {_shape(net.input_shape)} per example')}]"]
     for l, layer in enumerate(net.rows, 1):
-        lines.append(f"        a{l}[{_q(f'{names[l]} = {layer!r}: {_shape(layer.out_shape)}')}]")
+        lines.append(f"        a{l}[{_q(f'{_label(net, l)}: {_shape(layer.out_shape)}')}]")
         lines.append(f"        a{l - 1} --> a{l}")
     lines.append(f"        a{L} --> loss[{_q(f'Loss: {net.loss}')}]")
     last, seed = _layer_seed(net)
@@ -183,7 +202,7 @@ def layers_workflow(net) -> str:
     prev, grads = "seed", []
     for l in range(last, 0, -1):
         layer = net.rows[l - 1]
-        back = layer.formulas(names[l - 1], names[l], l)["backward"]
+        back = _formulas(net, l)["backward"]
         for n, text in enumerate(back[:-1]):  # parameter gradients
             lines.append(f"    {prev} --> p{l}_{n}[{_q(text)}]")
             grads.append(f"p{l}_{n}")
@@ -224,8 +243,10 @@ def layers_cache(net) -> str:
     names = _names(net)
     lines = ["flowchart LR"]
     for l, layer in enumerate(net.rows, 1):
-        f = layer.formulas(names[l - 1], names[l], l)
-        lines += [f"    subgraph layer{l}[{_q(f'Layer {l}: {layer!r}')}]",
+        f = _formulas(net, l)
+        title = "Residual: the sum of two paths" if getattr(layer, "skip_source", None) \
+            else repr(layer)
+        lines += [f"    subgraph layer{l}[{_q(f'Layer {l}: {title}')}]",
                   f"        f{l}[{_q(f['forward'])}]"]
         f["backward"] = _backward(net, l)
         if f["cache"]:

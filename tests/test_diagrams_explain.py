@@ -13,8 +13,8 @@ import pytest
 import loopprop as lp
 from loopprop.diagrams import KINDS
 from loopprop.explain import explain_neuron, explain_weight
-from loopprop.layers import (AvgPool2d, Conv2d, Dense, Dropout, Flatten, LeakyReLU, MaxPool2d,
-                             ReLU, Sigmoid, Softmax, Tanh)
+from loopprop.layers import (AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, LayerNorm,
+                             LeakyReLU, MaxPool2d, ReLU, Residual, Sigmoid, Softmax, Tanh)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NETS = [
@@ -31,6 +31,10 @@ LAYER_NETS = [
                input_shape=(3,)),
     lp.Network([Flatten(), Dense(3), LeakyReLU(0.1), Dense(1)], loss="mse",
                input_shape=(2, 2, 2)),
+    lp.Network([Conv2d(3, 3, padding=1), BatchNorm(), ReLU(),
+                Residual([Conv2d(3, 3, padding=1), BatchNorm()]), Flatten(),
+                Residual([LayerNorm(), Dense(27), Tanh()]), Dense(2), Softmax()],
+               loss="cross_entropy", input_shape=(1, 3, 3)),
 ]
 
 
@@ -131,6 +135,16 @@ def test_cnn_diagrams_show_each_layer_and_its_index_level_gradients():
     assert "Input x: a 3×3 window of 3 channels" in net.to_mermaid("neuron")
     mse = LAYER_NETS[2].to_mermaid("network")
     assert "dA4 = (A4 − Y)/m" in mse and "leaky_relu′(A2)" in mse
+
+
+def test_residual_and_normalization_diagrams():
+    text = LAYER_NETS[3].to_mermaid("network")
+    for piece in ("A2 = BatchNorm(", "A6 = A5 + A3 (the block's input)",
+                  "dA3 += dA6 (skip path)", "dA5 += dA6 (branch)",
+                  "every example of the batch couples", "A8 = LayerNorm(", "ĝ = γ·dA8",
+                  "A11 = A10 + A7", "dA7 += dA11 (skip path)"):
+        assert piece in text, piece
+    assert "μ and r = 1/σ per channel" in LAYER_NETS[3].to_mermaid("cache")
 
 
 def test_unknown_kind_lists_valid_ones():

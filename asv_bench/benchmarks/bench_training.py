@@ -191,7 +191,7 @@ class CNN:
     lean NumPy epoch (im2col + @) and PyTorch eager (``loopprop.bench.cnn_workload``), and
     conv2d forward + backward alone; all threads. n/a before layers existed."""
 
-    params = (["loopprop", "numpy", "torch"], ["digits", "lenet", "conv2d"], DTYPES)
+    params = (["loopprop", "numpy", "torch"], ["digits", "lenet", "resnet", "conv2d"], DTYPES)
     param_names = ["impl", "workload", "dtype"]
     timeout = 600
 
@@ -199,11 +199,39 @@ class CNN:
         bench = lp.bench
         if not hasattr(bench, "cnn_workload"):
             raise NotImplementedError("this commit has no layers")
+        if workload not in getattr(bench, "CNNS", {}) and workload != "conv2d":
+            raise NotImplementedError(f"this commit has no {workload} network")
         fns = (bench.conv_workload(dtype) if workload == "conv2d"
                else bench.cnn_workload(workload, dtype))
         if impl not in fns:
             raise NotImplementedError(f"no {impl} implementation here (torch not installed, "
-                                      "or conv2d alone has no NumPy row)")
+                                      "or this workload has no NumPy row: conv2d alone, resnet)")
+        if impl == "torch":
+            torch_or_none().set_num_threads(2)
+        self.fn = fns[impl]
+        self.fn()
+
+    def time_run(self, *args):
+        self.fn()
+
+
+class Norm:
+    """Batch norm (training mode) and layer norm, forward + backward, at the issue's shapes
+    (loopprop's layout: features first, examples last), against the leanest NumPy and PyTorch
+    (``loopprop.bench.norm_workload``); all threads. n/a before normalization existed."""
+
+    params = (["loopprop", "numpy", "torch"], ["batchnorm", "layernorm"],
+              ["256x4096", "64x28x28x64"], DTYPES)
+    param_names = ["impl", "kind", "shape", "dtype"]
+    timeout = 600
+
+    def setup(self, impl, kind, shape, dtype):
+        bench = lp.bench
+        if not hasattr(bench, "norm_workload"):
+            raise NotImplementedError("this commit has no normalization")
+        fns = bench.norm_workload(kind, bench.NORM_SHAPES[shape], dtype)
+        if impl not in fns:
+            raise NotImplementedError("torch not installed")
         if impl == "torch":
             torch_or_none().set_num_threads(2)
         self.fn = fns[impl]

@@ -267,7 +267,8 @@ def _layernorm_backward_naive(dX, dgamma, dbeta, dY, X, gamma, mean, rstd):
 def _ln_columns_forward(Y, mean, rstd, X, gamma, beta, eps, k0, k1):
     """Columns ``k0 ≤ k < k1`` of :func:`_layernorm_forward`: the loops run over the features
     ``i`` outside and the columns ``k`` inside, so every pass reads contiguous rows and the
-    column sums are vectors (``mean``, ``rstd`` hold the running sums). The block is taken as
+    column sums are vectors (``mean``, ``rstd`` hold the running sums, shifted by the first
+    row as :func:`_bn_row_forward`'s: one pass for both statistics). The block is taken as
     slices first: indices that start at 0 are known to be non-negative, which LLVM needs to
     vectorize (with ``range(k0, k1)`` each index might wrap around, and nothing vectorizes:
     4× slower)."""
@@ -275,22 +276,20 @@ def _ln_columns_forward(Y, mean, rstd, X, gamma, beta, eps, k0, k1):
     w = k1 - k0
     mu = mean[k0:k1]
     r = rstd[k0:k1]
+    x0 = X[0, k0:k1]
     for k in range(w):
         mu[k] = 0.0
         r[k] = 0.0
-    for i in range(n):  # Σ_i x
+    for i in range(1, n):  # Σ_i (x − x_0) and Σ_i (x − x_0)²: one pass, shifted (see BN)
         xi = X[i, k0:k1]
         for k in range(w):
-            mu[k] += xi[k]
-    for k in range(w):
-        mu[k] /= n
-    for i in range(n):  # Σ_i (x − μ)²: two passes, exact for any offset
-        xi = X[i, k0:k1]
-        for k in range(w):
-            d = xi[k] - mu[k]
+            d = xi[k] - x0[k]
+            mu[k] += d
             r[k] += d * d
     for k in range(w):
-        r[k] = 1.0 / math.sqrt(r[k] / n + eps)
+        d_mean = mu[k] / n
+        r[k] = 1.0 / math.sqrt(max(r[k] / n - d_mean * d_mean, 0.0) + eps)
+        mu[k] = x0[k] + d_mean
     for i in range(n):
         g = gamma[i]
         b = beta[i]

@@ -101,12 +101,13 @@ class Layer:
 
     # -- persistence and display -----------------------------------------------------------
 
-    def formulas(self, x: str, y: str, l: int) -> dict[str, Any]:
+    def formulas(self, x: str, y: str, l: int, **names: str) -> dict[str, Any]:
         """What this layer computes, as text for diagrams (:mod:`loopprop.diagrams`): layer
         ``l`` maps its input ``x`` to its output ``y`` (names such as ``"A1"``). Keys:
         ``"forward"`` (one formula), ``"backward"`` (a list: parameter gradients, then the input
         gradient, which always *adds*: the README's "Conventions") and ``"cache"`` (what the
-        backward pass reads, or ``""``)."""
+        backward pass reads, or ``""``). ``names`` may name further inputs (``skip``: a
+        residual block's input)."""
         return {"forward": f"{y} = {type(self).__name__}({x})",
                 "backward": [f"d{x} += d{y} through {type(self).__name__}"], "cache": ""}
 

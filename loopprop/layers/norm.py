@@ -186,6 +186,8 @@ class Residual(Layer):
     def __repr__(self) -> str:
         return f"Residual([{', '.join(repr(v) for v in self.layers)}])"
 
-    def formulas(self, x, y, l):
-        return {"forward": f"{y} = {x} + skip (the block's input)",
-                "backward": [f"d(skip) += d{y}", f"d{x} += d{y}"], "cache": ""}
+    def formulas(self, x, y, l, skip="x"):
+        """``skip`` names the block's input (the diagrams pass it)."""
+        return {"forward": f"{y} = {x} + {skip} (the block's input)",
+                "backward": [f"d{skip} += d{y} (skip path)", f"d{x} += d{y} (branch)"],
+                "cache": ""}
