@@ -494,7 +494,7 @@ def test_cli_trains_the_digits_cnn_and_evaluates_it(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Conv2d" in r.stdout and "MaxPool2d" in r.stdout  # the summary before training
     acc = float(r.stdout.strip().splitlines()[-2].split("accuracy ")[1].split("%")[0])
-    assert acc >= 97.0  # 97.8–98.1 % over seeds 0–3 (README)
+    assert acc >= 98.0  # the goal; 98.05–98.61 % over seeds 0–9 (README)
     r = run_cli("evaluate", "cnn.npz", "--dataset", "digits", cwd=tmp_path)
     assert r.returncode == 0 and f"accuracy {acc:.2f}%" in r.stdout, (r.stdout, r.stderr)
 
