@@ -135,6 +135,15 @@ def _built_size(layers: list, input_shape: tuple) -> tuple[int, int]:
     return sum(row.n_params for row in rows), sum(row.state_size for row in rows)
 
 
+def _check_stored(data, entry: str, what: str, size: int, dtype: str, name: str) -> None:
+    """``entry`` of an open ``.npz`` must hold ``size`` values of ``dtype`` (its header is read,
+    not its data): else :class:`ModelFileError`."""
+    shape, stored = _stored_shape(data, entry, name)
+    if shape != (size,) or stored != np.dtype(dtype):
+        raise ModelFileError(f"{name}: the stored {what}: shape {shape}, dtype {stored}; the "
+                             f"architecture needs ({size},) {dtype}: the file is corrupted")
+
+
 def _stored_shape(data, entry: str, name: str) -> tuple[tuple, np.dtype]:
     """The shape and dtype of ``entry`` in an open ``.npz``, read from its header alone."""
     with data.zip.open(data.zip.getinfo(entry + ".npy")) as fh:
@@ -895,27 +904,14 @@ class Network:
                     raise ModelFileError(f"{name}: not a loopprop model (no meta/theta entries)")
                 meta = json.loads(str(data["meta"][()]))
                 meta = _check_meta(meta, name)
-                n_params = meta["n_params"]
                 # the stored arrays' headers say their shapes before any of them is read
-                shape, dtype = _stored_shape(data, "theta", name)
-                if shape != (n_params,) or dtype != np.dtype(meta["dtype"]):
-                    raise ModelFileError(
-                        f"{name}: the stored weights have shape {shape} and dtype {dtype}, the "
-                        f"architecture needs ({n_params},) {meta['dtype']}: the file is "
-                        "corrupted"
-                    )
+                _check_stored(data, "theta", "weights", meta["n_params"], meta["dtype"], name)
                 state = None
                 if meta["format_version"] >= 3:
                     if "state" not in data.files:
                         raise ModelFileError(f"{name}: a version-3 model without its state "
                                              "(running statistics): the file is corrupted")
-                    n_state = meta["n_state"]
-                    shape, dtype = _stored_shape(data, "state", name)
-                    if shape != (n_state,) or dtype != np.dtype(meta["dtype"]):
-                        raise ModelFileError(
-                            f"{name}: the stored state has shape {shape} and dtype {dtype}, "
-                            f"the architecture needs ({n_state},) {meta['dtype']}: the file "
-                            "is corrupted")
+                    _check_stored(data, "state", "state", meta["n_state"], meta["dtype"], name)
                     state = np.array(data["state"])
                 theta = np.array(data["theta"])
         except ModelFileError:

@@ -58,3 +58,32 @@ def torch_or_skip():
     torch = pytest.importorskip("torch",
                                 reason="torch not installed: the autograd oracle is optional")
     return torch
+
+
+def run_cli(*args, cwd=None, timeout=900):
+    """``python -m loopprop ARGS`` in a subprocess: its CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "loopprop", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def one_line_error(r, pattern: str) -> None:
+    """The CLI failed with exit status 2 and one line ``loopprop: error: …`` holding
+    ``pattern``, and no traceback."""
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loopprop: error:"), r.stderr
+    assert pattern in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def python_loop(net, X, y, epochs: int, bs: int, lr: float) -> None:
+    """What ``fit(..., shuffle=False, optimizer="sgd")`` does, one Python call per step."""
+    for _ in range(epochs):
+        for s in range(0, X.shape[-1], bs):
+            net.zero_grad()
+            net.forward(X[..., s:s + bs])
+            net.backward(y[s:s + bs])
+            net.step(lr)

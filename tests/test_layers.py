@@ -12,7 +12,7 @@ import json
 import numba
 import numpy as np
 import pytest
-from helpers import assert_close, torch_or_skip
+from helpers import assert_close, python_loop, torch_or_skip
 
 import loopprop as lp
 from loopprop.bench import torch_twin
@@ -58,22 +58,13 @@ def test_every_activation_layer_in_a_network_matches_finite_differences(rng, act
     assert lp.gradcheck(net, X, rng.standard_normal((3, 4))) < 1e-6
 
 
-def _python_loop(net, X, y, epochs, bs, lr):
-    for _ in range(epochs):
-        for s in range(0, X.shape[-1], bs):
-            net.zero_grad()
-            net.forward(X[..., s:s + bs])
-            net.backward(y[s:s + bs])
-            net.step(lr)
-
-
 def test_fit_equals_the_python_loop_of_steps(rng):
     X = rng.standard_normal((2, 8, 8, 23))
     y = rng.integers(0, 5, 23)
     a = lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8), seed=4)
     b = lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8), seed=4)
     a.fit(X, y, epochs=2, batch_size=6, lr=0.05, shuffle=False, progress=False)
-    _python_loop(b, X, y, 2, 6, 0.05)
+    python_loop(b, X, y, 2, 6, 0.05)
     np.testing.assert_allclose(a._theta, b._theta, rtol=1e-12, atol=1e-14)
 
 

@@ -14,7 +14,7 @@ import math
 import numba
 import numpy as np
 import pytest
-from helpers import assert_close, torch_or_skip
+from helpers import assert_close, python_loop, torch_or_skip
 
 import loopprop as lp
 from loopprop.bench import torch_twin
@@ -158,21 +158,12 @@ def test_gradcheck_in_both_modes(rng, name, mode):
     np.testing.assert_array_equal(net._state, state)  # restored
 
 
-def _python_loop(net, X, y, epochs, bs, lr):
-    for _ in range(epochs):
-        for s in range(0, X.shape[-1], bs):
-            net.zero_grad()
-            net.forward(X[..., s:s + bs])
-            net.backward(y[s:s + bs])
-            net.step(lr)
-
-
 @pytest.mark.parametrize("name", ["batchnorm", "layernorm"])
 def test_fit_equals_the_python_loop_of_steps(rng, name):
     X, y = data(rng, name, 23)
     a, b = make(name, seed=4), make(name, seed=4)
     a.fit(X, y, epochs=2, batch_size=6, lr=0.05, shuffle=False, progress=False)
-    _python_loop(b, X, y, 2, 6, 0.05)
+    python_loop(b, X, y, 2, 6, 0.05)
     np.testing.assert_allclose(a._theta, b._theta, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(a._state, b._state, rtol=1e-12, atol=1e-14)
 
@@ -223,7 +214,7 @@ def test_a_file_with_damaged_state_is_refused(rng, tmp_path):
     with zipfile.ZipFile(path) as z:
         meta = json.loads(str(np.load(path)["meta"][()]))
         theta = np.load(path)["theta"]
-    for state, pattern in ((np.ones(3), "stored state has shape"),
+    for state, pattern in ((np.ones(3), "stored state: shape"),
                            (np.full(net._state.size, np.nan), "state contains NaN")):
         bad = tmp_path / "bad.npz"
         np.savez(bad, meta=np.array(json.dumps(meta)), theta=theta, state=state)

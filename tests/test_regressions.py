@@ -22,7 +22,7 @@ import loopprop as lp
 from loopprop import vectorized as vec
 from loopprop.network import ModelFileError
 
-from helpers import torch_or_skip
+from helpers import one_line_error, run_cli, torch_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECIAL = np.array([[np.nan, np.inf, -np.inf, 0.0, -0.0, 2.5, -2.5]])
@@ -351,17 +351,7 @@ def test_load_of_missing_npy_and_text_files(tmp_path):
 # -- 12, 15, 17, 18. the command line ---------------------------------------------------------
 
 
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "loopprop", *args], capture_output=True,
-                          text=True, timeout=600, cwd=cwd)
-
-
-def _one_line_error(r, pattern):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("loopprop: error:"), r.stderr
-    assert pattern in lines[0], lines[0]
-    assert "Traceback" not in r.stderr
+_one_line_error = one_line_error
 
 
 @pytest.mark.parametrize("args,pattern", [

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "loopprop", *args], capture_output=True,
-                          text=True, timeout=900, cwd=cwd)
-
-
-def one_line_error(r, pattern):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("loopprop: error:"), r.stderr
-    assert pattern in lines[0], lines[0]
+from helpers import one_line_error, run_cli
 
 
 def accuracy(stdout: str) -> float:
