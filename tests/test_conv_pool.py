@@ -23,6 +23,12 @@ CONV_CASES = [
     # above DIRECT_MAX_WORK multiply-adds: the im2col + packed-product path
     (16, 32, 12, 12, 5, 1, 0, 8),
     (8, 12, 15, 13, 3, 2, 1, 16),
+    # batches of at least one register tile (16 float64 / 32 float32 examples): the
+    # register-blocked direct kernels, with channels (not multiples of 4) and examples left over
+    (3, 5, 7, 9, 3, 1, 1, 37),
+    (4, 6, 9, 9, 3, 3, 2, 40),
+    (8, 8, 12, 12, 5, 1, 2, 32),
+    (6, 9, 6, 5, 2, 2, 1, 67),
 ]
 
 
