@@ -195,8 +195,8 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
                                _view(theta, p, c_out, K), _img(acts, x_off, c_in, H, W, mb),
                                _view(work, wk, N, K),
                                _view(work, wk + N * K, N, c_out),
-                               _view(fwork, plan[r, WF_OFF] + K * c_out, K, c_out), kh, kw, s_h,
-                               s_w, pad_h, pad_w, H_out, W_out, need_dx, threads)
+                               _view(fwork, plan[r, WF_OFF] + K * c_out, 16 * K, c_out), kh, kw,
+                               s_h, s_w, pad_h, pad_w, H_out, W_out, need_dx, threads)
     elif kind == MAXPOOL2D or kind == AVGPOOL2D:
         if need_dx:
             C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \

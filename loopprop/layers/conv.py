@@ -41,9 +41,10 @@ class Conv2d(Layer):
         self.W_out = output_size(W, kw, s_w, pad_w)
         K, positions = c_in * kh * kw, self.H_out * self.W_out
         # no cache: the backward pass reads the input itself. Scratch: the (transposed) im2col
-        # matrix or its gradient, and Zᵀ or dZᵀ; fixed: Wᵀ and dWᵀ
+        # matrix or its gradient, and Zᵀ or dZᵀ
         self.work_size = (K + self.c_out) * positions
-        self.fixed_work_size = 2 * K * self.c_out
+        # Wᵀ; dWᵀ, or the register tiles' partial sums of dW (up to 16 lanes each)
+        self.fixed_work_size = 17 * K * self.c_out
         return (self.c_out, self.H_out, self.W_out)
 
     def param_shapes(self):
