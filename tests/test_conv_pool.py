@@ -29,6 +29,9 @@ CONV_CASES = [
     (4, 6, 9, 9, 3, 3, 2, 40),
     (8, 8, 12, 12, 5, 1, 2, 32),
     (6, 9, 6, 5, 2, 2, 1, 67),
+    # an image's lone channels (1 and 3): dW's one-channel tiles, groups of 4 and of 2 vectors
+    (1, 4, 9, 9, 3, 1, 0, 32),
+    (3, 8, 9, 9, 3, 1, 1, 48),
 ]
 
 

@@ -933,6 +933,56 @@ def _dw_tile1(Pf, dZf, Af, i0, c, p, q, y, c_in, H, Wd, m, kh, kw, s_h, s_w, pad
 
 
 @kernel(fast=True)
+def _dw_tile1_2(Pf, dZf, Af, i0, c, p, q, y, c_in, H, Wd, m, kh, kw, s_h, s_w, pad_h, pad_w,
+                H_out, W_out, k0):
+    """:func:`_dw_tile1` for one group of two vectors of examples at ``k0`` (a float32 batch
+    of 32 has no group of four)."""
+    L = 64 // Af.itemsize
+    u = y * s_h + p - pad_h
+    if u < 0 or u >= H:
+        return
+    s00 = vzero(Af)
+    s01 = vzero(Af)
+    s10 = vzero(Af)
+    s11 = vzero(Af)
+    s20 = vzero(Af)
+    s21 = vzero(Af)
+    s30 = vzero(Af)
+    s31 = vzero(Af)
+    zplane = H_out * W_out * m
+    for x in range(W_out):
+        v = x * s_w + q - pad_w
+        if v < 0 or v >= Wd:
+            continue
+        g = ((i0 * H_out + y) * W_out + x) * m
+        a = ((c * H + u) * Wd + v) * m + k0
+        a0 = vload(Af, a)
+        a1 = vload(Af, a + L)
+        g00 = vload(dZf, g + 0 * zplane + k0 + 0 * L)
+        g01 = vload(dZf, g + 0 * zplane + k0 + 1 * L)
+        g10 = vload(dZf, g + 1 * zplane + k0 + 0 * L)
+        g11 = vload(dZf, g + 1 * zplane + k0 + 1 * L)
+        g20 = vload(dZf, g + 2 * zplane + k0 + 0 * L)
+        g21 = vload(dZf, g + 2 * zplane + k0 + 1 * L)
+        g30 = vload(dZf, g + 3 * zplane + k0 + 0 * L)
+        g31 = vload(dZf, g + 3 * zplane + k0 + 1 * L)
+        s00 = vfma(g00, a0, s00)
+        s01 = vfma(g01, a1, s01)
+        s10 = vfma(g10, a0, s10)
+        s11 = vfma(g11, a1, s11)
+        s20 = vfma(g20, a0, s20)
+        s21 = vfma(g21, a1, s21)
+        s30 = vfma(g30, a0, s30)
+        s31 = vfma(g31, a1, s31)
+    si = c_in * kh * kw * L
+    base = ((i0 * c_in + c) * kh * kw + p * kw + q) * L
+    vstore(Pf, base, vadd(vload(Pf, base), vadd(s00, s01)))
+    vstore(Pf, base + si, vadd(vload(Pf, base + si), vadd(s10, s11)))
+    vstore(Pf, base + 2 * si, vadd(vload(Pf, base + 2 * si), vadd(s20, s21)))
+    vstore(Pf, base + 3 * si, vadd(vload(Pf, base + 3 * si), vadd(s30, s31)))
+
+
+@kernel(fast=True)
 def _dw_plain(dW, dZ, A_prev, i0, i1, c0, c1, k0, k1, s_h, s_w, pad_h, pad_w):
     """``dW[i, c, p, q] += Σ_y Σ_x Σ_k dZ[i, y, x, k] · A_prev[c, u, v, k]`` for
     ``i0 ≤ i < i1``, ``c0 ≤ c < c1``, ``k0 ≤ k < k1`` (what the register tiles leave over)."""
@@ -972,7 +1022,9 @@ def _conv2d_simd_backward_dw(dW, db, dZ, A_prev, partial, s_h, s_w, pad_h, pad_w
     H_out, W_out = dZ.shape[1], dZ.shape[2]
     L = 64 // A_prev.itemsize
     nv = m // L
-    n4 = nv // 4  # groups of four vectors, for the channels left over
+    n4 = nv // 4  # groups of four vectors, for the channels left over, then one of two
+    two = nv - 4 * n4 >= 2
+    done1 = (4 * n4 + (2 if two else 0)) * L
     n_i = c_out // SIMD_CH
     n_c = c_in // SIMD_CH
     n_c1 = c_in - n_c * SIMD_CH  # input channels beyond the last tile of four
@@ -994,8 +1046,12 @@ def _conv2d_simd_backward_dw(dW, db, dZ, A_prev, partial, s_h, s_w, pad_h, pad_w
                     _dw_tile(Pf, dZf, Af, i0, cb * SIMD_CH, pq // kw, pq % kw, y, c_in, H, Wd,
                              m, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, nv)
                 else:
-                    _dw_tile1(Pf, dZf, Af, i0, n_c * SIMD_CH + cb - n_c, pq // kw, pq % kw, y,
-                              c_in, H, Wd, m, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, n4)
+                    c = n_c * SIMD_CH + cb - n_c
+                    _dw_tile1(Pf, dZf, Af, i0, c, pq // kw, pq % kw, y, c_in, H, Wd, m, kh, kw,
+                              s_h, s_w, pad_h, pad_w, H_out, W_out, n4)
+                    if two:
+                        _dw_tile1_2(Pf, dZf, Af, i0, c, pq // kw, pq % kw, y, c_in, H, Wd, m,
+                                    kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, n4 * 4 * L)
     for i in range(n_i * SIMD_CH):
         for c in range(c_in):
             for p in range(kh):
@@ -1008,9 +1064,9 @@ def _conv2d_simd_backward_dw(dW, db, dZ, A_prev, partial, s_h, s_w, pad_h, pad_w
     if nv * L < m:  # examples beyond the last whole vector
         _dw_plain(dW, dZ, A_prev, 0, n_i * SIMD_CH, 0, n_c * SIMD_CH, nv * L, m, s_h, s_w,
                   pad_h, pad_w)
-    if n_c1 and n4 * 4 * L < m:  # the lone channels' examples beyond their groups of four
-        _dw_plain(dW, dZ, A_prev, 0, n_i * SIMD_CH, n_c * SIMD_CH, c_in, n4 * 4 * L, m, s_h,
-                  s_w, pad_h, pad_w)
+    if n_c1 and done1 < m:  # the lone channels' examples beyond their groups
+        _dw_plain(dW, dZ, A_prev, 0, n_i * SIMD_CH, n_c * SIMD_CH, c_in, done1, m, s_h, s_w,
+                  pad_h, pad_w)
     if n_i * SIMD_CH < c_out:
         _dw_plain(dW, dZ, A_prev, n_i * SIMD_CH, c_out, 0, c_in, 0, m, s_h, s_w, pad_h, pad_w)
     for i in range(c_out):
