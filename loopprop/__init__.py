@@ -6,6 +6,8 @@ examples are columns, ``W (n_out, n_in)``, ``b (n_out,)``, ``A (n, m)``.
 """
 
 from .kernels.activations import activation_backward, activation_forward
+from .kernels.attention import (attention_backward, attention_forward, embedding_backward,
+                                embedding_forward)
 from .kernels.conv import conv2d_backward, conv2d_forward
 from .kernels.dense import dense_backward, dense_forward
 from .kernels.dropout import dropout_backward, dropout_forward
@@ -45,6 +47,8 @@ __all__ = [
     "Network",
     "activation_backward",
     "activation_forward",
+    "attention_backward",
+    "attention_forward",
     "avgpool2d_backward",
     "avgpool2d_forward",
     "batchnorm_backward",
@@ -55,6 +59,8 @@ __all__ = [
     "dense_forward",
     "dropout_backward",
     "dropout_forward",
+    "embedding_backward",
+    "embedding_forward",
     "explain",
     "gradcheck",
     "layernorm_backward",

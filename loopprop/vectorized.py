@@ -468,3 +468,38 @@ def cnn_epoch_lean(params, arch, X, y, batch_size, lr):
                 W -= lr * dW
                 b -= lr * db
     return total / n
+
+
+def embedding_forward(E, ids):
+    """``X = E[:, ids]``: ``(d, T, m)``."""
+    return E[:, ids]
+
+
+def embedding_backward(dX, ids, V):
+    """``dE`` with repeated ids adding (``np.add.at``)."""
+    dE = np.zeros((dX.shape[0], V), dX.dtype)
+    np.add.at(dE.T, ids.reshape(-1), dX.reshape(dX.shape[0], -1).T)
+    return dE
+
+
+def attention_forward(Q, K, V, causal=True):
+    """``(O, P)`` per head, examples last: ``S = α·Qᵀ K``, ``P = softmax_s(S)``, ``O = V Pᵀ``."""
+    d_head, T = Q.shape[1], Q.shape[2]
+    S = np.einsum("hetk,hesk->htsk", Q, K) / math.sqrt(d_head)
+    if causal:
+        S = np.where(np.tril(np.ones((T, T), bool))[None, :, :, None], S, -np.inf)
+    S = S - S.max(axis=2, keepdims=True)
+    P = np.exp(S)
+    P /= P.sum(axis=2, keepdims=True)
+    return np.einsum("htsk,hesk->hetk", P, V), P
+
+
+def attention_backward(dO, Q, K, V, P):
+    """``(dQ, dK, dV)``: ``dS = P ⊙ (dP − Σ_s P·dP)``."""
+    alpha = 1.0 / math.sqrt(Q.shape[1])
+    dP = np.einsum("hetk,hesk->htsk", dO, V)
+    dV = np.einsum("htsk,hetk->hesk", P, dO)
+    dS = P * (dP - (P * dP).sum(axis=2, keepdims=True))
+    dQ = alpha * np.einsum("htsk,hesk->hetk", dS, K)
+    dK = alpha * np.einsum("htsk,hetk->hesk", dS, Q)
+    return dQ, dK, dV

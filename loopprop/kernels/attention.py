@@ -1,0 +1,202 @@
+"""Token embeddings and causal self-attention, forward and backward, as explicit loops
+(docs/formulas.md, "Embeddings and causal self-attention"; the first kernels of the GPT issue:
+the layers, the tuned twins and the model come next).
+
+Layout: features first, time ``t`` next, the batch item ``k`` last -- ``X (d, T, m)``;
+attention's heads ``(n_head, d_head, T, m)``. Index names: ``h`` head, ``e`` feature of a head,
+``t`` query time, ``s`` key time, ``k`` batch item.
+
+Embedding (one column of ``E (d, V)`` per token)::
+
+    X[j, t, k] = E[j, ids[t, k]]                    dE[j, v] += Σ_{t,k: ids[t,k] = v} dX[j, t, k]
+
+Attention, with scale ``α = 1/√d_head`` and, when causal, only keys ``s ≤ t``::
+
+    S[h, t, s, k] = α · Σ_e Q[h, e, t, k] · K[h, e, s, k]
+    P[h, t, s, k] = exp(S[h, t, s, k] − max_s S) / Σ_s exp(S[h, t, s, k] − max_s S)
+    O[h, e, t, k] = Σ_s P[h, t, s, k] · V[h, e, s, k]
+
+Backward (each line the chain rule through the line above it)::
+
+    dP[h, t, s, k] = Σ_e dO[h, e, t, k] · V[h, e, s, k]
+    dV[h, e, s, k] = Σ_t P[h, t, s, k] · dO[h, e, t, k]
+    dS[h, t, s, k] = P[h, t, s, k] · (dP[h, t, s, k] − Σ_s' P[h, t, s', k] · dP[h, t, s', k])
+    dQ[h, e, t, k] = α · Σ_s dS[h, t, s, k] · K[h, e, s, k]
+    dK[h, e, s, k] = α · Σ_t dS[h, t, s, k] · Q[h, e, t, k]
+
+The softmax backward is written out (``dS = P ⊙ (dP − Σ_s P·dP)``): the row sum is the
+Jacobian of softmax applied to ``dP``. Masked entries have ``P = 0``, so they get no
+gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _checks
+from .._jit import kernel
+
+
+@kernel
+def _embedding_forward_naive(X, E, ids):
+    """``X[j, t, k] = E[j, ids[t, k]]``. Shapes: X (d, T, m) written; E (d, V); ids (T, m)."""
+    d, T, m = X.shape
+    for j in range(d):
+        for t in range(T):
+            for k in range(m):
+                X[j, t, k] = E[j, ids[t, k]]
+
+
+@kernel
+def _embedding_backward_naive(dE, dX, ids):
+    """``dE[j, ids[t, k]] += dX[j, t, k]``: repeated tokens add. Shapes: dE (d, V); dX (d, T, m);
+    ids (T, m)."""
+    d, T, m = dX.shape
+    for j in range(d):
+        for t in range(T):
+            for k in range(m):
+                dE[j, ids[t, k]] += dX[j, t, k]
+
+
+@kernel
+def _attention_forward_naive(O, P, Q, K, V, causal):
+    """The three lines of the module docstring's forward pass, as loops. Shapes: O, Q, K, V
+    (n_head, d_head, T, m); P (n_head, T, T, m) written (0 where masked)."""
+    n_head, d_head, T, m = Q.shape
+    alpha = 1.0 / math.sqrt(d_head)
+    for h in range(n_head):
+        for k in range(m):
+            for t in range(T):
+                last = t + 1 if causal else T  # keys s < last are visible
+                top = -np.inf
+                for s in range(last):
+                    acc = 0.0
+                    for e in range(d_head):
+                        acc += Q[h, e, t, k] * K[h, e, s, k]
+                    P[h, t, s, k] = alpha * acc  # the score S, for now
+                    if P[h, t, s, k] > top:
+                        top = P[h, t, s, k]
+                total = 0.0
+                for s in range(last):
+                    P[h, t, s, k] = math.exp(P[h, t, s, k] - top)
+                    total += P[h, t, s, k]
+                for s in range(T):
+                    P[h, t, s, k] = P[h, t, s, k] / total if s < last else 0.0
+                for e in range(d_head):
+                    acc = 0.0
+                    for s in range(last):
+                        acc += P[h, t, s, k] * V[h, e, s, k]
+                    O[h, e, t, k] = acc
+
+
+@kernel
+def _attention_backward_naive(dQ, dK, dV, dO, Q, K, V, P):
+    """The five lines of the module docstring's backward pass, as loops; ``dQ, dK, dV`` add.
+    Shapes: all (n_head, d_head, T, m) but P (n_head, T, T, m)."""
+    n_head, d_head, T, m = Q.shape
+    alpha = 1.0 / math.sqrt(d_head)
+    for h in range(n_head):
+        for k in range(m):
+            for t in range(T):
+                # dP[t, s] = Σ_e dO[e, t] · V[e, s], and the softmax's row sum Σ_s P·dP
+                row = 0.0
+                for s in range(T):
+                    if P[h, t, s, k] != 0.0:
+                        dp = 0.0
+                        for e in range(d_head):
+                            dp += dO[h, e, t, k] * V[h, e, s, k]
+                        row += P[h, t, s, k] * dp
+                for s in range(T):
+                    p = P[h, t, s, k]
+                    if p == 0.0:
+                        continue  # masked (or underflowed): no gradient through it
+                    dp = 0.0
+                    for e in range(d_head):
+                        dp += dO[h, e, t, k] * V[h, e, s, k]
+                        dV[h, e, s, k] += p * dO[h, e, t, k]
+                    ds = p * (dp - row)
+                    for e in range(d_head):
+                        dQ[h, e, t, k] += alpha * ds * K[h, e, s, k]
+                        dK[h, e, s, k] += alpha * ds * Q[h, e, t, k]
+
+
+def _ids(ids, name: str, V: int) -> np.ndarray:
+    """Token ids: an integer array ``(T, m)`` with every value in ``[0, V)``."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        raise TypeError(f"{name}: expected integer token ids, got dtype {arr.dtype}; convert "
+                        f"with {name}.astype(np.int64) (ids are column indices of E)")
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected shape (T, m), got {arr.ndim}-D with shape "
+                         f"{arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= V):
+        bad = arr[(arr < 0) | (arr >= V)].flat[0]
+        raise ValueError(f"{name}: token id {int(bad)} is outside the vocabulary [0, {V}); "
+                         "encode the text with the same vocabulary as the embedding")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def embedding_forward(E, ids, *, check_finite: bool = True) -> np.ndarray:
+    """``X[j, t, k] = E[j, ids[t, k]]``: ``E (d, V)`` one column per token, ``ids (T, m)``
+    integers in ``[0, V)``; returns ``X (d, T, m)``."""
+    E = _checks.as_float_array(E, "E", 2, check_finite=check_finite,
+                               hint="E has shape (d, V): one column per token")
+    ids = _ids(ids, "ids", E.shape[1])
+    X = np.empty((E.shape[0], *ids.shape), E.dtype)
+    _embedding_forward_naive(X, E, ids)
+    return X
+
+
+def embedding_backward(dX, ids, V: int, *, check_finite: bool = True) -> np.ndarray:
+    """``dE (d, V)``: column ``v`` sums ``dX[:, t, k]`` over every position holding token ``v``
+    (repeated tokens add)."""
+    dX = _checks.as_float_array(dX, "dX", 3, check_finite=check_finite,
+                                hint="dX has shape (d, T, m)")
+    V = _checks.check_positive_int(V, "V")
+    ids = _ids(ids, "ids", V)
+    _checks.require_shape(ids, "ids", dX.shape[1:], "one id per position of dX")
+    dE = np.zeros((dX.shape[0], V), dX.dtype)
+    _embedding_backward_naive(dE, dX, ids)
+    return dE
+
+
+def _heads(arrays: dict, ref: str, check_finite: bool) -> dict:
+    out = {}
+    for name, a in arrays.items():
+        out[name] = _checks.as_float_array(a, name, 4, check_finite=check_finite,
+                                           hint="heads have shape (n_head, d_head, T, m)")
+    _checks.same_dtype(**out)
+    for name, a in out.items():
+        _checks.require_shape(a, name, out[ref].shape, f"the shape of {ref}")
+    return out
+
+
+def attention_forward(Q, K, V, causal: bool = True, *, check_finite: bool = True):
+    """Scaled dot-product attention per head: ``(O, P)`` with ``O (n_head, d_head, T, m)`` and
+    the probabilities ``P (n_head, T, T, m)`` (``P[h, t, s, k]``: query ``t`` attends to key
+    ``s``; scale ``1/√d_head``; causal: ``s ≤ t``, the rest 0)."""
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal: expected True or False, got {_checks._describe(causal)}")
+    a = _heads({"Q": Q, "K": K, "V": V}, "Q", check_finite)
+    n_head, d_head, T, m = a["Q"].shape
+    O = np.empty_like(a["Q"])
+    P = np.empty((n_head, T, T, m), a["Q"].dtype)
+    _attention_forward_naive(O, P, a["Q"], a["K"], a["V"], causal)
+    return O, P
+
+
+def attention_backward(dO, Q, K, V, P, *, check_finite: bool = True):
+    """Gradients of :func:`attention_forward`: ``(dQ, dK, dV)``; ``P`` is the one it returned
+    (its zeros carry the causal mask)."""
+    a = _heads({"dO": dO, "Q": Q, "K": K, "V": V}, "Q", check_finite)
+    n_head, d_head, T, m = a["Q"].shape
+    P = _checks.as_float_array(P, "P", 4, check_finite=check_finite,
+                               hint="P has shape (n_head, T, T, m)")
+    _checks.same_dtype(Q=a["Q"], P=P)
+    _checks.require_shape(P, "P", (n_head, T, T, m), "the probabilities attention_forward "
+                          "returned")
+    dQ, dK, dV = (np.zeros_like(a["Q"]) for _ in range(3))
+    _attention_backward_naive(dQ, dK, dV, a["dO"], a["Q"], a["K"], a["V"], P)
+    return dQ, dK, dV

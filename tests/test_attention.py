@@ -1,0 +1,110 @@
+"""Embedding and causal self-attention kernels (the GPT issue's first kernels): against the
+vectorized twin, PyTorch (``F.embedding``, ``F.scaled_dot_product_attention``; layouts
+converted) and centered finite differences."""
+
+import numpy as np
+import pytest
+from helpers import DTYPES, RTOL, assert_close, numeric_grad, rand, torch_or_skip
+
+import loopprop as lp
+from loopprop import vectorized as vec
+
+#: (n_head, d_head, T, m): T = 1, odd T, d_head = 1, one head and several
+ATT_SHAPES = [(1, 1, 1, 1), (1, 4, 5, 2), (3, 2, 7, 3), (2, 1, 4, 1), (4, 3, 9, 2)]
+
+
+def heads(rng, shape, dtype):
+    return [rand(rng, shape, dtype) for _ in range(4)]  # Q, K, V, dO
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ATT_SHAPES)
+def test_attention_matches_vectorized_twin(rng, shape, dtype, causal):
+    Q, K, V, dO = heads(rng, shape, dtype)
+    O, P = lp.attention_forward(Q, K, V, causal)
+    Or, Pr = vec.attention_forward(Q, K, V, causal)
+    rtol = RTOL[np.dtype(dtype)]
+    assert_close("O", O, Or, rtol)
+    assert_close("P", P, Pr, rtol)
+    if causal:  # the mask: no query sees a later key
+        T = shape[2]
+        assert (P[:, np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1], :] == 0).all()
+    for name, mine, ref in zip(("dQ", "dK", "dV"), lp.attention_backward(dO, Q, K, V, P),
+                               vec.attention_backward(dO, Q, K, V, Pr)):
+        assert_close(name, mine, ref, rtol)
+
+
+@pytest.mark.parametrize("shape", ATT_SHAPES)
+def test_attention_matches_torch(rng, shape):
+    torch = torch_or_skip()
+    Q, K, V, dO = heads(rng, shape, np.float64)
+
+    def to_t(A):  # (h, e, t, k) -> (k, h, t, e)
+        return torch.tensor(np.ascontiguousarray(A.transpose(3, 0, 2, 1)), requires_grad=True)
+
+    tQ, tK, tV = to_t(Q), to_t(K), to_t(V)
+    out = torch.nn.functional.scaled_dot_product_attention(tQ, tK, tV, is_causal=True)
+    out.backward(torch.tensor(np.ascontiguousarray(dO.transpose(3, 0, 2, 1))))
+    O, P = lp.attention_forward(Q, K, V)
+    assert_close("O", O, out.detach().numpy().transpose(1, 3, 2, 0), 1e-10)
+    for name, mine, ref in zip(("dQ", "dK", "dV"), lp.attention_backward(dO, Q, K, V, P),
+                               (tQ.grad, tK.grad, tV.grad)):
+        assert_close(name, mine, ref.numpy().transpose(1, 3, 2, 0), 1e-10)
+
+
+def test_attention_gradients_match_finite_differences(rng):
+    Q, K, V, G = heads(rng, (2, 3, 4, 2), np.float64)
+
+    def loss():
+        return float((lp.attention_forward(Q, K, V)[0] * G).sum())
+
+    P = lp.attention_forward(Q, K, V)[1]
+    for name, mine, arr in zip(("dQ", "dK", "dV"), lp.attention_backward(G, Q, K, V, P),
+                               (Q, K, V)):
+        assert_close(name, mine, numeric_grad(loss, arr), 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding_matches_twin_and_torch(rng, dtype):
+    E = rand(rng, (5, 11), dtype)
+    ids = rng.integers(0, 11, (7, 3))
+    ids[0, 0] = ids[1, 2] = ids[4, 1] = 3  # repeated tokens add in the backward pass
+    X = lp.embedding_forward(E, ids)
+    assert_close("X", X, vec.embedding_forward(E, ids), RTOL[np.dtype(dtype)])
+    dX = rand(rng, X.shape, dtype)
+    dE = lp.embedding_backward(dX, ids, 11)
+    assert_close("dE", dE, vec.embedding_backward(dX, ids, 11), RTOL[np.dtype(dtype)])
+    assert_close("dE[:, 3]", dE[:, 3], dX[:, 0, 0] + dX[:, 1, 2] + dX[:, 4, 1]
+                 + sum(dX[:, t, k] for t in range(7) for k in range(3)
+                       if ids[t, k] == 3 and (t, k) not in ((0, 0), (1, 2), (4, 1))), 1e-6)
+    if dtype == np.float64:
+        torch = torch_or_skip()
+        tE = torch.tensor(E.T.copy(), requires_grad=True)  # torch: one row per token
+        out = torch.nn.functional.embedding(torch.tensor(ids.T.copy()), tE)  # (m, T, d)
+        out.backward(torch.tensor(dX.transpose(2, 1, 0).copy()))
+        assert_close("X vs torch", X, out.detach().numpy().transpose(2, 1, 0), 1e-12)
+        assert_close("dE vs torch", dE, tE.grad.numpy().T, 1e-12)
+
+
+def test_bad_input_is_a_clear_error(rng):
+    E = rand(rng, (4, 6))
+    with pytest.raises(TypeError, match="integer token ids"):
+        lp.embedding_forward(E, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"token id 6 is outside the vocabulary \[0, 6\)"):
+        lp.embedding_forward(E, np.array([[0, 6]]))
+    with pytest.raises(ValueError, match=r"token id -1"):
+        lp.embedding_forward(E, np.array([[-1, 2]]))
+    with pytest.raises(ValueError, match=r"ids: expected shape \(T, m\)"):
+        lp.embedding_forward(E, np.array([1, 2]))
+    Q, K, V, dO = heads(rng, (2, 3, 4, 2), np.float64)
+    with pytest.raises(ValueError, match="K"):
+        lp.attention_forward(Q, K[:, :, :3], V)
+    with pytest.raises(TypeError, match="causal"):
+        lp.attention_forward(Q, K, V, causal=1)
+    with pytest.raises(ValueError, match="P"):
+        lp.attention_backward(dO, Q, K, V, np.zeros((2, 4, 3, 2)))
+    bad = Q.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="Q: contains NaN"):
+        lp.attention_forward(bad, K, V)
