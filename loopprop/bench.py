@@ -267,11 +267,9 @@ def torch_twin(torch, net, dtype: str = "float64", copy_weights: bool = False):
             for (W, b), mod in zip(net.params, weighted):
                 mod.weight[...] = torch.tensor(W)
                 mod.bias[...] = torch.tensor(b)
-            for layer in net.rows:
-                if type(layer).__name__ == "BatchNorm":
-                    mod = weighted[[r for r in net._param_rows].index(net.rows.index(layer))]
-                    mod.running_mean[...] = torch.tensor(layer.running_mean)
-                    mod.running_var[...] = torch.tensor(layer.running_var)
+            for r, mod in zip(net._param_rows, weighted):  # batch norm's running statistics
+                for name in net.rows[r].state_names:
+                    getattr(mod, name)[...] = torch.tensor(getattr(net.rows[r], name))
     return model, weighted
 
 

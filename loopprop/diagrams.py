@@ -166,7 +166,6 @@ def _label(net, l: int) -> str:
 def _backward(net, l: int) -> list[str]:
     """Layer ``l``'s backward formulas as the pass runs them: the first layer's input is the
     data, whose gradient is not computed; a softmax or sigmoid fused with the loss is skipped."""
-    names = _names(net)
     if l == len(net.rows) and net.loss != "mse":
         return [_layer_seed(net)[1]]
     back = _formulas(net, l)["backward"]
@@ -174,7 +173,6 @@ def _backward(net, l: int) -> list[str]:
 
 
 def layers_network(net) -> str:
-    names = _names(net)
     L = len(net.rows)
     lines = ["graph LR", f"    subgraph forward[{_q('Forward pass')}]",
              f"        a0[{_q(f'Input X: {_shape(net.input_shape)} per example')}]"]
@@ -195,13 +193,11 @@ def layers_network(net) -> str:
 
 
 def layers_workflow(net) -> str:
-    names = _names(net)
     last, seed = _layer_seed(net)
     lines = ["flowchart TD", f"    start[{_q('Start with loss L = ' + net.loss)}] --> "
              f"seed[{_q(seed)}]"]
     prev, grads = "seed", []
     for l in range(last, 0, -1):
-        layer = net.rows[l - 1]
         back = _formulas(net, l)["backward"]
         for n, text in enumerate(back[:-1]):  # parameter gradients
             lines.append(f"    {prev} --> p{l}_{n}[{_q(text)}]")
@@ -240,7 +236,6 @@ def layers_neuron(net) -> str:
 
 
 def layers_cache(net) -> str:
-    names = _names(net)
     lines = ["flowchart LR"]
     for l, layer in enumerate(net.rows, 1):
         f = _formulas(net, l)

@@ -299,7 +299,8 @@ def _ln_columns_forward(Y, mean, rstd, X, gamma, beta, eps, k0, k1):
             yi[k] = g * (xi[k] - mu[k]) * r[k] + b
 
 
-#: columns per block in the layer-norm kernels: the block's rows of X stay in L1 between passes
+#: columns per block in the layer-norm kernels, which are also what threads split; widths of
+#: 32 to 1024 measured the same (docs/performance.md)
 LN_BLOCK = 256
 
 
@@ -411,7 +412,7 @@ def check_eps(eps) -> float:
                                   example=" such as 1e-5 (added to the variance)")
 
 
-def _params(gamma, beta, n: int, dtype, what: str, check_finite: bool):
+def _params(gamma, beta, n: int, what: str, check_finite: bool):
     hint = f"expected shape ({n},): one value per {what}"
     gamma = _checks.as_float_array(gamma, "gamma", 1, check_finite=check_finite, hint=hint)
     beta = _checks.as_float_array(beta, "beta", 1, check_finite=check_finite, hint=hint)
@@ -448,7 +449,7 @@ def batchnorm_forward(X, gamma, beta, eps: float = 1e-5, *, check_finite: bool =
     C, N = _bn_groups(X)
     _checks.require_nonempty_batch(X, "X")
     _require_batch(N, X.shape)
-    gamma, beta = _params(gamma, beta, C, X.dtype, "feature (channel), the first axis of X",
+    gamma, beta = _params(gamma, beta, C, "feature (channel), the first axis of X",
                           check_finite)
     _checks.same_dtype(X=X, gamma=gamma, beta=beta)
     eps = check_eps(eps)
@@ -462,7 +463,7 @@ def batchnorm_forward(X, gamma, beta, eps: float = 1e-5, *, check_finite: bool =
     return Y, mean, rstd
 
 
-def _stats(mean, rstd, shape, dtype, check_finite: bool):
+def _stats(mean, rstd, shape, check_finite: bool):
     mean = _checks.as_float_array(mean, "mean", len(shape), check_finite=check_finite)
     rstd = _checks.as_float_array(rstd, "rstd", len(shape), check_finite=check_finite)
     for name, v in (("mean", mean), ("rstd", rstd)):
@@ -483,7 +484,7 @@ def batchnorm_backward(dY, X, gamma, mean, rstd, *, check_finite: bool = True,
     _checks.require_nonempty_batch(X, "X")
     gamma = _checks.as_float_array(gamma, "gamma", 1, check_finite=check_finite)
     _checks.require_shape(gamma, "gamma", (C,), "one value per feature (channel)")
-    mean, rstd = _stats(mean, rstd, (C,), X.dtype, check_finite)
+    mean, rstd = _stats(mean, rstd, (C,), check_finite)
     _checks.same_dtype(dY=dY, X=X, gamma=gamma, mean=mean, rstd=rstd)
     naive = _checks.check_choice(impl, "impl", IMPLS) == "naive"
     dX = np.zeros_like(X) if naive else np.empty_like(X)  # the tuned kernel writes it
@@ -510,7 +511,7 @@ def layernorm_forward(X, gamma, beta, eps: float = 1e-5, *, check_finite: bool =
     _checks.require_nonempty_batch(X, "X")
     n = X.shape[0]
     M = X.size // n if n else 0
-    gamma, beta = _params(gamma, beta, n, X.dtype, "feature, the first axis of X", check_finite)
+    gamma, beta = _params(gamma, beta, n, "feature, the first axis of X", check_finite)
     _checks.same_dtype(X=X, gamma=gamma, beta=beta)
     eps = check_eps(eps)
     Y = np.empty_like(X)
@@ -535,7 +536,7 @@ def layernorm_backward(dY, X, gamma, mean, rstd, *, check_finite: bool = True,
     M = X.size // n if n else 0
     gamma = _checks.as_float_array(gamma, "gamma", 1, check_finite=check_finite)
     _checks.require_shape(gamma, "gamma", (n,), "one value per feature")
-    mean, rstd = _stats(mean, rstd, X.shape[1:], X.dtype, check_finite)
+    mean, rstd = _stats(mean, rstd, X.shape[1:], check_finite)
     _checks.same_dtype(dY=dY, X=X, gamma=gamma, mean=mean, rstd=rstd)
     naive = _checks.check_choice(impl, "impl", IMPLS) == "naive"
     dX = np.zeros_like(X) if naive else np.empty_like(X)  # the tuned kernel writes it

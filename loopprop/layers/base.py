@@ -66,8 +66,6 @@ class Layer:
     param_names: ClassVar[tuple[str, ...]] = ("W", "b")
     #: names of the state arrays (views into the network's state), in layout order
     state_names: ClassVar[tuple[str, ...]] = ()
-    #: weights get weight decay when an optimizer asks for it; biases and normalization gains
-    #: do not (see :meth:`decays`)
 
     def rows(self) -> list["Layer"]:
         """The plan rows this layer runs: itself. Containers (a residual block) return their
