@@ -308,9 +308,15 @@ class Network:
             )
         if any(isinstance(layer, Softmax) for layer in self._rows[:-1]):
             raise ValueError("activations: softmax is only supported on the output layer")
-        if len(self._rows[-1].out_shape) != 1:
-            raise ValueError(f"the last layer's output has shape {self._rows[-1].out_shape} "
-                             "per example: add Flatten() and a Dense layer to produce a vector")
+        out = self._rows[-1].out_shape
+        if len(out) != 1 and not (len(out) == 2 and self.loss == "cross_entropy"):
+            raise ValueError(f"the last layer's output has shape {out} per example: add "
+                             "Flatten() and a Dense layer to produce a vector (only "
+                             "cross-entropy takes one distribution per position, (V, T))")
+        for r, layer in enumerate(self._rows[1:], 1):
+            if layer.first_only:
+                raise ValueError(f"{layer!r} must be the first layer (its input, token ids, "
+                                 f"has no gradient); it is row {r + 1}")
 
     def _last_name(self) -> str:
         return getattr(self._rows[-1], "function", type(self._rows[-1]).__name__)
@@ -469,8 +475,10 @@ class Network:
 
     def _check_X(self, X: Any, name: str = "X") -> np.ndarray:
         """X as ``(n_0, m)`` of the network's dtype: ``(n_features, m)``, or images
-        ``(C, H, W, m)`` (seen flat: with examples last, the memory is the same)."""
+        ``(C, H, W, m)`` (seen flat: with examples last, the memory is the same); token ids
+        ``(T, m)`` for a sequence model (checked by its first layer)."""
         shape, n0 = self.input_shape, self.input_size
+        self._rows[0].check_input(X, name, self.dtype)
         if len(shape) > 1:
             X = _checks.as_float_array(X, name, (2, len(shape) + 1), check_finite=False,
                                        hint=f"images are (C, H, W, m) = (*{shape}, m)")
@@ -501,21 +509,40 @@ class Network:
                                 fix="a network's inputs must be finite: clean or impute them")
 
     def _check_targets(self, Y: Any, m: int, name: str = "Y"):
-        """Targets as (Y float (rows, m), labels int64 (m,), one_hot flag), checked by the same
-        rules as the loss functions."""
+        """Targets as (Y float (rows, m), labels int64 (positions, m), one_hot flag), checked
+        by the same rules as the loss functions."""
         shape = (self.output_size, m)
         out = "the network's output"
+        if self.loss == "cross_entropy" and len(self.output_shape) == 2:
+            return np.zeros((0, m), self.dtype), self._sequence_labels(Y, m, name), False
         if self.loss == "cross_entropy":
             Yv, is_labels = _checks.class_targets(Y, name, shape, self.dtype, out)
             if is_labels:
-                return np.zeros((0, m), self.dtype), Yv, False
-            return Yv, np.zeros(m, np.int64), True
+                return np.zeros((0, m), self.dtype), Yv.reshape(1, m), False
+            return Yv, np.zeros((1, m), np.int64), True
         Y = np.asarray(Y)
         if Y.ndim == 1 and shape == (1, Y.shape[0]):
             Y = Y.reshape(1, m)  # one output neuron: a plain vector of targets is unambiguous
         check = _checks.binary_targets if self.loss == "binary_cross_entropy" else \
             _checks.targets_like
-        return check(Y, name, shape, self.dtype, out), np.zeros(m, np.int64), False
+        return check(Y, name, shape, self.dtype, out), np.zeros((1, m), np.int64), False
+
+    def _sequence_labels(self, Y: Any, m: int, name: str) -> np.ndarray:
+        """One class label per output position: integers ``(T, m)`` in ``[0, V)``."""
+        V, T = self.output_shape
+        Y = np.asarray(Y)
+        if Y.dtype.kind not in "iu" or Y.dtype == np.bool_:
+            raise TypeError(f"{name}: expected integer labels of shape ({T}, m), one per output "
+                            f"position, got dtype {Y.dtype}; use {name}.astype(np.int64)")
+        if Y.shape != (T, m):
+            raise ValueError(f"{name}: expected labels of shape ({T}, {m}) (a label per position "
+                             f"of the output (V, T) = {self.output_shape} and example), got "
+                             f"{Y.shape}")
+        if Y.size and (Y.min() < 0 or Y.max() >= V):
+            bad = Y[(Y < 0) | (Y >= V)].flat[0]
+            raise ValueError(f"{name}: labels must lie in [0, {V}) (the output's classes), "
+                             f"found {bad}")
+        return np.ascontiguousarray(Y, dtype=np.int64)
 
     # -- forward / backward / step (guide §6, §10, §12) -------------------------------------
 
@@ -588,8 +615,8 @@ class Network:
         Yf, labels, one_hot = self._check_targets(Y, m)
         buf.dacts[:] = 0.0
         loss = _train._loss_seed(self._plan, buf.acts, buf.dacts, m,
-                                 _train.LOSS_CODES[self.loss], Yf, labels, one_hot, buf.col1,
-                                 buf.col2)
+                                 _train.LOSS_CODES[self.loss], Yf, labels.ravel(), one_hot,
+                                 buf.col1, buf.col2)
         last = len(self._rows) - (2 if self._fused() else 1)
         _train._backward_batch(self._plan, self._fplan, self._theta, self._grad, self._state,
                                buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork,
@@ -715,10 +742,11 @@ class Network:
         decay = self._decay_mask(decay_all)
         perm = np.arange(n, dtype=np.int64)
         Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
-        labbuf = np.zeros(bs, np.int64)
+        labbuf = np.zeros(labels.shape[0] * bs, np.int64)
         par = use_threads(parallel)
         classify = self.loss != "mse"
-        per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else 1)
+        per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
+                           labels.shape[0])  # every output position of a sequence counts
         hist: dict[str, list] = {"loss": [], "grad_norm": [], "lr": [], "time": []}
         if classify:
             hist["accuracy"] = []
@@ -800,15 +828,17 @@ class Network:
         n = X.shape[1]
         chunk = n if training else min(n, 1024)
         buf = _plan.Buffers(self._layout, chunk, self.dtype)
-        out = np.empty((self.output_size, n), self.dtype)
+        out = np.empty((int(np.prod(self.output_shape)), n), self.dtype)
         Ybuf = np.zeros(max(Yf.shape[0] * chunk, 1), self.dtype)
+        labbuf = np.zeros(labels.shape[0] * chunk, np.int64)
         total, correct = _train._evaluate(
             self._plan, self._fplan, self._theta, self._state, _train.LOSS_CODES[self.loss], X,
             Yf, labels, one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work,
-            buf.fwork, buf.col1, buf.col2, Ybuf, out, training, 1)
-        result: dict[str, Any] = {"loss": total / n, "output": out}
+            buf.fwork, buf.col1, buf.col2, Ybuf, labbuf, np.arange(n, dtype=np.int64), out,
+            training, use_threads(True))
+        result: dict[str, Any] = {"loss": total / n, "output": out.reshape(*self.output_shape, n)}
         if self.loss == "cross_entropy":
-            result["accuracy"] = correct / n
+            result["accuracy"] = correct / (n * labels.shape[0])
         elif self.loss == "binary_cross_entropy":
             result["accuracy"] = correct / (n * self.output_size)
         return result
@@ -834,7 +864,9 @@ class Network:
                  else np.zeros((0, n), self.dtype))
         if self.loss == "binary_cross_entropy":
             dummy[:] = 0.5
-        return self._evaluate_checked(X, dummy, np.zeros(n, np.int64), False)["output"]
+        positions = int(np.prod(self.output_shape[1:]))
+        return self._evaluate_checked(X, dummy, np.zeros((positions, n), np.int64),
+                                      False)["output"]
 
     def predict_classes(self, X: Any) -> np.ndarray:
         """Class labels: ``(n,)`` integers, the argmax of each column of :meth:`predict`

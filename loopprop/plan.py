@@ -35,6 +35,10 @@ closing row reads the block's input there (its ``skip_source``), adds it to the 
 output, and in the backward pass adds its output's gradient into *both* inputs' gradients.
 Containers (:class:`loopprop.layers.Residual`) are not rows themselves: :meth:`Layer.rows`
 expands them into the rows they run.
+
+A row may read the parameters of an earlier row (``shares_params_of``): GPT-2's output layer
+reads the token embedding's ``E`` (:class:`loopprop.layers.TiedOutput`). Its ``P_OFF`` is the
+owner's and its ``P_SIZE`` 0; both rows' backward kernels add into the one gradient.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ N_FLOAT = 2
 
 # kind codes for the one dispatch in loopprop.train
 (DENSE, ACTIVATION, CONV2D, MAXPOOL2D, AVGPOOL2D, FLATTEN, DROPOUT, BATCHNORM, LAYERNORM,
- RESIDUAL) = range(1, 11)
+ RESIDUAL, EMBEDDING, POS_EMBEDDING, ATTENTION, TIED_OUTPUT) = range(1, 15)
 
 
 def expand(layers) -> list:
@@ -83,6 +87,14 @@ def build(layers, input_shape) -> dict:
         row[KIND] = layer.kind
         n_params = layer.n_params
         row[P_OFF], row[P_SIZE] = (p_off, n_params) if n_params else (-1, 0)
+        if layer.shares_params_of is not None:  # reads another row's parameters (tied)
+            owner = next((v for v in layers if isinstance(v, layer.shares_params_of)), None)
+            if owner is None:
+                raise ValueError(f"{layer!r} reads the parameters of a "
+                                 f"{layer.shares_params_of.__name__} layer: the network has "
+                                 "none; add one (or use an untied layer such as Dense)")
+            layer.check_shared(owner)
+            row[P_OFF] = plan[layers.index(owner), P_OFF]
         shapes = layer.param_shapes()
         row[W_SIZE] = int(np.prod(shapes[0])) if shapes else 0  # the weights, for ‖dW‖
         p_off += n_params
@@ -113,8 +125,10 @@ def build(layers, input_shape) -> dict:
         floats = layer.floats()
         fplan[r, :len(floats)] = floats
         in_off, in_size = out_off, out_size
+    last = layers[-1].out_shape
     return {"plan": plan, "fplan": fplan, "params": p_off, "acts": a_off, "cache": c_off,
-            "icache": ic_off, "work": wk_off, "fwork": wf_off, "state": s_off}
+            "icache": ic_off, "work": wk_off, "fwork": wf_off, "state": s_off,
+            "positions": int(np.prod(last[1:]))}
 
 
 class Buffers:
@@ -129,5 +143,6 @@ class Buffers:
         self.icache = np.zeros(max(layout["icache"] * m, 1), np.int32)
         self.work = np.zeros(max(layout["work"] * m, 1), dtype)
         self.fwork = np.zeros(max(layout["fwork"], 1), dtype)
-        self.col1 = np.zeros(m, dtype)
-        self.col2 = np.zeros(m, np.float64)
+        # the loss's per-column workspaces: a column per example and output position
+        self.col1 = np.zeros(m * layout["positions"], dtype)
+        self.col2 = np.zeros(m * layout["positions"], np.float64)

@@ -21,6 +21,10 @@ import numpy as np
 
 from ._jit import kernel, runtime_flag
 from .kernels.activations import _activation_forward_tuned, _activation_backward_tuned
+from .kernels.attention import (_attention_backward_tuned, _attention_forward_tuned,
+                                _embedding_backward_tuned, _embedding_forward_tuned,
+                                _position_backward, _position_forward)
+from .kernels.gemm import _gemm
 from .kernels.conv import _conv2d_backward_tuned, _conv2d_forward_tuned
 from .kernels.dense import _dense_layer_backward, _dense_layer_forward
 from .kernels.dropout import _dropout_backward, _dropout_forward
@@ -36,9 +40,10 @@ from .kernels.pool import (_avgpool2d_backward, _avgpool2d_forward, _maxpool2d_b
                            _maxpool2d_forward)
 from .kernels.rng import _shuffle
 from .kernels.views import borrowed_flat, borrowed_image, borrowed_matrix
-from .plan import (ACTIVATION, AVGPOOL2D, BATCHNORM, C_OFF, CONV2D, DENSE, DROPOUT, H0, IC_OFF,
-                   IN2_OFF, IN_OFF, IN_SIZE, KIND, LAYERNORM, MAXPOOL2D, OUT_OFF, OUT_SIZE, P_OFF,
-                   RESIDUAL, S_OFF, W_SIZE, WF_OFF, WK_OFF)
+from .plan import (ACTIVATION, ATTENTION, AVGPOOL2D, BATCHNORM, C_OFF, CONV2D, DENSE, DROPOUT,
+                   EMBEDDING, H0, IC_OFF, IN2_OFF, IN_OFF, IN_SIZE, KIND, LAYERNORM, MAXPOOL2D,
+                   OUT_OFF, OUT_SIZE, P_OFF, POS_EMBEDDING, RESIDUAL, S_OFF, TIED_OUTPUT, W_SIZE,
+                   WF_OFF, WK_OFF)
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
 LOSS_CODES = {"mse": MSE, "cross_entropy": CROSS_ENTROPY,
@@ -93,13 +98,13 @@ def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork,
     p = plan[r, P_OFF]
     h = plan[r, H0:]
     if kind == DENSE:
-        n_in, n_out = h[0], h[1]
-        _dense_layer_forward(_view(acts, y_off, n_out, mb), _view(theta, p, n_out, n_in),
-                             _vec(theta, p + n_out * n_in, n_out), _view(acts, x_off, n_in, mb),
-                             _view(cache, plan[r, C_OFF] * mb, mb, n_in), threads)
+        n_in, n_out, N = h[0], h[1], h[2] * mb  # N columns: every position of every example
+        _dense_layer_forward(_view(acts, y_off, n_out, N), _view(theta, p, n_out, n_in),
+                             _vec(theta, p + n_out * n_in, n_out), _view(acts, x_off, n_in, N),
+                             _view(cache, plan[r, C_OFF] * mb, N, n_in), threads)
     elif kind == ACTIVATION:
-        n = plan[r, IN_SIZE]
-        _activation_forward_tuned(_view(acts, y_off, n, mb), _view(acts, x_off, n, mb), h[0],
+        n, N = h[1], plan[r, IN_SIZE] // h[1] * mb  # features × (positions · examples)
+        _activation_forward_tuned(_view(acts, y_off, n, N), _view(acts, x_off, n, N), h[0],
                                   fplan[r, 0])
     elif kind == CONV2D:
         c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
@@ -155,7 +160,50 @@ def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork,
         n = plan[r, IN_SIZE]
         _residual_forward(_view(acts, y_off, n, mb), _view(acts, x_off, n, mb),
                           _view(acts, plan[r, IN2_OFF] * mb, n, mb))
+    elif kind == EMBEDDING:
+        V, d, N = h[0], h[1], h[2] * mb  # the ids are the input, (T, mb) as floats
+        _embedding_forward_tuned(_view(acts, y_off, d, N), _view(theta, p, d, V),
+                                 _vec(acts, x_off, N))
+    elif kind == POS_EMBEDDING:
+        d, T = h[0], h[1]
+        _position_forward(_view(acts, y_off, d * T, mb), _view(acts, x_off, d * T, mb),
+                          _view(theta, p, d, h[2]), T)
+    elif kind == ATTENTION:
+        _attention_forward_row(r, plan, theta, acts, cache, fwork, mb, threads)
+    elif kind == TIED_OUTPUT:
+        d, V, N = h[0], h[1], h[2] * mb
+        out = _view(acts, y_off, V, N)
+        _zero(_vec(acts, y_off, V * N))
+        _gemm(out, _view(theta, p, d, V), _view(acts, x_off, d, N), runtime_flag(True),
+              runtime_flag(False), threads)
     # FLATTEN: its output is its input (plan.py gives both one offset): nothing to do
+
+
+@kernel
+def _attention_forward_row(r, plan, theta, acts, cache, fwork, mb, threads):
+    """A :class:`~loopprop.layers.CausalSelfAttention` row: ``QKV = W_qkv·X + b``, attention
+    per head, ``Y = W_o·O + b_o`` (the cache layout is the layer's docstring's)."""
+    C, T, n_head = plan[r, H0], plan[r, H0 + 1], plan[r, H0 + 2]
+    N = T * mb
+    p = plan[r, P_OFF]
+    c = plan[r, C_OFF] * mb
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    qkv, probs, att = c + C * N, c + 4 * C * N, c + 4 * C * N + n_head * T * T * mb
+    dh = C // n_head
+    _dense_layer_forward(_view(cache, qkv, 3 * C, N), _view(theta, p, 3 * C, C),
+                         _vec(theta, p + 3 * C * C, 3 * C), _view(acts, x_off, C, N),
+                         _view(cache, c, N, C), threads)
+    _attention_forward_tuned(_img(cache, att, n_head, dh, T, mb),
+                             _img(cache, probs, n_head, T, T, mb),
+                             _img(cache, qkv, n_head, dh, T, mb),
+                             _img(cache, qkv + C * N, n_head, dh, T, mb),
+                             _img(cache, qkv + 2 * C * N, n_head, dh, T, mb), runtime_flag(True),
+                             threads)
+    po = p + 3 * C * C + 3 * C
+    _dense_layer_forward(_view(acts, y_off, C, N), _view(theta, po, C, C),
+                         _vec(theta, po + C * C, C), _view(cache, att, C, N),
+                         _view(cache, att + C * N, N, C), threads)
 
 
 @kernel
@@ -171,18 +219,18 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
     p = plan[r, P_OFF]
     h = plan[r, H0:]
     if kind == DENSE:
-        n_in, n_out = h[0], h[1]
+        n_in, n_out, N = h[0], h[1], h[2] * mb
         _dense_layer_backward(_view(grad, p, n_out, n_in), _vec(grad, p + n_out * n_in, n_out),
-                              _view(dacts, x_off, n_in, mb), _view(dacts, y_off, n_out, mb),
-                              _view(theta, p, n_out, n_in), _view(acts, x_off, n_in, mb),
-                              _view(cache, plan[r, C_OFF] * mb, mb, n_in),
+                              _view(dacts, x_off, n_in, N), _view(dacts, y_off, n_out, N),
+                              _view(theta, p, n_out, n_in), _view(acts, x_off, n_in, N),
+                              _view(cache, plan[r, C_OFF] * mb, N, n_in),
                               _view(fwork, plan[r, WF_OFF], n_in, n_out),
-                              _view(work, plan[r, WK_OFF] * mb, mb, n_out), need_dx, threads)
+                              _view(work, plan[r, WK_OFF] * mb, N, n_out), need_dx, threads)
     elif kind == ACTIVATION:
         if need_dx:
-            n = plan[r, IN_SIZE]
-            _activation_backward_tuned(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
-                                       _view(acts, x_off, n, mb), _view(acts, y_off, n, mb),
+            n, N = h[1], plan[r, IN_SIZE] // h[1] * mb
+            _activation_backward_tuned(_view(dacts, x_off, n, N), _view(dacts, y_off, n, N),
+                                       _view(acts, x_off, n, N), _view(acts, y_off, n, N),
                                        h[0], fplan[r, 0], runtime_flag(True))
     elif kind == CONV2D:
         c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
@@ -245,7 +293,65 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
         n = plan[r, IN_SIZE]
         _residual_backward(_view(dacts, x_off, n, mb), _view(dacts, plan[r, IN2_OFF] * mb, n, mb),
                            _view(dacts, y_off, n, mb))
+    elif kind == EMBEDDING:  # the ids have no gradient
+        V, d, N = h[0], h[1], h[2] * mb
+        _embedding_backward_tuned(_view(grad, p, d, V), _view(dacts, y_off, d, N),
+                                  _vec(acts, x_off, N), threads)
+    elif kind == POS_EMBEDDING:
+        d, T = h[0], h[1]
+        _position_backward(_view(grad, p, d, h[2]),
+                           _view(dacts, x_off, d * T, mb), _view(dacts, y_off, d * T, mb), T,
+                           need_dx)
+    elif kind == ATTENTION:
+        _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwork, mb,
+                                need_dx, threads)
+    elif kind == TIED_OUTPUT:
+        d, V, N = h[0], h[1], h[2] * mb
+        dz = _view(dacts, y_off, V, N)
+        _gemm(_view(grad, p, d, V), _view(acts, x_off, d, N), dz, runtime_flag(False),
+              runtime_flag(True), threads)
+        if need_dx:
+            _gemm(_view(dacts, x_off, d, N), _view(theta, p, d, V), dz, runtime_flag(False),
+                  runtime_flag(False), threads)
     # FLATTEN: its output's gradient is its input's (one region): nothing to do
+
+
+@kernel
+def _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwork, mb, need_dx,
+                            threads):
+    """Backward through a :class:`~loopprop.layers.CausalSelfAttention` row: the output
+    projection, attention per head, the QKV projection (each adds into its gradients)."""
+    C, T, n_head = plan[r, H0], plan[r, H0 + 1], plan[r, H0 + 2]
+    N = T * mb
+    p = plan[r, P_OFF]
+    c = plan[r, C_OFF] * mb
+    w = plan[r, WK_OFF] * mb
+    wf = plan[r, WF_OFF]
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    qkv, probs, att = c + C * N, c + 4 * C * N, c + 4 * C * N + n_head * T * T * mb
+    dh = C // n_head
+    datt, dqkv = w + 4 * C * N, w + 5 * C * N
+    po = p + 3 * C * C + 3 * C
+    _zero(_vec(work, datt, 4 * C * N))  # dO and dQKV: the kernels below add into them
+    _dense_layer_backward(_view(grad, po, C, C), _vec(grad, po + C * C, C),
+                          _view(work, datt, C, N), _view(dacts, y_off, C, N),
+                          _view(theta, po, C, C), _view(cache, att, C, N),
+                          _view(cache, att + C * N, N, C), _view(fwork, wf + 3 * C * C, C, C),
+                          _view(work, w + 3 * C * N, N, C), runtime_flag(True), threads)
+    _attention_backward_tuned(_img(work, dqkv, n_head, dh, T, mb),
+                              _img(work, dqkv + C * N, n_head, dh, T, mb),
+                              _img(work, dqkv + 2 * C * N, n_head, dh, T, mb),
+                              _img(work, datt, n_head, dh, T, mb),
+                              _img(cache, qkv, n_head, dh, T, mb),
+                              _img(cache, qkv + C * N, n_head, dh, T, mb),
+                              _img(cache, qkv + 2 * C * N, n_head, dh, T, mb),
+                              _img(cache, probs, n_head, T, T, mb), runtime_flag(True), threads)
+    _dense_layer_backward(_view(grad, p, 3 * C, C), _vec(grad, p + 3 * C * C, 3 * C),
+                          _view(dacts, x_off, C, N), _view(work, dqkv, 3 * C, N),
+                          _view(theta, p, 3 * C, C), _view(acts, x_off, C, N),
+                          _view(cache, c, N, C), _view(fwork, wf, C, 3 * C),
+                          _view(work, w, N, 3 * C), need_dx, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,10 +401,11 @@ def _loss_seed(plan, acts, dacts, mb, loss_code, Y, labels, one_hot, col1, col2)
         n = plan[r, OUT_SIZE]
         off = plan[r, OUT_OFF] * mb
         return _mse(_view(dacts, off, n, mb), _view(acts, off, n, mb), Y)
-    n = plan[r, IN_SIZE]
+    n = plan[r, H0 + 1]  # the classes: the first axis of the output
+    N = plan[r, IN_SIZE] // n * mb  # a column per example and output position
     off = plan[r, IN_OFF] * mb
-    dZ = _view(dacts, off, n, mb)
-    Z = _view(acts, off, n, mb)
+    dZ = _view(dacts, off, n, N)
+    Z = _view(acts, off, n, N)
     if loss_code == CROSS_ENTROPY:
         if one_hot:
             return _softmax_cross_entropy(dZ, Z, Y)
@@ -308,9 +415,10 @@ def _loss_seed(plan, acts, dacts, mb, loss_code, Y, labels, one_hot, col1, col2)
 
 @kernel
 def _logits(plan, acts, mb):
-    """The last layer's input (the logits of a fused loss), ``(n_L, mb)``."""
+    """The last layer's input (the logits of a fused loss), ``(n_L, positions · mb)``."""
     r = plan.shape[0] - 1
-    return _view(acts, plan[r, IN_OFF] * mb, plan[r, IN_SIZE], mb)
+    n = plan[r, H0 + 1]
+    return _view(acts, plan[r, IN_OFF] * mb, n, plan[r, IN_SIZE] // n * mb)
 
 
 @kernel
@@ -414,6 +522,18 @@ def _gather(dst, src, perm, start):
 
 
 @kernel
+def _gather_labels(labbuf, labels, perm, start, mb):
+    """``labbuf[t·mb + c] = labels[t, perm[start + c]]``: the batch's labels, one per example
+    and output position, in the order of the logits' columns; returns that part of labbuf."""
+    P = labels.shape[0]
+    for t in range(P):
+        row = labels[t]
+        for c in range(mb):
+            labbuf[t * mb + c] = row[perm[start + c]]
+    return labbuf[:P * mb]
+
+
+@kernel
 def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                  loss_code, XT, Y, labels, one_hot, perm, shuffle_seed, batch_size, acts, dacts,
                  cache, icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm, dropout_seed,
@@ -444,9 +564,7 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
         _gather_columns(_view(acts, 0, n0, mb), XT, perm, start)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         _gather(Yb, Y, perm, start)
-        for c in range(mb):
-            labbuf[c] = labels[perm[start + c]]
-        lab = labbuf[:mb]
+        lab = _gather_labels(labbuf, labels, perm, start, mb)
         _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_fwd,
                        runtime_flag(True), dropout_seed * 1048576 + batch, threads)
         _zero(dacts)
@@ -467,7 +585,8 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
 
 @kernel
 def _evaluate(plan, fplan, theta, state, loss_code, X, Y, labels, one_hot, chunk, acts, dacts,
-              cache, icache, work, fwork, col1, col2, Ybuf, out, training, threads):
+              cache, icache, work, fwork, col1, col2, Ybuf, labbuf, perm, out, training,
+              threads):
     """Forward-only pass over X in chunks, in evaluation mode (dropout off, batch norm's
     running statistics) unless ``training`` (gradcheck's losses: the mode of backward): returns
     ``(Σ loss × chunk size, correct)``; fills ``out`` (n_L, n) with the output activations.
@@ -491,7 +610,7 @@ def _evaluate(plan, fplan, theta, state, loss_code, X, Y, labels, one_hot, chunk
         for i in range(Y.shape[0]):
             for c in range(mb):
                 Yb[i, c] = Y[i, start + c]
-        lab = labels[start:start + mb]
+        lab = _gather_labels(labbuf, labels, perm, start, mb)
         total += mb * _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
         if fused:
             correct += _count_correct(_logits(plan, acts, mb), loss_code, Yb, lab, one_hot)

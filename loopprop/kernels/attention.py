@@ -36,7 +36,7 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel
+from .._jit import kernel, prange, use_threads
 
 
 @kernel
@@ -122,6 +122,181 @@ def _attention_backward_naive(dQ, dK, dV, dO, Q, K, V, P):
                         dK[h, e, s, k] += alpha * ds * Q[h, e, t, k]
 
 
+# ---------------------------------------------------------------------------------------------
+# tuned twins: the same sums with the batch item ``k`` innermost (contiguous in memory), one
+# head per thread
+# ---------------------------------------------------------------------------------------------
+
+
+@kernel(fast=True)
+def _embedding_forward_tuned(X, E, ids):
+    """``X[j, n] = E[j, ids[n]]`` for every position ``n = t·m + k`` of the flat ``(d, T·m)``
+    view: row ``j`` of E is read once per pass over the positions, X written in order.
+    ``ids`` may hold integers or integral floats (the epoch keeps them in its float buffer).
+    Shapes: X (d, N) written; E (d, V); ids (N,)."""
+    d, N = X.shape
+    for j in range(d):
+        row = E[j]
+        out = X[j]
+        for n in range(N):
+            out[n] = row[int(ids[n])]
+
+
+@kernel(fast=True, parallel=True)
+def _embedding_backward_tuned(dE, dX, ids, threads):
+    """``dE[j, ids[n]] += dX[j, n]``: the thread of row ``j`` owns ``dE[j]``, so repeated
+    tokens add in a fixed order (bitwise reproducible). Shapes: dE (d, V); dX (d, N); ids (N,).
+    """
+    d, N = dX.shape
+    if threads > 1:
+        for j in prange(d):
+            _scatter_row(dE[j], dX[j], ids)
+    else:
+        for j in range(d):
+            _scatter_row(dE[j], dX[j], ids)
+
+
+@kernel(fast=True)
+def _scatter_row(dst, src, ids):
+    for n in range(src.shape[0]):
+        dst[int(ids[n])] += src[n]
+
+
+@kernel(fast=True)
+def _attention_head_forward(O, P, Q, K, V, causal, top, total):
+    """One head of :func:`_attention_forward_naive` with ``k`` innermost: every line of the
+    module docstring's forward pass is a loop over the ``m`` items of the batch at once.
+    Shapes: O, Q, K, V (d_head, T, m); P (T, T, m); workspaces top, total (m,)."""
+    d_head, T, m = Q.shape
+    alpha = 1.0 / math.sqrt(d_head)
+    for t in range(T):
+        last = t + 1 if causal else T
+        Pt = P[t]
+        for s in range(last):
+            row = Pt[s]
+            for k in range(m):
+                row[k] = 0.0
+            for e in range(d_head):
+                q = Q[e, t]
+                key = K[e, s]
+                for k in range(m):
+                    row[k] += q[k] * key[k]
+            for k in range(m):
+                row[k] *= alpha
+        for k in range(m):
+            top[k] = Pt[0, k]
+            total[k] = 0.0
+        for s in range(1, last):
+            row = Pt[s]
+            for k in range(m):
+                top[k] = max(top[k], row[k])
+        for s in range(last):
+            row = Pt[s]
+            for k in range(m):
+                row[k] = math.exp(row[k] - top[k])
+                total[k] += row[k]
+        for k in range(m):
+            total[k] = 1.0 / total[k]
+        for s in range(last):
+            row = Pt[s]
+            for k in range(m):
+                row[k] *= total[k]
+        for s in range(last, T):
+            row = Pt[s]
+            for k in range(m):
+                row[k] = 0.0
+        for e in range(d_head):
+            out = O[e, t]
+            for k in range(m):
+                out[k] = 0.0
+            for s in range(last):
+                p = Pt[s]
+                v = V[e, s]
+                for k in range(m):
+                    out[k] += p[k] * v[k]
+
+
+@kernel(fast=True, parallel=True)
+def _attention_forward_tuned(O, P, Q, K, V, causal, threads):
+    """:func:`_attention_forward_naive`, one head per thread (heads share nothing). Shapes: O,
+    Q, K, V (n_head, d_head, T, m); P (n_head, T, T, m) written."""
+    n_head, d_head, T, m = Q.shape
+    if threads > 1:
+        for h in prange(n_head):
+            _attention_head_forward(O[h], P[h], Q[h], K[h], V[h], causal,
+                                    np.empty(m, Q.dtype), np.empty(m, Q.dtype))
+    else:
+        top = np.empty(m, Q.dtype)
+        total = np.empty(m, Q.dtype)
+        for h in range(n_head):
+            _attention_head_forward(O[h], P[h], Q[h], K[h], V[h], causal, top, total)
+
+
+@kernel(fast=True)
+def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, causal, dS, row):
+    """One head of :func:`_attention_backward_naive` with ``k`` innermost; ``dQ, dK, dV`` add.
+    Shapes: (d_head, T, m) but P (T, T, m); workspaces dS (T, m), row (m,)."""
+    d_head, T, m = Q.shape
+    alpha = 1.0 / math.sqrt(d_head)
+    for t in range(T):
+        last = t + 1 if causal else T
+        Pt = P[t]
+        # dP[s] = Σ_e dO[e, t] · V[e, s] (into dS), then the row sum Σ_s P·dP
+        for s in range(last):
+            ds = dS[s]
+            for k in range(m):
+                ds[k] = 0.0
+            for e in range(d_head):
+                g = dO[e, t]
+                v = V[e, s]
+                for k in range(m):
+                    ds[k] += g[k] * v[k]
+        for k in range(m):
+            row[k] = 0.0
+        for s in range(last):
+            p = Pt[s]
+            ds = dS[s]
+            for k in range(m):
+                row[k] += p[k] * ds[k]
+        # dS = P ⊙ (dP − row), scaled by α for dQ and dK
+        for s in range(last):
+            p = Pt[s]
+            ds = dS[s]
+            for k in range(m):
+                ds[k] = alpha * p[k] * (ds[k] - row[k])
+        for e in range(d_head):
+            q = Q[e, t]
+            g = dO[e, t]
+            dq = dQ[e, t]
+            for s in range(last):
+                p = Pt[s]
+                ds = dS[s]
+                key = K[e, s]
+                dk = dK[e, s]
+                dv = dV[e, s]
+                for k in range(m):
+                    dq[k] += ds[k] * key[k]
+                    dk[k] += ds[k] * q[k]
+                    dv[k] += p[k] * g[k]
+
+
+@kernel(fast=True, parallel=True)
+def _attention_backward_tuned(dQ, dK, dV, dO, Q, K, V, P, causal, threads):
+    """:func:`_attention_backward_naive`, one head per thread (each owns its heads' dQ, dK,
+    dV); ``causal`` skips the masked keys instead of testing ``P``. Shapes: as the naive."""
+    n_head, d_head, T, m = Q.shape
+    if threads > 1:
+        for h in prange(n_head):
+            _attention_head_backward(dQ[h], dK[h], dV[h], dO[h], Q[h], K[h], V[h], P[h],
+                                     causal, np.empty((T, m), Q.dtype), np.empty(m, Q.dtype))
+    else:
+        dS = np.empty((T, m), Q.dtype)
+        row = np.empty(m, Q.dtype)
+        for h in range(n_head):
+            _attention_head_backward(dQ[h], dK[h], dV[h], dO[h], Q[h], K[h], V[h], P[h],
+                                     causal, dS, row)
+
+
 def _ids(ids, name: str, V: int) -> np.ndarray:
     """Token ids: an integer array ``(T, m)`` with every value in ``[0, V)``."""
     arr = np.asarray(ids)
@@ -138,27 +313,40 @@ def _ids(ids, name: str, V: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def embedding_forward(E, ids, *, check_finite: bool = True) -> np.ndarray:
+IMPLS = ("tuned", "naive")
+
+
+def embedding_forward(E, ids, *, impl: str = "tuned", check_finite: bool = True) -> np.ndarray:
     """``X[j, t, k] = E[j, ids[t, k]]``: ``E (d, V)`` one column per token, ``ids (T, m)``
-    integers in ``[0, V)``; returns ``X (d, T, m)``."""
+    integers in ``[0, V)``; returns ``X (d, T, m)``. ``impl``: ``"tuned"`` or ``"naive"``."""
+    _checks.check_choice(impl, "impl", IMPLS)
     E = _checks.as_float_array(E, "E", 2, check_finite=check_finite,
                                hint="E has shape (d, V): one column per token")
     ids = _ids(ids, "ids", E.shape[1])
     X = np.empty((E.shape[0], *ids.shape), E.dtype)
-    _embedding_forward_naive(X, E, ids)
+    if impl == "naive":
+        _embedding_forward_naive(X, E, ids)
+    else:
+        _embedding_forward_tuned(X.reshape(E.shape[0], -1), E, ids.reshape(-1))
     return X
 
 
-def embedding_backward(dX, ids, V: int, *, check_finite: bool = True) -> np.ndarray:
+def embedding_backward(dX, ids, V: int, *, impl: str = "tuned",
+                       check_finite: bool = True) -> np.ndarray:
     """``dE (d, V)``: column ``v`` sums ``dX[:, t, k]`` over every position holding token ``v``
-    (repeated tokens add)."""
+    (repeated tokens add). ``impl``: ``"tuned"`` or ``"naive"``."""
+    _checks.check_choice(impl, "impl", IMPLS)
     dX = _checks.as_float_array(dX, "dX", 3, check_finite=check_finite,
                                 hint="dX has shape (d, T, m)")
     V = _checks.check_positive_int(V, "V")
     ids = _ids(ids, "ids", V)
     _checks.require_shape(ids, "ids", dX.shape[1:], "one id per position of dX")
     dE = np.zeros((dX.shape[0], V), dX.dtype)
-    _embedding_backward_naive(dE, dX, ids)
+    if impl == "naive":
+        _embedding_backward_naive(dE, dX, ids)
+    else:
+        _embedding_backward_tuned(dE, np.ascontiguousarray(dX).reshape(dX.shape[0], -1),
+                                  ids.reshape(-1), use_threads(True))
     return dE
 
 
@@ -173,23 +361,32 @@ def _heads(arrays: dict, ref: str, check_finite: bool) -> dict:
     return out
 
 
-def attention_forward(Q, K, V, causal: bool = True, *, check_finite: bool = True):
+def attention_forward(Q, K, V, causal: bool = True, *, impl: str = "tuned",
+                      check_finite: bool = True):
     """Scaled dot-product attention per head: ``(O, P)`` with ``O (n_head, d_head, T, m)`` and
     the probabilities ``P (n_head, T, T, m)`` (``P[h, t, s, k]``: query ``t`` attends to key
-    ``s``; scale ``1/√d_head``; causal: ``s ≤ t``, the rest 0)."""
+    ``s``; scale ``1/√d_head``; causal: ``s ≤ t``, the rest 0). ``impl``: ``"tuned"`` or
+    ``"naive"``."""
+    _checks.check_choice(impl, "impl", IMPLS)
     if not isinstance(causal, bool):
         raise TypeError(f"causal: expected True or False, got {_checks._describe(causal)}")
     a = _heads({"Q": Q, "K": K, "V": V}, "Q", check_finite)
     n_head, d_head, T, m = a["Q"].shape
     O = np.empty_like(a["Q"])
     P = np.empty((n_head, T, T, m), a["Q"].dtype)
-    _attention_forward_naive(O, P, a["Q"], a["K"], a["V"], causal)
+    if impl == "naive":
+        _attention_forward_naive(O, P, a["Q"], a["K"], a["V"], causal)
+    else:
+        _attention_forward_tuned(O, P, a["Q"], a["K"], a["V"], causal, use_threads(True))
     return O, P
 
 
-def attention_backward(dO, Q, K, V, P, *, check_finite: bool = True):
+def attention_backward(dO, Q, K, V, P, *, impl: str = "tuned", check_finite: bool = True):
     """Gradients of :func:`attention_forward`: ``(dQ, dK, dV)``; ``P`` is the one it returned
-    (its zeros carry the causal mask)."""
+    (its zeros carry the causal mask: the tuned kernel skips the keys after each query when
+    every one of them is zero, the naive one skips each zero). ``impl``: ``"tuned"`` or
+    ``"naive"``."""
+    _checks.check_choice(impl, "impl", IMPLS)
     a = _heads({"dO": dO, "Q": Q, "K": K, "V": V}, "Q", check_finite)
     n_head, d_head, T, m = a["Q"].shape
     P = _checks.as_float_array(P, "P", 4, check_finite=check_finite,
@@ -198,5 +395,41 @@ def attention_backward(dO, Q, K, V, P, *, check_finite: bool = True):
     _checks.require_shape(P, "P", (n_head, T, T, m), "the probabilities attention_forward "
                           "returned")
     dQ, dK, dV = (np.zeros_like(a["Q"]) for _ in range(3))
-    _attention_backward_naive(dQ, dK, dV, a["dO"], a["Q"], a["K"], a["V"], P)
+    if impl == "naive":
+        _attention_backward_naive(dQ, dK, dV, a["dO"], a["Q"], a["K"], a["V"], P)
+    else:
+        causal = not np.triu(np.moveaxis(P, -1, 1), 1).any()  # (n_head, m, T, T): s > t zero
+        _attention_backward_tuned(dQ, dK, dV, a["dO"], a["Q"], a["K"], a["V"], P, causal,
+                                  use_threads(True))
     return dQ, dK, dV
+
+
+# ---------------------------------------------------------------------------------------------
+# learned positions: a column of P (d, T_max) added at each time step
+# ---------------------------------------------------------------------------------------------
+
+
+@kernel(fast=True)
+def _position_forward(Y, X, W, T):
+    """``Y[j, t, k] = X[j, t, k] + W[j, t]`` on the flat views. Shapes: Y, X (d·T, m) (row
+    ``j·T + t``); W (d, T_max) with T ≤ T_max."""
+    rows, m = X.shape
+    for r in range(rows):
+        w = W[r // T, r % T]
+        for k in range(m):
+            Y[r, k] = X[r, k] + w
+
+
+@kernel(fast=True)
+def _position_backward(dW, dX, dY, T, need_dx):
+    """``dW[j, t] += Σ_k dY[j, t, k]`` and ``dX[j, t, k] += dY[j, t, k]`` (the input passes
+    straight through an addition). Shapes as :func:`_position_forward`."""
+    rows, m = dY.shape
+    for r in range(rows):
+        s = 0.0
+        for k in range(m):
+            s += dY[r, k]
+        dW[r // T, r % T] += s
+        if need_dx:
+            for k in range(m):
+                dX[r, k] += dY[r, k]

@@ -11,12 +11,15 @@ from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .core import (ACTIVATIONS, GELU, Activation, Dense, Dropout, Flatten, GELUTanh, Identity,
                    LeakyReLU, ReLU, Sigmoid, Softmax, Tanh)
 from .norm import BatchNorm, LayerNorm, Residual
+from .sequence import CausalSelfAttention, Embedding, PositionEmbedding, TiedOutput
 
 #: layer class name -> class (save/load)
 KINDS = {cls.__name__: cls for cls in (Dense, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, GELU,
                                        GELUTanh, Softmax, Flatten, Dropout, Conv2d, MaxPool2d,
-                                       AvgPool2d, BatchNorm, LayerNorm, Residual)}
+                                       AvgPool2d, BatchNorm, LayerNorm, Residual, Embedding,
+                                       PositionEmbedding, CausalSelfAttention, TiedOutput)}
 
-__all__ = ["ACTIVATIONS", "Activation", "AvgPool2d", "BatchNorm", "Conv2d", "Dense", "Dropout", "Flatten",
-           "GELU", "GELUTanh", "Identity", "KINDS", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2d",
-           "ReLU", "Residual", "Sigmoid", "Softmax", "Tanh"]
+__all__ = ["ACTIVATIONS", "Activation", "AvgPool2d", "BatchNorm", "CausalSelfAttention",
+           "Conv2d", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GELUTanh", "Identity",
+           "KINDS", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2d", "PositionEmbedding", "ReLU",
+           "Residual", "Sigmoid", "Softmax", "Tanh", "TiedOutput"]

@@ -26,6 +26,12 @@ class Layer:
     #: the output is the input seen in another shape (no copy, no gradient to pass)
     aliases_input: ClassVar[bool] = False
 
+    #: a layer class whose parameters this layer reads instead of owning any (the plan links
+    #: the row to the network's first layer of that class; :meth:`check_shared` checks it)
+    shares_params_of: ClassVar[type | None] = None
+    #: must be the network's first layer (its input is data without a gradient: token ids)
+    first_only: ClassVar[bool] = False
+
     in_shape: tuple[int, ...] | None = None
     out_shape: tuple[int, ...] | None = None
 
@@ -96,6 +102,14 @@ class Layer:
 
     def init_params(self, views: list[np.ndarray], rng: np.random.Generator, init: str) -> None:
         """Initialize this layer's parameter views in place."""
+
+    def check_shared(self, owner: "Layer") -> None:
+        """With ``shares_params_of``: raise ``ValueError`` when ``owner``'s parameters do not
+        fit this layer."""
+
+    def check_input(self, X: Any, name: str, dtype: Any) -> None:
+        """As the network's first layer: check the raw input ``X (*in_shape, m)`` before it is
+        converted to the network's dtype (token ids must be integers in range)."""
 
     # -- persistence and display -----------------------------------------------------------
 

@@ -15,8 +15,11 @@ from .base import Layer
 class Dense(Layer):
     """A fully connected layer (guide §5): ``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]``.
 
-    Parameters ``W (n_out, n_in)``, ``b (n_out,)``; input ``(n_in,)`` per example.
-    Caches ``A_prevᵀ`` (small layers' ``dW`` reads it); scratch ``dZᵀ`` and ``Wᵀ``.
+    Parameters ``W (n_out, n_in)``, ``b (n_out,)``; input ``(n_in,)`` per example, or
+    ``(n_in, T)``: a sequence, the same layer applied at every position ``t``
+    (``Z[i, t, k] = b[i] + Σ_j W[i, j] · A_prev[j, t, k]``, the product on the ``(n_in, T·m)``
+    view: GPT's projections and MLP). Caches ``A_prevᵀ`` (small layers' ``dW`` reads it);
+    scratch ``dZᵀ`` and ``Wᵀ``.
     """
 
     kind = _plan.DENSE
@@ -26,18 +29,20 @@ class Dense(Layer):
         self.n_out = _checks.check_positive_int(n_out, "n_out")
 
     def _build(self, in_shape):
-        self._need(in_shape, 1, "a vector (n_in,)")
+        if len(in_shape) != 2:  # (n_in, T): applied at every position
+            self._need(in_shape, 1, "a vector (n_in,) or a sequence (n_in, T)")
         self.n_in = in_shape[0]
-        self.cache_size = self.n_in  # A_prevᵀ
-        self.work_size = self.n_out  # dZᵀ
+        self.positions = int(np.prod(in_shape[1:]))
+        self.cache_size = self.n_in * self.positions  # A_prevᵀ
+        self.work_size = self.n_out * self.positions  # dZᵀ
         self.fixed_work_size = self.n_in * self.n_out  # Wᵀ
-        return (self.n_out,)
+        return (self.n_out, *in_shape[1:])
 
     def param_shapes(self):
         return [(self.n_out, self.n_in), (self.n_out,)]
 
     def ints(self):
-        return [self.n_in, self.n_out]
+        return [self.n_in, self.n_out, self.positions]
 
     def init_params(self, views, rng, init):
         W, b = views
@@ -66,7 +71,8 @@ class Activation(Layer):
         return in_shape
 
     def ints(self):
-        return [CODES[self.function]]
+        # the features (the first axis): softmax runs over them at every other index
+        return [CODES[self.function], self.in_shape[0]]
 
     def floats(self):
         return [getattr(self, "alpha", 0.01)]
@@ -127,12 +133,14 @@ class GELUTanh(Activation):
 
 class Softmax(Activation):
     """Softmax over each example's vector (fused with cross-entropy when it is last:
-    ``dZ = (P − Y)/m``, guide §9)."""
+    ``dZ = (P − Y)/m``, guide §9); over the first axis at every position of a sequence
+    ``(V, T)`` (a language model's next-token distributions)."""
 
     function = "softmax"
 
     def _build(self, in_shape):
-        self._need(in_shape, 1, "a vector of class scores")
+        if len(in_shape) != 2:
+            self._need(in_shape, 1, "a vector of class scores (n,) or one per position (n, T)")
         return in_shape
 
 
