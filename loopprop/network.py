@@ -478,7 +478,7 @@ class Network:
         ``(C, H, W, m)`` (seen flat: with examples last, the memory is the same); token ids
         ``(T, m)`` for a sequence model (checked by its first layer)."""
         shape, n0 = self.input_shape, self.input_size
-        self._rows[0].check_input(X, name, self.dtype)
+        X = self._rows[0].check_input(X, name, self.dtype)
         if len(shape) > 1:
             X = _checks.as_float_array(X, name, (2, len(shape) + 1), check_finite=False,
                                        hint=f"images are (C, H, W, m) = (*{shape}, m)")
@@ -566,7 +566,7 @@ class Network:
                               self.training, self.seed * 1048576 + self._forward_count,
                               use_threads(True))
         self._cache = (buf, m, self.training)
-        return self._output_view(buf, m).copy()
+        return self._output_view(buf, m).reshape(*self.output_shape, m).copy()
 
     def _check_batch_norm_batch(self, m: int, name: str) -> None:
         """Training-mode batch norm needs two values per channel (else the variance is 0)."""

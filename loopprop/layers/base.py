@@ -107,9 +107,11 @@ class Layer:
         """With ``shares_params_of``: raise ``ValueError`` when ``owner``'s parameters do not
         fit this layer."""
 
-    def check_input(self, X: Any, name: str, dtype: Any) -> None:
+    def check_input(self, X: Any, name: str, dtype: Any) -> Any:
         """As the network's first layer: check the raw input ``X (*in_shape, m)`` before it is
-        converted to the network's dtype (token ids must be integers in range)."""
+        converted to the network's dtype, and return it (token ids must be integers in range,
+        and become floats)."""
+        return X
 
     # -- persistence and display -----------------------------------------------------------
 

@@ -51,15 +51,15 @@ class Embedding(Layer):
     def init_params(self, views, rng, init):
         views[0][...] = rng.standard_normal(views[0].shape) * 0.02
 
-    def check_input(self, X, name: str, dtype) -> None:
+    def check_input(self, X, name: str, dtype):
         """The network's input must be token ids: integers in ``[0, V)`` (checked before any
-        compiled code runs)."""
+        compiled code runs); returned as floats, which the network's buffers hold."""
         X = np.asarray(X)
         if X.dtype.kind not in "iuf" or X.dtype == np.bool_:
             raise TypeError(f"{name}: expected integer token ids, got dtype {X.dtype}; encode "
                             "text with loopprop.text.CharTokenizer")
         if X.size == 0:
-            return
+            return X.astype(np.float64)
         if X.dtype.kind == "f":
             if not np.isfinite(X).all() or (X != np.round(X)).any():
                 raise TypeError(f"{name}: token ids must be integers, got non-integral values "
@@ -73,6 +73,7 @@ class Embedding(Layer):
         if self.vocab_size > _MAX_EXACT[np.dtype(dtype)]:  # pragma: no cover - 16 M tokens
             raise ValueError(f"{self!r}: {self.vocab_size} tokens do not fit exactly in "
                              f"{np.dtype(dtype).name}; use dtype='float64'")
+        return X.astype(np.float64)
 
     def config(self):
         return {"vocab_size": self.vocab_size, "n_embd": self.n_embd}
@@ -113,7 +114,7 @@ class PositionEmbedding(Layer):
         return [False]
 
     def ints(self):
-        return [self.d, self.T]
+        return [self.d, self.T, self.block_size]
 
     def init_params(self, views, rng, init):
         views[0][...] = rng.standard_normal(views[0].shape) * 0.01

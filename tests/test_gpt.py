@@ -1,0 +1,209 @@
+"""The GPT as a whole, as llm.c's ``test_gpt2.c`` checks it but tighter: a 2-layer model with
+the same weights as a reference GPT written here in PyTorch -- logits, loss and every
+parameter's gradient by name to 1e-9 in float64, then ten AdamW steps with equal losses.
+Also: the tuned attention kernels against the naive ones, the layers' bad-input errors."""
+
+import numpy as np
+import pytest
+from helpers import assert_close, torch_or_skip
+
+import loopprop as lp
+from loopprop import models
+from loopprop.layers import (CausalSelfAttention, Dense, Embedding, LayerNorm, PositionEmbedding,
+                             TiedOutput)
+
+V, BLOCK, N_LAYER, N_HEAD, N_EMBD = 11, 8, 2, 2, 12
+
+
+def reference_gpt(torch, net):
+    """GPT-2 written plainly in PyTorch (nanoGPT's structure, batch first), its parameters
+    copied from ``net`` (our layout converted); returns ``(forward, params by our name)``."""
+    F = torch.nn.functional
+    t = {}
+
+    def take(name, array, transpose=False):
+        a = np.asarray(array, np.float64)
+        t[name] = torch.tensor(a.T.copy() if transpose else a.copy(), requires_grad=True)
+        return t[name]
+
+    rows = net.rows
+    emb = next(v for v in rows if isinstance(v, Embedding))
+    pos = next(v for v in rows if isinstance(v, PositionEmbedding))
+    wte = take("E", emb.E, transpose=True)  # (V, d)
+    wpe = take("P", pos.W, transpose=True)  # (T_max, d)
+    blocks = []
+    lns = [v for v in rows if isinstance(v, LayerNorm)]
+    atts = [v for v in rows if isinstance(v, CausalSelfAttention)]
+    dense = [v for v in rows if isinstance(v, Dense)]
+    for i in range(N_LAYER):
+        ln1, ln2 = lns[2 * i], lns[2 * i + 1]
+        att, fc, proj = atts[i], dense[2 * i], dense[2 * i + 1]
+        blocks.append({
+            "ln1": (take(f"ln1_{i}.g", ln1.gamma), take(f"ln1_{i}.b", ln1.beta)),
+            "qkv": (take(f"att{i}.Wqkv", att.W_qkv), take(f"att{i}.bqkv", att.b_qkv)),
+            "o": (take(f"att{i}.Wo", att.W_o), take(f"att{i}.bo", att.b_o)),
+            "ln2": (take(f"ln2_{i}.g", ln2.gamma), take(f"ln2_{i}.b", ln2.beta)),
+            "fc": (take(f"fc{i}.W", fc.W), take(f"fc{i}.b", fc.b)),
+            "proj": (take(f"proj{i}.W", proj.W), take(f"proj{i}.b", proj.b)),
+        })
+    lnf = (take("lnf.g", lns[-1].gamma), take("lnf.b", lns[-1].beta))
+
+    def forward(ids):  # ids (B, T) -> logits (B, T, V)
+        B, T = ids.shape
+        x = wte[ids] + wpe[:T]
+        for b in blocks:
+            h = F.layer_norm(x, (N_EMBD,), *b["ln1"], eps=1e-5)
+            q, k, v = F.linear(h, *b["qkv"]).split(N_EMBD, dim=2)
+            q, k, v = (a.view(B, T, N_HEAD, N_EMBD // N_HEAD).transpose(1, 2) for a in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = y.transpose(1, 2).contiguous().view(B, T, N_EMBD)
+            x = x + F.linear(y, *b["o"])
+            h = F.layer_norm(x, (N_EMBD,), *b["ln2"], eps=1e-5)
+            x = x + F.linear(F.gelu(F.linear(h, *b["fc"]), approximate="tanh"), *b["proj"])
+        x = F.layer_norm(x, (N_EMBD,), *lnf, eps=1e-5)
+        return x @ wte.T  # tied output layer
+
+    return forward, t
+
+
+def our_grads(net):
+    """Our gradients under the reference's names, converted to its layout."""
+    rows = net.rows
+    emb = next(v for v in rows if isinstance(v, Embedding))
+    pos = next(v for v in rows if isinstance(v, PositionEmbedding))
+    out = {"E": emb.dE.T, "P": pos.dW.T}
+    lns = [v for v in rows if isinstance(v, LayerNorm)]
+    atts = [v for v in rows if isinstance(v, CausalSelfAttention)]
+    dense = [v for v in rows if isinstance(v, Dense)]
+    for i in range(N_LAYER):
+        ln1, ln2 = lns[2 * i], lns[2 * i + 1]
+        att, fc, proj = atts[i], dense[2 * i], dense[2 * i + 1]
+        out.update({f"ln1_{i}.g": ln1.dgamma, f"ln1_{i}.b": ln1.dbeta,
+                    f"att{i}.Wqkv": att.dW_qkv, f"att{i}.bqkv": att.db_qkv,
+                    f"att{i}.Wo": att.dW_o, f"att{i}.bo": att.db_o,
+                    f"ln2_{i}.g": ln2.dgamma, f"ln2_{i}.b": ln2.dbeta,
+                    f"fc{i}.W": fc.dW, f"fc{i}.b": fc.db, f"proj{i}.W": proj.dW,
+                    f"proj{i}.b": proj.db})
+    out.update({"lnf.g": lns[-1].dgamma, "lnf.b": lns[-1].dbeta})
+    return out
+
+
+def batch(rng, m, T=BLOCK):
+    seq = rng.integers(0, V, (T + 1, m))
+    return seq[:-1], seq[1:]  # inputs and next tokens, (T, m) each
+
+
+def test_gpt_matches_reference_pytorch_model(rng):
+    """Logits, loss and every parameter gradient by name, float64, to 1e-9."""
+    torch = torch_or_skip()
+    net = models.gpt(V, BLOCK, N_LAYER, N_HEAD, N_EMBD, dtype="float64", seed=3)
+    for layer in net.rows:  # nonzero biases and gains, so that their gradients are tested
+        for name in (layer.param_names if layer.n_params else ()):
+            if name.startswith("b") or name == "gamma":
+                arr = getattr(layer, name)
+                arr[...] = arr + 0.1 * rng.standard_normal(arr.shape)
+    X, Y = batch(rng, 3)
+    forward, params = reference_gpt(torch, net)
+    logits = forward(torch.tensor(X.T))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.tensor(Y.T).reshape(-1))
+    loss.backward()
+    P = net.forward(X)  # (V, T, m) probabilities
+    assert_close("probabilities", P,
+                 torch.softmax(logits, -1).detach().numpy().transpose(2, 1, 0), 1e-9)
+    net.zero_grad()
+    ours = net.backward(Y)
+    assert abs(ours - loss.item()) <= 1e-9 * abs(loss.item())
+    grads = our_grads(net)
+    assert set(grads) == set(params)
+    for name, g in grads.items():
+        assert_close(name, g, params[name].grad.numpy(), 1e-9)
+
+
+def test_gpt_adamw_steps_match_pytorch(rng):
+    """Ten AdamW steps (decay on the weight matrices and the token embedding only, clipping,
+    as our defaults): every loss equal to 1e-9."""
+    torch = torch_or_skip()
+    net = models.gpt(V, BLOCK, N_LAYER, N_HEAD, N_EMBD, dtype="float64", seed=4)
+    X, Y = batch(rng, 5)
+    forward, params = reference_gpt(torch, net)
+    decay = [p for n, p in params.items() if n in ("E",) or n.endswith(("W", "Wqkv", "Wo"))]
+    rest = [p for n, p in params.items() if not any(p is q for q in decay)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": rest, "weight_decay": 0.0}], lr=3e-3,
+                            betas=(0.9, 0.95), eps=1e-8)
+    ids, labels = torch.tensor(X.T), torch.tensor(Y.T).reshape(-1)
+    ref = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(forward(ids).reshape(-1, V), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        opt.step()
+        ref.append(loss.item())
+    hist = net.fit(X, Y, epochs=10, batch_size=5, optimizer="adamw", lr=3e-3, beta1=0.9,
+                   beta2=0.95, weight_decay=0.1, clip_grad_norm=1.0, shuffle=False,
+                   progress=False)
+    assert_close("losses", hist["loss"], ref, 1e-9)
+    assert ref[-1] < ref[0]
+
+
+def test_untied_gpt_gradients_match_finite_differences(rng):
+    net = models.gpt(7, 4, 1, 2, 4, tie_weights=False, dtype="float64", seed=1)
+    X, Y = batch(np.random.default_rng(5), 2, T=4)
+    X, Y = X % 7, Y % 7
+    assert lp.gradcheck(net, X, Y) < 1e-6
+
+
+def test_tied_gpt_gradients_match_finite_differences(rng):
+    net = models.gpt(7, 4, 1, 2, 4, dtype="float64", seed=1)
+    X, Y = batch(np.random.default_rng(6), 2, T=4)
+    assert lp.gradcheck(net, X % 7, Y % 7) < 1e-6
+
+
+def test_gpt_is_bitwise_reproducible_across_thread_counts(rng):
+    import numba
+
+    X, Y = batch(rng, 8)
+    weights = []
+    for threads in (1, 2):
+        if threads > numba.config.NUMBA_NUM_THREADS:
+            pytest.skip("one thread only")
+        numba.set_num_threads(threads)
+        try:
+            net = models.gpt(V, BLOCK, N_LAYER, N_HEAD, N_EMBD, dtype="float32", seed=0)
+            net.fit(X, Y, epochs=3, batch_size=4, optimizer="adamw", lr=1e-3, progress=False)
+            weights.append(net._theta.copy())
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert np.array_equal(weights[0], weights[1])
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_bad_ids_and_shapes_get_clear_errors(rng):
+    net = models.gpt(V, BLOCK, 1, 2, 4, dtype="float64")
+    X, Y = batch(rng, 2)
+    with pytest.raises(ValueError, match=r"token id 11 is outside the vocabulary \[0, 11\)"):
+        net.forward(np.where(np.arange(X.size).reshape(X.shape) == 3, V, X))
+    with pytest.raises(TypeError, match="token ids must be integers"):
+        net.forward(X + 0.5)
+    with pytest.raises(ValueError, match=r"expected 8 rows"):
+        net.forward(np.zeros((BLOCK + 1, 2), np.int64))
+    with pytest.raises(ValueError, match=r"expected labels of shape \(8, 2\)"):
+        net.forward(X)
+        net.backward(Y[:, :1])
+    with pytest.raises(ValueError, match="not divisible by n_head"):
+        models.gpt(V, BLOCK, 1, 3, 4)
+    with pytest.raises(ValueError, match="must be the first layer"):
+        lp.Network([Dense(4), Embedding(3, 2), TiedOutput(3), lp.layers.Softmax()],
+                   "cross_entropy", input_shape=(4,))
+    with pytest.raises(ValueError, match="longer than block_size=4"):
+        lp.Network([Embedding(3, 2), PositionEmbedding(4), TiedOutput(3), lp.layers.Softmax()],
+                   "cross_entropy", input_shape=(5,))
+    with pytest.raises(ValueError, match="reads the matrix E"):
+        lp.Network([Embedding(3, 2), TiedOutput(4), lp.layers.Softmax()], "cross_entropy",
+                   input_shape=(5,))
+    with pytest.raises(ValueError, match="the network has none"):
+        lp.Network([Dense(2), TiedOutput(4), lp.layers.Softmax()], "cross_entropy",
+                   input_shape=(2, 5))
