@@ -17,6 +17,7 @@ import math
 import os
 import time
 import zipfile
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -680,6 +681,123 @@ class Network:
 
         ``fit`` trains in training mode and leaves the network's mode as it found it.
         """
+        o = self._fit_options(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+            momentum=momentum, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            decay_all=decay_all, clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs, step_epochs=step_epochs, lr_gamma=lr_gamma)
+        X = self._check_X(X)
+        n = X.shape[1]
+        Yf, labels, one_hot = self._check_targets(y, n, "y")
+        val = self._check_validation(validation)
+        bs = min(o.batch_size, n)
+        self._check_batch_norm_batch(bs, "batch_size")
+        if n % bs:
+            self._check_batch_norm_batch(n % bs, f"the last batch ({n} examples, batch_size "
+                                         f"{bs}); batch_size")
+        n_batches = -(-n // bs)
+        buf = self._fit_buffers(bs)
+        opt, decay = self._optimizer(o, n_batches)
+        perm = np.arange(n, dtype=np.int64)
+        Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
+        labbuf = np.zeros(labels.shape[0] * bs, np.int64)
+        par = use_threads(parallel)
+        rng = np.random.default_rng(o.seed) if shuffle else None
+        scratch = self._fit_scratch
+        XT = scratch.get("XT")
+        if XT is None or XT.shape[0] != n:
+            XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
+        _transpose(XT, X)  # one example per row: minibatch gathers copy rows
+
+        def epoch(gnorm, dropout_seed):
+            shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
+            return _train._train_epoch(
+                self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
+                opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
+                _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
+                bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
+                labbuf, buf.col1, buf.col2, gnorm, dropout_seed, par)
+
+        per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
+                           labels.shape[0])  # every output position of a sequence counts
+        try:
+            return self._epochs(o, epoch, opt, n, per_example, n_batches, val, progress)
+        finally:
+            if XT.nbytes > _KEEP_XT_BYTES:
+                scratch.pop("XT", None)  # a large copy of the data is not worth keeping
+
+    def fit_text(self, ids: Any, *, epochs: int = 10, steps_per_epoch: int = 100,
+                 batch_size: int = 16, lr: float = 1e-3, optimizer: str = "adamw",
+                 seed: int = 0, progress: bool = True, validation: Any = None,
+                 beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
+                 weight_decay: float | None = 0.1, decay_all: bool = False,
+                 clip_grad_norm: float | None = 1.0, lr_schedule: str = "cosine",
+                 warmup_epochs: float = 0, parallel: bool = True) -> dict[str, list]:
+        """Train a language model (an :class:`~loopprop.layers.Embedding` first, one
+        distribution per position last: :func:`loopprop.models.gpt`) on a corpus of token ids.
+
+        Each step draws ``batch_size`` windows of ``T`` tokens at random offsets *inside the
+        compiled epoch* (loopprop's own generator, seeded from ``seed`` and the epoch): the
+        inputs are ``ids[s : s + T]``, the labels the next token at each position,
+        ``ids[s + 1 : s + T + 1]``. An epoch is ``steps_per_epoch`` steps, in one compiled call.
+
+        Parameters
+        ----------
+        ids : 1-D integer token ids (:meth:`loopprop.text.CharTokenizer.encode`), longer than
+            the block ``T``
+        validation : optional 1-D ids held out; after every epoch the mean loss over its
+            non-overlapping windows (``val_loss``, in nats per token)
+        optimizer, lr, beta1, beta2, eps, weight_decay, decay_all, clip_grad_norm,
+        lr_schedule, warmup_epochs : as :meth:`fit`; the defaults are GPT training's (AdamW,
+            β₂ = 0.95, λ = 0.1 on the weight matrices and token embedding, clipping at 1,
+            cosine schedule)
+
+        Returns
+        -------
+        history : per-epoch lists ``loss``, ``accuracy`` (next-token accuracy over every
+            position), ``val_loss`` (with validation), ``grad_norm``, ``lr``, ``time`` and
+            ``tokens_per_s`` (training positions per second).
+        """
+        o = self._fit_options(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+            momentum=0.9, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            decay_all=decay_all, clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs, step_epochs=1, lr_gamma=0.1)
+        steps = _checks.check_positive_int(steps_per_epoch, "steps_per_epoch")
+        T = self._sequence_model("fit_text")
+        corpus = self._check_ids(ids, "ids", T + 1)
+        val = None
+        if validation is not None:
+            windows = self._windows(self._check_ids(validation, "validation", T + 1), T)
+            val = (self._check_X(windows[0], "validation"),
+                   *self._check_targets(windows[1], windows[0].shape[1], "validation"))
+        bs = o.batch_size
+        buf = self._fit_buffers(bs)
+        opt, decay = self._optimizer(o, steps)
+        Ybuf = np.zeros(1, self.dtype)
+        labbuf = np.zeros(T * bs, np.int64)
+        par = use_threads(parallel)
+        window_rng = np.random.default_rng([o.seed, 2])
+
+        def epoch(gnorm, dropout_seed):
+            return _train._train_text_epoch(
+                self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
+                opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
+                _train.LOSS_CODES[self.loss], corpus, steps,
+                int(window_rng.integers(0, 2**62)), bs, buf.acts, buf.dacts, buf.cache,
+                buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2, gnorm,
+                dropout_seed, par)
+
+        hist = self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress)
+        hist["tokens_per_s"] = [steps * bs * T / t for t in hist["time"]]
+        return hist
+
+    # -- fit's pieces -------------------------------------------------------------------------
+
+    def _fit_options(self, *, epochs, batch_size, lr, optimizer, seed, momentum, beta1, beta2,
+                     eps, weight_decay, decay_all, clip_grad_norm, lr_schedule, warmup_epochs,
+                     step_epochs, lr_gamma) -> SimpleNamespace:
+        """fit's options, each checked (a clear error names the argument)."""
         epochs = _checks.check_positive_int(epochs, "epochs")
         batch_size = _checks.check_positive_int(batch_size, "batch_size")
         lr = _checks.check_lr(lr)
@@ -715,38 +833,43 @@ class Network:
         lr_gamma = _checks.check_fraction(lr_gamma, "lr_gamma", 0.0, 1.0, lo_open=True,
                                           hi_open=False,
                                           example=" such as 0.1 (the step schedule's factor)")
-        X = self._check_X(X)
-        n = X.shape[1]
-        Yf, labels, one_hot = self._check_targets(y, n, "y")
-        val = None
-        if validation is not None:
-            if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
-                raise TypeError("validation: expected a pair (X_val, y_val)")
-            Xv = self._check_X(validation[0], "validation X")
-            val = (Xv, *self._check_targets(validation[1], Xv.shape[1], "validation y"))
-        bs = min(batch_size, n)
-        self._check_batch_norm_batch(bs, "batch_size")
-        if n % bs:
-            self._check_batch_norm_batch(n % bs, f"the last batch ({n} examples, batch_size "
-                                         f"{bs}); batch_size")
-        scratch = self._fit_scratch
-        buf = scratch.get("buffers")
+        return SimpleNamespace(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+            beta=momentum if optimizer == "momentum" else beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, decay_all=decay_all, clip=clip, lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs, step_epochs=step_epochs, lr_gamma=lr_gamma)
+
+    def _check_validation(self, validation):
+        if validation is None:
+            return None
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise TypeError("validation: expected a pair (X_val, y_val)")
+        Xv = self._check_X(validation[0], "validation X")
+        return (Xv, *self._check_targets(validation[1], Xv.shape[1], "validation y"))
+
+    def _fit_buffers(self, bs: int):
+        """The batch buffers for batches of ``bs``, kept between fit calls."""
+        buf = self._fit_scratch.get("buffers")
         if buf is None or buf.m != bs:
-            buf = scratch["buffers"] = _plan.Buffers(self._layout, bs, self.dtype)
-        beta = momentum if optimizer == "momentum" else beta1
-        n_batches = -(-n // bs)
+            buf = self._fit_scratch["buffers"] = _plan.Buffers(self._layout, bs, self.dtype)
+        return buf
+
+    def _optimizer(self, o, n_batches: int):
+        """The optimizer's state for ``o.epochs`` epochs of ``n_batches`` steps, and the
+        weight-decay mask."""
         opt = _train.OptimizerState(
-            optimizer, self._theta.size, self.dtype, lr, beta, beta2, eps, weight_decay, clip,
-            lr_schedule, warmup=int(round(warmup_epochs * n_batches)), total=epochs * n_batches,
-            step_size=step_epochs * n_batches, gamma=lr_gamma)
-        decay = self._decay_mask(decay_all)
-        perm = np.arange(n, dtype=np.int64)
-        Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
-        labbuf = np.zeros(labels.shape[0] * bs, np.int64)
-        par = use_threads(parallel)
+            o.optimizer, self._theta.size, self.dtype, o.lr, o.beta, o.beta2, o.eps,
+            o.weight_decay, o.clip, o.lr_schedule,
+            warmup=int(round(o.warmup_epochs * n_batches)), total=o.epochs * n_batches,
+            step_size=o.step_epochs * n_batches, gamma=o.lr_gamma)
+        return opt, self._decay_mask(o.decay_all)
+
+    def _epochs(self, o, epoch, opt, n: int, per_example: int, n_batches: int, val,
+                progress: bool) -> dict[str, list]:
+        """Run ``epoch(gnorm, dropout_seed)`` (one compiled epoch, returning ``(Σ loss × batch
+        size, correct, step count, last rate)``) ``o.epochs`` times: the history, the progress
+        bar, validation and the divergence check."""
         classify = self.loss != "mse"
-        per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
-                           labels.shape[0])  # every output position of a sequence counts
         hist: dict[str, list] = {"loss": [], "grad_norm": [], "lr": [], "time": []}
         if classify:
             hist["accuracy"] = []
@@ -754,26 +877,15 @@ class Network:
             hist["val_loss"] = []
             if classify:
                 hist["val_accuracy"] = []
-        bar = _train.Progress(epochs, progress)
-        rng = np.random.default_rng(seed) if shuffle else None
+        bar = _train.Progress(o.epochs, progress)
         # dropout masks: their own stream of seeds, so that shuffle=False keeps them random
-        drop_rng = np.random.default_rng([seed, 1])
-        XT = scratch.get("XT")
-        if XT is None or XT.shape[0] != n:
-            XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
-        _transpose(XT, X)  # one example per row: minibatch gathers copy rows
+        drop_rng = np.random.default_rng([o.seed, 1])
         try:
-            for epoch in range(1, epochs + 1):
+            for e in range(1, o.epochs + 1):
                 t0 = time.perf_counter()
                 gnorm = np.zeros(len(self._rows), np.float64)
-                shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
                 dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
-                total, correct, opt.t, last_lr = _train._train_epoch(
-                    self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
-                    opt.opt2, decay, _train.OPTIMIZERS[optimizer], opt.hyper, opt.t,
-                    _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
-                    bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
-                    labbuf, buf.col1, buf.col2, gnorm, dropout_seed, par)
+                total, correct, opt.t, last_lr = epoch(gnorm, dropout_seed)
                 hist["time"].append(time.perf_counter() - t0)
                 hist["lr"].append(float(last_lr))
                 hist["loss"].append(total / n)
@@ -789,14 +901,44 @@ class Network:
                     if classify:
                         hist["val_accuracy"].append(ev["accuracy"])
                         info["val_acc"] = ev["accuracy"]
-                self._check_diverged(epoch, total / n, lr)
-                bar.update(epoch, info)
+                self._check_diverged(e, total / n, o.lr)
+                bar.update(e, info)
         finally:
             bar.close()
-            if XT.nbytes > _KEEP_XT_BYTES:
-                scratch.pop("XT", None)  # a large copy of the data is not worth keeping
         self.history = hist
         return hist
+
+    def _sequence_model(self, what: str) -> int:
+        """``T`` for a language model (token ids in, a distribution per position out)."""
+        from .layers import Embedding
+
+        if not (isinstance(self._rows[0], Embedding) and len(self.output_shape) == 2
+                and self.loss == "cross_entropy"):
+            raise TypeError(f"{what}: needs a language model (an Embedding first, a "
+                            "distribution per position last, cross-entropy): build one with "
+                            "loopprop.models.gpt")
+        return self.input_shape[0]
+
+    def _check_ids(self, ids: Any, name: str, minimum: int) -> np.ndarray:
+        """A 1-D corpus of token ids in the embedding's vocabulary, at least ``minimum`` long."""
+        arr = np.asarray(ids)
+        if arr.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D array of token ids (a corpus), got shape "
+                             f"{arr.shape}")
+        if arr.shape[0] < minimum:
+            raise ValueError(f"{name}: {arr.shape[0]} tokens are too few for windows of "
+                             f"{minimum - 1} tokens and their next tokens (at least {minimum} "
+                             "needed); use a longer text or a smaller block_size")
+        self._rows[0].check_input(arr, name, self.dtype)
+        return np.ascontiguousarray(arr, dtype=np.int64)
+
+    @staticmethod
+    def _windows(ids: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+        """Non-overlapping windows of ``ids``: inputs and next tokens, ``(T, n)`` each."""
+        n = (ids.shape[0] - 1) // T
+        X = ids[:n * T].reshape(n, T).T
+        Y = ids[1:n * T + 1].reshape(n, T).T
+        return np.ascontiguousarray(X), np.ascontiguousarray(Y)
 
     def _check_diverged(self, epoch: int, loss: float, lr: float) -> None:
         """Raise ``FloatingPointError`` when the loss, a parameter or a gradient is NaN or Inf
@@ -826,7 +968,8 @@ class Network:
         """The loss (and outputs) over X in chunks; evaluation mode unless ``training`` (one
         chunk then: batch statistics are the whole batch's)."""
         n = X.shape[1]
-        chunk = n if training else min(n, 1024)
+        positions = int(np.prod(self.output_shape[1:]))  # a sequence's columns per example
+        chunk = n if training else min(n, max(1, 1024 // positions))
         buf = _plan.Buffers(self._layout, chunk, self.dtype)
         out = np.empty((int(np.prod(self.output_shape)), n), self.dtype)
         Ybuf = np.zeros(max(Yf.shape[0] * chunk, 1), self.dtype)

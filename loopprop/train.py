@@ -38,7 +38,7 @@ from .kernels.optim import (SCHEDULES, _adam, _adamw, _add_weight_decay, _clip_g
                             _momentum, _scheduled_lr, _sgd)
 from .kernels.pool import (_avgpool2d_backward, _avgpool2d_forward, _maxpool2d_backward,
                            _maxpool2d_forward)
-from .kernels.rng import _shuffle
+from .kernels.rng import _below, _shuffle
 from .kernels.views import borrowed_flat, borrowed_image, borrowed_matrix
 from .plan import (ACTIVATION, ATTENTION, AVGPOOL2D, BATCHNORM, C_OFF, CONV2D, DENSE, DROPOUT,
                    EMBEDDING, H0, IC_OFF, IN2_OFF, IN_OFF, IN_SIZE, KIND, LAYERNORM, MAXPOOL2D,
@@ -534,25 +534,49 @@ def _gather_labels(labbuf, labels, perm, start, mb):
 
 
 @kernel
+def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
+                loss_code, Yb, lab, one_hot, mb, acts, dacts, cache, icache, work, fwork, col1,
+                col2, grad_norm, seed, threads):
+    """One optimizer step on the batch already in ``acts`` (``A^(0)``, ``mb`` examples) with
+    its targets ``Yb`` / labels ``lab``: forward through the plan (§5–§6), loss and seed (§9),
+    zero the gradients (§12), backward through the plan (§6), update (§10, with the
+    schedule's rate for step ``t``). Returns ``(batch loss, correct predictions, rate)``;
+    ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's weights (before clipping)."""
+    L = plan.shape[0]
+    fused = _fused(loss_code)
+    n_fwd = L - 1 if fused else L
+    _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_fwd,
+                   runtime_flag(True), seed, threads)
+    _zero(dacts)
+    loss = _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
+    correct = 0
+    if fused:
+        correct = _count_correct(_logits(plan, acts, mb), loss_code, Yb, lab, one_hot)
+    _zero(grad)
+    _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                    mb, n_fwd - 1, runtime_flag(True), threads)
+    for r in range(L):
+        if plan[r, W_SIZE] > 0:
+            grad_norm[r] += math.sqrt(_sum_squares(grad, plan[r, P_OFF], plan[r, W_SIZE]))
+    lr = _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t)
+    return loss, correct, lr
+
+
+@kernel
 def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                  loss_code, XT, Y, labels, one_hot, perm, shuffle_seed, batch_size, acts, dacts,
                  cache, icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm, dropout_seed,
                  threads):
     """One epoch of minibatch training, entirely compiled.
 
-    Per batch: gather the (shuffled) examples, forward through the plan (§5–§6), loss and seed
-    (§9), zero the gradients (§12), backward through the plan (§6), update (§10, with the
-    schedule's rate for this step). The last, partial batch is used, not dropped. ``XT`` is X
-    transposed, ``(n, n_0)``; ``t`` counts the optimizer steps taken before this epoch.
-    Returns ``(Σ batch loss × batch size, correct predictions, step count, last rate)``;
-    ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's weights for every batch (before
-    clipping).
+    Per batch: gather the (shuffled) examples and take one :func:`_train_step`. The last,
+    partial batch is used, not dropped. ``XT`` is X transposed, ``(n, n_0)``; ``t`` counts the
+    optimizer steps taken before this epoch. Returns ``(Σ batch loss × batch size, correct
+    predictions, step count, last rate)``; ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's
+    weights for every batch (before clipping).
     """
     n = XT.shape[0]
-    L = plan.shape[0]
     n0 = XT.shape[1]
-    fused = _fused(loss_code)
-    n_fwd = L - 1 if fused else L
     if shuffle_seed >= 0:
         _shuffle(perm, shuffle_seed)  # Fisher–Yates on loopprop's own generator (kernels/rng.py)
     total = 0.0
@@ -565,21 +589,53 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         _gather(Yb, Y, perm, start)
         lab = _gather_labels(labbuf, labels, perm, start, mb)
-        _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_fwd,
-                       runtime_flag(True), dropout_seed * 1048576 + batch, threads)
-        _zero(dacts)
-        total += mb * _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
-        if fused:
-            correct += _count_correct(_logits(plan, acts, mb), loss_code, Yb, lab, one_hot)
-        _zero(grad)
-        _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
-                        mb, n_fwd - 1, runtime_flag(True), threads)
-        for r in range(L):
-            if plan[r, W_SIZE] > 0:
-                grad_norm[r] += math.sqrt(_sum_squares(grad, plan[r, P_OFF], plan[r, W_SIZE]))
-        lr = _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t)
+        loss, right, lr = _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay,
+                                      opt_code, hyper, t, loss_code, Yb, lab, one_hot, mb, acts,
+                                      dacts, cache, icache, work, fwork, col1, col2, grad_norm,
+                                      dropout_seed * 1048576 + batch, threads)
+        total += mb * loss
+        correct += right
         t += 1
         batch += 1
+    return total, correct, t, lr
+
+
+@kernel
+def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
+                      loss_code, corpus, n_steps, window_seed, batch_size, acts, dacts, cache,
+                      icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm, dropout_seed,
+                      threads):
+    """``n_steps`` steps of a language model on random windows of ``corpus`` (token ids, int),
+    entirely compiled: each batch draws ``batch_size`` start offsets ``s`` uniformly (loopprop's
+    own generator seeded with ``window_seed``), puts ``corpus[s : s + T]`` in column ``k`` of
+    ``A^(0) (T, mb)`` and ``corpus[s + 1 : s + T + 1]`` in the labels (the next token at
+    every position), then takes one :func:`_train_step`. Returns as :func:`_train_epoch`
+    (``correct`` counts positions)."""
+    T = plan[0, IN_SIZE]
+    mb = batch_size
+    rng = np.empty(1, np.uint64)
+    rng[0] = np.uint64(window_seed)
+    span = corpus.shape[0] - T  # the last window's labels end at the corpus's last token
+    X0 = _view(acts, 0, T, mb)
+    Yb = _view(Ybuf, 0, 0, mb)
+    lab = labbuf[:T * mb]
+    total = 0.0
+    correct = 0
+    lr = hyper[LR]
+    for step in range(n_steps):
+        for k in range(mb):
+            s = _below(rng, span)
+            for i in range(T):
+                X0[i, k] = corpus[s + i]
+                lab[i * mb + k] = corpus[s + i + 1]
+        loss, right, lr = _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay,
+                                      opt_code, hyper, t, loss_code, Yb, lab,
+                                      runtime_flag(False), mb, acts, dacts, cache, icache, work,
+                                      fwork, col1, col2, grad_norm,
+                                      dropout_seed * 1048576 + step, threads)
+        total += mb * loss
+        correct += right
+        t += 1
     return total, correct, t, lr
 
 

@@ -259,6 +259,24 @@ def _tanh_fast(z, exp_degree=13, expm1_degree=15):
     return y if z >= 0 else -y
 
 
+@kernel(inline=True)
+def _gelu_tanh_fast(z, exp_degree, expm1_degree):
+    """GPT-2's GELU, ``½z(1 + tanh u)`` with ``u = √(2/π)(z + 0.044715z³)``, through the
+    vectorizable :func:`_tanh_fast` (float64 arithmetic)."""
+    x = np.float64(z)
+    u = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
+    return 0.5 * x * (1.0 + _tanh_fast(u, exp_degree, expm1_degree))
+
+
+@kernel(inline=True)
+def _gelu_tanh_prime_fast(z, exp_degree, expm1_degree):
+    """Its derivative, ``½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)`` with ``t = tanh u``."""
+    x = np.float64(z)
+    t = _tanh_fast(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x), exp_degree, expm1_degree)
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (
+        1.0 + 3.0 * _GELU_C * x * x)
+
+
 @kernel
 def _activation_forward_tuned(A, Z, code, alpha):
     """``A = f(Z)`` (guide §5, §8), tuned: one flat, vectorizable loop per activation.
@@ -297,7 +315,13 @@ def _activation_forward_tuned(A, Z, code, alpha):
     elif code == LEAKY_RELU:
         for p in range(n):
             a[p] = alpha * z[p] if z[p] <= 0 else z[p]
-    elif code == GELU or code == GELU_TANH:
+    elif code == GELU_TANH and single:
+        for p in range(n):
+            a[p] = _gelu_tanh_fast(z[p], _EXP_DEGREE_F32, _EXPM1_DEGREE_F32)
+    elif code == GELU_TANH:
+        for p in range(n):
+            a[p] = _gelu_tanh_fast(z[p], 13, 15)
+    elif code == GELU:
         for p in range(n):
             a[p] = _f(z[p], code, alpha)
     else:
@@ -356,7 +380,15 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc):
             zp = z[p]
             prev = dz[p] if acc else 0.0
             dz[p] = prev + da[p] * (1.0 if zp > 0 else (alpha if zp <= 0 else zp))
-    elif code == GELU or code == GELU_TANH:
+    elif code == GELU_TANH and z.itemsize == 4:
+        for p in range(n):
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p] * _gelu_tanh_prime_fast(z[p], _EXP_DEGREE_F32, _EXPM1_DEGREE_F32)
+    elif code == GELU_TANH:
+        for p in range(n):
+            prev = dz[p] if acc else 0.0
+            dz[p] = prev + da[p] * _gelu_tanh_prime_fast(z[p], 13, 15)
+    elif code == GELU:
         for p in range(n):
             prev = dz[p] if acc else 0.0
             dz[p] = prev + da[p] * _fprime(z[p], a[p], code, alpha)
