@@ -152,12 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{r['optimizer']} lr {r['lr']:g}.")
     t.add_argument("--dataset", default="digits", choices=list(DATASETS),
                    help="dataset (default: digits)")
-    t.add_argument("--model", default="mlp", choices=["mlp", "cnn", "resnet"],
+    t.add_argument("--model", default="mlp", choices=["mlp", "cnn", "resnet", "gpt"],
                    help="mlp: dense layers (--hidden); cnn: a convolutional network on the "
                    "images of digits (adamw lr 0.004, weight decay 0.1, cosine, 100 epochs) or "
                    "mnist5k (LeNet-sized; adam lr 0.001, batch 64, 10 epochs); resnet: a "
                    "residual CNN with batch norm on the same images (adamw lr 0.005, cosine; "
-                   "30 epochs on digits, 5 on mnist5k)")
+                   "30 epochs on digits, 5 on mnist5k); gpt: a character-level GPT on --text "
+                   "(default: the standard library's .py sources), float32, adamw lr 0.002, "
+                   "β₂ 0.95, weight decay 0.1, warm-up + cosine, clipping at 1, batch 16, "
+                   "5 epochs of --steps-per-epoch 200 steps")
     t.add_argument("--hidden", type=_int_list, default=None,
                    help="hidden layer sizes, e.g. 128 or 128-64 (default: 512 with "
                    "cross-entropy, 64 with mse)")
@@ -188,13 +191,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of linear warm-up of the rate (default 0)")
     t.add_argument("--clip-grad-norm", type=_float, default=None,
                    help="clip the gradient's global norm to this value before each step")
+    g = t.add_argument_group("gpt (with --model gpt)")
+    g.add_argument("--text", metavar="PATH", help="a UTF-8 text file to train on (default: the "
+                   "standard library's .py sources; the last 10%% is held out)")
+    g.add_argument("--block-size", type=_positive_int, default=64, help="context length T "
+                   "(default 64)")
+    g.add_argument("--n-layer", type=_positive_int, default=4, help="blocks (default 4)")
+    g.add_argument("--n-head", type=_positive_int, default=4, help="attention heads (default 4)")
+    g.add_argument("--n-embd", type=_positive_int, default=128, help="width (default 128)")
+    g.add_argument("--steps-per-epoch", type=_positive_int, default=200,
+                   help="optimizer steps per epoch, each on --batch-size random windows "
+                   "(default 200)")
+    g.add_argument("--val-tokens", type=_positive_int, default=65536,
+                   help="held-out tokens scored after every epoch (default 65536)")
     t.add_argument("--seed", type=_seed, default=0, help="seed for weights and shuffling")
-    t.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    t.add_argument("--dtype", default=None, choices=["float64", "float32"],
+                   help="default float64 (float32 for gpt)")
     t.add_argument("--save", metavar="PATH", help="save the trained model (.npz is added if "
                    "missing)")
     t.add_argument("--plot", metavar="PNG", help="plot loss, accuracy and gradient norms "
                    "per epoch (needs matplotlib)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sm = sub.add_parser("sample", help="generate text from a GPT saved by train --model gpt",
+                        description="Continue a prompt with a saved character-level GPT; each "
+                        "new token costs O(T) through a cache of keys and values.")
+    sm.add_argument("model", metavar="MODEL.npz", help="a model saved by train --model gpt "
+                    "--save")
+    sm.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    sm.add_argument("--tokens", type=_positive_int, default=300,
+                    help="characters to generate (default 300)")
+    sm.add_argument("--temperature", type=_float, default=0.8,
+                    help="below 1: surer, above 1: more varied (default 0.8)")
+    sm.add_argument("--seed", type=_seed, default=0, help="seed of the draw (default 0)")
 
     ev = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a dataset")
     ev.add_argument("model", metavar="MODEL.npz", help="a model saved by train --save")
@@ -272,6 +301,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from . import datasets
     from .network import Network
 
+    if args.model == "gpt":
+        return _train_gpt(args)
+    args.dtype = args.dtype or "float64"
     meta = datasets.info(args.dataset)
     if args.model in ("cnn", "resnet"):
         return _train_cnn(args, meta)
@@ -403,6 +435,89 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
     print(_score_line(net, Xte, yte, yte, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"]) + ")")
     return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {name}")
+
+
+GPT_DEFAULTS = {"lr": 2e-3, "epochs": 5, "batch_size": 16, "weight_decay": 0.1,
+                "warmup_epochs": 0.5, "clip_grad_norm": 1.0}
+
+
+def _train_gpt(args: argparse.Namespace) -> int:
+    from . import models, text
+
+    for option, value in (("--hidden", args.hidden), ("--loss", args.loss)):
+        if value is not None:
+            raise CLIError(f"{option}: not used by --model gpt (a language model with "
+                           "cross-entropy; size it with --n-layer, --n-head, --n-embd)")
+    if args.n_embd % args.n_head:
+        raise CLIError(f"--n-head: n_embd={args.n_embd} is not divisible by n_head="
+                       f"{args.n_head}; each head takes n_embd / n_head features")
+    optimizer = args.optimizer or "adamw"
+    epochs = args.epochs or GPT_DEFAULTS["epochs"]
+    batch = args.batch_size or GPT_DEFAULTS["batch_size"]
+    lr = args.lr if args.lr is not None else GPT_DEFAULTS["lr"]
+    if args.warmup_epochs == 0.0:
+        args.warmup_epochs = GPT_DEFAULTS["warmup_epochs"] if epochs > 1 else 0.0
+    opts = _schedule_options(args, epochs, "cosine")
+    opts.setdefault("weight_decay", GPT_DEFAULTS["weight_decay"])
+    opts.setdefault("clip_grad_norm", GPT_DEFAULTS["clip_grad_norm"])
+    save, plot = _outputs(args)
+    if args.text:
+        corpus, source = text.read_text(args.text), args.text
+    else:
+        corpus, source = text.stdlib_corpus(), "the standard library's .py sources"
+    tok = text.CharTokenizer.from_text(corpus)
+    ids = tok.encode(corpus)
+    train_ids, val_ids = text.split(ids, 0.1)
+    T = args.block_size
+    if len(train_ids) <= T or len(val_ids) <= T:
+        raise CLIError(f"--text: {len(corpus)} characters are too few for windows of "
+                       f"--block-size {T} (the last 10% is held out: each part needs more "
+                       f"than {T}); use a longer text or a smaller --block-size")
+    val_ids = val_ids[:args.val_tokens + 1]
+    net = models.gpt(tok.vocab_size, T, args.n_layer, args.n_head, args.n_embd,
+                     dtype=args.dtype or "float32", seed=args.seed)
+    net.metadata["tokenizer"] = tok.to_config()
+    net.metadata["text"] = source
+    h = text.unigram_entropy(train_ids, tok.vocab_size)
+    print(f"gpt: {args.n_layer} layers, {args.n_head} heads, n_embd {args.n_embd}, block {T}, "
+          f"vocabulary {tok.vocab_size} characters, {net._theta.size:,} parameters "
+          f"({net.dtype.name})\ntext: {source}: {len(corpus):,} characters ({len(train_ids):,} "
+          f"train / {len(val_ids):,} validation); unigram entropy {h:.3f} nats/char\n"
+          f"{optimizer}, lr {lr:g} ({opts['lr_schedule']}, warm-up {args.warmup_epochs:g} "
+          f"epochs), batch {batch}, {_plural(epochs, 'epoch')} of {args.steps_per_epoch} steps",
+          flush=True)
+    t0 = time.perf_counter()
+    hist = net.fit_text(train_ids, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
+                        batch_size=batch, lr=lr, optimizer=optimizer, seed=args.seed,
+                        progress=not args.no_progress, validation=val_ids, **opts)
+    elapsed = time.perf_counter() - t0
+    rate = hist["tokens_per_s"]
+    print(f"validation loss {hist['val_loss'][-1]:.4f} nats/char (unigram {h:.3f}), train loss "
+          f"{hist['loss'][-1]:.4f}  ({elapsed:.1f} s; {rate[-1]:,.0f} tokens/s in the last "
+          "epoch)")
+    return _save_and_plot(net, hist, save, plot, f"gpt on {source}")
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .generate import sample
+    from .text import CharTokenizer
+
+    net = _load_model(args.model)
+    try:
+        tok = CharTokenizer.from_config(net.metadata.get("tokenizer"))
+    except ValueError as exc:
+        raise CLIError(f"{args.model}: {exc}") from None
+    if not (args.temperature > 0 and np.isfinite(args.temperature)):
+        raise CLIError(f"--temperature: expected a number > 0, got {args.temperature:g}")
+    if not args.prompt:
+        raise CLIError("--prompt: expected at least one character")
+    try:
+        prompt = tok.encode(args.prompt)
+    except ValueError as exc:
+        raise CLIError(f"--prompt: {exc}".replace("text: ", "")) from None
+    new = sample(net, prompt, args.tokens, temperature=args.temperature, seed=args.seed)
+    print(args.prompt + tok.decode(new))
+    return 0
 
 
 def _epoch_times(times: list[float]) -> str:
@@ -569,7 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
+                "predict": _cmd_predict,
                 "explain": _cmd_explain, "diagram": _cmd_diagram, "bench": _cmd_bench}
     try:
         return commands[args.command](args)

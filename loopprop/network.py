@@ -72,6 +72,11 @@ def _check_meta(meta: Any, name: str) -> dict:
             raise ModelFileError(f"{name}: the field {key!r} is missing or has the wrong type "
                                  f"({value!r}): the file is corrupted")
         out[key] = value
+    extra = meta.get("metadata", {})
+    if not isinstance(extra, dict):
+        raise ModelFileError(f"{name}: the field 'metadata' must be a JSON object, got "
+                             f"{type(extra).__name__}: the file is corrupted")
+    out["metadata"] = extra
     if out["dtype"] not in ("float32", "float64"):
         raise ModelFileError(f"{name}: dtype must be 'float32' or 'float64', got "
                              f"{out['dtype']!r}: the file is corrupted")
@@ -263,6 +268,9 @@ class Network:
         # dataset then allocates nothing
         self._fit_scratch: dict[str, Any] = {}
         self.history: dict[str, list] = {}
+        #: JSON-ready values saved with the model and restored by :meth:`load` (a language
+        #: model's tokenizer: ``loopprop.text.CharTokenizer.to_config()`` under "tokenizer")
+        self.metadata: dict[str, Any] = {}
         self._initialize()
 
     # -- construction ------------------------------------------------------------------------
@@ -788,9 +796,8 @@ class Network:
                 buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2, gnorm,
                 dropout_seed, par)
 
-        hist = self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress)
-        hist["tokens_per_s"] = [steps * bs * T / t for t in hist["time"]]
-        return hist
+        return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
+                            tokens=steps * bs * T)
 
     # -- fit's pieces -------------------------------------------------------------------------
 
@@ -865,12 +872,15 @@ class Network:
         return opt, self._decay_mask(o.decay_all)
 
     def _epochs(self, o, epoch, opt, n: int, per_example: int, n_batches: int, val,
-                progress: bool) -> dict[str, list]:
+                progress: bool, tokens: int = 0) -> dict[str, list]:
         """Run ``epoch(gnorm, dropout_seed)`` (one compiled epoch, returning ``(Σ loss × batch
         size, correct, step count, last rate)``) ``o.epochs`` times: the history, the progress
-        bar, validation and the divergence check."""
+        bar, validation and the divergence check. With ``tokens`` (positions per epoch) the
+        history and the bar report tokens per second."""
         classify = self.loss != "mse"
         hist: dict[str, list] = {"loss": [], "grad_norm": [], "lr": [], "time": []}
+        if tokens:
+            hist["tokens_per_s"] = []
         if classify:
             hist["accuracy"] = []
         if val is not None:
@@ -891,6 +901,9 @@ class Network:
                 hist["loss"].append(total / n)
                 hist["grad_norm"].append(list(gnorm[self._param_rows] / n_batches))
                 info = {"loss": total / n}
+                if tokens:
+                    hist["tokens_per_s"].append(tokens / hist["time"][-1])
+                    info["tok/s"] = hist["tokens_per_s"][-1]
                 if classify:
                     hist["accuracy"].append(correct / per_example)
                     info["acc"] = correct / per_example
@@ -1024,7 +1037,7 @@ class Network:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` file: the layers (kind and hyperparameters), input shape, loss,
-        dtype, the weights and a format version."""
+        dtype, the weights, the state, :attr:`metadata` and a format version."""
         meta = {
             "format": "loopprop.Network",
             "format_version": FORMAT_VERSION,
@@ -1038,6 +1051,7 @@ class Network:
             "alpha": self.alpha,
             "n_params": int(self._theta.size),
             "n_state": int(self._state.size),
+            "metadata": self.metadata,
         }
         if self.layer_sizes is not None:  # the guide's form, rebuilt as such on load
             meta["layer_sizes"] = self.layer_sizes
@@ -1110,6 +1124,7 @@ class Network:
                 from exc
         if not np.isfinite(theta).all():
             raise ModelFileError(f"{name}: the weights contain NaN or Inf: the file is corrupted")
+        net.metadata = meta["metadata"]
         net._theta[:] = theta
         if state is not None:
             if not np.isfinite(state).all():

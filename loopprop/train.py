@@ -737,7 +737,8 @@ class Progress:
     def update(self, epoch: int, info: dict) -> None:
         if not self.enabled:
             return
-        text = " ".join(f"{k}={v:.4f}" for k, v in info.items())
+        text = " ".join(f"{k}={v:.4f}" if abs(v) < 1000 else f"{k}={v:,.0f}"
+                        for k, v in info.items())
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
