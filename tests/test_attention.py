@@ -108,3 +108,28 @@ def test_bad_input_is_a_clear_error(rng):
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="Q: contains NaN"):
         lp.attention_forward(bad, K, V)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("shape", ATT_SHAPES + [(2, 3, 33, 5)])
+def test_tuned_attention_matches_the_naive_loops(rng, shape, causal):
+    """The tuned kernels (matrix products per head, examples in contiguous blocks) against the
+    formula's loops, float64."""
+    Q, K, V, dO = heads(rng, shape, np.float64)
+    O, P = lp.attention_forward(Q, K, V, causal, impl="naive")
+    Ot, Pt = lp.attention_forward(Q, K, V, causal, impl="tuned")
+    assert_close("O", Ot, O, 1e-12)
+    assert_close("P", Pt, P, 1e-12)
+    for name, tuned, naive in zip(("dQ", "dK", "dV"),
+                                  lp.attention_backward(dO, Q, K, V, P, impl="tuned"),
+                                  lp.attention_backward(dO, Q, K, V, P, impl="naive")):
+        assert_close(name, tuned, naive, 1e-12)
+
+
+def test_tuned_embedding_matches_the_naive_loops(rng):
+    E = rand(rng, (5, 9), np.float64)
+    ids = rng.integers(0, 9, (7, 4))
+    assert np.array_equal(lp.embedding_forward(E, ids), lp.embedding_forward(E, ids, impl="naive"))
+    dX = rand(rng, (5, 7, 4), np.float64)
+    assert_close("dE", lp.embedding_backward(dX, ids, 9),
+                 lp.embedding_backward(dX, ids, 9, impl="naive"), 1e-15)

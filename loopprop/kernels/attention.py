@@ -36,7 +36,9 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel, prange, use_threads
+from .._jit import kernel, prange, runtime_flag, use_threads
+from .activations import _EXP_DEGREE_F32, _exp
+from .gemm import _gemm
 
 
 @kernel
@@ -163,138 +165,158 @@ def _scatter_row(dst, src, ids):
 
 
 @kernel(fast=True)
-def _attention_head_forward(O, P, Q, K, V, causal, top, total):
-    """One head of :func:`_attention_forward_naive` with ``k`` innermost: every line of the
-    module docstring's forward pass is a loop over the ``m`` items of the batch at once.
-    Shapes: O, Q, K, V (d_head, T, m); P (T, T, m); workspaces top, total (m,)."""
-    d_head, T, m = Q.shape
-    alpha = 1.0 / math.sqrt(d_head)
+def _to_items(dst, src):
+    """``dst[k, r] = src[r, k]``: a head's values for every example, ``(rows, m)`` with the
+    batch last, turned into one contiguous block per example. Shapes: dst (m, rows); src
+    (rows, m)."""
+    rows, m = src.shape
+    for r0 in range(0, rows, 16):  # 16 rows of src are contiguous: read them from L1 m times
+        r1 = min(r0 + 16, rows)
+        for k in range(m):
+            out = dst[k]
+            for r in range(r0, r1):
+                out[r] = src[r, k]
+
+
+@kernel(fast=True)
+def _from_items(dst, src, add):
+    """``dst[r, k] (+)= src[k, r]``, the inverse of :func:`_to_items`."""
+    rows, m = dst.shape
+    for r0 in range(0, rows, 16):  # blocks of 16 rows, as _to_items
+        r1 = min(r0 + 16, rows)
+        for k in range(m):
+            inp = src[k]
+            for r in range(r0, r1):
+                prev = dst[r, k] if add else 0.0
+                dst[r, k] = prev + inp[r]
+
+
+@kernel(fast=True)
+def _softmax_rows(S, alpha, causal):
+    """Row ``t`` of ``S (T, T)`` becomes ``softmax_s(α·S[t, s])`` over the visible keys (``s ≤
+    t`` when causal), 0 beyond; the exponentials through the vectorizable
+    :func:`~loopprop.kernels.activations._exp` (fast-math is safe here: every argument is
+    ≤ 0, far from the overflow its docstring guards against)."""
+    T = S.shape[0]
+    single = S.itemsize == 4
     for t in range(T):
         last = t + 1 if causal else T
-        Pt = P[t]
-        for s in range(last):
-            row = Pt[s]
-            for k in range(m):
-                row[k] = 0.0
-            for e in range(d_head):
-                q = Q[e, t]
-                key = K[e, s]
-                for k in range(m):
-                    row[k] += q[k] * key[k]
-            for k in range(m):
-                row[k] *= alpha
-        for k in range(m):
-            top[k] = Pt[0, k]
-            total[k] = 0.0
+        row = S[t]
+        top = alpha * row[0]
         for s in range(1, last):
-            row = Pt[s]
-            for k in range(m):
-                top[k] = max(top[k], row[k])
-        for s in range(last):
-            row = Pt[s]
-            for k in range(m):
-                row[k] = math.exp(row[k] - top[k])
-                total[k] += row[k]
-        for k in range(m):
-            total[k] = 1.0 / total[k]
-        for s in range(last):
-            row = Pt[s]
-            for k in range(m):
-                row[k] *= total[k]
-        for s in range(last, T):
-            row = Pt[s]
-            for k in range(m):
-                row[k] = 0.0
-        for e in range(d_head):
-            out = O[e, t]
-            for k in range(m):
-                out[k] = 0.0
+            top = max(top, alpha * row[s])
+        if single:
             for s in range(last):
-                p = Pt[s]
-                v = V[e, s]
-                for k in range(m):
-                    out[k] += p[k] * v[k]
+                row[s] = _exp(alpha * row[s] - top, _EXP_DEGREE_F32)
+        else:
+            for s in range(last):
+                row[s] = _exp(alpha * row[s] - top)
+        total = 0.0
+        for s in range(last):
+            total += row[s]
+        inv = 1.0 / total
+        for s in range(last):
+            row[s] *= inv
+        for s in range(last, T):
+            row[s] = 0.0
+
+
+@kernel(fast=True)
+def _attention_head_forward(O, P, Q, K, V, causal, Qt, Kt, Vt, Ot, S):
+    """One head for every example of the batch, as matrix products on contiguous copies.
+
+    Per example ``k`` (``Qt[k] = Q[:, :, k]``, ``(d_head, T)``): ``S = Qtᵀ·Kt``, the causal
+    softmax of its rows (into ``S[k]``), ``Ot = Vt·Sᵀ`` -- on the packed kernel of
+    :mod:`~loopprop.kernels.gemm`, the full square (the masked half is computed and zeroed:
+    cheaper than a triangle of short dot products). Shapes: O, Q, K, V (d_head, T, m); P (T, T,
+    m) written; workspaces Qt, Kt, Vt, Ot (m, d_head·T), S (m, T·T)."""
+    d_head, T, m = Q.shape
+    _to_items(Qt, Q.reshape(d_head * T, m))
+    _to_items(Kt, K.reshape(d_head * T, m))
+    _to_items(Vt, V.reshape(d_head * T, m))
+    S[:] = 0.0
+    Ot[:] = 0.0
+    alpha = 1.0 / math.sqrt(d_head)
+    for k in range(m):
+        Sk = S[k].reshape(T, T)
+        _gemm(Sk, Qt[k].reshape(d_head, T), Kt[k].reshape(d_head, T), runtime_flag(True),
+              runtime_flag(False), 1)
+        _softmax_rows(Sk, alpha, causal)
+        _gemm(Ot[k].reshape(d_head, T), Vt[k].reshape(d_head, T), Sk, runtime_flag(False),
+              runtime_flag(True), 1)
+    _from_items(P.reshape(T * T, m), S, runtime_flag(False))
+    _from_items(O.reshape(d_head * T, m), Ot, runtime_flag(False))
 
 
 @kernel(fast=True, parallel=True)
 def _attention_forward_tuned(O, P, Q, K, V, causal, threads):
-    """:func:`_attention_forward_naive`, one head per thread (heads share nothing). Shapes: O,
-    Q, K, V (n_head, d_head, T, m); P (n_head, T, T, m) written."""
+    """:func:`_attention_forward_naive` as matrix products, one head per thread
+    (:func:`_attention_head_forward`). Shapes: O, Q, K, V (n_head, d_head, T, m); P (n_head,
+    T, T, m) written."""
     n_head, d_head, T, m = Q.shape
-    if threads > 1:
-        for h in prange(n_head):
-            _attention_head_forward(O[h], P[h], Q[h], K[h], V[h], causal,
-                                    np.empty(m, Q.dtype), np.empty(m, Q.dtype))
-    else:
-        top = np.empty(m, Q.dtype)
-        total = np.empty(m, Q.dtype)
-        for h in range(n_head):
-            _attention_head_forward(O[h], P[h], Q[h], K[h], V[h], causal, top, total)
+    chunks = max(1, min(threads, n_head))
+    for c in prange(chunks):
+        Qt = np.empty((m, d_head * T), Q.dtype)
+        Kt = np.empty((m, d_head * T), Q.dtype)
+        Vt = np.empty((m, d_head * T), Q.dtype)
+        Ot = np.empty((m, d_head * T), Q.dtype)
+        S = np.empty((m, T * T), Q.dtype)
+        for h in range(c * n_head // chunks, (c + 1) * n_head // chunks):
+            _attention_head_forward(O[h], P[h], Q[h], K[h], V[h], causal, Qt, Kt, Vt, Ot, S)
 
 
 @kernel(fast=True)
-def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, causal, dS, row):
-    """One head of :func:`_attention_backward_naive` with ``k`` innermost; ``dQ, dK, dV`` add.
-    Shapes: (d_head, T, m) but P (T, T, m); workspaces dS (T, m), row (m,)."""
+def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, Qt, Kt, Vt, dOt, G, Pk, dS):
+    """The backward products of one head for every example, on contiguous ``(d_head, T)``
+    copies: ``dP = dOtᵀ·Vt``, ``dS = α·P ⊙ (dP − Σ_s P·dP)``, ``dVt = dOt·P``,
+    ``dQt = Kt·dSᵀ``, ``dKt = Qt·dS``; each added back into the batch layout. Workspaces Qt,
+    Kt, Vt, dOt (m, d_head·T); G (3, m, d_head·T); Pk (m, T·T); dS (T, T)."""
     d_head, T, m = Q.shape
     alpha = 1.0 / math.sqrt(d_head)
-    for t in range(T):
-        last = t + 1 if causal else T
-        Pt = P[t]
-        # dP[s] = Σ_e dO[e, t] · V[e, s] (into dS), then the row sum Σ_s P·dP
-        for s in range(last):
-            ds = dS[s]
-            for k in range(m):
-                ds[k] = 0.0
-            for e in range(d_head):
-                g = dO[e, t]
-                v = V[e, s]
-                for k in range(m):
-                    ds[k] += g[k] * v[k]
-        for k in range(m):
-            row[k] = 0.0
-        for s in range(last):
-            p = Pt[s]
-            ds = dS[s]
-            for k in range(m):
-                row[k] += p[k] * ds[k]
-        # dS = P ⊙ (dP − row), scaled by α for dQ and dK
-        for s in range(last):
-            p = Pt[s]
-            ds = dS[s]
-            for k in range(m):
-                ds[k] = alpha * p[k] * (ds[k] - row[k])
-        for e in range(d_head):
-            q = Q[e, t]
-            g = dO[e, t]
-            dq = dQ[e, t]
-            for s in range(last):
-                p = Pt[s]
-                ds = dS[s]
-                key = K[e, s]
-                dk = dK[e, s]
-                dv = dV[e, s]
-                for k in range(m):
-                    dq[k] += ds[k] * key[k]
-                    dk[k] += ds[k] * q[k]
-                    dv[k] += p[k] * g[k]
+    _to_items(Qt, Q.reshape(d_head * T, m))
+    _to_items(Kt, K.reshape(d_head * T, m))
+    _to_items(Vt, V.reshape(d_head * T, m))
+    _to_items(dOt, dO.reshape(d_head * T, m))
+    _to_items(Pk, P.reshape(T * T, m))
+    G[:] = 0.0
+    for k in range(m):
+        Pm = Pk[k].reshape(T, T)
+        qt, kt = Qt[k].reshape(d_head, T), Kt[k].reshape(d_head, T)
+        vt, dot = Vt[k].reshape(d_head, T), dOt[k].reshape(d_head, T)
+        dS[:] = 0.0
+        _gemm(dS, dot, vt, runtime_flag(True), runtime_flag(False), 1)  # dP = dOᵀ-major
+        for t in range(T):
+            row = 0.0
+            for s in range(T):
+                row += Pm[t, s] * dS[t, s]
+            for s in range(T):
+                dS[t, s] = alpha * Pm[t, s] * (dS[t, s] - row)
+        _gemm(G[2, k].reshape(d_head, T), dot, Pm, runtime_flag(False), runtime_flag(False), 1)
+        _gemm(G[0, k].reshape(d_head, T), kt, dS, runtime_flag(False), runtime_flag(True), 1)
+        _gemm(G[1, k].reshape(d_head, T), qt, dS, runtime_flag(False), runtime_flag(False), 1)
+    _from_items(dQ.reshape(d_head * T, m), G[0], runtime_flag(True))
+    _from_items(dK.reshape(d_head * T, m), G[1], runtime_flag(True))
+    _from_items(dV.reshape(d_head * T, m), G[2], runtime_flag(True))
 
 
 @kernel(fast=True, parallel=True)
 def _attention_backward_tuned(dQ, dK, dV, dO, Q, K, V, P, causal, threads):
-    """:func:`_attention_backward_naive`, one head per thread (each owns its heads' dQ, dK,
-    dV); ``causal`` skips the masked keys instead of testing ``P``. Shapes: as the naive."""
+    """:func:`_attention_backward_naive` as matrix products, one head per thread
+    (:func:`_attention_head_backward`); ``dQ, dK, dV`` add. Masked entries of P are 0 and add
+    nothing (``causal`` is not needed by the products). Shapes: as the naive."""
     n_head, d_head, T, m = Q.shape
-    if threads > 1:
-        for h in prange(n_head):
-            _attention_head_backward(dQ[h], dK[h], dV[h], dO[h], Q[h], K[h], V[h], P[h],
-                                     causal, np.empty((T, m), Q.dtype), np.empty(m, Q.dtype))
-    else:
-        dS = np.empty((T, m), Q.dtype)
-        row = np.empty(m, Q.dtype)
-        for h in range(n_head):
-            _attention_head_backward(dQ[h], dK[h], dV[h], dO[h], Q[h], K[h], V[h], P[h],
-                                     causal, dS, row)
+    chunks = max(1, min(threads, n_head))
+    for c in prange(chunks):
+        Qt = np.empty((m, d_head * T), Q.dtype)
+        Kt = np.empty((m, d_head * T), Q.dtype)
+        Vt = np.empty((m, d_head * T), Q.dtype)
+        dOt = np.empty((m, d_head * T), Q.dtype)
+        G = np.empty((3, m, d_head * T), Q.dtype)
+        Pk = np.empty((m, T * T), Q.dtype)
+        dS = np.empty((T, T), Q.dtype)
+        for h in range(c * n_head // chunks, (c + 1) * n_head // chunks):
+            _attention_head_backward(dQ[h], dK[h], dV[h], dO[h], Q[h], K[h], V[h], P[h], Qt, Kt,
+                                     Vt, dOt, G, Pk, dS)
 
 
 def _ids(ids, name: str, V: int) -> np.ndarray:
