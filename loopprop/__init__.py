@@ -29,8 +29,8 @@ __version__ = "0.1.0"
 #: modules loaded on first use (``lp.bench``, ``lp.diagrams``, …): each imports more than the
 #: kernels need. ``explain`` and ``gradcheck`` are the functions; their modules are
 #: ``loopprop.explain`` and ``loopprop.gradcheck`` in ``sys.modules``.
-_LAZY_MODULES = ("bench", "cli", "diagrams", "kernels", "layers", "network", "plan", "plots",
-                 "train")
+_LAZY_MODULES = ("bench", "cli", "diagrams", "generate", "kernels", "layers", "models",
+                 "network", "plan", "plots", "text", "train")
 
 
 def __getattr__(name: str):

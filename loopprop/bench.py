@@ -459,6 +459,120 @@ def norm_workload(which: str, shape: tuple, dtype: str = "float64", with_torch: 
     return fns
 
 
+#: GPT configurations of the benchmarks: (n_layer, n_head, n_embd, block, batch, vocabulary)
+GPTS = {"small": (4, 4, 128, 64, 16, 96), "gpt2": (12, 12, 768, 64, 4, 50257)}
+
+
+def torch_gpt(torch, vocab: int, block: int, n_layer: int, n_head: int, n_embd: int):
+    """The same GPT in PyTorch eager (nanoGPT's structure: pre-norm blocks, fused QKV,
+    ``scaled_dot_product_attention``, tanh GELU, tied output layer)."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
+            self.qkv, self.proj = nn.Linear(n_embd, 3 * n_embd), nn.Linear(n_embd, n_embd)
+            self.fc, self.out = nn.Linear(n_embd, 4 * n_embd), nn.Linear(4 * n_embd, n_embd)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+            q, k, v = (a.view(B, T, n_head, C // n_head).transpose(1, 2) for a in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, n_embd), nn.Embedding(block, n_embd)
+            self.blocks = nn.ModuleList(Block() for _ in range(n_layer))
+            self.lnf = nn.LayerNorm(n_embd)
+
+        def forward(self, ids, targets):
+            x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
+            for b in self.blocks:
+                x = b(x)
+            logits = self.lnf(x) @ self.wte.weight.T
+            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+    return GPT()
+
+
+def gpt_workload(config: str = "small", dtype: str = "float32", with_torch: bool = True,
+                 steps: int = 1) -> dict[str, Callable]:
+    """``steps`` training steps (forward, backward, AdamW with clipping) of a GPT
+    (:data:`GPTS`) on random windows of a random corpus: :meth:`Network.fit_text` against the
+    same model in PyTorch eager (``torch.optim.AdamW``, ``foreach`` as its default)."""
+    from .models import gpt
+
+    n_layer, n_head, n_embd, block, batch, vocab = GPTS[config]
+    rng = np.random.default_rng(0)
+    corpus = rng.integers(0, vocab, 100_000)
+    net = gpt(vocab, block, n_layer, n_head, n_embd, dtype=dtype)
+
+    def loops():
+        net.fit_text(corpus, epochs=1, steps_per_epoch=steps, batch_size=batch, lr=1e-4,
+                     warmup_epochs=0, progress=False)
+
+    fns: dict[str, Callable] = {"loopprop": loops}
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        torch.manual_seed(0)
+        model = torch_gpt(torch, vocab, block, n_layer, n_head, n_embd)
+        if dtype == "float64":
+            model = model.double()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
+                                weight_decay=0.1)
+        tc = torch.tensor(corpus)
+
+        def torch_steps():
+            for _ in range(steps):
+                starts = torch.randint(0, len(corpus) - block - 1, (batch,))
+                ids = torch.stack([tc[s:s + block] for s in starts])
+                tgt = torch.stack([tc[s + 1:s + block + 1] for s in starts])
+                opt.zero_grad(set_to_none=True)
+                model(ids, tgt).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+
+        fns["torch"] = torch_steps
+    return fns
+
+
+def attention_workload(n_head: int = 12, d_head: int = 64, T: int = 256, m: int = 8,
+                       dtype: str = "float32", with_torch: bool = True) -> dict[str, Callable]:
+    """Causal attention forward + backward: loopprop's public functions (layout ``(n_head,
+    d_head, T, m)``) against ``F.scaled_dot_product_attention(is_causal=True)`` and its
+    autograd backward (layout ``(m, n_head, T, d_head)``)."""
+    from .kernels.attention import attention_backward, attention_forward
+
+    rng = np.random.default_rng(0)
+    Q, K, V, dO = (rng.standard_normal((n_head, d_head, T, m)).astype(dtype) for _ in range(4))
+
+    def loops():
+        _, P = attention_forward(Q, K, V, check_finite=False)
+        return attention_backward(dO, Q, K, V, P, check_finite=False)
+
+    fns: dict[str, Callable] = {"loopprop": loops}
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        def to_t(A, grad=True):
+            return torch.tensor(np.ascontiguousarray(A.transpose(3, 0, 2, 1)),
+                                requires_grad=grad)
+
+        tQ, tK, tV, tdO = to_t(Q), to_t(K), to_t(V), to_t(dO, False)
+
+        def torch_attention():
+            tQ.grad = tK.grad = tV.grad = None
+            torch.nn.functional.scaled_dot_product_attention(tQ, tK, tV,
+                                                             is_causal=True).backward(tdO)
+
+        fns["torch"] = torch_attention
+    return fns
+
+
 def warm_start_seconds() -> float:
     """Seconds for ``loopprop train --epochs 1`` (digits) in a fresh interpreter, Numba cache and
     dataset copy filled by a first run: process start, imports, loading, the first epoch and the
@@ -500,6 +614,10 @@ def rows(dtype: str = "float64", quick: bool = False):
         for label, shape in NORM_SHAPES.items():
             yield (f"{which} fwd+bwd {label}", best_time(norm_workload(which, shape, dtype),
                                                          rounds))
+    yield ("GPT step, 4 layers, 128 wide, T 64, b 16", best_time(
+        gpt_workload("small", dtype), rounds))
+    yield ("attention fwd+bwd 12 heads x 64, T 256, b 8", best_time(
+        attention_workload(dtype=dtype), rounds))
     for name in ("sigmoid", "tanh"):
         for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
             yield (f"{name} fwd+bwd, 10^6 values, {label}", best_time(

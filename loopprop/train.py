@@ -34,8 +34,8 @@ from .kernels.norm import (_batchnorm_backward, _batchnorm_backward_eval, _batch
 from .kernels.residual import _residual_backward, _residual_forward
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
-from .kernels.optim import (SCHEDULES, _adam, _adamw, _add_weight_decay, _clip_grad_norm,
-                            _momentum, _scheduled_lr, _sgd)
+from .kernels.optim import (SCHEDULES, _adam_threads, _adamw_threads, _add_weight_decay,
+                            _clip_grad_norm_threads, _momentum, _scheduled_lr, _sgd)
 from .kernels.pool import (_avgpool2d_backward, _avgpool2d_forward, _maxpool2d_backward,
                            _maxpool2d_forward)
 from .kernels.rng import _below, _shuffle
@@ -460,19 +460,19 @@ def _count_correct(ZL, loss_code, Y, labels, one_hot):
 
 
 @kernel
-def _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t):
+def _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t, threads):
     """Optimizer step number ``t + 1`` on the flat parameter vector (guide §10), in PyTorch's
     order: clip the gradient's global norm, take the step's rate from the schedule, add L2
     weight decay to the gradient (SGD, momentum, Adam) or decay the weights (AdamW), update.
     ``decay[p]`` is 1 where weight decay applies. Returns the rate used."""
     if hyper[CLIP] > 0:
-        _clip_grad_norm(grad, hyper[CLIP])
+        _clip_grad_norm_threads(grad, hyper[CLIP], threads)
     lr = _scheduled_lr(int(hyper[SCHEDULE]), hyper[LR], t, int(hyper[WARMUP]), int(hyper[TOTAL]),
                        int(hyper[STEP_SIZE]), hyper[GAMMA])
     wd = hyper[WEIGHT_DECAY]
     if opt_code == ADAMW:
-        _adamw(theta, grad, opt1, opt2, decay, lr, hyper[BETA1], hyper[BETA2], hyper[EPS], t + 1,
-               wd)
+        _adamw_threads(theta, grad, opt1, opt2, decay, lr, hyper[BETA1], hyper[BETA2],
+                       hyper[EPS], t + 1, wd, threads)
         return lr
     if wd > 0:
         _add_weight_decay(grad, theta, decay, wd)
@@ -481,7 +481,8 @@ def _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t):
     elif opt_code == MOMENTUM:
         _momentum(theta, grad, opt1, lr, hyper[BETA1])
     else:
-        _adam(theta, grad, opt1, opt2, lr, hyper[BETA1], hyper[BETA2], hyper[EPS], t + 1)
+        _adam_threads(theta, grad, opt1, opt2, lr, hyper[BETA1], hyper[BETA2], hyper[EPS],
+                      t + 1, threads)
     return lr
 
 
@@ -558,7 +559,7 @@ def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hy
     for r in range(L):
         if plan[r, W_SIZE] > 0:
             grad_norm[r] += math.sqrt(_sum_squares(grad, plan[r, P_OFF], plan[r, W_SIZE]))
-    lr = _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t)
+    lr = _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t, threads)
     return loss, correct, lr
 
 

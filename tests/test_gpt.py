@@ -207,3 +207,34 @@ def test_bad_ids_and_shapes_get_clear_errors(rng):
     with pytest.raises(ValueError, match="the network has none"):
         lp.Network([Dense(2), TiedOutput(4), lp.layers.Softmax()], "cross_entropy",
                    input_shape=(2, 5))
+
+
+def test_blocked_optimizer_kernels_are_thread_count_independent(rng):
+    """The optimizers' parallel drivers (used for every model): the same bits on one thread and
+    two, the clipped norm equal to NumPy's, AdamW equal to the one-loop kernel."""
+    from loopprop.kernels.optim import (BLOCK, _adam, _adam_threads, _adamw, _adamw_threads,
+                                        _clip_grad_norm_threads)
+
+    n = 3 * BLOCK + 123
+    g = rng.standard_normal(n)
+    norms, clipped = [], []
+    for threads in (1, 2):
+        c = g.copy()
+        norms.append(_clip_grad_norm_threads(c, 1.0, threads))
+        clipped.append(c)
+    assert norms[0] == norms[1] and np.array_equal(clipped[0], clipped[1])
+    assert abs(norms[0] - np.linalg.norm(g)) <= 1e-12 * np.linalg.norm(g)
+    assert_close("clipped", clipped[0], g / (np.linalg.norm(g) + 1e-6), 1e-12)
+    theta, m1, m2 = rng.standard_normal((3, n))
+    m2 = np.abs(m2)
+    decay = (rng.random(n) < 0.5).astype(np.float64)
+    ref = [a.copy() for a in (theta, m1, m2)]
+    _adamw(*ref[:1], g, *ref[1:], decay, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1)
+    out = [a.copy() for a in (theta, m1, m2)]
+    _adamw_threads(out[0], g, out[1], out[2], decay, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref))
+    ref = [a.copy() for a in (theta, m1, m2)]
+    _adam(ref[0], g, ref[1], ref[2], 1e-3, 0.9, 0.95, 1e-8, 3)
+    out = [a.copy() for a in (theta, m1, m2)]
+    _adam_threads(out[0], g, out[1], out[2], 1e-3, 0.9, 0.95, 1e-8, 3, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref))

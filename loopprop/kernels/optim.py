@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel
+from .._jit import kernel, prange
 
 
 @kernel(fast=True)
@@ -95,6 +95,79 @@ def _clip_grad_norm(grad, max_norm):
     if coef < 1.0:
         for p in range(grad.shape[0]):
             grad[p] *= coef
+    return norm
+
+
+#: the optimizers' parallel drivers split the flat vectors into blocks of this many values:
+#: a fixed size, so that the gradient norm's partial sums (and so every bit of a clipped step)
+#: do not depend on the thread count
+BLOCK = 1 << 16
+
+
+@kernel(fast=True, parallel=True)
+def _adamw_threads(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay,
+                   threads):
+    """:func:`_adamw` over blocks of :data:`BLOCK` parameters, the blocks split over the
+    threads (a GPT-2-sized model: 124 M parameters, 2 GB read and written per step)."""
+    n = theta.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    if threads > 1 and blocks > 1:
+        for b in prange(blocks):
+            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
+            _adamw(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], decay[lo:hi], lr, beta1,
+                   beta2, eps, t, weight_decay)
+    else:
+        _adamw(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay)
+
+
+@kernel(fast=True, parallel=True)
+def _adam_threads(theta, grad, m1, m2, lr, beta1, beta2, eps, t, threads):
+    """:func:`_adam` over blocks of :data:`BLOCK` parameters, split over the threads."""
+    n = theta.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    if threads > 1 and blocks > 1:
+        for b in prange(blocks):
+            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
+            _adam(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], lr, beta1, beta2, eps, t)
+    else:
+        _adam(theta, grad, m1, m2, lr, beta1, beta2, eps, t)
+
+
+@kernel(fast=True)
+def _block_squares(grad, lo, hi):
+    s = 0.0
+    for p in range(lo, hi):
+        s += grad[p] * grad[p]
+    return s
+
+
+@kernel(fast=True, parallel=True)
+def _clip_grad_norm_threads(grad, max_norm, threads):
+    """:func:`_clip_grad_norm` with ``Σ g²`` taken as one partial sum per block of
+    :data:`BLOCK` values (added in block order: the same bits on any number of threads) and
+    the blocks split over the threads. Returns ``‖g‖`` before clipping."""
+    n = grad.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    partial = np.zeros(max(blocks, 1), np.float64)
+    if threads > 1 and blocks > 1:
+        for b in prange(blocks):
+            partial[b] = _block_squares(grad, b * BLOCK, min(n, (b + 1) * BLOCK))
+    else:
+        for b in range(blocks):
+            partial[b] = _block_squares(grad, b * BLOCK, min(n, (b + 1) * BLOCK))
+    s = 0.0
+    for b in range(blocks):
+        s += partial[b]
+    norm = math.sqrt(s)
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        if threads > 1 and blocks > 1:
+            for b in prange(blocks):
+                for p in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
+                    grad[p] *= coef
+        else:
+            for p in range(n):
+                grad[p] *= coef
     return norm
 
 
