@@ -188,7 +188,8 @@ def test_bad_ids_and_shapes_get_clear_errors(rng):
         net.forward(np.where(np.arange(X.size).reshape(X.shape) == 3, V, X))
     with pytest.raises(TypeError, match="token ids must be integers"):
         net.forward(X + 0.5)
-    with pytest.raises(ValueError, match=r"expected 8 rows"):
+    with pytest.raises(ValueError, match=r"sequences of 9 tokens are longer than the model's "
+                       r"window T = 8 \(its block_size"):
         net.forward(np.zeros((BLOCK + 1, 2), np.int64))
     with pytest.raises(ValueError, match=r"expected labels of shape \(8, 2\)"):
         net.forward(X)
@@ -230,11 +231,38 @@ def test_blocked_optimizer_kernels_are_thread_count_independent(rng):
     decay = (rng.random(n) < 0.5).astype(np.float64)
     ref = [a.copy() for a in (theta, m1, m2)]
     _adamw(*ref[:1], g, *ref[1:], decay, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1)
-    out = [a.copy() for a in (theta, m1, m2)]
-    _adamw_threads(out[0], g, out[1], out[2], decay, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1, 2)
-    assert all(np.array_equal(a, b) for a, b in zip(out, ref))
+    runs = []
+    for threads in (1, 2):
+        out = [a.copy() for a in (theta, m1, m2)]
+        _adamw_threads(out[0], g, out[1], out[2], decay, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1, threads)
+        runs.append(out)
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+    for name, a, b in zip(("theta", "m1", "m2"), runs[0], ref):  # fused multiply-adds may
+        assert_close(name, a, b, 1e-15)                         # fall differently
     ref = [a.copy() for a in (theta, m1, m2)]
     _adam(ref[0], g, ref[1], ref[2], 1e-3, 0.9, 0.95, 1e-8, 3)
-    out = [a.copy() for a in (theta, m1, m2)]
-    _adam_threads(out[0], g, out[1], out[2], 1e-3, 0.9, 0.95, 1e-8, 3, 2)
-    assert all(np.array_equal(a, b) for a, b in zip(out, ref))
+    runs = []
+    for threads in (1, 2):
+        out = [a.copy() for a in (theta, m1, m2)]
+        _adam_threads(out[0], g, out[1], out[2], 1e-3, 0.9, 0.95, 1e-8, 3, threads)
+        runs.append(out)
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+    for name, a, b in zip(("theta", "m1", "m2"), runs[0], ref):
+        assert_close(name, a, b, 1e-15)
+
+
+def test_sequence_cross_entropy_matches_torch(rng):
+    """``softmax_cross_entropy`` on (V, T, m) logits with (T, m) labels: the mean over every
+    position, against PyTorch's cross_entropy on (m·T, V)."""
+    torch = torch_or_skip()
+    Z = rng.standard_normal((7, 5, 3))
+    y = rng.integers(0, 7, (5, 3))
+    tZ = torch.tensor(np.ascontiguousarray(Z.transpose(2, 1, 0)), requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(tZ.reshape(-1, 7), torch.tensor(y.T).reshape(-1))
+    ref.backward()
+    for impl in ("tuned", "naive"):
+        loss, dZ = lp.softmax_cross_entropy(Z, y, impl=impl)
+        assert abs(loss - ref.item()) <= 1e-12 * ref.item()
+        assert_close("dZ", dZ, tZ.grad.numpy().transpose(2, 1, 0), 1e-12)
+    with pytest.raises(ValueError, match=r"integer labels of shape \(5, 3\)"):
+        lp.softmax_cross_entropy(Z, y[:, :2])

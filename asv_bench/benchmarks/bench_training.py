@@ -239,3 +239,31 @@ class Norm:
 
     def time_run(self, *args):
         self.fn()
+
+
+class GPT:
+    """One GPT training step (forward, backward, AdamW with clipping), loopprop's ``fit_text``
+    against the same model in PyTorch eager (``loopprop.bench.gpt_workload``: ``small`` is 4
+    layers, 128 wide, T 64, batch 16; ``gpt2`` is GPT-2 small, 124 M parameters, T 64, batch 4,
+    about 3 GB each), and causal attention forward + backward (12 heads of 64, T 256, batch 8)
+    against ``scaled_dot_product_attention``; float32, all threads. n/a before the GPT."""
+
+    params = (["loopprop", "torch"], ["small", "gpt2", "attention"])
+    param_names = ["impl", "workload"]
+    timeout = 1200
+
+    def setup(self, impl, workload):
+        bench = lp.bench
+        if not hasattr(bench, "gpt_workload"):
+            raise NotImplementedError("this commit has no GPT")
+        fns = (bench.attention_workload() if workload == "attention"
+               else bench.gpt_workload(workload, "float32"))
+        if impl not in fns:
+            raise NotImplementedError("torch is not installed")
+        if impl == "torch":
+            torch_or_none().set_num_threads(2)
+        self.fn = fns[impl]
+        self.fn()
+
+    def time_step(self, *args):
+        self.fn()

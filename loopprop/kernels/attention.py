@@ -1,6 +1,6 @@
-"""Token embeddings and causal self-attention, forward and backward, as explicit loops
-(docs/formulas.md, "Embeddings and causal self-attention"; the first kernels of the GPT issue:
-the layers, the tuned twins and the model come next).
+"""Token embeddings, learned positions and causal self-attention, forward and backward, as
+explicit loops (docs/formulas.md, "Embeddings and causal self-attention"), with tuned twins
+tested against them; the layers are in :mod:`loopprop.layers.sequence`.
 
 Layout: features first, time ``t`` next, the batch item ``k`` last -- ``X (d, T, m)``;
 attention's heads ``(n_head, d_head, T, m)``. Index names: ``h`` head, ``e`` feature of a head,

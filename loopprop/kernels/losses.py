@@ -191,15 +191,31 @@ def softmax_cross_entropy(Z, Y, *, impl: str = "tuned", check_finite: bool = Tru
 
     Parameters
     ----------
-    Z : (c, m) logits (pre-activations of the output layer); examples are columns
-    Y : (c, m) one-hot (or probability) targets, or (m,) integer labels in [0, c)
+    Z : (c, m) logits (pre-activations of the output layer); examples are columns; or
+        (c, T, m): a distribution at every position of a sequence (a language model)
+    Y : (c, m) one-hot (or probability) targets, or (m,) integer labels in [0, c); with
+        (c, T, m) logits, integer labels (T, m)
 
     impl : ``"tuned"`` (row sweeps, vectorized exp; integer labels) or ``"naive"`` (column by
         column, the formula as written)
 
-    Returns ``(loss, dZ)`` with ``loss = mean_k −Σ_i Y[i,k] log softmax(Z)[i,k]``.
+    Returns ``(loss, dZ)`` with ``loss = mean_k −Σ_i Y[i,k] log softmax(Z)[i,k]``; for
+    sequences the mean over every position and example, ``dZ = (P − Y)/(T·m)``
+    (docs/formulas.md, "The output layer tied to the embedding, and the loss at every
+    position"), ``dZ`` shaped as ``Z``.
     """
     _checks.check_choice(impl, "impl", ("tuned", "naive"))
+    if np.ndim(Z) == 3:  # (c, T, m): the (c, T·m) view, one column per position
+        Z3 = _checks.as_float_array(Z, "Z", 3, check_finite=check_finite,
+                                    hint="sequence logits have shape (c, T, m)")
+        Yl = np.asarray(Y)
+        if Yl.dtype.kind not in "iu" or Yl.shape != Z3.shape[1:]:
+            raise ValueError(f"Y: (c, T, m) logits take integer labels of shape "
+                             f"{Z3.shape[1:]} (one per position and example), got "
+                             f"{Yl.dtype} {Yl.shape}")
+        loss, dZ = softmax_cross_entropy(Z3.reshape(Z3.shape[0], -1), Yl.reshape(-1),
+                                         impl=impl, check_finite=False)
+        return loss, dZ.reshape(Z3.shape)
     Z = _prediction(Z, "Z", check_finite)
     if Z.shape[0] == 0:
         raise ValueError(f"Z: softmax needs at least one class (one row), got shape {Z.shape}")

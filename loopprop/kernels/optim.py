@@ -116,8 +116,11 @@ def _adamw_threads(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_
             lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
             _adamw(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], decay[lo:hi], lr, beta1,
                    beta2, eps, t, weight_decay)
-    else:
-        _adamw(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay)
+    else:  # the same blocks in order: LLVM's vector loop splits each the same way
+        for b in range(blocks):
+            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
+            _adamw(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], decay[lo:hi], lr, beta1,
+                   beta2, eps, t, weight_decay)
 
 
 @kernel(fast=True, parallel=True)
@@ -130,7 +133,9 @@ def _adam_threads(theta, grad, m1, m2, lr, beta1, beta2, eps, t, threads):
             lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
             _adam(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], lr, beta1, beta2, eps, t)
     else:
-        _adam(theta, grad, m1, m2, lr, beta1, beta2, eps, t)
+        for b in range(blocks):
+            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
+            _adam(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], lr, beta1, beta2, eps, t)
 
 
 @kernel(fast=True)

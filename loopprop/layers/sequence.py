@@ -58,6 +58,12 @@ class Embedding(Layer):
         if X.dtype.kind not in "iuf" or X.dtype == np.bool_:
             raise TypeError(f"{name}: expected integer token ids, got dtype {X.dtype}; encode "
                             "text with loopprop.text.CharTokenizer")
+        if X.ndim == 2 and X.shape[0] != self.T and X.shape[1:] != (self.T,):
+            longer = "longer" if X.shape[0] > self.T else "shorter"
+            raise ValueError(f"{name}: sequences of {X.shape[0]} tokens are {longer} than "
+                             f"the model's window T = {self.T} (its block_size; ids are (T, m),"
+                             f" one column per sequence): cut them into windows of {self.T}, "
+                             "or sample with loopprop.generate.sample, which takes any prompt")
         if X.size == 0:
             return X.astype(np.float64)
         if X.dtype.kind == "f":
