@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import _checks
 from .._jit import kernel, prange
+from .views import borrowed_flat, borrowed_matrix
 
 
 @kernel(fast=True)
@@ -104,6 +105,15 @@ def _clip_grad_norm(grad, max_norm):
 BLOCK = 1 << 16
 
 
+@kernel
+def _block(v, b):
+    """Block ``b`` of the flat vector ``v`` (:data:`BLOCK` values, fewer in the last), as a
+    C-contiguous view typed the same in serial and in threaded loops (so both call one
+    compiled specialization of the update and get the same bits)."""
+    lo = b * BLOCK
+    return borrowed_flat(borrowed_matrix(v, lo, 1, min(v.shape[0], lo + BLOCK) - lo))
+
+
 @kernel(fast=True, parallel=True)
 def _adamw_threads(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay,
                    threads):
@@ -113,14 +123,12 @@ def _adamw_threads(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_
     blocks = (n + BLOCK - 1) // BLOCK
     if threads > 1 and blocks > 1:
         for b in prange(blocks):
-            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
-            _adamw(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], decay[lo:hi], lr, beta1,
-                   beta2, eps, t, weight_decay)
+            _adamw(_block(theta, b), _block(grad, b), _block(m1, b), _block(m2, b),
+                   _block(decay, b), lr, beta1, beta2, eps, t, weight_decay)
     else:  # the same blocks in order: LLVM's vector loop splits each the same way
         for b in range(blocks):
-            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
-            _adamw(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], decay[lo:hi], lr, beta1,
-                   beta2, eps, t, weight_decay)
+            _adamw(_block(theta, b), _block(grad, b), _block(m1, b), _block(m2, b),
+                   _block(decay, b), lr, beta1, beta2, eps, t, weight_decay)
 
 
 @kernel(fast=True, parallel=True)
@@ -130,12 +138,12 @@ def _adam_threads(theta, grad, m1, m2, lr, beta1, beta2, eps, t, threads):
     blocks = (n + BLOCK - 1) // BLOCK
     if threads > 1 and blocks > 1:
         for b in prange(blocks):
-            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
-            _adam(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], lr, beta1, beta2, eps, t)
+            _adam(_block(theta, b), _block(grad, b), _block(m1, b), _block(m2, b), lr, beta1,
+                  beta2, eps, t)
     else:
         for b in range(blocks):
-            lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
-            _adam(theta[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi], lr, beta1, beta2, eps, t)
+            _adam(_block(theta, b), _block(grad, b), _block(m1, b), _block(m2, b), lr, beta1,
+                  beta2, eps, t)
 
 
 @kernel(fast=True)
