@@ -119,6 +119,7 @@ def test_gpt_matches_reference_pytorch_model(rng):
         assert_close(name, g, params[name].grad.numpy(), 1e-9)
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_gpt_adamw_steps_match_pytorch(rng):
     """Ten AdamW steps (decay on the weight matrices and the token embedding only, clipping,
     as our defaults): every loss equal to 1e-9."""
@@ -160,6 +161,7 @@ def test_tied_gpt_gradients_match_finite_differences(rng):
     assert lp.gradcheck(net, X % 7, Y % 7) < 1e-6
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_gpt_is_bitwise_reproducible_across_thread_counts(rng):
     import numba
 
@@ -210,6 +212,7 @@ def test_bad_ids_and_shapes_get_clear_errors(rng):
                    input_shape=(2, 5))
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_blocked_optimizer_kernels_are_thread_count_independent(rng):
     """The optimizers' parallel drivers (used for every model): the same bits on one thread and
     two, the clipped norm equal to NumPy's, AdamW equal to the one-loop kernel."""

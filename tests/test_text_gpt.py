@@ -56,6 +56,7 @@ def small_gpt(dtype="float64", seed=0, vocab=None, block=8):
     return models.gpt(vocab or tok.vocab_size, block, 2, 2, 16, dtype=dtype, seed=seed), tok
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_fit_text_equals_the_python_loop():
     """Same windows (loopprop's generator, drawn here in Python), same SGD steps: the same
     weights, bitwise."""
@@ -80,6 +81,7 @@ def test_fit_text_equals_the_python_loop():
     assert np.array_equal(net._theta, twin._theta)
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_training_beats_the_unigram_entropy():
     """A fixed corpus: after training, the held-out loss is far below the entropy of the
     characters' frequencies (the best a model without context can do)."""
@@ -94,6 +96,7 @@ def test_training_beats_the_unigram_entropy():
     assert len(hist["tokens_per_s"]) == 3 and min(hist["tokens_per_s"]) > 0
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_cached_sampling_equals_recomputing_the_window():
     net, tok = small_gpt(seed=2)
     ids = tok.encode(CORPUS)
@@ -114,6 +117,7 @@ def test_cached_sampling_equals_recomputing_the_window():
     assert generate.sample(net, prompt, 40, temperature=0.9, seed=4).tolist() != a.tolist()
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_save_load_keeps_the_tokenizer_and_the_samples(tmp_path):
     net, tok = small_gpt(dtype="float32")
     net.metadata["tokenizer"] = tok.to_config()
@@ -143,6 +147,7 @@ def test_fit_text_and_sample_errors():
         mlp.fit_text(np.arange(10))
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
 def test_cli_trains_a_gpt_and_samples(tmp_path):
     corpus = tmp_path / "corpus.py"
     corpus.write_text(CORPUS)
