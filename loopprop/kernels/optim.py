@@ -46,7 +46,7 @@ def _momentum(theta, grad, velocity, lr, beta):
         theta[p] -= lr * velocity[p]
 
 
-@kernel(fast=True)
+@kernel
 def _adam(theta, grad, m1, m2, lr, beta1, beta2, eps, t):
     """Adam step ``t`` (1-based). Shapes: theta, grad, m1, m2 (P,).
 
@@ -62,10 +62,15 @@ def _adam(theta, grad, m1, m2, lr, beta1, beta2, eps, t):
         theta[p] -= lr * (m1[p] * c1) / (math.sqrt(m2[p] * c2) + eps)
 
 
-@kernel(fast=True)
+@kernel
 def _adamw(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay):
     """AdamW step ``t``: ``θ[p] ← θ[p]·(1 − η·λ·d[p])``, then :func:`_adam`'s update (the
-    decay is decoupled from the moments). Shapes: all (P,)."""
+    decay is decoupled from the moments). Shapes: all (P,).
+
+    Adam and AdamW are compiled without fast-math: with ``contract``, LLVM may fuse a
+    multiply-add in the vector loop and not in its scalar remainder, so an element's bits
+    would depend on where a block boundary falls; without it every element is computed the
+    same way in any loop (the loops still vectorize: there is no reduction)."""
     c1 = 1.0 / (1.0 - beta1**t)
     c2 = 1.0 / (1.0 - beta2**t)
     for p in range(theta.shape[0]):
@@ -114,7 +119,7 @@ def _block(v, b):
     return borrowed_flat(borrowed_matrix(v, lo, 1, min(v.shape[0], lo + BLOCK) - lo))
 
 
-@kernel(fast=True, parallel=True)
+@kernel(parallel=True)
 def _adamw_threads(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay,
                    threads):
     """:func:`_adamw` over blocks of :data:`BLOCK` parameters, the blocks split over the
@@ -131,7 +136,7 @@ def _adamw_threads(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_
                    _block(decay, b), lr, beta1, beta2, eps, t, weight_decay)
 
 
-@kernel(fast=True, parallel=True)
+@kernel(parallel=True)
 def _adam_threads(theta, grad, m1, m2, lr, beta1, beta2, eps, t, threads):
     """:func:`_adam` over blocks of :data:`BLOCK` parameters, split over the threads."""
     n = theta.shape[0]
