@@ -15,38 +15,44 @@ from loopprop.layers import (CausalSelfAttention, Dense, Embedding, LayerNorm, P
 V, BLOCK, N_LAYER, N_HEAD, N_EMBD = 11, 8, 2, 2, 12
 
 
-def reference_gpt(torch, net):
-    """GPT-2 written plainly in PyTorch (nanoGPT's structure, batch first), its parameters
-    copied from ``net`` (our layout converted); returns ``(forward, params by our name)``."""
-    F = torch.nn.functional
-    t = {}
-
-    def take(name, array, transpose=False):
-        a = np.asarray(array, np.float64)
-        t[name] = torch.tensor(a.T.copy() if transpose else a.copy(), requires_grad=True)
-        return t[name]
-
+def parameters_by_name(net):
+    """``{reference name: (layer, our array's name, transposed?)}`` for every parameter of a
+    ``models.gpt`` network (``E`` and positions are stored transposed to PyTorch's)."""
     rows = net.rows
     emb = next(v for v in rows if isinstance(v, Embedding))
     pos = next(v for v in rows if isinstance(v, PositionEmbedding))
-    wte = take("E", emb.E, transpose=True)  # (V, d)
-    wpe = take("P", pos.W, transpose=True)  # (T_max, d)
-    blocks = []
+    table = {"E": (emb, "E", True), "P": (pos, "W", True)}
     lns = [v for v in rows if isinstance(v, LayerNorm)]
     atts = [v for v in rows if isinstance(v, CausalSelfAttention)]
     dense = [v for v in rows if isinstance(v, Dense)]
     for i in range(N_LAYER):
         ln1, ln2 = lns[2 * i], lns[2 * i + 1]
         att, fc, proj = atts[i], dense[2 * i], dense[2 * i + 1]
-        blocks.append({
-            "ln1": (take(f"ln1_{i}.g", ln1.gamma), take(f"ln1_{i}.b", ln1.beta)),
-            "qkv": (take(f"att{i}.Wqkv", att.W_qkv), take(f"att{i}.bqkv", att.b_qkv)),
-            "o": (take(f"att{i}.Wo", att.W_o), take(f"att{i}.bo", att.b_o)),
-            "ln2": (take(f"ln2_{i}.g", ln2.gamma), take(f"ln2_{i}.b", ln2.beta)),
-            "fc": (take(f"fc{i}.W", fc.W), take(f"fc{i}.b", fc.b)),
-            "proj": (take(f"proj{i}.W", proj.W), take(f"proj{i}.b", proj.b)),
-        })
-    lnf = (take("lnf.g", lns[-1].gamma), take("lnf.b", lns[-1].beta))
+        table.update({f"ln1_{i}.g": (ln1, "gamma", False), f"ln1_{i}.b": (ln1, "beta", False),
+                      f"att{i}.Wqkv": (att, "W_qkv", False), f"att{i}.bqkv": (att, "b_qkv", False),
+                      f"att{i}.Wo": (att, "W_o", False), f"att{i}.bo": (att, "b_o", False),
+                      f"ln2_{i}.g": (ln2, "gamma", False), f"ln2_{i}.b": (ln2, "beta", False),
+                      f"fc{i}.W": (fc, "W", False), f"fc{i}.b": (fc, "b", False),
+                      f"proj{i}.W": (proj, "W", False), f"proj{i}.b": (proj, "b", False)})
+    table.update({"lnf.g": (lns[-1], "gamma", False), "lnf.b": (lns[-1], "beta", False)})
+    return table
+
+
+def reference_gpt(torch, net):
+    """GPT-2 written plainly in PyTorch (nanoGPT's structure, batch first), its parameters
+    copied from ``net`` (our layout converted); returns ``(forward, params by our name)``."""
+    F = torch.nn.functional
+    t = {}
+    for name, (layer, attr, transpose) in parameters_by_name(net).items():
+        a = np.asarray(getattr(layer, attr), np.float64)
+        t[name] = torch.tensor(a.T.copy() if transpose else a.copy(), requires_grad=True)
+    wte, wpe = t["E"], t["P"]  # (V, d), (T_max, d)
+    blocks = [{part: (t[f"{prefix}{i}.{w}"], t[f"{prefix}{i}.{b}"])
+               for part, prefix, w, b in (("ln1", "ln1_", "g", "b"), ("qkv", "att", "Wqkv", "bqkv"),
+                                          ("o", "att", "Wo", "bo"), ("ln2", "ln2_", "g", "b"),
+                                          ("fc", "fc", "W", "b"), ("proj", "proj", "W", "b"))}
+              for i in range(N_LAYER)]
+    lnf = (t["lnf.g"], t["lnf.b"])
 
     def forward(ids):  # ids (B, T) -> logits (B, T, V)
         B, T = ids.shape
@@ -68,24 +74,8 @@ def reference_gpt(torch, net):
 
 def our_grads(net):
     """Our gradients under the reference's names, converted to its layout."""
-    rows = net.rows
-    emb = next(v for v in rows if isinstance(v, Embedding))
-    pos = next(v for v in rows if isinstance(v, PositionEmbedding))
-    out = {"E": emb.dE.T, "P": pos.dW.T}
-    lns = [v for v in rows if isinstance(v, LayerNorm)]
-    atts = [v for v in rows if isinstance(v, CausalSelfAttention)]
-    dense = [v for v in rows if isinstance(v, Dense)]
-    for i in range(N_LAYER):
-        ln1, ln2 = lns[2 * i], lns[2 * i + 1]
-        att, fc, proj = atts[i], dense[2 * i], dense[2 * i + 1]
-        out.update({f"ln1_{i}.g": ln1.dgamma, f"ln1_{i}.b": ln1.dbeta,
-                    f"att{i}.Wqkv": att.dW_qkv, f"att{i}.bqkv": att.db_qkv,
-                    f"att{i}.Wo": att.dW_o, f"att{i}.bo": att.db_o,
-                    f"ln2_{i}.g": ln2.dgamma, f"ln2_{i}.b": ln2.dbeta,
-                    f"fc{i}.W": fc.dW, f"fc{i}.b": fc.db, f"proj{i}.W": proj.dW,
-                    f"proj{i}.b": proj.db})
-    out.update({"lnf.g": lns[-1].dgamma, "lnf.b": lns[-1].dbeta})
-    return out
+    return {name: getattr(layer, "d" + attr).T if transpose else getattr(layer, "d" + attr)
+            for name, (layer, attr, transpose) in parameters_by_name(net).items()}
 
 
 def batch(rng, m, T=BLOCK):
