@@ -553,7 +553,7 @@ def attention_workload(n_head: int = 12, d_head: int = 64, T: int = 256, m: int 
 
     def loops():
         _, P = attention_forward(Q, K, V, check_finite=False)
-        return attention_backward(dO, Q, K, V, P, check_finite=False)
+        return attention_backward(dO, Q, K, V, P, causal=True, check_finite=False)
 
     fns: dict[str, Callable] = {"loopprop": loops}
     torch = _torch() if with_torch else None

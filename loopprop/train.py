@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._jit import kernel, runtime_flag
-from .kernels.activations import _activation_forward_tuned, _activation_backward_tuned
+from .kernels.activations import (_activation_backward_threads, _activation_backward_tuned,
+                                  _activation_forward_threads, _activation_forward_tuned)
 from .kernels.attention import (_attention_backward_tuned, _attention_forward_tuned,
                                 _embedding_backward_tuned, _embedding_forward_tuned,
                                 _position_backward, _position_forward)
@@ -104,8 +105,8 @@ def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork,
                              _view(cache, plan[r, C_OFF] * mb, N, n_in), threads)
     elif kind == ACTIVATION:
         n, N = h[1], plan[r, IN_SIZE] // h[1] * mb  # features × (positions · examples)
-        _activation_forward_tuned(_view(acts, y_off, n, N), _view(acts, x_off, n, N), h[0],
-                                  fplan[r, 0])
+        _activation_forward_threads(_view(acts, y_off, n, N), _view(acts, x_off, n, N), h[0],
+                                    fplan[r, 0], threads)
     elif kind == CONV2D:
         c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
         s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
@@ -229,9 +230,9 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
     elif kind == ACTIVATION:
         if need_dx:
             n, N = h[1], plan[r, IN_SIZE] // h[1] * mb
-            _activation_backward_tuned(_view(dacts, x_off, n, N), _view(dacts, y_off, n, N),
-                                       _view(acts, x_off, n, N), _view(acts, y_off, n, N),
-                                       h[0], fplan[r, 0], runtime_flag(True))
+            _activation_backward_threads(_view(dacts, x_off, n, N), _view(dacts, y_off, n, N),
+                                         _view(acts, x_off, n, N), _view(acts, y_off, n, N),
+                                         h[0], fplan[r, 0], runtime_flag(True), threads)
     elif kind == CONV2D:
         c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
         s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
@@ -333,7 +334,7 @@ def _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwor
     dh = C // n_head
     datt, dqkv = w + 4 * C * N, w + 5 * C * N
     po = p + 3 * C * C + 3 * C
-    _zero(_vec(work, datt, 4 * C * N))  # dO and dQKV: the kernels below add into them
+    _zero(_vec(work, datt, C * N))  # dO: the output projection's backward adds into it
     _dense_layer_backward(_view(grad, po, C, C), _vec(grad, po + C * C, C),
                           _view(work, datt, C, N), _view(dacts, y_off, C, N),
                           _view(theta, po, C, C), _view(cache, att, C, N),
@@ -346,7 +347,8 @@ def _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwor
                               _img(cache, qkv, n_head, dh, T, mb),
                               _img(cache, qkv + C * N, n_head, dh, T, mb),
                               _img(cache, qkv + 2 * C * N, n_head, dh, T, mb),
-                              _img(cache, probs, n_head, T, T, mb), runtime_flag(True), threads)
+                              _img(cache, probs, n_head, T, T, mb), runtime_flag(True),
+                              runtime_flag(False), threads)  # dQKV written
     _dense_layer_backward(_view(grad, p, 3 * C, C), _vec(grad, p + 3 * C * C, 3 * C),
                           _view(dacts, x_off, C, N), _view(work, dqkv, 3 * C, N),
                           _view(theta, p, 3 * C, C), _view(acts, x_off, C, N),

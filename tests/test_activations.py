@@ -121,3 +121,34 @@ def test_tuned_equals_naive_over_the_whole_range(name, dtype):
     dA = np.ones_like(Z)
     assert_close("dZ", lp.activation_backward(name, dA, Z, impl="tuned"),
                  lp.activation_backward(name, dA, Z, impl="naive"), RTOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu", "gelu_tanh",
+                                  "softmax"])
+def test_threaded_activations_split_without_changing_a_bit(rng, name, dtype):
+    """The training rows run activations split across threads: every element must come out
+    with the same bits as the one-call kernel, on any thread count (the GPT's GELU rows)."""
+    import numba
+
+    from loopprop.kernels.activations import (ELEMENTWISE_MIN, _activation_backward_threads,
+                                              _activation_backward_tuned,
+                                              _activation_forward_threads,
+                                              _activation_forward_tuned, activation_code)
+
+    code = activation_code(name)
+    n, m = 7, ELEMENTWISE_MIN // 3 + 5  # 2.3 × ELEMENTWISE_MIN elements: a split mid-row
+    Z = (4 * rng.standard_normal((n, m))).astype(dtype)
+    dA = rng.standard_normal((n, m)).astype(dtype)
+    A1 = np.empty_like(Z)
+    _activation_forward_tuned(A1, Z, code, 0.01)
+    dZ1 = rng.standard_normal((n, m)).astype(dtype)
+    dZ0 = dZ1.copy()
+    _activation_backward_tuned(dZ1, dA, Z, A1, code, 0.01, True)
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        A = np.empty_like(Z)
+        _activation_forward_threads(A, Z, code, 0.01, threads)
+        assert np.array_equal(A, A1), threads
+        dZ = dZ0.copy()
+        _activation_backward_threads(dZ, dA, Z, A, code, 0.01, True, threads)
+        assert np.array_equal(dZ, dZ1), threads

@@ -43,8 +43,8 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel
-from .views import borrowed_flat
+from .._jit import kernel, prange
+from .views import borrowed_flat, borrowed_matrix
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, GELU, GELU_TANH = range(8)
 
@@ -399,6 +399,46 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc):
 
 
 IMPLS = ("tuned", "naive")
+
+
+#: below this many elements an activation runs on one thread (a launch costs ~10 µs)
+ELEMENTWISE_MIN = 1 << 16
+
+
+@kernel(parallel=True)
+def _activation_forward_threads(A, Z, code, alpha, threads):
+    """:func:`_activation_forward_tuned` with the flat index split into one contiguous range
+    per thread (softmax, which couples a column, and small arrays run as one call). Each element
+    is computed by the same instructions whatever the split (no fast-math: no contraction that
+    could differ between a loop's vector body and its remainder), so the bits do not depend on
+    the thread count."""
+    n = Z.size
+    chunks = min(threads, n // ELEMENTWISE_MIN) if code != SOFTMAX else 1
+    if chunks <= 1:
+        _activation_forward_tuned(A, Z, code, alpha)
+        return
+    a, z = borrowed_flat(A), borrowed_flat(Z)
+    for c in prange(chunks):
+        p0, p1 = c * n // chunks, (c + 1) * n // chunks
+        _activation_forward_tuned(borrowed_matrix(a, p0, 1, p1 - p0),
+                                  borrowed_matrix(z, p0, 1, p1 - p0), code, alpha)
+
+
+@kernel(parallel=True)
+def _activation_backward_threads(dZ, dA, Z, A, code, alpha, acc, threads):
+    """:func:`_activation_backward_tuned` split like :func:`_activation_forward_threads`."""
+    n = Z.size
+    chunks = min(threads, n // ELEMENTWISE_MIN) if code != SOFTMAX else 1
+    if chunks <= 1:
+        _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc)
+        return
+    dz, da, z, a = borrowed_flat(dZ), borrowed_flat(dA), borrowed_flat(Z), borrowed_flat(A)
+    for c in prange(chunks):
+        p0, p1 = c * n // chunks, (c + 1) * n // chunks
+        _activation_backward_tuned(borrowed_matrix(dz, p0, 1, p1 - p0),
+                                   borrowed_matrix(da, p0, 1, p1 - p0),
+                                   borrowed_matrix(z, p0, 1, p1 - p0),
+                                   borrowed_matrix(a, p0, 1, p1 - p0), code, alpha, acc)
 
 
 def _alpha(alpha) -> float:

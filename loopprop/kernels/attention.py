@@ -38,7 +38,9 @@ import numpy as np
 from .. import _checks
 from .._jit import kernel, prange, runtime_flag, use_threads
 from .activations import _EXP_DEGREE_F32, _exp
-from .gemm import _gemm
+from .gemm import MR, _micro, _pack_x_trans, _pack_y
+from .simd import vhmax, vload, vmax
+from .views import borrowed_flat
 
 
 @kernel
@@ -192,28 +194,47 @@ def _from_items(dst, src, add):
 
 
 @kernel(fast=True)
+def _row_max(row, n):
+    """``max_s row[s]`` over ``s < n`` (n ≥ 1), a register of lanes at a time
+    (:func:`~loopprop.kernels.simd.vmax`); a NaN is skipped here and still reaches the row's
+    exponentials."""
+    L = 64 // row.itemsize
+    top = row[0]
+    if n >= L:
+        acc = vload(row, 0)
+        for s in range(L, n - L + 1, L):
+            acc = vmax(acc, vload(row, s))
+        top = vhmax(vmax(acc, vload(row, n - L)))  # the tail overlaps: max does not mind
+    else:
+        for s in range(1, n):
+            top = max(top, row[s])
+    return top
+
+
+@kernel(fast=True)
 def _softmax_rows(S, alpha, causal):
     """Row ``t`` of ``S (T, T)`` becomes ``softmax_s(α·S[t, s])`` over the visible keys (``s ≤
-    t`` when causal), 0 beyond; the exponentials through the vectorizable
-    :func:`~loopprop.kernels.activations._exp` (fast-math is safe here: every argument is
-    ≤ 0, far from the overflow its docstring guards against)."""
+    t`` when causal), 0 beyond; the maximum a register at a time (:func:`_row_max`), the
+    exponentials through the vectorizable :func:`~loopprop.kernels.activations._exp`
+    (fast-math is safe here: every argument is ≤ 0, far from the overflow its docstring guards
+    against)."""
     T = S.shape[0]
     single = S.itemsize == 4
     for t in range(T):
         last = t + 1 if causal else T
         row = S[t]
-        top = alpha * row[0]
-        for s in range(1, last):
-            top = max(top, alpha * row[s])
+        top = alpha * _row_max(row, last)  # α > 0: max_s α·S = α·max_s S
+        total = 0.0
         if single:
             for s in range(last):
-                row[s] = _exp(alpha * row[s] - top, _EXP_DEGREE_F32)
+                e = _exp(alpha * row[s] - top, _EXP_DEGREE_F32)
+                row[s] = e
+                total += e
         else:
             for s in range(last):
-                row[s] = _exp(alpha * row[s] - top)
-        total = 0.0
-        for s in range(last):
-            total += row[s]
+                e = _exp(alpha * row[s] - top)
+                row[s] = e
+                total += e
         inv = 1.0 / total
         for s in range(last):
             row[s] *= inv
@@ -222,37 +243,150 @@ def _softmax_rows(S, alpha, causal):
 
 
 @kernel(fast=True)
-def _attention_head_forward(O, P, Q, K, V, causal, Qt, Kt, Vt, Ot, S):
-    """One head for every example of the batch, as matrix products on contiguous copies.
+def _scores(S, Xp, Yp, d, T, causal, tile):
+    """``S[t, s] += Σ_e X[e, t] · Y[e, s]`` for one example (``S = Xᵀ·Y``, ``(T, T)`` flat,
+    row ``t`` at ``t·T``); causal, only the strips of keys that hold some ``s ≤ t``. ``Xp`` is X
+    packed by :func:`~loopprop.kernels.gemm._pack_x_trans` (six queries side by side per step
+    of ``e``), ``Yp`` is Y packed in strips of ``NR`` keys
+    (:func:`~loopprop.kernels.gemm._pack_y`); :func:`~loopprop.kernels.gemm._micro` sums each
+    ``6 × NR`` tile in registers."""
+    NR = 128 // S.itemsize
+    Sb, Xb, Yb, tb = borrowed_flat(S), borrowed_flat(Xp), borrowed_flat(Yp), borrowed_flat(tile)
+    for u in range((T + MR - 1) // MR):
+        t0 = u * MR
+        rows = min(MR, T - t0)
+        n_strips = (t0 + rows - 1) // NR + 1 if causal else (T + NR - 1) // NR
+        for j in range(n_strips):
+            _micro(Sb, T, Xb, u * d * MR, 1, MR, rows, Yb, j * d * NR, d, t0, j * NR,
+                   min(NR, T - j * NR), tb)
 
-    Per example ``k`` (``Qt[k] = Q[:, :, k]``, ``(d_head, T)``): ``S = Qtᵀ·Kt``, the causal
-    softmax of its rows (into ``S[k]``), ``Ot = Vt·Sᵀ`` -- on the packed kernel of
-    :mod:`~loopprop.kernels.gemm`, the full square (the masked half is computed and zeroed:
-    cheaper than a triangle of short dot products). Shapes: O, Q, K, V (d_head, T, m); P (T, T,
-    m) written; workspaces Qt, Kt, Vt, Ot (m, d_head·T), S (m, T·T)."""
+
+@kernel(fast=True)
+def _times_square(C, X, Yp, d, T, causal, upper, tile):
+    """``C[e, c] += Σ_p X[e, p] · Y[p, c]`` for one example: ``C, X (d, T)`` flat and
+    row-major, ``Y (T, T)`` packed in strips of ``NR`` columns (``Yp``,
+    :func:`~loopprop.kernels.gemm._pack_y`). Causal, Y is zero on one side of its diagonal
+    and the sum over ``p`` runs over the other side only: ``upper`` (``Y[p, c] = 0`` for ``p >
+    c``) stops at the strip's last column, otherwise (``Y[p, c] = 0`` for ``p < c``) it starts
+    at the strip's first column."""
+    NR = 128 // C.itemsize
+    Cb, Xb, Yb, tb = borrowed_flat(C), borrowed_flat(X), borrowed_flat(Yp), borrowed_flat(tile)
+    for j in range((T + NR - 1) // NR):
+        c0 = j * NR
+        p0, p1 = 0, T
+        if causal and upper:
+            p1 = min(T, c0 + NR)
+        elif causal:
+            p0 = c0
+        for u in range((d + MR - 1) // MR):
+            e0 = u * MR
+            _micro(Cb, T, Xb, e0 * T + p0, T, 1, min(MR, d - e0), Yb, j * T * NR + p0 * NR,
+                   p1 - p0, e0, c0, min(NR, T - c0), tb)
+
+
+@kernel(fast=True)
+def _pack_square(Yp, Y, y_trans, causal, upper):
+    """``Y (T, T)`` (``Y[p, c]``, or ``Ysrc[c, p]`` when ``y_trans``) packed in strips of
+    ``NR`` columns as :func:`_times_square` reads it (strip ``j`` at ``j·T·NR``, row ``p`` at
+    ``p·NR`` inside it; :func:`~loopprop.kernels.gemm._pack_y` one strip at a time). Causal,
+    only the rows of each strip that its sum reads: ``p`` up to the strip's last column
+    (``upper``) or from its first."""
+    T = Y.shape[0]
+    NR = 128 // Y.itemsize
+    for j in range((T + NR - 1) // NR):
+        c0 = j * NR
+        p0, p1 = 0, T
+        if causal and upper:
+            p1 = min(T, c0 + NR)
+        elif causal:
+            p0 = c0
+        o = j * T * NR + p0 * NR
+        _pack_y(Yp[o:o + (p1 - p0) * NR], Y, y_trans, p0, p1, c0, min(T, c0 + NR), NR)
+
+
+@kernel(fast=True)
+def _attention_item_forward(O, S, Q, K, V, d, T, causal, Xp, Yp, Pp, tile):
+    """One head of one example: ``S = QᵀK`` (:func:`_scores`), the scaled causal softmax of its
+    rows (:func:`_softmax_rows`), ``O = V·Pᵀ`` (:func:`_times_square`; causal, only ``s ≤
+    t``). Shapes, flat in C order: O, Q, K, V ``(d, T)``; S ``(T, T)``, left holding P;
+    workspaces Xp ``⌈T/6⌉·6·d``, Yp ``⌈T/NR⌉·NR·d``, Pp ``⌈T/NR⌉·NR·T``, tile ``6·NR``."""
+    NR = 128 // S.itemsize
+    _pack_x_trans(Xp, Q.reshape(d, T), 0, T, 0, d)
+    _pack_y(Yp, K.reshape(d, T), runtime_flag(False), 0, d, 0, T, NR)
+    S[:] = 0.0
+    _scores(S, Xp, Yp, d, T, causal, tile)
+    _softmax_rows(S.reshape(T, T), 1.0 / math.sqrt(d), causal)
+    _pack_square(Pp, S.reshape(T, T), runtime_flag(True), causal, runtime_flag(True))  # P[t, s]
+    O[:] = 0.0
+    _times_square(O, V, Pp, d, T, causal, runtime_flag(True), tile)
+
+
+@kernel(fast=True)
+def _attention_item_backward(dQ, dK, dV, dS, dO, Q, K, V, P, d, T, causal, Xp, Yp, Pp, tile):
+    """The backward of one head of one example into ``dQ, dK, dV`` (written): ``dP = dOᵀ·V``
+    (:func:`_scores`), ``dS = α·P ⊙ (dP − Σ_s P·dP)`` row by row in place, then ``dV = dO·P``,
+    ``dQ = K·dSᵀ``, ``dK = Q·dS`` (:func:`_times_square`, each cut to the causal triangle).
+    Shapes as :func:`_attention_item_forward`; dS ``(T, T)`` workspace."""
+    NR = 128 // P.itemsize
+    alpha = 1.0 / math.sqrt(d)
+    _pack_x_trans(Xp, dO.reshape(d, T), 0, T, 0, d)
+    _pack_y(Yp, V.reshape(d, T), runtime_flag(False), 0, d, 0, T, NR)
+    dS[:] = 0.0
+    _scores(dS, Xp, Yp, d, T, causal, tile)
+    for t in range(T):
+        last = t + 1 if causal else T
+        p, g = P[t * T:t * T + last], dS[t * T:t * T + T]
+        row = 0.0
+        for s in range(last):
+            row += p[s] * g[s]
+        for s in range(last):
+            g[s] = alpha * p[s] * (g[s] - row)
+        g[last:] = 0.0
+    dQ[:] = 0.0
+    dK[:] = 0.0
+    dV[:] = 0.0
+    _pack_square(Pp, P.reshape(T, T), runtime_flag(False), causal, runtime_flag(False))
+    _times_square(dV, dO, Pp, d, T, causal, runtime_flag(False), tile)
+    _pack_square(Pp, dS.reshape(T, T), runtime_flag(True), causal, runtime_flag(True))
+    _times_square(dQ, K, Pp, d, T, causal, runtime_flag(True), tile)
+    _pack_square(Pp, dS.reshape(T, T), runtime_flag(False), causal, runtime_flag(False))
+    _times_square(dK, Q, Pp, d, T, causal, runtime_flag(False), tile)
+
+
+@kernel
+def _item_workspaces(d, T, dtype_of):
+    """The per-thread workspaces of :func:`_attention_item_forward` and
+    :func:`_attention_item_backward`: Xp, Yp, Pp, tile, dS."""
+    NR = 128 // dtype_of.itemsize
+    strips = (T + NR - 1) // NR
+    return (np.empty(((T + MR - 1) // MR) * MR * d, dtype_of.dtype),
+            np.empty(strips * NR * d, dtype_of.dtype), np.empty(strips * NR * T, dtype_of.dtype),
+            np.empty(MR * NR, dtype_of.dtype), np.empty(T * T, dtype_of.dtype))
+
+
+@kernel(fast=True)
+def _attention_head_forward(O, P, Q, K, V, causal, Qt, Kt, Vt, Ot, S, Xp, Yp, Pp, tile):
+    """One head for every example of the batch: each example's ``(d_head, T)`` block copied
+    out contiguously (:func:`_to_items`), attention per example
+    (:func:`_attention_item_forward`: the packed micro-kernel on the causal triangle), the
+    results copied back. Shapes: O, Q, K, V (d_head, T, m); P (T, T, m) written; workspaces
+    Qt, Kt, Vt, Ot (m, d_head·T), S (m, T·T) and those of the item."""
     d_head, T, m = Q.shape
     _to_items(Qt, Q.reshape(d_head * T, m))
     _to_items(Kt, K.reshape(d_head * T, m))
     _to_items(Vt, V.reshape(d_head * T, m))
-    S[:] = 0.0
-    Ot[:] = 0.0
-    alpha = 1.0 / math.sqrt(d_head)
     for k in range(m):
-        Sk = S[k].reshape(T, T)
-        _gemm(Sk, Qt[k].reshape(d_head, T), Kt[k].reshape(d_head, T), runtime_flag(True),
-              runtime_flag(False), 1)
-        _softmax_rows(Sk, alpha, causal)
-        _gemm(Ot[k].reshape(d_head, T), Vt[k].reshape(d_head, T), Sk, runtime_flag(False),
-              runtime_flag(True), 1)
+        _attention_item_forward(Ot[k], S[k], Qt[k], Kt[k], Vt[k], d_head, T, causal, Xp, Yp,
+                                Pp, tile)
     _from_items(P.reshape(T * T, m), S, runtime_flag(False))
     _from_items(O.reshape(d_head * T, m), Ot, runtime_flag(False))
 
 
 @kernel(fast=True, parallel=True)
 def _attention_forward_tuned(O, P, Q, K, V, causal, threads):
-    """:func:`_attention_forward_naive` as matrix products, one head per thread
-    (:func:`_attention_head_forward`). Shapes: O, Q, K, V (n_head, d_head, T, m); P (n_head,
-    T, T, m) written."""
+    """:func:`_attention_forward_naive` as packed products on the causal triangle, one head per
+    thread (:func:`_attention_head_forward`). Shapes: O, Q, K, V (n_head, d_head, T, m); P
+    (n_head, T, T, m) written."""
     n_head, d_head, T, m = Q.shape
     chunks = max(1, min(threads, n_head))
     for c in prange(chunks):
@@ -261,49 +395,38 @@ def _attention_forward_tuned(O, P, Q, K, V, causal, threads):
         Vt = np.empty((m, d_head * T), Q.dtype)
         Ot = np.empty((m, d_head * T), Q.dtype)
         S = np.empty((m, T * T), Q.dtype)
+        Xp, Yp, Pp, tile, _ = _item_workspaces(d_head, T, Q)
         for h in range(c * n_head // chunks, (c + 1) * n_head // chunks):
-            _attention_head_forward(O[h], P[h], Q[h], K[h], V[h], causal, Qt, Kt, Vt, Ot, S)
+            _attention_head_forward(O[h], P[h], Q[h], K[h], V[h], causal, Qt, Kt, Vt, Ot, S,
+                                    Xp, Yp, Pp, tile)
 
 
 @kernel(fast=True)
-def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, Qt, Kt, Vt, dOt, G, Pk, dS):
-    """The backward products of one head for every example, on contiguous ``(d_head, T)``
-    copies: ``dP = dOtᵀ·Vt``, ``dS = α·P ⊙ (dP − Σ_s P·dP)``, ``dVt = dOt·P``,
-    ``dQt = Kt·dSᵀ``, ``dKt = Qt·dS``; each added back into the batch layout. Workspaces Qt,
-    Kt, Vt, dOt (m, d_head·T); G (3, m, d_head·T); Pk (m, T·T); dS (T, T)."""
+def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, causal, add, Qt, Kt, Vt, dOt, G, Pk,
+                             dS, Xp, Yp, Pp, tile):
+    """The backward of one head for every example, on contiguous ``(d_head, T)`` copies
+    (:func:`_attention_item_backward` per example), each gradient added back into the batch
+    layout (``add``) or written into it. Workspaces Qt, Kt, Vt, dOt (m, d_head·T); G (3, m, d_head·T); Pk (m, T·T); dS
+    (T·T) and those of the item."""
     d_head, T, m = Q.shape
-    alpha = 1.0 / math.sqrt(d_head)
     _to_items(Qt, Q.reshape(d_head * T, m))
     _to_items(Kt, K.reshape(d_head * T, m))
     _to_items(Vt, V.reshape(d_head * T, m))
     _to_items(dOt, dO.reshape(d_head * T, m))
     _to_items(Pk, P.reshape(T * T, m))
-    G[:] = 0.0
     for k in range(m):
-        Pm = Pk[k].reshape(T, T)
-        qt, kt = Qt[k].reshape(d_head, T), Kt[k].reshape(d_head, T)
-        vt, dot = Vt[k].reshape(d_head, T), dOt[k].reshape(d_head, T)
-        dS[:] = 0.0
-        _gemm(dS, dot, vt, runtime_flag(True), runtime_flag(False), 1)  # dP = dOᵀ-major
-        for t in range(T):
-            row = 0.0
-            for s in range(T):
-                row += Pm[t, s] * dS[t, s]
-            for s in range(T):
-                dS[t, s] = alpha * Pm[t, s] * (dS[t, s] - row)
-        _gemm(G[2, k].reshape(d_head, T), dot, Pm, runtime_flag(False), runtime_flag(False), 1)
-        _gemm(G[0, k].reshape(d_head, T), kt, dS, runtime_flag(False), runtime_flag(True), 1)
-        _gemm(G[1, k].reshape(d_head, T), qt, dS, runtime_flag(False), runtime_flag(False), 1)
-    _from_items(dQ.reshape(d_head * T, m), G[0], runtime_flag(True))
-    _from_items(dK.reshape(d_head * T, m), G[1], runtime_flag(True))
-    _from_items(dV.reshape(d_head * T, m), G[2], runtime_flag(True))
+        _attention_item_backward(G[0, k], G[1, k], G[2, k], dS, dOt[k], Qt[k], Kt[k], Vt[k],
+                                 Pk[k], d_head, T, causal, Xp, Yp, Pp, tile)
+    _from_items(dQ.reshape(d_head * T, m), G[0], add)
+    _from_items(dK.reshape(d_head * T, m), G[1], add)
+    _from_items(dV.reshape(d_head * T, m), G[2], add)
 
 
 @kernel(fast=True, parallel=True)
-def _attention_backward_tuned(dQ, dK, dV, dO, Q, K, V, P, causal, threads):
-    """:func:`_attention_backward_naive` as matrix products, one head per thread
-    (:func:`_attention_head_backward`); ``dQ, dK, dV`` add. Masked entries of P are 0 and add
-    nothing (``causal`` is not needed by the products). Shapes: as the naive."""
+def _attention_backward_tuned(dQ, dK, dV, dO, Q, K, V, P, causal, add, threads):
+    """:func:`_attention_backward_naive` as packed products on the causal triangle (``causal``:
+    P is zero above its diagonal), one head per thread (:func:`_attention_head_backward`);
+    ``dQ, dK, dV`` add (``add``) or are written. Shapes: as the naive."""
     n_head, d_head, T, m = Q.shape
     chunks = max(1, min(threads, n_head))
     for c in prange(chunks):
@@ -313,10 +436,10 @@ def _attention_backward_tuned(dQ, dK, dV, dO, Q, K, V, P, causal, threads):
         dOt = np.empty((m, d_head * T), Q.dtype)
         G = np.empty((3, m, d_head * T), Q.dtype)
         Pk = np.empty((m, T * T), Q.dtype)
-        dS = np.empty((T, T), Q.dtype)
+        Xp, Yp, Pp, tile, dS = _item_workspaces(d_head, T, Q)
         for h in range(c * n_head // chunks, (c + 1) * n_head // chunks):
-            _attention_head_backward(dQ[h], dK[h], dV[h], dO[h], Q[h], K[h], V[h], P[h], Qt, Kt,
-                                     Vt, dOt, G, Pk, dS)
+            _attention_head_backward(dQ[h], dK[h], dV[h], dO[h], Q[h], K[h], V[h], P[h], causal,
+                                     add, Qt, Kt, Vt, dOt, G, Pk, dS, Xp, Yp, Pp, tile)
 
 
 def _ids(ids, name: str, V: int) -> np.ndarray:
@@ -403,12 +526,29 @@ def attention_forward(Q, K, V, causal: bool = True, *, impl: str = "tuned",
     return O, P
 
 
-def attention_backward(dO, Q, K, V, P, *, impl: str = "tuned", check_finite: bool = True):
-    """Gradients of :func:`attention_forward`: ``(dQ, dK, dV)``; ``P`` is the one it returned
-    (its zeros carry the causal mask: the tuned kernel skips the keys after each query when
-    every one of them is zero, the naive one skips each zero). ``impl``: ``"tuned"`` or
-    ``"naive"``."""
+@kernel(fast=True)
+def _zero_above_diagonal(P):
+    """Whether ``P[h, t, s, k] == 0`` for every ``s > t`` (the causal mask), stopping at the
+    first entry that is not. Shape: P (n_head, T, T, m)."""
+    n_head, T, _, m = P.shape
+    for h in range(n_head):
+        for t in range(T):
+            row = P[h, t, t + 1:].reshape((T - t - 1) * m)
+            for i in range(row.shape[0]):
+                if row[i] != 0.0:
+                    return False
+    return True
+
+
+def attention_backward(dO, Q, K, V, P, *, causal: bool | None = None, impl: str = "tuned",
+                       check_finite: bool = True):
+    """Gradients of :func:`attention_forward`: ``(dQ, dK, dV)``; ``P`` is the one it returned.
+    The tuned kernel skips the keys after each query when the attention was causal: say so with
+    ``causal`` or leave it ``None`` and P's zeros decide (a scan of the part above the
+    diagonal). ``impl``: ``"tuned"`` or ``"naive"`` (which skips each zero of P)."""
     _checks.check_choice(impl, "impl", IMPLS)
+    if causal is not None and not isinstance(causal, bool):
+        raise TypeError(f"causal: expected True, False or None, got {_checks._describe(causal)}")
     a = _heads({"dO": dO, "Q": Q, "K": K, "V": V}, "Q", check_finite)
     n_head, d_head, T, m = a["Q"].shape
     P = _checks.as_float_array(P, "P", 4, check_finite=check_finite,
@@ -416,13 +556,15 @@ def attention_backward(dO, Q, K, V, P, *, impl: str = "tuned", check_finite: boo
     _checks.same_dtype(Q=a["Q"], P=P)
     _checks.require_shape(P, "P", (n_head, T, T, m), "the probabilities attention_forward "
                           "returned")
-    dQ, dK, dV = (np.zeros_like(a["Q"]) for _ in range(3))
     if impl == "naive":
+        dQ, dK, dV = (np.zeros_like(a["Q"]) for _ in range(3))
         _attention_backward_naive(dQ, dK, dV, a["dO"], a["Q"], a["K"], a["V"], P)
     else:
-        causal = not np.triu(np.moveaxis(P, -1, 1), 1).any()  # (n_head, m, T, T): s > t zero
+        if causal is None:
+            causal = bool(_zero_above_diagonal(P))
+        dQ, dK, dV = (np.empty_like(a["Q"]) for _ in range(3))
         _attention_backward_tuned(dQ, dK, dV, a["dO"], a["Q"], a["K"], a["V"], P, causal,
-                                  use_threads(True))
+                                  runtime_flag(False), use_threads(True))
     return dQ, dK, dV
 
 

@@ -1,5 +1,7 @@
 """SIMD registers for the tuned matrix kernels: a 512-bit vector of float64 (8 lanes) or float32
-(16 lanes), and the six operations the micro-kernel of :mod:`loopprop.kernels.gemm` needs.
+(16 lanes), the six operations the micro-kernel of :mod:`loopprop.kernels.gemm` needs, and a
+lane-wise and a horizontal maximum (attention's row maximum: without ``nnan``, LLVM does not
+vectorize a ``max`` reduction by itself).
 
 LLVM vectorizes loops that Numba compiles, but it does not keep a *block of vectors* in
 registers across a loop: the register-blocked product ``C[r:r+6, s:s+16] += Σ_p X[r+a, p] ·
@@ -144,6 +146,37 @@ def vadd(typingctx, a, b):
     return a(a, b), codegen
 
 
+@intrinsic
+def vmax(typingctx, a, b):
+    """``max(a, b)`` lane by lane (LLVM's ``maxnum``: a NaN lane takes the other operand)."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        llvt = args[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(llvt, [llvt] * 2),
+                                            f"llvm.maxnum.v{a.lanes}f{a.dtype.bitwidth}")
+        return builder.call(fn, list(args))
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vhmax(typingctx, a):
+    """The largest lane of ``a`` (a horizontal maximum, one scalar)."""
+    if not isinstance(a, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        llvt = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(llvt.element, [llvt]),
+            f"llvm.vector.reduce.fmax.v{a.lanes}f{a.dtype.bitwidth}")
+        return builder.call(fn, list(args))
+
+    return a.dtype(a), codegen
+
+
 if numba.config.DISABLE_JIT:
     # NUMBA_DISABLE_JIT=1 (debugging, coverage): the registers become small NumPy arrays of
     # 64 bytes, and each operation the NumPy expression it compiles to.
@@ -174,3 +207,11 @@ if numba.config.DISABLE_JIT:
     def vadd(a, b):  # noqa: F811
         """``a + b`` lane by lane."""
         return a + b
+
+    def vmax(a, b):  # noqa: F811
+        """``max(a, b)`` lane by lane (a NaN lane takes the other operand)."""
+        return np.fmax(a, b)
+
+    def vhmax(a):  # noqa: F811
+        """The largest lane."""
+        return np.fmax.reduce(a)
