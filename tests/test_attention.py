@@ -133,3 +133,18 @@ def test_tuned_embedding_matches_the_naive_loops(rng):
     dX = rand(rng, (5, 7, 4), np.float64)
     assert_close("dE", lp.embedding_backward(dX, ids, 9),
                  lp.embedding_backward(dX, ids, 9, impl="naive"), 1e-15)
+
+
+@pytest.mark.parametrize("causal", [True, False, None])
+def test_backward_told_or_not_whether_the_attention_was_causal(rng, causal):
+    """``attention_backward(causal=)``: told True it skips the keys after each query, told
+    False it sums over every key (P's zeros add nothing), ``None`` reads P; all equal the
+    naive loops."""
+    Q, K, V, dO = heads(rng, (2, 3, 37, 3), np.float64)
+    _, P = lp.attention_forward(Q, K, V, True)
+    naive = lp.attention_backward(dO, Q, K, V, P, impl="naive")
+    for name, tuned, ref in zip(("dQ", "dK", "dV"),
+                                lp.attention_backward(dO, Q, K, V, P, causal=causal), naive):
+        assert_close(name, tuned, ref, 1e-12)
+    with pytest.raises(TypeError, match="causal: expected True, False or None"):
+        lp.attention_backward(dO, Q, K, V, P, causal=1)

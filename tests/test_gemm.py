@@ -38,11 +38,13 @@ def test_gemm_matches_numpy_product(rng, dtype, x_trans, y_trans, nr, P, ns):
     assert_close("C", C, ref, RTOL[np.dtype(dtype)])
 
 
+@pytest.mark.parametrize("nr,ns", [(97, 70), (29, 301)])  # split by rows; by column strips
 @pytest.mark.parametrize("x_trans,y_trans", [(False, False), (True, False), (False, True)])
-def test_gemm_threads_give_identical_bits(rng, x_trans, y_trans):
-    """Above PARALLEL_MIN_WORK the row tiles are split between threads; each element is still
-    summed by one thread in one order, so the result does not depend on the thread count."""
-    nr, P, ns = 97, 300, 70
+def test_gemm_threads_give_identical_bits(rng, x_trans, y_trans, nr, ns):
+    """Above PARALLEL_MIN_WORK the row tiles (or, with more columns than rows, the column
+    strips) are split between threads; each element is still summed by one thread in one
+    order, so the result does not depend on the thread count."""
+    P = 300
     assert nr * P * ns >= PARALLEL_MIN_WORK
     C1, X, Y, ref = _operands(rng, nr, P, ns, np.float64, x_trans, y_trans)
     C2 = C1.copy()

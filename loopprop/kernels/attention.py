@@ -170,27 +170,31 @@ def _scatter_row(dst, src, ids):
 def _to_items(dst, src):
     """``dst[k, r] = src[r, k]``: a head's values for every example, ``(rows, m)`` with the
     batch last, turned into one contiguous block per example. Shapes: dst (m, rows); src
-    (rows, m)."""
+    (rows, m). Flat views without reference counts (a row view per block and example cost as
+    much as the copy)."""
     rows, m = src.shape
+    d, s = borrowed_flat(dst), borrowed_flat(src)
     for r0 in range(0, rows, 16):  # 16 rows of src are contiguous: read them from L1 m times
         r1 = min(r0 + 16, rows)
         for k in range(m):
-            out = dst[k]
             for r in range(r0, r1):
-                out[r] = src[r, k]
+                d[k * rows + r] = s[r * m + k]
 
 
 @kernel(fast=True)
 def _from_items(dst, src, add):
     """``dst[r, k] (+)= src[k, r]``, the inverse of :func:`_to_items`."""
     rows, m = dst.shape
+    d, s = borrowed_flat(dst), borrowed_flat(src)
     for r0 in range(0, rows, 16):  # blocks of 16 rows, as _to_items
         r1 = min(r0 + 16, rows)
         for k in range(m):
-            inp = src[k]
-            for r in range(r0, r1):
-                prev = dst[r, k] if add else 0.0
-                dst[r, k] = prev + inp[r]
+            if add:
+                for r in range(r0, r1):
+                    d[r * m + k] += s[k * rows + r]
+            else:
+                for r in range(r0, r1):
+                    d[r * m + k] = s[k * rows + r]
 
 
 @kernel(fast=True)

@@ -28,8 +28,10 @@ Blocking (the loop order of BLIS/GotoBLAS, written as Numba loops):
   issues twelve fused multiply-adds, with no horizontal sums and no stores.
 
 Threads take contiguous ranges of row tiles (each packs its own panels of Y and owns its rows
-of C), so every element of C is summed by one thread in one order: the bits do not depend on
-the thread count.
+of C) or, when C has more columns than rows, contiguous ranges of whole strips of columns (each
+packs only its own part of Y: split by rows, every thread would pack all of it). Either way
+every element of C is summed by one thread in one order, by the same micro-kernel steps: the
+bits do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -186,10 +188,17 @@ def _pack_x_trans(Xp, X, r0, r1, p0, p1):
     the six values that a step of the micro-kernel broadcasts side by side. Each step ``q``
     reads one contiguous run ``X[p0 + q, r0:r1]``."""
     kc = p1 - p0
+    n = r1 - r0
+    full = n // MR  # whole tiles: six values at a time, no division per value
     for q in range(kc):
-        for col in range(r1 - r0):
-            g = col // MR
-            Xp[g * kc * MR + q * MR + (col - g * MR)] = X[p0 + q, r0 + col]
+        src = X[p0 + q]
+        for g in range(full):
+            o, c = g * kc * MR + q * MR, r0 + g * MR
+            for a in range(MR):
+                Xp[o + a] = src[c + a]
+        o = full * kc * MR + q * MR
+        for a in range(n - full * MR):
+            Xp[o + a] = src[r0 + full * MR + a]
 
 
 @kernel
@@ -229,15 +238,15 @@ def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
 
 
 @kernel
-def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1):
-    """Row tiles ``u0 ≤ r/MR < u1`` of C over the whole product: for each panel of p and of
-    columns, pack the panel of Y into ``Yp``, then run the tiles (:func:`_row_tiles`)."""
-    ns = C.shape[1]
+def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
+    """Row tiles ``u0 ≤ r/MR < u1`` of C, columns ``c0 ≤ s < c1``, over the whole product: for
+    each panel of p and of columns, pack the panel of Y into ``Yp``, then run the tiles
+    (:func:`_row_tiles`)."""
     NR = 128 // C.itemsize
     for p0 in range(0, P, KC):
         p1 = min(p0 + KC, P)
-        for s0 in range(0, ns, NC):
-            s1 = min(s0 + NC, ns)
+        for s0 in range(c0, c1, NC):
+            s1 = min(s0 + NC, c1)
             _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
             _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
 
@@ -256,17 +265,29 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     P = X.shape[0] if x_trans else X.shape[1]
     NR = 128 // C.itemsize
     n_tiles = (nr + MR - 1) // MR
+    n_strips = (ns + NR - 1) // NR
     chunks = 1
     if threads > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
         chunks = min(threads, n_tiles)
+    # split the columns when C has more of them than rows: split by rows, each thread would
+    # pack all of Y (P·ns values) for its share of fewer rows
+    by_columns = chunks > 1 and ns > nr and n_strips >= 2 * threads
+    if by_columns:
+        chunks = min(threads, n_strips)
     Yp = np.empty((chunks, ((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P)), C.dtype)
     Xp = np.empty((chunks, XT_TILES * MR * min(KC, P) if x_trans else 0), C.dtype)
     tile = np.empty((chunks, MR * NR), C.dtype)
     Xf = borrowed_flat(X)
-    if chunks > 1:
+    if by_columns:
+        for c in prange(chunks):  # whole strips of NR columns per thread
+            _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c], int(0),
+                       n_tiles, c * n_strips // chunks * NR,
+                       min(ns, (c + 1) * n_strips // chunks * NR))
+    elif chunks > 1:
         for c in prange(chunks):
             _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
-                       c * n_tiles // chunks, (c + 1) * n_tiles // chunks)
+                       c * n_tiles // chunks, (c + 1) * n_tiles // chunks, int(0), ns)
     else:
         # int(0), not 0: a constant would compile a second specialization (_jit.runtime_flag)
-        _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles)
+        _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles,
+                   int(0), ns)
