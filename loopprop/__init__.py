@@ -1,8 +1,9 @@
 """loopprop: backpropagation as explicit loops over neurons and batch items, compiled with Numba.
 
-Every gradient formula of the guide (``docs``: the backprop guide, §4–§12) is a loop you can read,
-``dW[i, j] += dZ[i, k] * A_prev[j, k]``, running at compiled speed. Arrays follow the guide:
-examples are columns, ``W (n_out, n_in)``, ``b (n_out,)``, ``A (n, m)``.
+Every gradient formula of ``docs/formulas.md`` (one section per layer kind, §3–§14 for the
+dense network) is a loop you can read, ``dW[i, j] += dZ[i, k] * A_prev[j, k]``, running at
+compiled speed. Examples are columns (the last axis): ``W (n_out, n_in)``, ``b (n_out,)``,
+``A (n, m)``.
 """
 
 from .kernels.activations import activation_backward, activation_forward

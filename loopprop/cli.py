@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                     ".npy or .csv file")
 
     e = sub.add_parser("explain", help="the chain rule step by step, with real numbers")
-    e.add_argument("--x", default=None, help="input(s), e.g. 2 or 1,0.5 (default: guide §11)")
+    e.add_argument("--x", default=None, help="input(s), e.g. 2 or 1,0.5 (default: §11's example)")
     e.add_argument("--w", default=None, help="weight(s), e.g. 0.5 or 0.2,-0.3")
     e.add_argument("--b", type=_float, default=None, help="bias")
     e.add_argument("--y", type=_float, default=None, help="target")
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=_positive_int, default=2, help="examples in the batch")
     e.add_argument("--seed", type=_seed, default=0)
 
-    d = sub.add_parser("diagram", help="Mermaid diagrams of the guide, drawn from a network")
+    d = sub.add_parser("diagram", help="Mermaid diagrams of a network's passes")
     d.add_argument("kind", nargs="?", default="network",
                    choices=["workflow", "neuron", "network", "cache"])
     d.add_argument("--network", type=_network_sizes, default=[2, 3, 3, 1], metavar="SIZES",

@@ -1,4 +1,5 @@
-"""Mermaid diagrams of the guide (§13–§14), drawn from a real :class:`Network`.
+"""Mermaid diagrams of backpropagation (docs/formulas.md §13–§14), drawn from a real
+:class:`Network`.
 
 Kinds:
 
@@ -9,7 +10,8 @@ Kinds:
 * ``"cache"`` — §14: what the forward pass caches for each layer and where backward reads it.
 
 A network built from sizes and activation names (``Network([64, 32, 10], ["relu", "softmax"],
-…)``) is drawn in the guide's notation (``Z`` and ``A`` per layer). Any other network -- a CNN,
+…)``) is drawn in the notation of docs/formulas.md (``Z`` and ``A`` per layer). Any other network --
+a CNN,
 or any list of layers -- is drawn one layer per node, with the formulas each layer kind states
 (:meth:`loopprop.layers.base.Layer.formulas`): ``A1 … AL`` are the layers' outputs.
 
@@ -256,8 +258,9 @@ def layers_cache(net) -> str:
 
 
 def to_mermaid(net, kind: str = "network") -> str:
-    """Mermaid source for ``kind`` in workflow, neuron, network, cache (guide §13–§14): in the
-    guide's notation for a network built from sizes, one node per layer for any other."""
+    """Mermaid source for ``kind`` in workflow, neuron, network, cache (docs/formulas.md §14):
+    in the notation of docs/formulas.md for a network built from sizes, one node per layer for
+    any other."""
     if net.layer_sizes is not None:
         builders = {"workflow": workflow, "neuron": neuron, "network": network, "cache": cache}
     else:

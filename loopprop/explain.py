@@ -1,4 +1,4 @@
-"""The chain rule with real numbers, index by index (guide §3–§6, §11).
+"""The chain rule with real numbers, index by index (docs/formulas.md §3, §4, §5, §11).
 
 * :func:`explain_neuron` — one neuron, each step of §4 as formula then value (default: §11).
 * :func:`explain_weight` — one weight ``W^(l)[i, j]`` of a small seeded network: every term of
@@ -48,7 +48,7 @@ def explain_neuron(x=2.0, w=0.5, b=1.0, y=1.0, activation: str = "sigmoid",
                    loss: str = "mse") -> str:
     """Forward and backward through one neuron, each step's formula and then its value.
 
-    The defaults are the guide's §11 example: ``x = 2, w = 0.5, b = 1, y = 1``, sigmoid,
+    The defaults are docs/formulas.md §11: ``x = 2, w = 0.5, b = 1, y = 1``, sigmoid,
     ``L = ½(y − a)²``. ``x`` and ``w`` may be vectors of one length.
     """
     s = neuron_step(x, w, b, y, activation=activation, loss=loss)
@@ -123,7 +123,7 @@ def explain_weight(layer_sizes: Sequence[int] = (2, 3, 1), *, layer: int = 1, i:
 
     The network has ``activation`` in every hidden layer and a sigmoid output, and the loss is
     ``L = (1/m) Σ_k ½ Σ_i (A^(L)[i, k] − Y[i, k])²``; inputs ``X`` and targets ``Y`` are drawn
-    from ``seed``. ``layer`` is 1-based as in the guide; ``i`` indexes layer ``l``'s neurons and
+    from ``seed``. ``layer`` is 1-based (§6); ``i`` indexes layer ``l``'s neurons and
     ``j`` the previous layer's.
     """
     from .network import Network
@@ -235,7 +235,7 @@ def explain_weight(layer_sizes: Sequence[int] = (2, 3, 1), *, layer: int = 1, i:
 
 
 def explain(network: Sequence[int] | None = None, **kwargs):
-    """With no ``network``: :func:`explain_neuron` (the guide's §11 by default). With layer sizes
+    """With no ``network``: :func:`explain_neuron` (docs/formulas.md §11 by default). With sizes
     such as ``[2, 3, 1]``: :func:`explain_weight`. Returns text (neuron) or a
     :class:`WeightExplanation` whose ``str()`` is the text."""
     if network is None:

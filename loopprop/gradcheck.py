@@ -17,7 +17,7 @@ from . import _checks
 
 @dataclass
 class LayerReport:
-    layer: int  # 1-based among the parameterized layers, as in the guide
+    layer: int  # 1-based among the parameterized layers, as in docs/formulas.md
     n_params: int
     rel_error: float  # ‖analytic − numeric‖ / (‖analytic‖ + ‖numeric‖) over W and b
     max_abs_error: float

@@ -1,12 +1,12 @@
 """``Network``: a stack of layers with cached activations, forward/backward/zero_grad/step,
-fit, save/load (guide §6, §10, §12, §14).
+fit, save/load (docs/formulas.md §5, §10, §12, §14).
 
 The network *composes*: it builds each layer (:mod:`loopprop.layers`), turns the list into one
 plan of offsets (:mod:`loopprop.plan`) and hands the plan to the compiled epoch
 (:mod:`loopprop.train`). Parameters and gradients live in two flat buffers; ``params``,
 ``grads`` and each layer's ``W``, ``b``, ``dW``, ``db`` are live views into them, so
 ``net.params[0][0][i, j]`` *is* the weight the compiled epoch updates. Examples are on the last
-axis, as in the guide: ``X`` is ``(n_features, n_samples)`` or ``(C, H, W, n_samples)``.
+axis, as in docs/formulas.md: ``X`` is ``(n_features, n_samples)`` or ``(C, H, W, n_samples)``.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def _check_layers_meta(meta: dict, name: str, out: dict) -> dict:
                              "any real model file holds: the file is corrupted")
     out.update(layers=layers, input_shape=tuple(shape), n_params=n_params, n_state=n_state)
     sizes, acts = meta.get("layer_sizes"), meta.get("activations")
-    if isinstance(sizes, list) and isinstance(acts, list):  # saved in the guide's form
+    if isinstance(sizes, list) and isinstance(acts, list):  # saved in the layer-sizes form
         out.update(layer_sizes=sizes, activations=acts)
     return out
 
@@ -172,7 +172,7 @@ class Network:
                  Softmax()], loss="cross_entropy", input_shape=(1, 8, 8))
         Network([64, 32, 10], ["relu", "softmax"], "cross_entropy")   # dense layers
 
-    The second is the guide's form: layer sizes ``[n_0, …, n_L]`` and one activation name per
+    The second is the layer-sizes form: sizes ``[n_0, …, n_L]`` and one activation name per
     layer; it builds ``Dense(n_l)`` followed by that activation for every layer, the same
     network (and, for a seed, the same numbers) as loopprop 0.1.
 
@@ -276,7 +276,7 @@ class Network:
     # -- construction ------------------------------------------------------------------------
 
     def _dense_stack(self, sizes, activations, loss, alpha):
-        """The guide's form: ``Dense(n_l)`` and its activation for every layer."""
+        """The layer-sizes form: ``Dense(n_l)`` and its activation for every layer."""
         if len(sizes) < 2:
             raise ValueError(
                 f"layer_sizes: expected at least two sizes [n_inputs, n_outputs], got {sizes!r}"
@@ -414,7 +414,7 @@ class Network:
 
     @property
     def n_layers(self) -> int:
-        """Parameterized layers (dense, convolution, normalization): the guide's ``L``."""
+        """Parameterized layers (dense, convolution, normalization): ``L`` in docs/formulas.md."""
         return len(self._param_rows)
 
     @property
@@ -442,11 +442,17 @@ class Network:
         return (f"Network([{kinds}], input_shape={self.input_shape}, loss={self.loss!r}, "
                 f"dtype={self.dtype.name}, params={self._theta.size})")
 
-    def summary(self, print_it: bool = True) -> str:
-        """One row per layer: kind, output shape (per example), parameters, and the forward
-        and backward kernels it runs. Printed, and returned."""
-        rows = [("#", "layer", "output", "params", "forward kernel", "backward kernel"),
-                ("", "input", str(self.input_shape), "", "", "")]
+    def summary(self, print_it: bool = True, batch_size: int | None = None) -> str:
+        """One row per layer: kind, output shape (per example), parameters, the values its
+        backward pass needs beyond the activation buffer (per example: docs/formulas.md, "What
+        each layer caches"), and the forward and backward kernels it runs. With
+        ``batch_size``, a last line gives the memory of the activations and caches for a batch
+        of that size. Printed, and returned."""
+        if batch_size is not None:
+            _checks.check_positive_int(batch_size, "batch_size")
+        rows = [("#", "layer", "output", "params", "cache/example", "forward kernel",
+                 "backward kernel"),
+                ("", "input", str(self.input_shape), "", "", "", "")]
         index = {id(row): r for r, row in enumerate(self._rows)}
 
         def walk(layers, depth):  # rows in plan order, with their nesting in residual blocks
@@ -463,18 +469,29 @@ class Network:
                 src = index[id(layer.skip_source)]
                 name = f"Residual: + input of row {src + 1}" if src != r else \
                     "Residual: + its input"
+            cache = f"{layer.cache_size:,}" if layer.cache_size else "0"
+            if layer.icache_size:
+                cache = f"{layer.icache_size:,} int" if not layer.cache_size else \
+                    f"{cache} + {layer.icache_size:,} int"
             rows.append((str(r + 1), "  " * depth + name, str(layer.out_shape),
-                         f"{layer.n_params:,}", *layer.kernels))
+                         f"{layer.n_params:,}", cache, *layer.kernels))
         if self.loss != "mse":
-            rows[-1] = (*rows[-1][:4], "(fused with the loss in training)",
+            rows[-1] = (*rows[-1][:5], "(fused with the loss in training)",
                         f"loss: {self.loss}, dZ = {'P' if self.loss == 'cross_entropy' else 'σ(Z)'}"
                         " − Y")
-        widths = [max(len(row[c]) for row in rows) for c in range(6)]
+        widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                  for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append(f"total: {self._theta.size:,} parameters ({self.dtype.name}), loss "
                      f"{self.loss}")
+        if batch_size is not None:
+            item = self.dtype.itemsize
+            lay, mib = self._layout, 1 << 20
+            acts = lay["acts"] * batch_size * item / mib
+            caches = (lay["cache"] * item + lay["icache"] * 4) * batch_size / mib  # int32
+            lines.append(f"memory for a batch of {batch_size:,}: activations {acts:,.2f} MiB "
+                         f"(their gradients as much again), caches {caches:,.2f} MiB")
         text = "\n".join(lines)
         if print_it:
             print(text)
@@ -504,7 +521,7 @@ class Network:
             if X.shape[1] == n0:
                 raise ValueError(
                     f"{name}: expected shape ({n0}, n_samples), got {X.shape}: rows look like "
-                    f"examples, but loopprop follows the guide and puts examples in columns; "
+                    f"examples, but loopprop puts examples in columns (docs/formulas.md); "
                     f"pass {name}.T"
                 )
             raise ValueError(
@@ -553,7 +570,7 @@ class Network:
                              f"found {bad}")
         return np.ascontiguousarray(Y, dtype=np.int64)
 
-    # -- forward / backward / step (guide §6, §10, §12) -------------------------------------
+    # -- forward / backward / step (docs/formulas.md §5, §10, §12) ----------------------------
 
     def _fused(self) -> bool:
         return self.loss != "mse"
@@ -596,7 +613,7 @@ class Network:
                             int(self._plan[r, _plan.OUT_SIZE]), m)
 
     def activations_cache(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """``(Zs, As)`` of the last forward pass, in the guide's names: ``Zs[l−1] = Z^(l)`` the
+        """``(Zs, As)`` of the last forward pass, in the names of §5: ``Zs[l−1] = Z^(l)`` the
         output of the l-th parameterized layer, ``As[0]`` the input and ``As[l]`` the output of
         the activation that follows layer l (each ``(values per example, m)``)."""
         if self._cache is None:
@@ -614,7 +631,7 @@ class Network:
     def backward(self, Y: Any) -> float:
         """Backward pass from the cached forward pass; returns the loss (mean over the batch).
 
-        Gradients **accumulate** into :attr:`grads` (guide §12): call :meth:`zero_grad` between
+        Gradients **accumulate** into :attr:`grads` (§12): call :meth:`zero_grad` between
         steps. ``Y``: integer labels ``(m,)`` or one-hot ``(n_L, m)`` for cross-entropy,
         ``(n_L, m)`` targets otherwise.
         """
@@ -633,11 +650,11 @@ class Network:
         return float(loss)
 
     def zero_grad(self) -> None:
-        """Reset every accumulated gradient to zero (guide §12)."""
+        """Reset every accumulated gradient to zero (docs/formulas.md §12)."""
         self._grad[:] = 0.0
 
     def step(self, lr: float) -> None:
-        """SGD update of every parameter: ``θ ← θ − lr·dθ`` (guide §10)."""
+        """SGD update of every parameter: ``θ ← θ − lr·dθ`` (docs/formulas.md §10)."""
         _train._sgd(self._theta, self._grad, _checks.check_lr(lr))
 
     # -- training and evaluation ------------------------------------------------------------
@@ -1008,7 +1025,7 @@ class Network:
 
     def predict(self, X: Any) -> np.ndarray:
         """The output activations ``A^(L)`` for ``X``: an array of shape ``(n_L, n)``, one column
-        per example (the guide's layout, not scikit-learn's rows).
+        per example (loopprop's layout, not scikit-learn's rows).
 
         For a softmax (cross-entropy) network each column holds the class probabilities and sums
         to 1; for a sigmoid (binary cross-entropy) network each entry is ``P(y = 1)``; for mse
@@ -1053,7 +1070,7 @@ class Network:
             "n_state": int(self._state.size),
             "metadata": self.metadata,
         }
-        if self.layer_sizes is not None:  # the guide's form, rebuilt as such on load
+        if self.layer_sizes is not None:  # the layer-sizes form, rebuilt as such on load
             meta["layer_sizes"] = self.layer_sizes
             meta["activations"] = self.activations
         with open(path, "wb") as fh:
@@ -1136,7 +1153,8 @@ class Network:
     # -- study tools ------------------------------------------------------------------------
 
     def to_mermaid(self, kind: str = "network") -> str:
-        """A Mermaid diagram of this network (guide §13–§14); see :mod:`loopprop.diagrams`."""
+        """A Mermaid diagram of this network (docs/formulas.md §14); see
+        :mod:`loopprop.diagrams`."""
         from .diagrams import to_mermaid
 
         return to_mermaid(self, kind)

@@ -21,7 +21,7 @@ Buffers (all flat, allocated once per ``fit``):
   kernel *adds* into its input's gradient (zeroed once per batch), so that two branches (a
   residual's skip path, attention's Q/K/V) can add into one ``dA``;
 * ``cache`` / ``icache`` -- what a forward pass keeps for its backward pass (im2col columns,
-  ``A_prevᵀ``, dropout masks; max-pool winners as integers), guide §14;
+  ``A_prevᵀ``, dropout masks; max-pool winners as integers), docs/formulas.md §14;
 * ``work`` -- per-example scratch (``dZᵀ``, the columns' gradient) and ``fwork`` -- fixed
   scratch and the caches whose size does not grow with the batch (``Wᵀ``; batch norm's mean
   and ``1/σ`` per channel).

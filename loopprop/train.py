@@ -1,5 +1,5 @@
 """The compiled training loop: a whole epoch -- shuffle, minibatches, forward, loss, backward,
-update -- in one call to compiled code, with no Python per batch (guide §6, §10, §12).
+update -- in one call to compiled code, with no Python per batch (docs/formulas.md §5, §10, §12).
 
 The epoch knows no layer kind. It walks the *plan* (:mod:`loopprop.plan`), one row per layer,
 and hands each row to the one dispatch, :func:`_forward_row` / :func:`_backward_row`, which
@@ -90,7 +90,7 @@ def _img(buf, off, c, h, w, m):
 def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
                  seed, threads):
     """Forward through layer ``r`` of the plan: read its input from ``acts``, write its output
-    there, fill its caches (guide §6, §14). ``training`` switches dropout on and batch norm to
+    there, fill its caches (§5, §14). ``training`` switches dropout on and batch norm to
     the batch's statistics (and updates the running ones in ``state``); ``seed`` seeds
     dropout's mask."""
     kind = plan[r, KIND]
@@ -212,7 +212,7 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
                   mb, need_dx, training, threads):
     """Backward through layer ``r``: from the gradient of its output (in ``dacts``) add its
     parameter gradients into ``grad`` and, with ``need_dx``, the gradient of its input into
-    ``dacts`` (guide §6). Every kernel *adds* (the README's "Conventions"). ``training`` must
+    ``dacts`` (§5). Each kernel *adds* (the README's "Conventions"). ``training`` must
     be the mode of the forward pass (dropout's mask, batch norm's statistics)."""
     kind = plan[r, KIND]
     x_off = plan[r, IN_OFF] * mb
@@ -364,7 +364,7 @@ def _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwor
 @kernel
 def _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_rows,
                    training, seed, threads):
-    """Forward through rows ``0 … n_rows − 1`` (guide §5–§6); ``A^(0)`` must already be at the
+    """Forward through rows ``0 … n_rows − 1`` (§5); ``A^(0)`` must already be at the
     start of ``acts``. A fused loss (softmax or sigmoid + cross-entropy) stops one row short:
     it starts from the last layer's input and never reads its output."""
     for r in range(n_rows):
@@ -375,7 +375,7 @@ def _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, 
 @kernel
 def _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
                     mb, last, training, threads):
-    """Backward from row ``last`` down to row 0 (guide §6): the seed must already be in
+    """Backward from row ``last`` down to row 0 (docs/formulas.md §5): the seed must already be in
     ``dacts`` (the gradient of row ``last``'s output). Row 0's input is the data: its gradient
     is not computed."""
     for r in range(last, -1, -1):
@@ -386,13 +386,13 @@ def _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache,
 @kernel
 def _fused(loss_code):
     """Whether the loss is fused with the last layer (softmax or sigmoid + cross-entropy): it
-    then seeds the gradient of that layer's *input* (``dZ = (P − Y)/m``, guide §9)."""
+    then seeds the gradient of that layer's *input* (``dZ = (P − Y)/m``, docs/formulas.md §9)."""
     return loss_code != MSE
 
 
 @kernel
 def _loss_seed(plan, acts, dacts, mb, loss_code, Y, labels, one_hot, col1, col2):
-    """The loss of the batch and the seed of the backward pass (guide §6 step 1, §9).
+    """The loss of the batch and the seed of the backward pass (docs/formulas.md §9).
 
     Cross-entropy and binary cross-entropy are fused with the last layer, softmax or sigmoid:
     they read its input ``Z`` and write ``dZ = (P − Y)/m`` there. MSE reads the last output
@@ -463,7 +463,7 @@ def _count_correct(ZL, loss_code, Y, labels, one_hot):
 
 @kernel
 def _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t, threads):
-    """Optimizer step number ``t + 1`` on the flat parameter vector (guide §10), in PyTorch's
+    """Optimizer step number ``t + 1`` on the flat parameter vector (§10), in PyTorch's
     order: clip the gradient's global norm, take the step's rate from the schedule, add L2
     weight decay to the gradient (SGD, momentum, Adam) or decay the weights (AdamW), update.
     ``decay[p]`` is 1 where weight decay applies. Returns the rate used."""

@@ -1,9 +1,10 @@
-"""The guide's formulas as plain vectorized NumPy: the test oracle and the benchmark baseline.
+"""The formulas of docs/formulas.md as plain vectorized NumPy: the test oracle and the
+benchmark baseline.
 
 Every function here mirrors a public loopprop function, with the same arguments and results, and
 computes with whole-array NumPy (``@`` for products, ufuncs elementwise). No validation: callers
-pass arrays that loopprop's own checks would accept. The formulas are the guide's (§5, §8, §9,
-§10), written the way a NumPy user would write them.
+pass arrays that loopprop's own checks would accept. The formulas are those of docs/formulas.md
+(§5, §8, §9, §10), written the way a NumPy user would write them.
 """
 
 from __future__ import annotations

@@ -206,3 +206,22 @@ def test_lean_numpy_cnn_epoch_equals_fit(name):
     for (W, b), (W2, b2) in zip(params, net.params):
         assert_close("W", W2, W, 1e-10)
         assert_close("b", b2, b, 1e-10)
+
+
+def test_summary_gives_each_layers_cache_and_the_memory_of_a_batch():
+    """The cache column counts what a backward pass reads beyond the activation buffer
+    (docs/formulas.md §14), per example; the memory line multiplies by the batch."""
+    net = lp.Network([Conv2d(8, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Dense(10),
+                      Softmax()], loss="cross_entropy", input_shape=(1, 8, 8))
+    text = net.summary(print_it=False, batch_size=32)
+    rows = {line.split()[1]: line for line in text.splitlines()[3:9]}
+    assert "128 int" in rows["MaxPool2d(size=[2,"]  # one winner per output value: 8·4·4
+    assert " 128 " in rows["Dense(n_out=10)"]  # A_prevᵀ of the 128 inputs
+    # activations: the input 64, conv 512, ReLU 512, pool 128, dense 10, softmax 10 (Flatten
+    # is a view) float64 values per example; caches 128 floats and 128 int32 per example
+    acts = (64 + 512 + 512 + 128 + 10 + 10) * 32 * 8 / 2**20
+    caches = (128 * 8 + 128 * 4) * 32 / 2**20
+    assert (f"memory for a batch of 32: activations {acts:.2f} MiB (their gradients as much "
+            f"again), caches {caches:.2f} MiB") in text
+    with pytest.raises(ValueError, match="batch_size"):
+        net.summary(print_it=False, batch_size=0)

@@ -1,4 +1,4 @@
-"""Activation functions ``f`` and their derivatives ``f'`` as explicit loops (guide §8).
+"""Activation functions ``f`` and their derivatives ``f'`` as explicit loops (docs/formulas.md §8).
 
 Forward, element by element (``Z``, ``A`` of shape ``(n, m)``; ``i`` neuron, ``k`` batch item)::
 
@@ -100,7 +100,8 @@ def _f(z, code, alpha):
 
 @kernel
 def _fprime(z, a, code, alpha):
-    """f'(z), written with the cached output a = f(z) where that is cheaper (guide §8)."""
+    """f'(z), written with the cached output a = f(z) where that is cheaper (docs/formulas.md
+    §8)."""
     if code == SIGMOID:
         return a * (1.0 - a)
     elif code == TANH:
@@ -133,7 +134,8 @@ def _column_max(Z, k):
 def _softmax_columns(A, Z):
     """``A[i, k] = exp(Z[i, k] − max_j Z[j, k]) / Σ_j exp(Z[j, k] − max_j Z[j, k])``.
 
-    Shapes: A, Z (n, m). Subtracting the column max keeps every exponent ≤ 0 (guide §8, §9).
+    Shapes: A, Z (n, m). Subtracting the column max keeps every exponent ≤ 0
+    (docs/formulas.md §8, §9).
     """
     n, m = Z.shape
     if n == 0:
@@ -152,7 +154,7 @@ def _softmax_columns(A, Z):
 
 @kernel
 def _activation_forward(A, Z, code, alpha):
-    """``A[i, k] = f(Z[i, k])`` (guide §5: A = f(Z)); softmax over each column.
+    """``A[i, k] = f(Z[i, k])`` (docs/formulas.md §8); softmax over each column.
 
     Shapes: A (n, m) written; Z (n, m). ``code`` from :data:`CODES`; ``alpha`` the leaky slope.
     """
@@ -167,7 +169,7 @@ def _activation_forward(A, Z, code, alpha):
 
 @kernel
 def _activation_backward(dZ, dA, Z, A, code, alpha):
-    """``dZ[i, k] = dA[i, k] · f'(Z[i, k])`` (guide §5, first row; §8 for f').
+    """``dZ[i, k] = dA[i, k] · f'(Z[i, k])`` (docs/formulas.md §5, §8).
 
     Softmax: ``dZ[i, k] = A[i, k] · (dA[i, k] − Σ_j A[j, k] · dA[j, k])`` (Jacobian-vector product).
 
@@ -285,7 +287,7 @@ def _gelu_tanh_prime_fast(z, exp_degree):
 
 @kernel
 def _activation_forward_tuned(A, Z, code, alpha):
-    """``A = f(Z)`` (guide §5, §8), tuned: one flat, vectorizable loop per activation.
+    """``A = f(Z)`` (docs/formulas.md §5, §8), tuned: one flat, vectorizable loop per activation.
 
     Shapes: A (n, m) written; Z (n, m), both C-contiguous.
 
@@ -337,7 +339,7 @@ def _activation_forward_tuned(A, Z, code, alpha):
 
 @kernel
 def _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc):
-    """``dZ = dA ⊙ f'(Z)`` (guide §5 first row, §8), tuned like the forward kernel; with
+    """``dZ = dA ⊙ f'(Z)`` (docs/formulas.md §5, §8), tuned like the forward kernel; with
     ``acc`` the result is *added* to dZ (``dZ += dA ⊙ f'(Z)``: input gradients accumulate when
     two branches read one value), without it dZ is overwritten.
 
@@ -472,7 +474,7 @@ def activation_forward(name: str, Z, alpha: float = 0.01, *, impl: str = "tuned"
 
 def activation_backward(name: str, dA, Z, alpha: float = 0.01, *, impl: str = "tuned",
                         check_finite: bool = True) -> np.ndarray:
-    """``dZ = dA ⊙ f'(Z)`` (guide §5 first row, §8); softmax: the per-column Jacobian-vector
+    """``dZ = dA ⊙ f'(Z)`` (docs/formulas.md §5, §8); softmax: the per-column Jacobian-vector
     product.
 
     ``dA`` and ``Z`` are ``(n, m)`` of one dtype; ``impl`` as in :func:`activation_forward`.

@@ -1,7 +1,7 @@
 """A 2-D convolution layer, forward and backward, as explicit loops (cross-correlation, as
 PyTorch's ``conv2d`` computes it).
 
-Images keep the guide's layout, examples on the last axis: ``A_prev (c_in, H, W, m)``,
+Images keep loopprop's layout, examples on the last axis: ``A_prev (c_in, H, W, m)``,
 ``Z (c_out, H_out, W_out, m)``, ``W (c_out, c_in, kh, kw)``, ``b (c_out,)``. Index names: ``i``
 output channel, ``c`` input channel, ``y, x`` output pixel, ``p, q`` kernel offset, ``k`` batch
 item; ``s_h, s_w`` the stride, ``pad_h, pad_w`` the zero padding, and
@@ -30,7 +30,7 @@ one column per weight ``r = (c, p, q)``::
 
     Zᵀ  = colsT · Wᵀ                   then Z[i, t] = b[i] + Zᵀ[t, i]   (W seen as (c_out, K))
     dWᵀ = cols · dZᵀ                    (cols = colsTᵀ, built again from A_prev: the cache of
-                                        the forward pass is its input, guide §14)
+                                        the forward pass is its input, docs/formulas.md §14)
     dcolsT = dZᵀ · W, then dA_prev[c, u, v, k] += dcolsT[(y, x, k), (c, p, q)]   ("col2im")
 
 Why transposed: a convolution has few output channels (8–32) and many positions × examples.

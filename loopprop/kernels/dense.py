@@ -1,4 +1,4 @@
-"""A fully connected layer, forward and backward, as explicit loops (guide §5–§6).
+"""A fully connected layer, forward and backward, as explicit loops (docs/formulas.md §5).
 
 Forward (§5)::
 
@@ -44,7 +44,7 @@ from .gemm import _gemm
 
 @kernel
 def _dense_forward_naive(Z, W, b, A_prev):
-    """``Z = W·A_prev + b`` (guide §5), one output at a time.
+    """``Z = W·A_prev + b`` (docs/formulas.md §5), one output at a time.
 
     ``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]``
 
@@ -62,8 +62,8 @@ def _dense_forward_naive(Z, W, b, A_prev):
 
 @kernel
 def _dense_backward_naive(dW, db, dA_prev, dZ, W, A_prev):
-    """The §5 table as loops; every gradient *accumulates* (guide §12; an input gradient adds
-    up the contributions of every branch that read the input).
+    """The dense layer's backward formulas as loops (§5); every gradient *accumulates* (§12; an
+    input gradient adds up the contributions of every branch that read the input).
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``   (dW = dZ · A_prevᵀ: the transpose of §12)
     ``db[i]    += Σ_k dZ[i, k]``                  (the sum over the batch of §12)
@@ -424,7 +424,7 @@ def _bias_columns(Z, b):
 @kernel(fast=True)
 def _dense_forward_from_T(Z, W, b, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_T[k, j]``: the forward pass from an input that is
-    already transposed (guide §5). Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,);
+    already transposed (§5). Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,);
     A_T (m, n_in)."""
     n_out, m = Z.shape
     _bias_columns(Z, b)
@@ -436,11 +436,11 @@ def _dense_forward_from_T(Z, W, b, A_T, threads):
 
 @kernel(fast=True)
 def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
-    """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (guide §5), register-blocked.
+    """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (docs/formulas.md §5), register-blocked.
 
     Shapes: Z (n_out, m) written; W (n_out, n_in); b (n_out,); A_prev (n_in, m);
     A_T (m, n_in) written with ``A_prevᵀ`` when the layer is small (:func:`_packed`), which its
-    backward pass reads again (guide §14: the forward pass caches what backward needs).
+    backward pass reads again (docs/formulas.md §14).
 
     Blocking: a large layer runs :func:`~loopprop.kernels.gemm._gemm` on W and A_prev as they
     are. A small one transposes A_prev into A_T so that ``j`` is contiguous in both operands;
@@ -458,7 +458,7 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
 @kernel(fast=True)
 def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_dA_prev,
                           a_t_valid, threads):
-    """The §5 table, register-blocked; every gradient accumulates.
+    """The dense layer's backward formulas, register-blocked; every gradient accumulates.
 
     ``dW[i, j] += Σ_k dZ[i, k] · A_prev[j, k]``; ``db[i] += Σ_k dZ[i, k]``;
     ``dA_prev[j, k] += Σ_i W[i, j] · dZ[i, k]`` (skipped when ``need_dA_prev`` is false: the
@@ -575,7 +575,7 @@ def _layer_args(W, b, A_prev, check_finite):
 
 def dense_forward(W, b, A_prev, *, impl: str = "tuned", check_finite: bool = True,
                   parallel: bool = True) -> np.ndarray:
-    """Forward pass of a dense layer: ``Z = W·A_prev + b`` (guide §5).
+    """Forward pass of a dense layer: ``Z = W·A_prev + b`` (docs/formulas.md §5).
 
     Parameters
     ----------
@@ -603,7 +603,7 @@ def dense_forward(W, b, A_prev, *, impl: str = "tuned", check_finite: bool = Tru
 
 def dense_backward(dZ, W, A_prev, *, impl: str = "tuned", check_finite: bool = True,
                    parallel: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backward pass of a dense layer: the §5 table (guide §5–§6).
+    """Backward pass of a dense layer: the formulas of docs/formulas.md §5.
 
     Parameters
     ----------

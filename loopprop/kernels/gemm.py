@@ -6,7 +6,7 @@ The formula is the one every dense-layer product shares::
 
 with either operand read transposed in place (``x_trans``: ``X[r, p]`` is ``Xsrc[p, r]``;
 ``y_trans``: ``Y[p, s]`` is ``Ysrc[s, p]``), so that the three products of a layer need no
-transposed copies (guide §5)::
+transposed copies (docs/formulas.md §5)::
 
     forward   Z  = W · A_prev        C = Z,       X = W,             Y = A_prev
     backward  dW = dZ · A_prevᵀ      C = dW,      X = dZ,            Y = A_prev (y_trans)

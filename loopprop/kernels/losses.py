@@ -1,7 +1,8 @@
-"""Loss values and the gradient seeds they start the backward pass with (guide §9).
+"""Loss values and the gradient seeds they start the backward pass with (docs/formulas.md §9).
 
 A loss is the *mean over the batch* of the per-example loss, so every seed carries the ``1/m``
-and nothing downstream rescales (guide §12; the README's "Conventions"). Shapes: ``A``, ``Z``,
+and nothing downstream rescales (docs/formulas.md §12; the README's "Conventions"). Shapes:
+``A``, ``Z``,
 ``Y`` are ``(n, m)`` (``c`` classes for cross-entropy), ``labels`` is ``(m,)``.
 
 * mse: per example ``½ Σ_i (A[i,k] − Y[i,k])²``; seed ``dA = (A − Y) / m``
@@ -45,7 +46,7 @@ def _mse(dA, A, Y):
 
 @kernel
 def _softmax_cross_entropy(dZ, Z, Y):
-    """Softmax + cross-entropy with one-hot (or probability) targets, fused (guide §9).
+    """Softmax + cross-entropy with one-hot (or probability) targets, fused (docs/formulas.md §9).
 
     ``L = (1/m) Σ_k Σ_i Y[i,k] · (lse_k − Z[i,k])`` with ``lse_k = log Σ_j exp(Z[j,k])``;
     seed ``dZ[i,k] = (P[i,k] − Y[i,k]) / m`` where
@@ -75,7 +76,7 @@ def _softmax_cross_entropy(dZ, Z, Y):
 
 @kernel
 def _softmax_cross_entropy_labels(dZ, Z, labels):
-    """Softmax + cross-entropy with integer labels, fused (guide §9).
+    """Softmax + cross-entropy with integer labels, fused (docs/formulas.md §9).
 
     ``L = (1/m) Σ_k (lse_k − Z[labels[k], k])``; seed ``dZ[i,k] = (P[i,k] − [i == labels[k]]) / m``.
 
@@ -136,7 +137,7 @@ def _softmax_cross_entropy_labels_tuned(dZ, Z, labels, colmax, colsum):
 
 @kernel
 def _sigmoid_binary_cross_entropy(dZ, Z, Y):
-    """Sigmoid + binary cross-entropy, fused (guide §9, the sigmoid twin of ``P − Y``).
+    """Sigmoid + binary cross-entropy, fused (docs/formulas.md §9: the sigmoid twin of ``P − Y``).
 
     ``L = (1/m) Σ_k Σ_i [max(z, 0) − z·y + log(1 + e^{−|z|})]`` (the stable form of
     ``−y log σ(z) − (1 − y) log(1 − σ(z))``); seed ``dZ[i,k] = (σ(Z[i,k]) − Y[i,k]) / m``.
@@ -171,7 +172,7 @@ def _prediction(x, name: str, check_finite: bool) -> np.ndarray:
 
 
 def mse_loss(A, Y, *, check_finite: bool = True) -> tuple[float, np.ndarray]:
-    """Mean squared error and its seed (guide §9).
+    """Mean squared error and its seed (docs/formulas.md §9).
 
     ``loss = (1/m) Σ_k ½ Σ_i (A[i,k] − Y[i,k])²``, ``dA = (A − Y) / m``.
 

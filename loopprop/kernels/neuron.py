@@ -1,4 +1,4 @@
-"""One neuron, scalar by scalar (guide §4, worked in §11).
+"""One neuron, scalar by scalar (docs/formulas.md §4, worked in §11).
 
 Forward::
 
@@ -12,7 +12,7 @@ Backward, the chain rule one factor at a time::
     dL/dw_j = dL/dz · x_j       (∂z/∂w_j = x_j)
     dL/db = dL/dz               (∂z/∂b = 1)
 
-With ``x = 2, w = 0.5, b = 1, y = 1``, sigmoid and ½(y − a)² this gives the guide's numbers:
+With ``x = 2, w = 0.5, b = 1, y = 1``, sigmoid and ½(y − a)² this gives docs/formulas.md §11:
 ``z = 2, a = 0.8808, L ≈ 0.00709, dL/da = −0.1192, da/dz ≈ 0.105, dL/dz ≈ −0.0125,
 dL/dw ≈ −0.025``.
 """
@@ -74,7 +74,8 @@ def _vector(v):
 
 def neuron_step(x, w, b, y, activation: str = "sigmoid", loss: str = "mse",
                 alpha: float = 0.01) -> dict:
-    """Forward and backward through one neuron, every factor of the chain rule (guide §4, §11).
+    """Forward and backward through one neuron, every factor of the chain rule
+    (docs/formulas.md §4, §11).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Parameter updates (guide §10): ``W_new = W_old − η·dW``, ``b_new = b_old − η·db``.
+"""Parameter updates (docs/formulas.md §10): ``W_new = W_old − η·dW``, ``b_new = b_old − η·db``.
 
 The kernels run over a flat view of one parameter array (``θ``, any shape, ``p`` its flat index),
 so one loop serves ``W`` and ``b`` alike, and :class:`loopprop.Network`, which keeps every
@@ -33,7 +33,7 @@ from .views import borrowed_flat, borrowed_matrix
 
 @kernel(fast=True)
 def _sgd(theta, grad, lr):
-    """``θ[p] −= η · g[p]`` (guide §10). Shapes: theta, grad (P,) flat views."""
+    """``θ[p] −= η · g[p]`` (docs/formulas.md §10). Shapes: theta, grad (P,) flat views."""
     for p in range(theta.shape[0]):
         theta[p] -= lr * grad[p]
 
@@ -212,7 +212,7 @@ def _scheduled_lr(schedule, lr, t, warmup, total, step_size, gamma):
 
 
 def sgd_update(param: np.ndarray, grad, lr: float, *, check_finite: bool = True) -> np.ndarray:
-    """In place: ``param −= lr · grad`` (guide §10). Returns ``param`` for convenience.
+    """In place: ``param −= lr · grad`` (docs/formulas.md §10). Returns ``param`` for convenience.
 
     ``param`` must be a writeable float32/float64 NumPy array (it is updated where it lives);
     ``grad`` has the same shape and dtype (any number of dimensions, 0-d included) and may

@@ -1,6 +1,6 @@
 """2-D max and average pooling, forward and backward, as explicit loops.
 
-Images keep the guide's layout, examples on the last axis: ``A_prev (c, H, W, m)``,
+Images keep loopprop's layout, examples on the last axis: ``A_prev (c, H, W, m)``,
 ``A (c, H_out, W_out, m)``; ``y, x`` output pixel, ``p, q`` offset in the window, ``k`` batch
 item; ``u = y·s_h + p``, ``v = x·s_w + q`` the input pixel; windows ``kh × kw``, no padding,
 ``H_out = (H − kh) // s_h + 1``.

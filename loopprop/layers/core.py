@@ -13,7 +13,8 @@ from .base import Layer
 
 
 class Dense(Layer):
-    """A fully connected layer (guide §5): ``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]``.
+    """A fully connected layer (docs/formulas.md §5):
+    ``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]``.
 
     Parameters ``W (n_out, n_in)``, ``b (n_out,)``; input ``(n_in,)`` per example, or
     ``(n_in, T)``: a sequence, the same layer applied at every position ``t``
@@ -60,7 +61,8 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """An elementwise activation ``A = f(Z)`` (guide §8), or softmax over each example."""
+    """An elementwise activation ``A = f(Z)`` (docs/formulas.md §8), or softmax over each
+    example."""
 
     kind = _plan.ACTIVATION
     kernels = ("activations._activation_forward_tuned", "activations._activation_backward_tuned")
@@ -133,7 +135,7 @@ class GELUTanh(Activation):
 
 class Softmax(Activation):
     """Softmax over each example's vector (fused with cross-entropy when it is last:
-    ``dZ = (P − Y)/m``, guide §9); over the first axis at every position of a sequence
+    ``dZ = (P − Y)/m``, docs/formulas.md §9); over the first axis at every position of a sequence
     ``(V, T)`` (a language model's next-token distributions)."""
 
     function = "softmax"
