@@ -257,6 +257,18 @@ class Network:
         self._grad = np.zeros(self._layout["params"], dtype=dt)
         self._state = np.zeros(self._layout["state"], dtype=dt)
         self._param_rows = [r for r, layer in enumerate(self._rows) if layer.n_params]
+        # every parameter array's span in theta, for the gradient norms fit records; each
+        # parameterized layer's first array (its weights) also makes history["grad_norm"]
+        spans, self._param_names, self._first_arrays = [], [], []
+        for r in self._param_rows:
+            off = int(self._plan[r, _plan.P_OFF])
+            layer = self._rows[r]
+            self._first_arrays.append(len(spans))
+            for name, shape in zip(layer.param_names, layer.param_shapes()):
+                spans.append((off, int(np.prod(shape))))
+                self._param_names.append(f"{r + 1}:{type(layer).__name__}.{name}")
+                off += spans[-1][1]
+        self._norm_spans = np.array(spans, np.int64).reshape(-1, 2)
         #: training mode (dropout active, batch norm on the batch's statistics); see
         #: :meth:`train` and :meth:`eval`
         self.training = True
@@ -702,7 +714,10 @@ class Network:
         -------
         history : dict of per-epoch lists: ``loss``, ``accuracy`` (classification), ``val_loss``,
             ``val_accuracy`` (with validation), ``grad_norm`` (mean ‖dW^(l)‖ per layer, before
-            clipping), ``lr`` (the rate of the epoch's last step), ``time``.
+            clipping), ``lr`` (the rate of the epoch's last step), ``time``; and
+            ``grad_norms``, a dict from every parameter array, named ``"row:Kind.name"``
+            (``"3:BatchNorm.gamma"``, ``"4:CausalSelfAttention.W_qkv"``), to its per-epoch mean
+            gradient norm ``‖∂L/∂θ‖`` (before clipping).
 
         ``fit`` trains in training mode and leaves the network's mode as it found it.
         """
@@ -741,7 +756,7 @@ class Network:
                 opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
                 _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
                 bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
-                labbuf, buf.col1, buf.col2, gnorm, dropout_seed, par)
+                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, par)
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
                            labels.shape[0])  # every output position of a sequence counts
@@ -780,8 +795,8 @@ class Network:
         Returns
         -------
         history : per-epoch lists ``loss``, ``accuracy`` (next-token accuracy over every
-            position), ``val_loss`` (with validation), ``grad_norm``, ``lr``, ``time`` and
-            ``tokens_per_s`` (training positions per second).
+            position), ``val_loss`` (with validation), ``grad_norm``, ``grad_norms``, ``lr``,
+            ``time`` and ``tokens_per_s`` (training positions per second).
         """
         o = self._fit_options(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
@@ -810,8 +825,8 @@ class Network:
                 opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
                 _train.LOSS_CODES[self.loss], corpus, steps,
                 int(window_rng.integers(0, 2**62)), bs, buf.acts, buf.dacts, buf.cache,
-                buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2, gnorm,
-                dropout_seed, par)
+                buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2,
+                self._norm_spans, gnorm, dropout_seed, par)
 
         return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
                             tokens=steps * bs * T)
@@ -895,7 +910,8 @@ class Network:
         bar, validation and the divergence check. With ``tokens`` (positions per epoch) the
         history and the bar report tokens per second."""
         classify = self.loss != "mse"
-        hist: dict[str, list] = {"loss": [], "grad_norm": [], "lr": [], "time": []}
+        hist: dict[str, Any] = {"loss": [], "grad_norm": [], "lr": [], "time": [],
+                                "grad_norms": {name: [] for name in self._param_names}}
         if tokens:
             hist["tokens_per_s"] = []
         if classify:
@@ -910,13 +926,16 @@ class Network:
         try:
             for e in range(1, o.epochs + 1):
                 t0 = time.perf_counter()
-                gnorm = np.zeros(len(self._rows), np.float64)
+                gnorm = np.zeros(len(self._norm_spans), np.float64)
                 dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
                 total, correct, opt.t, last_lr = epoch(gnorm, dropout_seed)
                 hist["time"].append(time.perf_counter() - t0)
                 hist["lr"].append(float(last_lr))
                 hist["loss"].append(total / n)
-                hist["grad_norm"].append(list(gnorm[self._param_rows] / n_batches))
+                norms = gnorm / n_batches
+                hist["grad_norm"].append([float(norms[a]) for a in self._first_arrays])
+                for name, value in zip(self._param_names, norms):
+                    hist["grad_norms"][name].append(float(value))
                 info = {"loss": total / n}
                 if tokens:
                     hist["tokens_per_s"].append(tokens / hist["time"][-1])

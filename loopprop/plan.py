@@ -96,7 +96,7 @@ def build(layers, input_shape) -> dict:
             layer.check_shared(owner)
             row[P_OFF] = plan[layers.index(owner), P_OFF]
         shapes = layer.param_shapes()
-        row[W_SIZE] = int(np.prod(shapes[0])) if shapes else 0  # the weights, for ‖dW‖
+        row[W_SIZE] = int(np.prod(shapes[0])) if shapes else 0  # the first array: the weights
         p_off += n_params
         row[IN_OFF], row[IN_SIZE] = in_off, in_size
         input_of[id(layer)] = in_off

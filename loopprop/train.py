@@ -43,7 +43,7 @@ from .kernels.rng import _below, _shuffle
 from .kernels.views import borrowed_flat, borrowed_image, borrowed_matrix
 from .plan import (ACTIVATION, ATTENTION, AVGPOOL2D, BATCHNORM, C_OFF, CONV2D, DENSE, DROPOUT,
                    EMBEDDING, H0, IC_OFF, IN2_OFF, IN_OFF, IN_SIZE, KIND, LAYERNORM, MAXPOOL2D,
-                   OUT_OFF, OUT_SIZE, P_OFF, POS_EMBEDDING, RESIDUAL, S_OFF, TIED_OUTPUT, W_SIZE,
+                   OUT_OFF, OUT_SIZE, P_OFF, POS_EMBEDDING, RESIDUAL, S_OFF, TIED_OUTPUT,
                    WF_OFF, WK_OFF)
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
@@ -539,12 +539,13 @@ def _gather_labels(labbuf, labels, perm, start, mb):
 @kernel
 def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                 loss_code, Yb, lab, one_hot, mb, acts, dacts, cache, icache, work, fwork, col1,
-                col2, grad_norm, seed, threads):
+                col2, norm_spans, grad_norm, seed, threads):
     """One optimizer step on the batch already in ``acts`` (``A^(0)``, ``mb`` examples) with
     its targets ``Yb`` / labels ``lab``: forward through the plan (§5–§6), loss and seed (§9),
     zero the gradients (§12), backward through the plan (§6), update (§10, with the
     schedule's rate for step ``t``). Returns ``(batch loss, correct predictions, rate)``;
-    ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's weights (before clipping)."""
+    ``grad_norm[a]`` accumulates the norm ``‖∂L/∂θ_a‖`` of parameter array ``a``, the span
+    ``grad[norm_spans[a, 0] : norm_spans[a, 0] + norm_spans[a, 1]]`` (before clipping)."""
     L = plan.shape[0]
     fused = _fused(loss_code)
     n_fwd = L - 1 if fused else L
@@ -558,9 +559,8 @@ def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hy
     _zero(grad)
     _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
                     mb, n_fwd - 1, runtime_flag(True), threads)
-    for r in range(L):
-        if plan[r, W_SIZE] > 0:
-            grad_norm[r] += math.sqrt(_sum_squares(grad, plan[r, P_OFF], plan[r, W_SIZE]))
+    for a in range(norm_spans.shape[0]):
+        grad_norm[a] += math.sqrt(_sum_squares(grad, norm_spans[a, 0], norm_spans[a, 1]))
     lr = _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t, threads)
     return loss, correct, lr
 
@@ -568,15 +568,15 @@ def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hy
 @kernel
 def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                  loss_code, XT, Y, labels, one_hot, perm, shuffle_seed, batch_size, acts, dacts,
-                 cache, icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm, dropout_seed,
-                 threads):
+                 cache, icache, work, fwork, Ybuf, labbuf, col1, col2, norm_spans, grad_norm,
+                 dropout_seed, threads):
     """One epoch of minibatch training, entirely compiled.
 
     Per batch: gather the (shuffled) examples and take one :func:`_train_step`. The last,
     partial batch is used, not dropped. ``XT`` is X transposed, ``(n, n_0)``; ``t`` counts the
     optimizer steps taken before this epoch. Returns ``(Σ batch loss × batch size, correct
-    predictions, step count, last rate)``; ``grad_norm[r]`` accumulates ``‖dW‖_F`` of row r's
-    weights for every batch (before clipping).
+    predictions, step count, last rate)``; ``grad_norm[a]`` accumulates the norm of parameter
+    array ``a``'s gradient for every batch (:func:`_train_step`).
     """
     n = XT.shape[0]
     n0 = XT.shape[1]
@@ -594,8 +594,8 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
         lab = _gather_labels(labbuf, labels, perm, start, mb)
         loss, right, lr = _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay,
                                       opt_code, hyper, t, loss_code, Yb, lab, one_hot, mb, acts,
-                                      dacts, cache, icache, work, fwork, col1, col2, grad_norm,
-                                      dropout_seed * 1048576 + batch, threads)
+                                      dacts, cache, icache, work, fwork, col1, col2, norm_spans,
+                                      grad_norm, dropout_seed * 1048576 + batch, threads)
         total += mb * loss
         correct += right
         t += 1
@@ -606,8 +606,8 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
 @kernel
 def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                       loss_code, corpus, n_steps, window_seed, batch_size, acts, dacts, cache,
-                      icache, work, fwork, Ybuf, labbuf, col1, col2, grad_norm, dropout_seed,
-                      threads):
+                      icache, work, fwork, Ybuf, labbuf, col1, col2, norm_spans, grad_norm,
+                      dropout_seed, threads):
     """``n_steps`` steps of a language model on random windows of ``corpus`` (token ids, int),
     entirely compiled: each batch draws ``batch_size`` start offsets ``s`` uniformly (loopprop's
     own generator seeded with ``window_seed``), puts ``corpus[s : s + T]`` in column ``k`` of
@@ -634,7 +634,7 @@ def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_co
         loss, right, lr = _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay,
                                       opt_code, hyper, t, loss_code, Yb, lab,
                                       runtime_flag(False), mb, acts, dacts, cache, icache, work,
-                                      fwork, col1, col2, grad_norm,
+                                      fwork, col1, col2, norm_spans, grad_norm,
                                       dropout_seed * 1048576 + step, threads)
         total += mb * loss
         correct += right

@@ -398,3 +398,37 @@ def test_bad_targets_get_the_loss_functions_errors(rng, loss, head, y, pattern):
     net = lp.Network([2, 3], [head], loss)
     with pytest.raises(ValueError, match=pattern):
         net.fit(rand(rng, (2, 4)), y, epochs=1, progress=False)
+
+
+def test_fit_records_the_gradient_norm_of_every_parameter(rng):
+    """``history["grad_norms"]``: every parameter array of every layer kind (convolution,
+    batch norm, dense, layer norm), by name, equal to the norm NumPy takes of the gradient
+    that ``backward`` gives for the same batch (one batch per epoch: the epoch's mean is that
+    batch's norm)."""
+    from loopprop.layers import BatchNorm, Conv2d, Dense, Flatten, LayerNorm, ReLU, Softmax
+
+    def make():
+        return lp.Network([Conv2d(3, 3, padding=1), BatchNorm(), ReLU(), Flatten(), Dense(6),
+                           LayerNorm(), ReLU(), Dense(4), Softmax()], loss="cross_entropy",
+                          input_shape=(2, 5, 5), seed=3)
+
+    X = rng.standard_normal((2, 5, 5, 12))
+    y = rng.integers(0, 4, 12)
+    ref = make()
+    ref.forward(X)
+    ref.backward(y)
+    want = {}
+    for r, grads in zip(ref._param_rows, ref.grads):
+        layer = ref._rows[r]
+        for name, g in zip(layer.param_names, grads):
+            want[f"{r + 1}:{type(layer).__name__}.{name}"] = float(np.linalg.norm(g))
+    hist = make().fit(X, y, epochs=1, batch_size=12, shuffle=False, lr=0.01, progress=False)
+    assert sorted(hist["grad_norms"]) == sorted(want)
+    assert set(want) >= {"1:Conv2d.W", "1:Conv2d.b", "2:BatchNorm.gamma", "2:BatchNorm.beta",
+                         "5:Dense.W", "6:LayerNorm.gamma", "8:Dense.b"}
+    for name, value in want.items():
+        assert hist["grad_norms"][name][0] == pytest.approx(value, rel=1e-10), name
+    # the per-layer list of earlier versions: each layer's first array (its weights)
+    assert hist["grad_norm"][0] == pytest.approx(
+        [want["1:Conv2d.W"], want["2:BatchNorm.gamma"], want["5:Dense.W"],
+         want["6:LayerNorm.gamma"], want["8:Dense.W"]], rel=1e-10)
