@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -33,3 +35,49 @@ def test_batchnorm_by_hand_prints_its_docstring():
     # the three paths sum to the compact formula, and the kernels agree
     assert "agree to 1e-12: True" in out
     assert "dx = [0.042263, -0.158379, 0.154110, -0.037994]" in out
+
+
+def _load(name: str):
+    """An example as a module (its ``main`` returns what it printed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_maxpool_gradient_example_scatters_to_the_winners():
+    import numpy as np
+
+    out = _load("maxpool_gradient").main()
+    image, upstream, grad = out["image"][0, :, :, 0], out["upstream"][0, :, :, 0], out["grad"]
+    expect = np.zeros((6, 6))
+    for y in range(3):  # each window's first maximum in row-major order gets its gradient
+        for x in range(3):
+            window = image[2 * y:2 * y + 2, 2 * x:2 * x + 2]
+            p, q = np.unravel_index(np.argmax(window), (2, 2))
+            expect[2 * y + p, 2 * x + q] = upstream[y, x]
+    assert np.array_equal(grad[0, :, :, 0], expect)
+    assert np.sum(grad == 0) == 27  # three of every four
+    assert np.allclose(out["numeric"], grad, atol=1e-8)
+
+
+def test_attention_probabilities_example():
+    import numpy as np
+
+    out = _load("attention_probabilities").main()
+    P, dS = out["P"], out["dS"]
+    assert np.allclose(P.sum(axis=1), 1.0) and not np.triu(P, 1).any()
+    assert np.allclose(dS.sum(axis=1), 0.0, atol=1e-14) and not np.triu(dS, 1).any()
+    assert np.allclose(out["dQ_hand"], out["dQ"][0, :, :, 0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.heavy  # trains two deep networks: minutes with the JIT off
+def test_batchnorm_lets_the_deep_sigmoid_network_train():
+    pytest.importorskip("sklearn")
+    out = _load("batchnorm_deep_sigmoid").main(epochs=15)
+    first, last, acc = out["sigmoid"]
+    assert last / first > 100 and acc < 0.3  # vanishes, does not learn
+    first, last, acc = out["sigmoid + batch norm"]
+    assert last / first < 10 and acc > 0.85
