@@ -272,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", default="sigmoid",
                    choices=["sigmoid", "softmax", "identity", "relu", "tanh", "leaky_relu"],
                    help="output activation")
+    d.add_argument("--model", default="mlp", choices=["mlp", "cnn", "resnet", "gpt"],
+                   help="mlp: the --network sizes; cnn, resnet: the networks of loopprop train "
+                        "for digits' 8×8 images; gpt: a 2-layer GPT (2 heads, 32 wide, block "
+                        "16, 65 characters)")
+    d.add_argument("--file", default=None, metavar="MODEL.npz",
+                   help="draw a saved model instead (loopprop train --save)")
+    d.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="the cache diagram's memory for a batch of this size")
 
     b = sub.add_parser("bench", help="time the headline workloads against NumPy (and torch)")
     b.add_argument("--dtype", default="float64", choices=["float64", "float32"])
@@ -664,10 +672,23 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
     from .diagrams import to_mermaid
     from .network import Network
 
-    sizes = args.network
-    acts = [args.activation] * (len(sizes) - 2) + [args.output]
-    loss = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(args.output, "mse")
-    print(to_mermaid(Network(sizes, acts, loss), args.kind))
+    if args.file is not None:
+        net = _load_model(args.file)
+    elif args.model == "cnn":
+        net = Network(cnn_layers("digits"), loss="cross_entropy", input_shape=(1, 8, 8))
+    elif args.model == "resnet":
+        net = Network(resnet_layers("digits"), loss="cross_entropy", input_shape=(1, 8, 8))
+    elif args.model == "gpt":
+        from .models import gpt
+
+        net = gpt(65, 16, 2, 2, 32)
+    else:
+        sizes = args.network
+        acts = [args.activation] * (len(sizes) - 2) + [args.output]
+        loss = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(args.output,
+                                                                                  "mse")
+        net = Network(sizes, acts, loss)
+    print(to_mermaid(net, args.kind, batch_size=args.batch_size))
     return 0
 
 

@@ -97,17 +97,23 @@ def network(net) -> str:
     return "\n".join(lines)
 
 
-def cache(net) -> str:
+def cache(net, batch_size: int | None = None) -> str:
     sizes, acts, L = net.layer_sizes, net.activations, net.n_layers
     lines = ["flowchart LR"]
+
+    def mem(rows: int) -> str:  # a (rows, m) array's bytes for the batch, when one is given
+        if batch_size is None:
+            return ""
+        return f": {_bytes(rows * batch_size * net.dtype.itemsize)} for m = {batch_size:,}"
+
     for l in range(1, L + 1):
         a_prev = "X" if l == 1 else f"A{l - 1}"
         lines += [
             f"    subgraph layer{l}"
             f"[{_q(f'Layer {l}: {sizes[l - 1]} → {sizes[l]}, {acts[l - 1]}')}]",
-            f"        c{l}a[{_q(f'{a_prev} cached, {sizes[l - 1]} × m')}]",
-            f"        c{l}a --> z{l}[{_q(f'Z{l} = W{l}·{a_prev} + b{l}, cached')}]",
-            f"        z{l} --> a{l}[{_q(f'A{l} = {acts[l - 1]}(Z{l}), cached')}]",
+            f"        c{l}a[{_q(f'{a_prev} cached, {sizes[l - 1]} × m{mem(sizes[l - 1])}')}]",
+            f"        c{l}a --> z{l}[{_q(f'Z{l} = W{l}·{a_prev} + b{l}, cached{mem(sizes[l])}')}]",
+            f"        z{l} --> a{l}[{_q(f'A{l} = {acts[l - 1]}(Z{l}), cached{mem(sizes[l])}')}]",
             f"        dz{l}[{_q(f'Error signal dZ{l}')}] --> "
             f"dw{l}[{_q(f'dW{l} = dZ{l}·{a_prev}ᵀ')}]",
             f"        dz{l} --> db{l}[{_q(f'db{l} = sum of dZ{l}')}]",
@@ -174,13 +180,35 @@ def _backward(net, l: int) -> list[str]:
     return back[:-1] if l == 1 and len(back) > 1 else back
 
 
+def _skip_row(net, l: int) -> int | None:
+    """For a residual row ``l``: the row whose output is the block's input (0: the input)."""
+    source = getattr(net.rows[l - 1], "skip_source", None)
+    if source is None:
+        return None
+    return next(r for r, v in enumerate(net.rows) if v is source)
+
+
 def layers_network(net) -> str:
+    """Forward and backward pass, one node per layer; a residual block's skip path as its own
+    edge (forward: the block's input into the sum; backward: the sum's gradient back into the
+    input's), attention's Q, K and V as three paths."""
     L = len(net.rows)
     lines = ["graph LR", f"    subgraph forward[{_q('Forward pass')}]",
              f"        a0[{_q(f'Input X: {_shape(net.input_shape)} per example')}]"]
     for l, layer in enumerate(net.rows, 1):
         lines.append(f"        a{l}[{_q(f'{_label(net, l)}: {_shape(layer.out_shape)}')}]")
-        lines.append(f"        a{l - 1} --> a{l}")
+        paths = _formulas(net, l).get("paths")
+        if paths:
+            for node, label, reads in paths["forward"]:
+                lines.append(f"        a{l}{node}[{_q(label)}]")
+                lines += [f"        {f'a{l - 1}' if r == 'in' else f'a{l}{r}'} --> a{l}{node}"
+                          for r in reads]
+            lines.append(f"        a{l}{paths['forward'][-1][0]} --> a{l}")
+        else:
+            lines.append(f"        a{l - 1} --> a{l}")
+        skip = _skip_row(net, l)
+        if skip is not None and skip != l - 1:
+            lines.append(f"        a{skip} -.->|{_q('skip path')}| a{l}")
     lines.append(f"        a{L} --> loss[{_q(f'Loss: {net.loss}')}]")
     last, seed = _layer_seed(net)
     lines += ["    end", f"    subgraph backward[{_q('Backward pass')}]",
@@ -188,8 +216,23 @@ def layers_network(net) -> str:
     for l in range(last, 0, -1):
         layer = net.rows[l - 1]
         back = _backward(net, l)
-        lines.append(f"        g{l} -->|{_q(type(layer).__name__)}| g{l - 1}"
-                     f"[{_q('; '.join(back))}]")
+        paths = _formulas(net, l).get("paths") if l < len(net.rows) else None
+        if paths:
+            for node, label, reads in paths["backward"]:
+                for r in reads:
+                    src = f"g{l}" if r == "in" else f"g{l}{r}"
+                    lines.append(f"        {src} --> g{l}{node}[{_q(label)}]")
+            into = paths["backward_into"] if l > 1 else paths["backward_into"][:-1]
+            ends = [node for node, _, _ in paths["backward"]
+                    if not any(node in reads for _, _, reads in paths["backward"])]
+            lines.append(f"        g{l}{ends[0]} --> g{l - 1}[{_q('; '.join(into))}]")
+            lines += [f"        g{l}{node} --> g{l - 1}" for node in ends[1:]]
+        else:
+            lines.append(f"        g{l} -->|{_q(type(layer).__name__)}| g{l - 1}"
+                         f"[{_q('; '.join(back))}]")
+        skip = _skip_row(net, l)
+        if skip is not None and skip != l - 1:
+            lines.append(f"        g{l} -.->|{_q('skip path')}| g{skip}")
     lines += ["    end", f"    loss --> g{last}"]
     return "\n".join(lines)
 
@@ -237,17 +280,42 @@ def layers_neuron(net) -> str:
     ])
 
 
-def layers_cache(net) -> str:
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def _memory(values: int, nbytes: int, batch_size: int | None) -> str:
+    """``values`` per example (``nbytes`` bytes), and the bytes for a batch when
+    ``batch_size`` is given."""
+    text = f"{values:,} values per example"
+    if batch_size is not None:
+        text += f", {_bytes(nbytes * batch_size)} for a batch of {batch_size:,}"
+    return text
+
+
+def layers_cache(net, batch_size: int | None = None) -> str:
+    """What each layer's forward pass keeps for its backward pass, and how much: its output
+    (in the activation buffer, read by the next layer's backward pass) and its own cache
+    (docs/formulas.md §14)."""
     lines = ["flowchart LR"]
+    item = net.dtype.itemsize
     for l, layer in enumerate(net.rows, 1):
         f = _formulas(net, l)
         title = "Residual: the sum of two paths" if getattr(layer, "skip_source", None) \
             else repr(layer)
+        out = int(np.prod(layer.out_shape))
+        forward = f"{f['forward']} — output {_memory(out, out * item, batch_size)}"
         lines += [f"    subgraph layer{l}[{_q(f'Layer {l}: {title}')}]",
-                  f"        f{l}[{_q(f['forward'])}]"]
+                  f"        f{l}[{_q(forward)}]"]
         f["backward"] = _backward(net, l)
         if f["cache"]:
-            lines += [f"        f{l} -.->|{_q('cached')}| c{l}[{_q(f['cache'])}]",
+            own = layer.cache_size + layer.icache_size
+            size = (f" — {_memory(own, layer.cache_size * item + layer.icache_size * 4, batch_size)}"
+                    if own else " — read from the activation buffer")
+            lines += [f"        f{l} -.->|{_q('cached')}| c{l}[{_q(f['cache'] + size)}]",
                       f"        c{l} -.->|{_q('read by backward')}| b{l}"]
         lines += [f"        b{l}[{_q('; '.join(f['backward']))}]", "    end"]
         if l > 1:
@@ -257,10 +325,15 @@ def layers_cache(net) -> str:
     return "\n".join(lines)
 
 
-def to_mermaid(net, kind: str = "network") -> str:
+def to_mermaid(net, kind: str = "network", batch_size: int | None = None) -> str:
     """Mermaid source for ``kind`` in workflow, neuron, network, cache (docs/formulas.md §14):
     in the notation of docs/formulas.md for a network built from sizes, one node per layer for
-    any other."""
+    any other. ``batch_size`` adds to the cache diagram the memory each cache takes for a batch
+    of that size."""
+    if batch_size is not None:
+        from . import _checks
+
+        _checks.check_positive_int(batch_size, "batch_size")
     if net.layer_sizes is not None:
         builders = {"workflow": workflow, "neuron": neuron, "network": network, "cache": cache}
     else:
@@ -268,4 +341,6 @@ def to_mermaid(net, kind: str = "network") -> str:
                     "network": layers_network, "cache": layers_cache}
     if kind not in builders:
         raise ValueError(f"kind: unknown diagram {kind!r}; valid kinds are {', '.join(KINDS)}")
+    if kind == "cache":
+        return builders[kind](net, batch_size)
     return builders[kind](net)

@@ -1171,12 +1171,13 @@ class Network:
 
     # -- study tools ------------------------------------------------------------------------
 
-    def to_mermaid(self, kind: str = "network") -> str:
-        """A Mermaid diagram of this network (docs/formulas.md §14); see
-        :mod:`loopprop.diagrams`."""
+    def to_mermaid(self, kind: str = "network", batch_size: int | None = None) -> str:
+        """A Mermaid diagram of this network (docs/formulas.md §13–§14): ``kind`` in workflow,
+        neuron, network, cache; ``batch_size`` adds each cache's memory for a batch of that
+        size to the cache diagram. See :mod:`loopprop.diagrams`."""
         from .diagrams import to_mermaid
 
-        return to_mermaid(self, kind)
+        return to_mermaid(self, kind, batch_size)
 
 
 __all__ = ["Network", "ModelFileError", "FORMAT_VERSION"]

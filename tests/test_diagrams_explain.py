@@ -35,6 +35,7 @@ LAYER_NETS = [
                 Residual([Conv2d(3, 3, padding=1), BatchNorm()]), Flatten(),
                 Residual([LayerNorm(), Dense(27), Tanh()]), Dense(2), Softmax()],
                loss="cross_entropy", input_shape=(1, 3, 3)),
+    lp.models.gpt(11, 8, 2, 2, 8),  # embeddings, attention, residual blocks, tied output
 ]
 
 
@@ -147,6 +148,37 @@ def test_residual_and_normalization_diagrams():
     assert "μ and r = 1/σ per channel" in LAYER_NETS[3].to_mermaid("cache")
 
 
+def test_gpt_diagrams_draw_attention_as_three_paths_and_the_skips_as_edges():
+    net = LAYER_NETS[4]
+    text = net.to_mermaid("network")
+    for piece in (  # forward: Q, K, V from the block's normalized input, P from Q and K
+            'a4q["Q = W_q4·A3', "a3 --> a4q", "a3 --> a4k", "a3 --> a4v", "a4q --> a4p",
+            "a4k --> a4p", "a4p --> a4o", "a4v --> a4o", "a4o --> a4",
+            # the skip paths: the block's input into the sum, the sum's gradient back into it
+            'a2 -.->|"skip path"| a5', 'a5 -.->|"skip path"| a10',
+            'g5 -.->|"skip path"| g2',
+            # backward: dO splits into dV and dS; dS into dQ and dK; all three reach dA3
+            "g4 --> g4o", "g4o --> g4v", "g4o --> g4s", "g4s --> g4q", "g4s --> g4k",
+            "dA3 += W_qkv4ᵀ·[dQ; dK; dV]", "g4k --> g3", "g4v --> g3"):
+        assert piece in text, piece
+
+
+def test_cache_diagram_gives_each_caches_memory_for_a_batch():
+    net = LAYER_NETS[4]  # float32: T = 8, C = 8, 2 heads
+    text = net.to_mermaid("cache", batch_size=16)
+    # attention: 6·C·T + n_head·T² = 384 + 128 values per example, 4 bytes, 16 examples
+    assert "A3ᵀ, Q, K, V, P, O — 512 values per example, 32.0 KiB for a batch of 16" in text
+    assert "output 64 values per example, 4.0 KiB for a batch of 16" in text
+    cnn = LAYER_NETS[0].to_mermaid("cache", batch_size=10)
+    # max pooling's winners: 4·6·6 int32 per example
+    assert "the winner of each window (an integer) — 144 values per example, 5.6 KiB" in cnn
+    assert "for a batch" not in net.to_mermaid("cache")
+    dense = NETS[1].to_mermaid("cache", batch_size=32)
+    assert "X cached, 64 × m: 16.0 KiB for m = 32" in dense
+    with pytest.raises(ValueError, match="batch_size"):
+        net.to_mermaid("cache", batch_size=0)
+
+
 def test_unknown_kind_lists_valid_ones():
     with pytest.raises(ValueError, match="workflow, neuron, network, cache"):
         NETS[0].to_mermaid("sankey")
@@ -195,6 +227,22 @@ def test_cli_explain_and_diagram():
     assert cli.main(["explain", "--x", "a,b"]) == 2
     for kind in KINDS:
         assert cli.main(["diagram", kind, "--network", "4-3-2"]) == 0
+
+
+def test_cli_diagram_draws_any_model_and_saved_files(capsys, tmp_path):
+    from loopprop import cli
+
+    assert cli.main(["diagram", "network", "--model", "gpt"]) == 0
+    assert "a4q --> a4p" in capsys.readouterr().out
+    assert cli.main(["diagram", "cache", "--model", "resnet", "--batch-size", "32"]) == 0
+    assert "for a batch of 32" in capsys.readouterr().out
+    assert cli.main(["diagram", "network", "--model", "cnn"]) == 0
+    assert "MaxPool2d" in capsys.readouterr().out
+    LAYER_NETS[3].save(tmp_path / "res.npz")
+    assert cli.main(["diagram", "network", "--file", str(tmp_path / "res.npz")]) == 0
+    assert "skip path" in capsys.readouterr().out
+    assert cli.main(["diagram", "--file", str(tmp_path / "none.npz")]) == 2
+    assert "no such model file" in capsys.readouterr().err
 
 
 @pytest.mark.heavy

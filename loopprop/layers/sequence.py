@@ -190,7 +190,24 @@ class CausalSelfAttention(Layer):
                 "backward": [f"dW_o{l} = d{y}·Oᵀ", "dP = dO·V; dS = P ⊙ (dP − Σ_s P·dP)",
                              "dQ = dS·K/√d, dK = dSᵀ·Q/√d, dV = Pᵀ·dO",
                              f"dW_qkv{l} = dQKV·{x}ᵀ", f"d{x} += W_qkv{l}ᵀ·dQKV"],
-                "cache": f"{x}ᵀ, Q, K, V, P, O"}
+                "cache": f"{x}ᵀ, Q, K, V, P, O",
+                # the diagrams draw Q, K and V as three paths (docs/formulas.md, "The
+                # attention layer"): (node, label, the nodes it reads; "in" is the layer's input)
+                "paths": {
+                    "forward": [
+                        ("q", f"Q = W_q{l}·{x} + b_q, per head", ["in"]),
+                        ("k", f"K = W_k{l}·{x} + b_k", ["in"]),
+                        ("v", f"V = W_v{l}·{x} + b_v", ["in"]),
+                        ("p", "P = softmax(QᵀK/√d_head), keys s ≤ t", ["q", "k"]),
+                        ("o", f"O = V·Pᵀ per head; {y} = W_o{l}·O + b_o{l}", ["p", "v"])],
+                    "backward": [
+                        ("o", f"dO = W_o{l}ᵀ·d{y}; dW_o{l} = d{y}·Oᵀ", ["in"]),
+                        ("v", "dV = dO·P", ["o"]),
+                        ("s", "dP = dOᵀ·V; dS = P ⊙ (dP − Σ_s P·dP)", ["o"]),
+                        ("q", "dQ = K·dSᵀ/√d_head", ["s"]),
+                        ("k", "dK = Q·dS/√d_head", ["s"])],
+                    "backward_into": [f"dW_qkv{l} = [dQ; dK; dV]·{x}ᵀ",
+                                      f"d{x} += W_qkv{l}ᵀ·[dQ; dK; dV]"]}}
 
 
 class TiedOutput(Layer):
