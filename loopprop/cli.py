@@ -30,6 +30,15 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _index(text: str) -> list[int]:
+    """An array entry ``3,0,1,2``: non-negative integers, one per axis."""
+    parts = text.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers like 3,0,1,2, got "
+                                         f"{text!r}")
+    return [int(p) for p in parts]
+
+
 def _network_sizes(text: str) -> list[int]:
     """A whole network, ``2-3-1``: at least an input and an output size."""
     values = _int_list(text)
@@ -260,6 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--j", type=int, default=0, help="input neuron j")
     e.add_argument("--batch", type=_positive_int, default=2, help="examples in the batch")
     e.add_argument("--seed", type=_seed, default=0)
+    e.add_argument("--model", default=None, choices=["cnn", "resnet", "gpt"],
+                   help="explain a parameter of any layer of this model (float64, seeded, on a "
+                        "random batch): cnn and resnet as loopprop train builds them for 8×8 "
+                        "digits, gpt a 2-layer GPT (2 heads, 16 wide, block 8, 11 tokens)")
+    e.add_argument("--param", default="W",
+                   help="with --model: the parameter array, e.g. W, b, gamma, beta, E, W_qkv")
+    e.add_argument("--index", type=_index, default=None, metavar="I,J,…",
+                   help="with --model: the entry, one index per axis, e.g. 3,0,1,2 (default: 0s)")
+    e.add_argument("--top", type=_positive_int, default=8,
+                   help="with --model: how many of the largest terms to print")
 
     d = sub.add_parser("diagram", help="Mermaid diagrams of a network's passes")
     d.add_argument("kind", nargs="?", default="network",
@@ -648,9 +667,35 @@ def _parse_vector(text: str | None, name: str):
     return vals[0] if len(vals) == 1 else vals
 
 
+def explain_model(name: str, batch: int, seed: int):
+    """The seeded float64 network, batch and targets of ``loopprop explain --model``."""
+    from .network import Network
+
+    rng = np.random.default_rng(seed)
+    if name == "gpt":
+        from .models import gpt
+
+        net = gpt(11, 8, 2, 2, 16, dtype="float64", seed=seed)
+        return net, rng.integers(0, 11, (8, batch)), rng.integers(0, 11, (8, batch))
+    layers = cnn_layers("digits") if name == "cnn" else resnet_layers("digits")
+    net = Network(layers, loss="cross_entropy", input_shape=(1, 8, 8), seed=seed)
+    net.eval() if name == "cnn" else None  # dropout: its random mask would move the loss
+    return net, rng.standard_normal((1, 8, 8, batch)), rng.integers(0, 10, batch)
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain_neuron, explain_weight
 
+    if args.model:
+        from .explain_layers import explain_param
+
+        net, X, y = explain_model(args.model, args.batch, args.seed)
+        try:
+            print(explain_param(net, X, y, layer=args.layer, param=args.param,
+                                index=args.index, top=args.top))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        return 0
     if args.network:
         print(explain_weight(args.network, layer=args.layer, i=args.i, j=args.j,
                                      batch=args.batch, seed=args.seed,
