@@ -313,8 +313,9 @@ def layers_cache(net, batch_size: int | None = None) -> str:
         f["backward"] = _backward(net, l)
         if f["cache"]:
             own = layer.cache_size + layer.icache_size
-            size = (f" — {_memory(own, layer.cache_size * item + layer.icache_size * 4, batch_size)}"
-                    if own else " — read from the activation buffer")
+            nbytes = layer.cache_size * item + layer.icache_size * 4  # int32 winners
+            size = (f" — {_memory(own, nbytes, batch_size)}" if own
+                    else " — read from the activation buffer")
             lines += [f"        f{l} -.->|{_q('cached')}| c{l}[{_q(f['cache'] + size)}]",
                       f"        c{l} -.->|{_q('read by backward')}| b{l}"]
         lines += [f"        b{l}[{_q('; '.join(f['backward']))}]", "    end"]

@@ -31,6 +31,14 @@ import numpy as np
 
 from .explain import _fmt, _p
 
+#: the sections of docs/formulas.md each sum is derived in
+CONV = 'docs/formulas.md, "Convolution"'
+BATCHNORM = 'docs/formulas.md, "Batch normalization"'
+LAYERNORM = 'docs/formulas.md, "Layer normalization"'
+EMBEDDINGS = 'docs/formulas.md, "Token and position embeddings"'
+ATTENTION_LAYER = 'docs/formulas.md, "The attention layer"'
+ATTENTION_HEAD = 'docs/formulas.md, "Attention, one head"'
+
 
 @dataclass
 class Term:
@@ -87,8 +95,7 @@ def _conv2d(layer, param, index, X, Y, dY, extra):
     if param == "b":
         terms = [Term((y, x, k), (float(dY[o, y, x, k]),), float(dY[o, y, x, k]))
                  for y, x, k in np.ndindex(H_out, W_out, m)]
-        return f"db[{o}] = Σ_(y,x,k) dY[{o}, y, x, k]   (docs/formulas.md, \"Convolution\")", \
-            ("dY",), terms
+        return f"db[{o}] = Σ_(y,x,k) dY[{o}, y, x, k]   ({CONV})", ("dY",), terms
     _, c, p, q = index
     terms, padded = [], 0
     for y, x, k in np.ndindex(H_out, W_out, m):
@@ -101,7 +108,7 @@ def _conv2d(layer, param, index, X, Y, dY, extra):
     extra["notes"].append(f"{padded} of the {H_out * W_out * m} output positions read the zero "
                           f"padding for this offset: their terms are 0 and are left out")
     return (f"dW[{o}, {c}, {p}, {q}] = Σ_(y,x,k) dY[{o}, y, x, k] · X[{c}, {s_h}y + {p} − "
-            f"{pad_h}, {s_w}x + {q} − {pad_w}, k]   (docs/formulas.md, \"Convolution\")",
+            f"{pad_h}, {s_w}x + {q} − {pad_w}, k]   ({CONV})",
             ("dY", "X"), terms)
 
 
@@ -127,14 +134,14 @@ def _norm(groups: str):
             "the features of each column"
         extra["notes"].append(f"x̂ = (X − μ)/√(σ² + ε) with μ, σ² over {where}, recomputed "
                               "from X")
-        name = "Batch normalization" if groups == "batch" else "Layer normalization"
+        cite = BATCHNORM if groups == "batch" else LAYERNORM
         if param == "gamma":
             terms = [Term(w, (float(dY[(c, *w)]), float(xhat[(c, *w)])),
                           float(dY[(c, *w)]) * float(xhat[(c, *w)])) for w in rest]
-            formula = f"dγ[{c}] = Σ dY[{c}, …] · x̂[{c}, …]   (docs/formulas.md, \"{name}\")"
+            formula = f"dγ[{c}] = Σ dY[{c}, …] · x̂[{c}, …]   ({cite})"
             return formula, ("dY", "x̂"), terms
         terms = [Term(w, (float(dY[(c, *w)]),), float(dY[(c, *w)])) for w in rest]
-        return f"dβ[{c}] = Σ dY[{c}, …]   (docs/formulas.md, \"{name}\")", ("dY",), terms
+        return f"dβ[{c}] = Σ dY[{c}, …]   ({cite})", ("dY",), terms
     return sums
 
 
@@ -148,12 +155,11 @@ def _batchnorm(layer, param, index, X, Y, dY, extra):
                               "statistics (constants: the examples do not couple)")
         rest = _positions(dY.shape[1:])
         if param == "gamma":
-            return (f"dγ[{c}] = Σ dY[{c}, …] · x̂[{c}, …]   (docs/formulas.md, \"Batch "
-                    "normalization\")", ("dY", "x̂"),
+            return (f"dγ[{c}] = Σ dY[{c}, …] · x̂[{c}, …]   ({BATCHNORM})", ("dY", "x̂"),
                     [Term(w, (float(dY[(c, *w)]), float(xhat[(c, *w)])),
                           float(dY[(c, *w)]) * float(xhat[(c, *w)])) for w in rest])
-        return (f"dβ[{c}] = Σ dY[{c}, …]   (docs/formulas.md, \"Batch normalization\")",
-                ("dY",), [Term(w, (float(dY[(c, *w)]),), float(dY[(c, *w)])) for w in rest])
+        return (f"dβ[{c}] = Σ dY[{c}, …]   ({BATCHNORM})", ("dY",),
+                [Term(w, (float(dY[(c, *w)]),), float(dY[(c, *w)])) for w in rest])
     out = _norm("batch")(layer, param, index, X, Y, dY, extra)
     # the input's gradient: three paths (through x̂ directly, through σ², through μ)
     c = index[0]
@@ -183,7 +189,7 @@ def _embedding(layer, param, index, X, Y, dY, extra):
     terms = [Term(("lookup", *w), (float(dY[(j, *w)]),), float(dY[(j, *w)]), ("dY",))
              for w in _positions(ids.shape) if ids[w] == v]
     formula = (f"dE[{j}, {v}] = Σ over the positions (t, k) holding token {v} of "
-               f"dY[{j}, t, k]   (docs/formulas.md, \"Token and position embeddings\")")
+               f"dY[{j}, t, k]   ({EMBEDDINGS})")
     tied = extra.get("tied")
     if tied is not None:  # the output layer reads E too: its terms add
         Xo, dZ = tied
@@ -199,8 +205,7 @@ def _embedding(layer, param, index, X, Y, dY, extra):
 def _position(layer, param, index, X, Y, dY, extra):
     j, t = index
     terms = [Term((k,), (float(dY[j, t, k]),), float(dY[j, t, k])) for k in range(dY.shape[2])]
-    return (f"dW[{j}, {t}] = Σ_k dY[{j}, {t}, k]   (docs/formulas.md, \"Token and position "
-            "embeddings\")", ("dY",), terms)
+    return f"dW[{j}, {t}] = Σ_k dY[{j}, {t}, k]   ({EMBEDDINGS})", ("dY",), terms
 
 
 def _attention(layer, param, index, X, Y, dY, extra):
@@ -220,13 +225,12 @@ def _attention(layer, param, index, X, Y, dY, extra):
         i = index[0]
         if param == "b_o":
             terms = [Term(w, (float(dY[(i, *w)]),), float(dY[(i, *w)])) for w in _positions((T, m))]
-            return (f"db_o[{i}] = Σ_(t,k) dY[{i}, t, k]   (docs/formulas.md, \"The attention "
-                    "layer\")", ("dY",), terms)
+            return f"db_o[{i}] = Σ_(t,k) dY[{i}, t, k]   ({ATTENTION_LAYER})", ("dY",), terms
         jj = index[1]
         terms = [Term(w, (float(dY[(i, *w)]), float(O[(jj, *w)])),
                       float(dY[(i, *w)]) * float(O[(jj, *w)])) for w in _positions((T, m))]
         return (f"dW_o[{i}, {jj}] = Σ_(t,k) dY[{i}, t, k] · O[{jj}, t, k], O = attention output "
-                "(docs/formulas.md, \"The attention layer\")", ("dY", "O"), terms)
+                f"({ATTENTION_LAYER})", ("dY", "O"), terms)
     # through the softmax to dQ, dK, dV
     dO = np.einsum("ij,itk->jtk", Wo, dY).reshape(H, d, T, m)
     dP = np.einsum("hetk,hesk->htsk", dO, V)
@@ -252,13 +256,13 @@ def _attention(layer, param, index, X, Y, dY, extra):
     if param == "b_qkv":
         terms = [Term(w, (float(dQKV[(row, *w)]),), float(dQKV[(row, *w)]))
                  for w in _positions((T, m))]
-        return (f"db_qkv[{row}] = Σ_(t,k) d{part}[{h}, {e}, t, k]   (docs/formulas.md, "
-                "\"Attention, one head\")", (f"d{part}",), terms)
+        return (f"db_qkv[{row}] = Σ_(t,k) d{part}[{h}, {e}, t, k]   ({ATTENTION_HEAD})",
+                (f"d{part}",), terms)
     jj = index[1]
     terms = [Term(w, (float(dQKV[(row, *w)]), float(X[(jj, *w)])),
                   float(dQKV[(row, *w)]) * float(X[(jj, *w)])) for w in _positions((T, m))]
     return (f"dW_qkv[{row}, {jj}] = Σ_(t,k) d{part}[{h}, {e}, t, k] · X[{jj}, t, k]   "
-            "(docs/formulas.md, \"Attention, one head\")", (f"d{part}", "X"), terms)
+            f"({ATTENTION_HEAD})", (f"d{part}", "X"), terms)
 
 
 SUMS: dict[str, Callable] = {
@@ -373,7 +377,8 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
         lines.append(f"  … and {len(terms) - top} more terms, summing to {_fmt(rest)}")
     scale = max(abs(backward), abs(numeric), 1e-300)
     lines += [f"total            = {total:.12g}",
-              f"backward gives   = {backward:.12g}   (|Δ|/scale {abs(total - backward) / scale:.1e})",
+              f"backward gives   = {backward:.12g}   (|Δ|/scale "
+              f"{abs(total - backward) / scale:.1e})",
               f"finite differences = {numeric:.12g}   (|Δ|/scale "
               f"{abs(total - numeric) / scale:.1e}, ε = {eps:g})"]
     return ParamExplanation(layer, kind, param, index, terms, total, backward, numeric, lines)

@@ -410,8 +410,8 @@ def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, causal, add, Qt, Kt, Vt
                              dS, Xp, Yp, Pp, tile):
     """The backward of one head for every example, on contiguous ``(d_head, T)`` copies
     (:func:`_attention_item_backward` per example), each gradient added back into the batch
-    layout (``add``) or written into it. Workspaces Qt, Kt, Vt, dOt (m, d_head·T); G (3, m, d_head·T); Pk (m, T·T); dS
-    (T·T) and those of the item."""
+    layout (``add``) or written into it. Workspaces Qt, Kt, Vt, dOt (m, d_head·T); G (3, m,
+    d_head·T); Pk (m, T·T); dS (T·T) and those of the item."""
     d_head, T, m = Q.shape
     _to_items(Qt, Q.reshape(d_head * T, m))
     _to_items(Kt, K.reshape(d_head * T, m))
