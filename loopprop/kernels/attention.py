@@ -198,6 +198,41 @@ def _from_items(dst, src, add):
 
 
 @kernel(fast=True)
+def _to_items_causal(dst, src, T):
+    """:func:`_to_items` for probabilities ``src (T·T, m)`` that are zero for every key after
+    its query (``s > t``): only ``s ≤ t`` is read, the rest of each row is written as 0 --
+    half the reads of the full copy. Shapes: dst (m, T·T); src (T·T, m)."""
+    m = src.shape[1]
+    d, s_ = borrowed_flat(dst), borrowed_flat(src)
+    for t in range(T):
+        base = t * T
+        for r0 in range(0, t + 1, 16):
+            r1 = min(r0 + 16, t + 1)
+            for k in range(m):
+                for r in range(base + r0, base + r1):
+                    d[k * T * T + r] = s_[r * m + k]
+        for k in range(m):
+            d[k * T * T + base + t + 1:k * T * T + base + T] = 0.0
+
+
+@kernel(fast=True)
+def _from_items_causal(dst, src, T):
+    """:func:`_from_items` (written, not added) for probabilities that are zero after each
+    query: ``dst[t·T + s, k] = src[k, t·T + s]`` for ``s ≤ t``, 0 beyond, without reading the
+    zeros. Shapes: dst (T·T, m); src (m, T·T)."""
+    m = dst.shape[1]
+    d, s_ = borrowed_flat(dst), borrowed_flat(src)
+    for t in range(T):
+        base = t * T
+        for r0 in range(0, t + 1, 16):
+            r1 = min(r0 + 16, t + 1)
+            for k in range(m):
+                for r in range(base + r0, base + r1):
+                    d[r * m + k] = s_[k * T * T + r]
+        d[(base + t + 1) * m:(base + T) * m] = 0.0
+
+
+@kernel(fast=True)
 def _row_max(row, n):
     """``max_s row[s]`` over ``s < n`` (n ≥ 1), a register of lanes at a time
     (:func:`~loopprop.kernels.simd.vmax`); a NaN is skipped here and still reaches the row's
@@ -382,7 +417,10 @@ def _attention_head_forward(O, P, Q, K, V, causal, Qt, Kt, Vt, Ot, S, Xp, Yp, Pp
     for k in range(m):
         _attention_item_forward(Ot[k], S[k], Qt[k], Kt[k], Vt[k], d_head, T, causal, Xp, Yp,
                                 Pp, tile)
-    _from_items(P.reshape(T * T, m), S, runtime_flag(False))
+    if causal:
+        _from_items_causal(P.reshape(T * T, m), S, T)
+    else:
+        _from_items(P.reshape(T * T, m), S, runtime_flag(False))
     _from_items(O.reshape(d_head * T, m), Ot, runtime_flag(False))
 
 
@@ -417,7 +455,10 @@ def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, causal, add, Qt, Kt, Vt
     _to_items(Kt, K.reshape(d_head * T, m))
     _to_items(Vt, V.reshape(d_head * T, m))
     _to_items(dOt, dO.reshape(d_head * T, m))
-    _to_items(Pk, P.reshape(T * T, m))
+    if causal:
+        _to_items_causal(Pk, P.reshape(T * T, m), T)
+    else:
+        _to_items(Pk, P.reshape(T * T, m))
     for k in range(m):
         _attention_item_backward(G[0, k], G[1, k], G[2, k], dS, dOt[k], Qt[k], Kt[k], Vt[k],
                                  Pk[k], d_head, T, causal, Xp, Yp, Pp, tile)
