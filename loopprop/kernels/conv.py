@@ -1,5 +1,5 @@
 """A 2-D convolution layer, forward and backward, as explicit loops (cross-correlation, as
-PyTorch's ``conv2d`` computes it).
+PyTorch's ``conv2d`` computes it; docs/formulas.md, "Convolution" derives the sums).
 
 Images keep loopprop's layout, examples on the last axis: ``A_prev (c_in, H, W, m)``,
 ``Z (c_out, H_out, W_out, m)``, ``W (c_out, c_in, kh, kw)``, ``b (c_out,)``. Index names: ``i``

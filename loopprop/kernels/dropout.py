@@ -1,4 +1,4 @@
-"""Inverted dropout, forward and backward, as explicit loops.
+"""Inverted dropout, forward and backward, as explicit loops (docs/formulas.md, "Dropout").
 
 During training each activation is kept with probability ``1 − p`` and scaled by
 ``1 / (1 − p)``, so that its expected value is unchanged and evaluation needs no rescaling

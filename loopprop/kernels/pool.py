@@ -1,4 +1,5 @@
-"""2-D max and average pooling, forward and backward, as explicit loops.
+"""2-D max and average pooling, forward and backward, as explicit loops (docs/formulas.md,
+"Pooling").
 
 Images keep loopprop's layout, examples on the last axis: ``A_prev (c, H, W, m)``,
 ``A (c, H_out, W_out, m)``; ``y, x`` output pixel, ``p, q`` offset in the window, ``k`` batch

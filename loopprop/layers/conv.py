@@ -1,4 +1,5 @@
-"""Convolution and pooling layers: images ``(C, H, W)`` per example, ``(C, H, W, m)`` a batch."""
+"""Convolution and pooling layers: images ``(C, H, W)`` per example, ``(C, H, W, m)`` a batch
+(docs/formulas.md, "Convolution" and "Pooling")."""
 
 from __future__ import annotations
 
