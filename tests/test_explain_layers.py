@@ -221,3 +221,47 @@ def test_cli_explains_any_layer_of_a_model(capsys):
     assert "three coupled paths" in capsys.readouterr().out
     assert cli.main(["explain", "--model", "cnn", "--param", "Q"]) == 2
     assert "has W, b; got 'Q'" in capsys.readouterr().err
+
+
+def test_dense_layernorm_position_and_output_projection_terms(rng):
+    """The remaining sums, each term recomputed here: a dense weight (dY·X over the batch), a
+    layer-norm gain (dY·x̂ with x̂ over each column's features), a position embedding (dY over
+    the batch at one position) and attention's output projection (dY·O, O from torch)."""
+    net = cnn()
+    X, y = batch(net, rng)
+    e = explain_param(net, X, y, layer=3, param="W", index=(2, 7))
+    buf, m, _ = net._cache
+    r = net._param_rows[2]
+    A = region(net, buf.acts, r, IN_OFF, (12,))
+    dZ = region(net, buf.dacts, r, OUT_OFF, (5,))
+    assert {t.where: t.value for t in e.terms} == pytest.approx(
+        {(k,): dZ[2, k] * A[7, k] for k in range(m)}, rel=1e-15)
+    e = explain_param(net, X, y, layer=4, param="gamma", index=(3,))
+    r = net._param_rows[3]
+    Z = region(net, buf.acts, r, IN_OFF, (5,))
+    g = region(net, buf.dacts, r, OUT_OFF, (5,))
+    xhat = (Z - Z.mean(axis=0)) / np.sqrt(Z.var(axis=0) + 1e-5)
+    assert {t.where: t.value for t in e.terms} == pytest.approx(
+        {(k,): g[3, k] * xhat[3, k] for k in range(m)}, rel=1e-12)
+
+    net = gpt()
+    X, y = batch(net, rng)
+    e = explain_param(net, X, y, layer=2, param="W", index=(5, 4))
+    buf, m, _ = net._cache
+    dP = region(net, buf.dacts, 1, OUT_OFF, (8, 6))
+    assert {t.where: t.value for t in e.terms} == pytest.approx(
+        {(k,): dP[5, 4, k] for k in range(m)}, rel=1e-15)
+    torch = torch_or_skip()
+    e = explain_param(net, X, y, layer=4, param="W_o", index=(1, 6))
+    r = net._param_rows[3]
+    A = torch.tensor(region(net, buf.acts, r, IN_OFF, (8, 6)))
+    dY = region(net, buf.dacts, r, OUT_OFF, (8, 6))
+    W_qkv, b_qkv = (torch.tensor(np.asarray(p)) for p in net.params[3][:2])
+    QKV = torch.einsum("rc,ctk->rtk", W_qkv, A) + b_qkv[:, None, None]
+    q, k_, v_ = (QKV[i * 8:(i + 1) * 8].reshape(2, 4, 6, m).permute(3, 0, 2, 1)
+                 for i in range(3))
+    O = torch.nn.functional.scaled_dot_product_attention(q, k_, v_, is_causal=True)
+    O = O.permute(1, 3, 2, 0).reshape(8, 6, m).numpy()
+    assert {t.where: t.value for t in e.terms} == pytest.approx(
+        {(t, k): dY[1, t, k] * O[6, t, k] for t in range(6) for k in range(m)}, rel=1e-9)
+    check(e)
