@@ -679,7 +679,8 @@ def explain_model(name: str, batch: int, seed: int):
         return net, rng.integers(0, 11, (8, batch)), rng.integers(0, 11, (8, batch))
     layers = cnn_layers("digits") if name == "cnn" else resnet_layers("digits")
     net = Network(layers, loss="cross_entropy", input_shape=(1, 8, 8), seed=seed)
-    net.eval() if name == "cnn" else None  # dropout: its random mask would move the loss
+    if name == "cnn":
+        net.eval()  # dropout: its random mask would move the loss between evaluations
     return net, rng.standard_normal((1, 8, 8, batch)), rng.integers(0, 10, batch)
 
 

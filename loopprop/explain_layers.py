@@ -179,7 +179,6 @@ def _batchnorm(layer, param, index, X, Y, dY, extra):
         f"{_fmt(through_var)}",
         f"  through μ: ∂L/∂μ / N = {_p(dmu)}/{N} = {_fmt(through_mu)}",
         f"  sum = {_fmt(direct + through_var + through_mu)}"]
-    extra["input_grad"] = (c, direct + through_var + through_mu)
     return out
 
 
