@@ -67,15 +67,15 @@ class ParamExplanation:
 
 
 # -- the sums, one function per layer kind ----------------------------------------------------
-# Each gets (layer, param, index, X, Y, dY, extra) with X (*in_shape, m), Y and dY
-# (*out_shape, m) in float64, and returns (formula, forward note, factor names, terms).
+# Each gets (layer, param, index, X, dY, extra) with X (*in_shape, m) and dY (*out_shape, m)
+# in float64, and returns (formula, factor names, terms).
 
 
 def _positions(shape) -> list[tuple]:
     return list(np.ndindex(*shape))
 
 
-def _dense(layer, param, index, X, Y, dY, extra):
+def _dense(layer, param, index, X, dY, extra):
     i = index[0]
     if param == "W":
         j = index[1]
@@ -87,7 +87,7 @@ def _dense(layer, param, index, X, Y, dY, extra):
     return f"db[{i}] = Σ_(t,k) dY[{i}, t, k]   (docs/formulas.md §5)", ("dY",), terms
 
 
-def _conv2d(layer, param, index, X, Y, dY, extra):
+def _conv2d(layer, param, index, X, dY, extra):
     (s_h, s_w), (pad_h, pad_w) = layer.stride, layer.padding
     o = index[0]
     _, H_out, W_out, m = dY.shape
@@ -126,7 +126,7 @@ def _normalized(X, axis_groups, eps):
 
 
 def _norm(groups: str):
-    def sums(layer, param, index, X, Y, dY, extra):
+    def sums(layer, param, index, X, dY, extra):
         xhat, mu, var = _normalized(X, groups, layer.eps)
         c = index[0]
         rest = _positions(dY.shape[1:])
@@ -145,7 +145,7 @@ def _norm(groups: str):
     return sums
 
 
-def _batchnorm(layer, param, index, X, Y, dY, extra):
+def _batchnorm(layer, param, index, X, dY, extra):
     if not extra["training"]:  # evaluation mode: the running statistics, no coupling
         mean, var = extra["state"]
         xhat = (X - mean.reshape(-1, *([1] * (X.ndim - 1)))) / np.sqrt(
@@ -160,7 +160,7 @@ def _batchnorm(layer, param, index, X, Y, dY, extra):
                           float(dY[(c, *w)]) * float(xhat[(c, *w)])) for w in rest])
         return (f"dβ[{c}] = Σ dY[{c}, …]   ({BATCHNORM})", ("dY",),
                 [Term(w, (float(dY[(c, *w)]),), float(dY[(c, *w)])) for w in rest])
-    out = _norm("batch")(layer, param, index, X, Y, dY, extra)
+    out = _norm("batch")(layer, param, index, X, dY, extra)
     # the input's gradient: three paths (through x̂ directly, through σ², through μ)
     c = index[0]
     flat, g = X.reshape(X.shape[0], -1)[c], dY.reshape(dY.shape[0], -1)[c]
@@ -182,7 +182,7 @@ def _batchnorm(layer, param, index, X, Y, dY, extra):
     return out
 
 
-def _embedding(layer, param, index, X, Y, dY, extra):
+def _embedding(layer, param, index, X, dY, extra):
     j, v = index
     ids = X.astype(np.int64)
     terms = [Term(("lookup", *w), (float(dY[(j, *w)]),), float(dY[(j, *w)]), ("dY",))
@@ -201,13 +201,13 @@ def _embedding(layer, param, index, X, Y, dY, extra):
     return formula, ("dY",), terms
 
 
-def _position(layer, param, index, X, Y, dY, extra):
+def _position(layer, param, index, X, dY, extra):
     j, t = index
     terms = [Term((k,), (float(dY[j, t, k]),), float(dY[j, t, k])) for k in range(dY.shape[2])]
     return f"dW[{j}, {t}] = Σ_k dY[{j}, {t}, k]   ({EMBEDDINGS})", ("dY",), terms
 
 
-def _attention(layer, param, index, X, Y, dY, extra):
+def _attention(layer, param, index, X, dY, extra):
     P_ = extra["params"]
     C, T, m = X.shape
     H = layer.n_head
@@ -290,7 +290,7 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
     state are as before afterwards, except that its gradients hold this batch's.
     """
     from . import _checks
-    from .gradcheck import _check_eps, _loss
+    from .gradcheck import _centered_difference, _check_eps, _refuse_dropout
     from .plan import IN_OFF, OUT_OFF, P_OFF
 
     eps = _check_eps(eps)
@@ -315,12 +315,7 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
         raise ValueError(f"index: {param} of layer {layer} has shape {shape}; got {index} "
                          f"(one index per axis, each in range, e.g. "
                          f"{','.join('0' for _ in shape)})")
-    from .layers import Dropout
-
-    if net.training and any(isinstance(v, Dropout) and v.p > 0 for v in net.rows):
-        raise ValueError("explain: the network has Dropout layers, whose random masks make the "
-                         "loss differ between evaluations; call net.eval() first (dropout is "
-                         "then the identity)")
+    _refuse_dropout(net, "explain")
     Xc = net._check_X(X)
     target = net._check_targets(Y, Xc.shape[1])
     saved = net._state.copy()
@@ -332,7 +327,6 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
         buf, m, _ = net._cache
         plan = net._plan
         Xin = _region(buf.acts, int(plan[r, IN_OFF]), row.in_shape, m)
-        Yout = _region(buf.acts, int(plan[r, OUT_OFF]), row.out_shape, m)
         dY = _region(buf.dacts, int(plan[r, OUT_OFF]), row.out_shape, m)
         extra: dict[str, Any] = {"notes": [], "training": net.training, "params": {
             n: np.asarray(v, np.float64) for n, v in zip(names, net.params[layer - 1])},
@@ -342,19 +336,11 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
                     int(plan[rr, P_OFF]) == int(plan[r, P_OFF]) and rr != r:
                 extra["tied"] = (_region(buf.acts, int(plan[rr, IN_OFF]), other.in_shape, m),
                                  _region(buf.dacts, int(plan[rr, OUT_OFF]), other.out_shape, m))
-        formula, factor_names, terms = SUMS[kind](row, param, index, Xin, Yout, dY, extra)
+        formula, factor_names, terms = SUMS[kind](row, param, index, Xin, dY, extra)
         backward = float(grads[param][index])
-        # centered finite difference of the loss in θ
         off = int(plan[r, P_OFF]) + sum(int(np.prod(s)) for s in shapes[:a]) + \
             int(np.ravel_multi_index(index, shape))
-        theta = net._theta
-        old = theta[off]
-        theta[off] = old + eps
-        up = _loss(net, Xc, target)
-        theta[off] = old - eps
-        down = _loss(net, Xc, target)
-        theta[off] = old
-        numeric = (up - down) / (2 * eps)
+        numeric = _centered_difference(net, Xc, target, off, eps)
     finally:
         net._state[:] = saved
     total = math.fsum(t.value for t in terms)

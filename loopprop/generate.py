@@ -33,7 +33,7 @@ from .train import _forward_row, _vec, _view
 
 
 @kernel
-def _decode_attention(r, plan, theta, acts, cache, kv, kv_off, pos, threads):
+def _decode_attention(r, plan, theta, acts, cache, kv, kv_off, pos):
     """A :class:`~loopprop.layers.CausalSelfAttention` row on one position ``pos``: project,
     append ``k, v`` to the row's cache ``kv[kv_off : kv_off + 2·C·T_max]`` (``K (C, T_max)``
     then ``V``), attend over positions ``0 … pos``, project back."""
@@ -92,7 +92,7 @@ def _decode_step(plan, fplan, theta, state, acts, cache, icache, work, fwork, kv
             for j in range(d):
                 acts[y + j] = acts[x + j] + W[j, pos]
         elif kind == ATTENTION:
-            _decode_attention(r, plan, theta, acts, cache, kv, kv_offs[r], pos, threads)
+            _decode_attention(r, plan, theta, acts, cache, kv, kv_offs[r], pos)
         else:
             _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, 1,
                          False, 0, threads)

@@ -68,6 +68,31 @@ def _loss(net, X, target) -> float:
     return float(net._evaluate_checked(X, *target, training=net.training)["loss"])
 
 
+def _refuse_dropout(net, who: str) -> None:
+    """Finite differences need the same loss at every evaluation: no random dropout masks."""
+    from .layers import Dropout
+
+    if net.training and any(isinstance(layer, Dropout) and layer.p > 0 for layer in net.rows):
+        raise ValueError(f"{who}: the network has Dropout layers, whose random masks make "
+                         "the loss differ between evaluations; check a copy without them, or "
+                         "call net.eval() first (dropout is then the identity)")
+
+
+def _centered_difference(net, X, target, p: int, eps: float) -> float:
+    """``(L(θ + ε e_p) − L(θ − ε e_p)) / 2ε`` for the flat parameter index ``p``; θ is left as
+    it was."""
+    theta = net._theta
+    old = theta[p]
+    try:
+        theta[p] = old + eps
+        up = _loss(net, X, target)
+        theta[p] = old - eps
+        down = _loss(net, X, target)
+    finally:
+        theta[p] = old
+    return (up - down) / (2 * eps)
+
+
 def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
     """Largest relative error between backprop and centered finite differences.
 
@@ -85,12 +110,7 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
     result, NaN: ``gradcheck(...) < 1e-6`` is then False, as a check should be.
     """
     eps = _check_eps(eps)
-    from .layers import Dropout
-
-    if net.training and any(isinstance(layer, Dropout) and layer.p > 0 for layer in net.rows):
-        raise ValueError("gradcheck: the network has Dropout layers, whose random masks make "
-                         "the loss differ between evaluations; check a copy without them, or "
-                         "call net.eval() first (dropout is then the identity)")
+    _refuse_dropout(net, "gradcheck")
     X = net._check_X(X)
     target = net._check_targets(Y, X.shape[1])
     saved_state = net._state.copy()
@@ -99,16 +119,8 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
         net.forward(X)
         net.backward(Y)
         analytic = net._grad.astype(np.float64)
-        numeric = np.zeros_like(analytic)
-        theta = net._theta
-        for p in range(theta.size):
-            old = theta[p]
-            theta[p] = old + eps
-            up = _loss(net, X, target)
-            theta[p] = old - eps
-            down = _loss(net, X, target)
-            theta[p] = old
-            numeric[p] = (up - down) / (2 * eps)
+        numeric = np.array([_centered_difference(net, X, target, p, eps)
+                            for p in range(net._theta.size)])
     finally:
         net._state[:] = saved_state
     layers = []

@@ -481,10 +481,10 @@ class Network:
                 src = index[id(layer.skip_source)]
                 name = f"Residual: + input of row {src + 1}" if src != r else \
                     "Residual: + its input"
-            cache = f"{layer.cache_size:,}" if layer.cache_size else "0"
+            parts = [f"{layer.cache_size:,}"] if layer.cache_size else []
             if layer.icache_size:
-                cache = f"{layer.icache_size:,} int" if not layer.cache_size else \
-                    f"{cache} + {layer.icache_size:,} int"
+                parts.append(f"{layer.icache_size:,} int")
+            cache = " + ".join(parts) or "0"
             rows.append((str(r + 1), "  " * depth + name, str(layer.out_shape),
                          f"{layer.n_params:,}", cache, *layer.kernels))
         if self.loss != "mse":

@@ -46,10 +46,10 @@ from __future__ import annotations
 import numpy as np
 
 # column names of the integer plan
-(KIND, P_OFF, P_SIZE, W_SIZE, IN_OFF, IN_SIZE, OUT_OFF, OUT_SIZE, C_OFF, IC_OFF, WK_OFF,
- WF_OFF, S_OFF, IN2_OFF) = range(14)
+(KIND, P_OFF, P_SIZE, IN_OFF, IN_SIZE, OUT_OFF, OUT_SIZE, C_OFF, IC_OFF, WK_OFF, WF_OFF,
+ S_OFF, IN2_OFF) = range(13)
 #: the first column of the layer's integer hyperparameters; there are ``N_HYPER`` of them
-H0 = 14
+H0 = 13
 N_HYPER = 12
 N_COLS = H0 + N_HYPER
 #: float hyperparameters per row
@@ -95,8 +95,6 @@ def build(layers, input_shape) -> dict:
                                  "none; add one (or use an untied layer such as Dense)")
             layer.check_shared(owner)
             row[P_OFF] = plan[layers.index(owner), P_OFF]
-        shapes = layer.param_shapes()
-        row[W_SIZE] = int(np.prod(shapes[0])) if shapes else 0  # the first array: the weights
         p_off += n_params
         row[IN_OFF], row[IN_SIZE] = in_off, in_size
         input_of[id(layer)] = in_off

@@ -170,7 +170,7 @@ def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork,
         _position_forward(_view(acts, y_off, d * T, mb), _view(acts, x_off, d * T, mb),
                           _view(theta, p, d, h[2]), T)
     elif kind == ATTENTION:
-        _attention_forward_row(r, plan, theta, acts, cache, fwork, mb, threads)
+        _attention_forward_row(r, plan, theta, acts, cache, mb, threads)
     elif kind == TIED_OUTPUT:
         d, V, N = h[0], h[1], h[2] * mb
         out = _view(acts, y_off, V, N)
@@ -181,7 +181,7 @@ def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork,
 
 
 @kernel
-def _attention_forward_row(r, plan, theta, acts, cache, fwork, mb, threads):
+def _attention_forward_row(r, plan, theta, acts, cache, mb, threads):
     """A :class:`~loopprop.layers.CausalSelfAttention` row: ``QKV = W_qkv·X + b``, attention
     per head, ``Y = W_o·O + b_o`` (the cache layout is the layer's docstring's)."""
     C, T, n_head = plan[r, H0], plan[r, H0 + 1], plan[r, H0 + 2]

@@ -262,6 +262,12 @@ def _tanh_fast(z, exp_degree=13, expm1_degree=15):
 
 
 @kernel(inline=True)
+def _minus_2u(x):
+    """``−2u = −2√(2/π)(x + 0.044715x³)``, GELU's argument of ``exp`` (float64 ``x``)."""
+    return -2.0 * _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
+
+
+@kernel(inline=True)
 def _gelu_tanh_fast(z, exp_degree):
     """GPT-2's GELU, ``½z(1 + tanh u)`` with ``u = √(2/π)(z + 0.044715z³)``, computed as
     ``z·σ(2u)`` (``½(1 + tanh u) = σ(2u)`` exactly): one vectorizable :func:`_exp` and one
@@ -269,8 +275,7 @@ def _gelu_tanh_fast(z, exp_degree):
     cancellation for either sign of u (``½(1 + tanh u)`` loses every digit below z ≈ −5); for
     very negative z, e is inf and the result −0."""
     x = np.float64(z)
-    e = _exp(-2.0 * _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x), exp_degree)
-    return x / (1.0 + e)
+    return x / (1.0 + _exp(_minus_2u(x), exp_degree))
 
 
 @kernel(inline=True)
@@ -279,7 +284,7 @@ def _gelu_tanh_prime_fast(z, exp_degree):
     ``1 − σ = e·σ`` (no cancellation when σ is close to 1), or 1 when e is inf (σ = 0: the
     product must be 0, not ``inf·0``)."""
     x = np.float64(z)
-    e = _exp(-2.0 * _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x), exp_degree)
+    e = _exp(_minus_2u(x), exp_degree)
     s = 1.0 / (1.0 + e)
     r = e * s if e <= 1.7e308 else 1.0  # 1 − σ; a select, not a branch
     return s + x * (s * r) * (2.0 * _SQRT_2_OVER_PI) * (1.0 + 3.0 * _GELU_C * x * x)
@@ -413,6 +418,13 @@ IMPLS = ("tuned", "naive")
 ELEMENTWISE_MIN = 1 << 16
 
 
+@kernel
+def _thread_chunks(n, code, threads):
+    """How many contiguous ranges an activation of ``n`` values is split into: one per thread
+    from ``ELEMENTWISE_MIN`` values on, and one for softmax (it couples a column)."""
+    return 1 if code == SOFTMAX else max(1, min(threads, n // ELEMENTWISE_MIN))
+
+
 @kernel(parallel=True)
 def _activation_forward_threads(A, Z, code, alpha, threads):
     """:func:`_activation_forward_tuned` with the flat index split into one contiguous range
@@ -421,8 +433,8 @@ def _activation_forward_threads(A, Z, code, alpha, threads):
     could differ between a loop's vector body and its remainder), so the bits do not depend on
     the thread count."""
     n = Z.size
-    chunks = min(threads, n // ELEMENTWISE_MIN) if code != SOFTMAX else 1
-    if chunks <= 1:
+    chunks = _thread_chunks(n, code, threads)
+    if chunks == 1:
         _activation_forward_tuned(A, Z, code, alpha)
         return
     a, z = borrowed_flat(A), borrowed_flat(Z)
@@ -436,8 +448,8 @@ def _activation_forward_threads(A, Z, code, alpha, threads):
 def _activation_backward_threads(dZ, dA, Z, A, code, alpha, acc, threads):
     """:func:`_activation_backward_tuned` split like :func:`_activation_forward_threads`."""
     n = Z.size
-    chunks = min(threads, n // ELEMENTWISE_MIN) if code != SOFTMAX else 1
-    if chunks <= 1:
+    chunks = _thread_chunks(n, code, threads)
+    if chunks == 1:
         _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc)
         return
     dz, da, z, a = borrowed_flat(dZ), borrowed_flat(dA), borrowed_flat(Z), borrowed_flat(A)

@@ -300,6 +300,18 @@ def _scores(S, Xp, Yp, d, T, causal, tile):
                    min(NR, T - j * NR), tb)
 
 
+@kernel
+def _strip_sum(c0, NR, T, causal, upper):
+    """The range ``p0 ≤ p < p1`` of a ``(T, T)`` operand's rows that can be non-zero in the
+    strip of columns ``c0 … c0 + NR − 1``: all of them, or, causal, up to the strip's last
+    column (``upper``: zero for ``p > c``) or from its first (zero for ``p < c``)."""
+    if causal and upper:
+        return 0, min(T, c0 + NR)
+    if causal:
+        return c0, T
+    return 0, T
+
+
 @kernel(fast=True)
 def _times_square(C, X, Yp, d, T, causal, upper, tile):
     """``C[e, c] += Σ_p X[e, p] · Y[p, c]`` for one example: ``C, X (d, T)`` flat and
@@ -312,11 +324,7 @@ def _times_square(C, X, Yp, d, T, causal, upper, tile):
     Cb, Xb, Yb, tb = borrowed_flat(C), borrowed_flat(X), borrowed_flat(Yp), borrowed_flat(tile)
     for j in range((T + NR - 1) // NR):
         c0 = j * NR
-        p0, p1 = 0, T
-        if causal and upper:
-            p1 = min(T, c0 + NR)
-        elif causal:
-            p0 = c0
+        p0, p1 = _strip_sum(c0, NR, T, causal, upper)
         for u in range((d + MR - 1) // MR):
             e0 = u * MR
             _micro(Cb, T, Xb, e0 * T + p0, T, 1, min(MR, d - e0), Yb, j * T * NR + p0 * NR,
@@ -334,11 +342,7 @@ def _pack_square(Yp, Y, y_trans, causal, upper):
     NR = 128 // Y.itemsize
     for j in range((T + NR - 1) // NR):
         c0 = j * NR
-        p0, p1 = 0, T
-        if causal and upper:
-            p1 = min(T, c0 + NR)
-        elif causal:
-            p0 = c0
+        p0, p1 = _strip_sum(c0, NR, T, causal, upper)
         o = j * T * NR + p0 * NR
         _pack_y(Yp[o:o + (p1 - p0) * NR], Y, y_trans, p0, p1, c0, min(T, c0 + NR), NR)
 

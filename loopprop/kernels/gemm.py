@@ -256,10 +256,11 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     """``C += op(X) · op(Y)`` (see the module docstring for the blocking).
 
     Shapes: C (nr, ns) C-contiguous; X (nr, P), or (P, nr) when ``x_trans``; Y (P, ns), or
-    (ns, P) when ``y_trans``; X and Y C-contiguous. ``threads`` > 1 splits the row tiles of C
-    into one contiguous range per thread when the product has at least ``PARALLEL_MIN_WORK``
-    multiply-adds: one thread launch per product, each thread packing its own panels (the
-    packing is O(P·ns), the thread's share of the products O(nr·P·ns / threads)).
+    (ns, P) when ``y_trans``; X and Y C-contiguous. ``threads`` > 1 splits C into one
+    contiguous range per thread when the product has at least ``PARALLEL_MIN_WORK``
+    multiply-adds: ranges of row tiles, each thread packing all of Y's panels (O(P·ns) against
+    its share O(nr·P·ns / threads) of the products), or, when C has more columns than rows,
+    ranges of strips of ``NR`` columns, each thread packing only its part of Y.
     """
     nr, ns = C.shape
     P = X.shape[0] if x_trans else X.shape[1]
