@@ -36,6 +36,10 @@ PARALLEL_MIN_WORK = 1 << 20
 
 #: LLVM fast-math flags used by tuned kernels. No ``nnan``/``ninf``: NaN checks must keep working.
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz"})
+#: the subset without ``reassoc``, for kernels whose arithmetic must keep its written order (an
+#: exp's Cody-Waite reduction ``(x − n·ln2_hi) − n·ln2_lo`` regrouped loses up to 4 ulp) but may
+#: still fuse multiply-adds: ``kernel(fast="contract")``
+CONTRACT: frozenset[str] = frozenset({"contract", "nsz"})
 
 prange = numba.prange
 
@@ -70,11 +74,12 @@ WIDE_VECTORS: bool = _prefer_wide_vectors()
 numba.get_num_threads()
 
 
-def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False,
+def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = False,
            inline: bool = False):
     """Compile ``fn`` as a loopprop kernel (``nopython``, cached, GIL released).
 
-    ``fast=True`` enables the :data:`FASTMATH` subset; ``parallel=True`` turns ``prange`` loops
+    ``fast=True`` enables the :data:`FASTMATH` subset (``fast="contract"``: :data:`CONTRACT`,
+    no reassociation); ``parallel=True`` turns ``prange`` loops
     into threads. Naive reference kernels use neither: they are the formula, nothing more.
 
     ``inline=True`` inlines a small scalar helper into its callers at Numba-IR level, so that
@@ -91,7 +96,8 @@ def kernel(fn: F | None = None, *, fast: bool = False, parallel: bool = False,
             return numba.njit(
                 cache=cache,
                 nogil=True,
-                fastmath=set(FASTMATH) if fast else False,
+                fastmath=(set(CONTRACT) if fast == "contract" else set(FASTMATH) if fast
+                          else False),
                 parallel=parallel,
                 error_model="numpy",
                 inline="always" if inline else "never",

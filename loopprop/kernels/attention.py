@@ -37,9 +37,9 @@ import numpy as np
 
 from .. import _checks
 from .._jit import kernel, prange, runtime_flag, use_threads
-from .activations import _EXP_DEGREE_F32, _exp
+from .activations import _exp, _exp_f32
 from .gemm import MR, _micro, _pack_x_trans, _pack_y
-from .simd import vhmax, vload, vmax
+from .simd import vadd, vhmax, vhsum, vload, vmax, vzero
 from .views import borrowed_flat
 
 
@@ -251,32 +251,48 @@ def _row_max(row, n):
 
 
 @kernel(fast=True)
+def _row_sum(row, n):
+    """``Σ_s row[s]`` over ``s < n``: a register of partial sums, then its lanes in order and
+    the tail (the same order for every caller; no reassociation needed to vectorize it)."""
+    L = 64 // row.itemsize
+    acc = vzero(row)
+    full = n - n % L
+    for s in range(0, full, L):
+        acc = vadd(acc, vload(row, s))
+    total = vhsum(acc)
+    for s in range(full, n):
+        total += row[s]
+    return total
+
+
+@kernel(fast="contract")
 def _softmax_rows(S, alpha, causal):
     """Row ``t`` of ``S (T, T)`` becomes ``softmax_s(α·S[t, s])`` over the visible keys (``s ≤
-    t`` when causal), 0 beyond; the maximum a register at a time (:func:`_row_max`), the
-    exponentials through the vectorizable :func:`~loopprop.kernels.activations._exp`
-    (fast-math is safe here: every argument is ≤ 0, far from the overflow its docstring guards
-    against)."""
+    t`` when causal), 0 beyond: the maximum and the sum a register at a time (:func:`_row_max`,
+    :func:`_row_sum`), the exponentials through the vectorizable
+    :func:`~loopprop.kernels.activations._exp` -- in float32 arithmetic for float32 scores
+    (:func:`~loopprop.kernels.activations._exp_f32`, 16 lanes). No reassociation here
+    (``fast="contract"``): it would regroup the exponentials' argument reduction."""
     T = S.shape[0]
     single = S.itemsize == 4
+    alpha32 = np.float32(alpha)
     for t in range(T):
         last = t + 1 if causal else T
         row = S[t]
-        top = alpha * _row_max(row, last)  # α > 0: max_s α·S = α·max_s S
-        total = 0.0
-        if single:
+        if single:  # α > 0: max_s α·S = α·max_s S
+            top32 = alpha32 * _row_max(row, last)
             for s in range(last):
-                e = _exp(alpha * row[s] - top, _EXP_DEGREE_F32)
-                row[s] = e
-                total += e
+                row[s] = _exp_f32(alpha32 * row[s] - top32)
+            inv32 = np.float32(1.0) / _row_sum(row, last)
+            for s in range(last):
+                row[s] *= inv32
         else:
+            top = alpha * _row_max(row, last)
             for s in range(last):
-                e = _exp(alpha * row[s] - top)
-                row[s] = e
-                total += e
-        inv = 1.0 / total
-        for s in range(last):
-            row[s] *= inv
+                row[s] = _exp(alpha * row[s] - top)
+            inv = 1.0 / _row_sum(row, last)
+            for s in range(last):
+                row[s] *= inv
         for s in range(last, T):
             row[s] = 0.0
 

@@ -1,7 +1,7 @@
 """SIMD registers for the tuned matrix kernels: a 512-bit vector of float64 (8 lanes) or float32
 (16 lanes), the six operations the micro-kernel of :mod:`loopprop.kernels.gemm` needs, and a
 lane-wise and a horizontal maximum (attention's row maximum: without ``nnan``, LLVM does not
-vectorize a ``max`` reduction by itself).
+vectorize a ``max`` reduction by itself), and a horizontal sum in lane order.
 
 LLVM vectorizes loops that Numba compiles, but it does not keep a *block of vectors* in
 registers across a loop: the register-blocked product ``C[r:r+6, s:s+16] += Σ_p X[r+a, p] ·
@@ -177,6 +177,23 @@ def vhmax(typingctx, a):
     return a.dtype(a), codegen
 
 
+@intrinsic
+def vhsum(typingctx, a):
+    """The sum of the lanes of ``a``, in lane order (``((a₀ + a₁) + a₂) + …``: LLVM's ordered
+    ``vector.reduce.fadd``, the same bits with or without fast-math in the caller)."""
+    if not isinstance(a, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        llvt = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(llvt.element, [llvt.element, llvt]),
+            f"llvm.vector.reduce.fadd.v{a.lanes}f{a.dtype.bitwidth}")
+        return builder.call(fn, [ir.Constant(llvt.element, -0.0), args[0]])
+
+    return a.dtype(a), codegen
+
+
 if numba.config.DISABLE_JIT:
     # NUMBA_DISABLE_JIT=1 (debugging, coverage): the registers become small NumPy arrays of
     # 64 bytes, and each operation the NumPy expression it compiles to.
@@ -215,3 +232,10 @@ if numba.config.DISABLE_JIT:
     def vhmax(a):  # noqa: F811
         """The largest lane."""
         return np.fmax.reduce(a)
+
+    def vhsum(a):  # noqa: F811
+        """The sum of the lanes, in lane order."""
+        total = a.dtype.type(-0.0)
+        for v in a:
+            total = total + v
+        return total
