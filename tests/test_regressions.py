@@ -518,3 +518,17 @@ def test_cli_trains_the_lenet_sized_cnn_on_mnist5k():
     assert r.returncode == 0, r.stderr
     acc = float(r.stdout.strip().splitlines()[-1].split("accuracy ")[1].split("%")[0])
     assert acc >= 96.0, r.stdout
+
+
+def test_gpt_workload_reports_one_time_per_step():
+    """The GPT benchmark rows time single steps and leave each call's first step out (it pays
+    the optimizer moments' first touch): both sides must report one time per step."""
+    from loopprop.bench import best_step_time, gpt_workload
+
+    fns = gpt_workload("small", steps=3, with_torch=False)
+    seconds = fns["loopprop"]()
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    best = best_step_time(fns, rounds=1)
+    assert set(best) == {"loopprop"} and math.isfinite(best["loopprop"])
+    with pytest.raises(ValueError, match="two steps"):
+        best_step_time({"one": lambda: [1.0]}, rounds=1)
