@@ -197,11 +197,25 @@ def _from_items(dst, src, add):
                     d[r * m + k] = s[k * rows + r]
 
 
+@kernel(inline=True)
+def _row_end(t, T, itemsize, causal):
+    """One past the last entry of row ``t`` of a ``(T, T)`` per-example P or dS that the
+    packed products read (:func:`_pack_square`): every key when not causal; causal, the keys
+    up to the end of the strip of ``NR`` that holds the diagonal -- beyond ``t`` they must be 0
+    (the diagonal strips are summed whole), beyond the strip they are never read and are left
+    as they are."""
+    if not causal:
+        return T
+    NR = 128 // itemsize
+    return min(T, (t // NR + 1) * NR)
+
+
 @kernel(fast=True)
 def _to_items_causal(dst, src, T):
     """:func:`_to_items` for probabilities ``src (T·T, m)`` that are zero for every key after
-    its query (``s > t``): only ``s ≤ t`` is read, the rest of each row is written as 0 --
-    half the reads of the full copy. Shapes: dst (m, T·T); src (T·T, m)."""
+    its query (``s > t``): only ``s ≤ t`` is read, and each row is written as 0 beyond ``t`` up
+    to :func:`_row_end` (nothing after that is ever read) -- half the reads and a little over
+    half the writes of the full copy. Shapes: dst (m, T·T); src (T·T, m)."""
     m = src.shape[1]
     d, s_ = borrowed_flat(dst), borrowed_flat(src)
     for t in range(T):
@@ -211,8 +225,9 @@ def _to_items_causal(dst, src, T):
             for k in range(m):
                 for r in range(base + r0, base + r1):
                     d[k * T * T + r] = s_[r * m + k]
+        end = _row_end(t, T, src.itemsize, True)
         for k in range(m):
-            d[k * T * T + base + t + 1:k * T * T + base + T] = 0.0
+            d[k * T * T + base + t + 1:k * T * T + base + end] = 0.0
 
 
 @kernel(fast=True)
@@ -232,7 +247,7 @@ def _from_items_causal(dst, src, T):
         d[(base + t + 1) * m:(base + T) * m] = 0.0
 
 
-@kernel(fast=True)
+@kernel(inline=True)
 def _row_max(row, n):
     """``max_s row[s]`` over ``s < n`` (n ≥ 1), a register of lanes at a time
     (:func:`~loopprop.kernels.simd.vmax`); a NaN is skipped here and still reaches the row's
@@ -250,7 +265,7 @@ def _row_max(row, n):
     return top
 
 
-@kernel(fast=True)
+@kernel(inline=True)
 def _row_sum(row, n):
     """``Σ_s row[s]`` over ``s < n``: a register of partial sums, then its lanes in order and
     the tail (the same order for every caller; no reassociation needed to vectorize it)."""
@@ -268,7 +283,7 @@ def _row_sum(row, n):
 @kernel(fast="contract")
 def _softmax_rows(S, alpha, causal):
     """Row ``t`` of ``S (T, T)`` becomes ``softmax_s(α·S[t, s])`` over the visible keys (``s ≤
-    t`` when causal), 0 beyond: the maximum and the sum a register at a time (:func:`_row_max`,
+    t`` when causal), 0 beyond up to :func:`_row_end`: the maximum and the sum a register at a time (:func:`_row_max`,
     :func:`_row_sum`), the exponentials through the vectorizable
     :func:`~loopprop.kernels.activations._exp` -- in float32 arithmetic for float32 scores
     (:func:`~loopprop.kernels.activations._exp_f32`, 16 lanes). No reassociation here
@@ -293,7 +308,7 @@ def _softmax_rows(S, alpha, causal):
             inv = 1.0 / _row_sum(row, last)
             for s in range(last):
                 row[s] *= inv
-        for s in range(last, T):
+        for s in range(last, _row_end(t, T, S.itemsize, causal)):
             row[s] = 0.0
 
 
@@ -400,7 +415,7 @@ def _attention_item_backward(dQ, dK, dV, dS, dO, Q, K, V, P, d, T, causal, Xp, Y
             row += p[s] * g[s]
         for s in range(last):
             g[s] = alpha * p[s] * (g[s] - row)
-        g[last:] = 0.0
+        g[last:_row_end(t, T, P.itemsize, causal)] = 0.0
     dQ[:] = 0.0
     dK[:] = 0.0
     dV[:] = 0.0
