@@ -17,11 +17,12 @@ Blocking (the loop order of BLIS/GotoBLAS, written as Numba loops):
 * ``p`` is cut into panels of ``KC``; for each, ``s`` into panels of ``NC`` columns. The
   ``KC × NC`` panel of Y is *packed*: copied into ``Yp`` as strips of ``NR`` columns, each strip
   ``KC × NR`` contiguous, zero-padded past the last column. It stays in L2.
-* ``r`` is cut into tiles of ``MR`` = 6 rows. A row-major X is read in place: six rows, each
-  contiguous along ``p``, stay in L1 while the tile meets every strip of the panel. A
-  transposed X is first copied into ``Xp``, eight tiles at a time, ``KC × MR`` per tile with
-  the six values of one ``p`` side by side (read in place, its steps are a whole source row
-  apart and collide in one L1 set).
+* ``r`` is cut into tiles of ``MR`` = 6 rows. X is packed too, eight tiles at a time, ``KC ×
+  MR`` per tile with the six values of one ``p`` side by side (:func:`_pack_x`, or
+  :func:`_pack_x_trans` for a transposed X, which reads a row of its source at a time); a
+  tile's packed X stays in L1 while the tile meets every strip of the panel. Packed, both
+  operands are read through one pointer each with constant steps: X read in place through six
+  row pointers with run-time steps held the micro-kernel to 45 % of its packed speed.
 * The micro-kernel :func:`_micro` computes one ``MR × NR`` tile of C: 6 rows × 2 registers
   (16 float64 or 32 float32 columns), twelve vector accumulators that live in registers for the
   whole sum over ``p``. Per ``p`` it loads two registers of Y, broadcasts six values of X and
@@ -39,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import PARALLEL_MIN_WORK, kernel, prange
-from .simd import vadd, vfma, vload, vsplat, vstore, vzero
+from .simd import lanes, prefetch, vadd, vfma, vload, vsplat, vstore, vzero
 from .views import borrowed_flat
 
 #: rows of C per micro-kernel tile (six broadcasts of X per step of p)
@@ -50,50 +51,54 @@ KC = 256
 NC = 512
 #: tiles of a transposed X copied together (48 rows: each step reads 384 contiguous bytes)
 XT_TILES = 8
-#: small unsigned constants (uint64 mixed with int64 would make Numba compute in float64)
-_U = tuple(np.uint64(i) for i in range(33))
 
 
 @kernel
 def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
     """``Yp[t, p − p0, c] = Y[p, s0 + t·nr_cols + c]`` (0 past s1): strips of ``nr_cols``
     columns, each ``(p1 − p0) × nr_cols`` contiguous. ``Y[p, s]`` is ``Ysrc[s, p]`` when
-    ``y_trans``; the loops then run along the rows of Ysrc, which are contiguous."""
+    ``y_trans``; the loops then run along the rows of Ysrc, which are contiguous. Y is read
+    through one flat borrowed view (a row view per strip and row cost as much as the copy)."""
     kc = p1 - p0
     n_strips = (s1 - s0 + nr_cols - 1) // nr_cols
-    w = np.uint64(nr_cols)
+    ld = Y.shape[1]
+    Yf = borrowed_flat(Y)
     for t in range(n_strips):
-        base = np.uint64(t * kc * nr_cols)
+        base = t * kc * nr_cols
         first = s0 + t * nr_cols
-        width = np.uint64(min(nr_cols, s1 - first))
+        width = min(nr_cols, s1 - first)
         if y_trans:
             for c in range(width):
-                src = Y[first + c]
-                for p in range(np.uint64(kc)):
-                    Yp[base + p * w + c] = src[p0 + p]
+                src = (first + c) * ld + p0
+                for p in range(kc):
+                    Yp[base + p * nr_cols + c] = Yf[src + p]
         else:
-            for p in range(np.uint64(kc)):
-                src = Y[p0 + p]
-                o = base + p * w
+            for p in range(kc):
+                src = (p0 + p) * ld + first
+                o = base + p * nr_cols
                 for c in range(width):
-                    Yp[o + c] = src[first + c]
-        for p in range(np.uint64(kc)):
-            for c in range(width, w):
-                Yp[base + p * w + c] = 0.0
+                    Yp[o + c] = Yf[src + c]
+        if width < nr_cols:
+            for p in range(kc):
+                for c in range(width, nr_cols):
+                    Yp[base + p * nr_cols + c] = 0.0
 
 
 @kernel
-def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
-    """One tile: ``C[r : r+rows, s : s+cols] += Σ_p X[r + a, p] · Y[p, s : s+cols]``.
+def _micro(cf, ldc, Xp, x0, rows, Yp, yo, kc, r, s, cols, tile):
+    """One tile: ``C[r : r+rows, s : s+cols] += Σ_q X[r + a, p0 + q] · Y[p0 + q, s : s+cols]``.
 
     C comes flat, ``C[r, s] = cf[r·ldc + s]``. Every array argument is a borrowed view
     (kernels/views.py): a function's array arguments are reference-counted on entry and exit,
     and this one runs once per tile.
 
-    X is read in place from its flat buffer ``Xf``: ``X[r + a, p0 + q]`` is
-    ``Xf[x0 + a·xrs + q·xps]`` (row-major X: ``xrs`` = row length, ``xps`` = 1; X read
-    transposed: ``xrs`` = 1, ``xps`` = row length of the source). Y comes from its packed strip,
-    ``Y[p0 + q, s + c] = Yp[yo + q·2L + c]``.
+    Both operands come packed: X as ``X[r + a, p0 + q] = Xp[x0 + q·MR + a]`` -- the six values
+    one step broadcasts side by side (:func:`_pack_x`, :func:`_pack_x_trans`; rows past
+    ``rows`` are the packing's zeros) -- and Y from its strip, ``Y[p0 + q, s + c] = Yp[yo +
+    q·2L + c]`` (:func:`_pack_y`). Both are read through one pointer each whose steps are
+    constants of the compiled code (``MR``; ``2L`` from :func:`~loopprop.kernels.simd.lanes`):
+    read in place through six row pointers with run-time steps, the same loop ran at 45 % of
+    this speed (docs/kernels.md).
 
     Six rows × two registers of C are summed in twelve vector accumulators (``cAB``: row A,
     register B) over the ``kc`` steps of ``p``::
@@ -101,49 +106,42 @@ def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
         c_a0 += X[r + a, p] · Y[p, s : s + L]        c_a1 += X[r + a, p] · Y[p, s + L : s + 2L]
 
     (L lanes per register). A whole tile is added to C straight from the registers; a partial
-    one (the last rows or columns) goes through ``tile`` (MR × 2L). Rows past ``rows`` repeat
-    the last row (read, never written back) so no load leaves X.
+    one (the last rows or columns) goes through ``tile`` (MR × 2L).
     """
-    L = 64 // Yp.itemsize  # lanes per 512-bit register: 8 float64 or 16 float32
+    L = lanes(Yp)  # 8 float64 or 16 float32: a constant, so every offset below is one too
     c00 = c01 = c10 = c11 = c20 = c21 = vzero(Yp)
     c30 = c31 = c40 = c41 = c50 = c51 = vzero(Yp)
     # unsigned offsets: Numba then adds no negative-index wraparound to the loads
-    step = np.uint64(xps)
-    x_0 = np.uint64(x0)
-    x_1 = np.uint64(x0 + min(1, rows - 1) * xrs)
-    x_2 = np.uint64(x0 + min(2, rows - 1) * xrs)
-    x_3 = np.uint64(x0 + min(3, rows - 1) * xrs)
-    x_4 = np.uint64(x0 + min(4, rows - 1) * xrs)
-    x_5 = np.uint64(x0 + min(5, rows - 1) * xrs)
+    x = np.uint64(x0)
     y = np.uint64(yo)
+    o = r * ldc + s
+    for a in range(rows):  # the tile of C, two lines per row, while the sum runs
+        prefetch(cf, o)
+        prefetch(cf, o + min(cols, 2 * L) - 1)
+        o += ldc
     for _ in range(kc):
         b0 = vload(Yp, y)
-        b1 = vload(Yp, y + _U[L])
-        a = vsplat(Xf[x_0])
+        b1 = vload(Yp, y + np.uint64(L))
+        a = vsplat(Xp[x])
         c00 = vfma(a, b0, c00)
         c01 = vfma(a, b1, c01)
-        a = vsplat(Xf[x_1])
+        a = vsplat(Xp[x + np.uint64(1)])
         c10 = vfma(a, b0, c10)
         c11 = vfma(a, b1, c11)
-        a = vsplat(Xf[x_2])
+        a = vsplat(Xp[x + np.uint64(2)])
         c20 = vfma(a, b0, c20)
         c21 = vfma(a, b1, c21)
-        a = vsplat(Xf[x_3])
+        a = vsplat(Xp[x + np.uint64(3)])
         c30 = vfma(a, b0, c30)
         c31 = vfma(a, b1, c31)
-        a = vsplat(Xf[x_4])
+        a = vsplat(Xp[x + np.uint64(4)])
         c40 = vfma(a, b0, c40)
         c41 = vfma(a, b1, c41)
-        a = vsplat(Xf[x_5])
+        a = vsplat(Xp[x + np.uint64(5)])
         c50 = vfma(a, b0, c50)
         c51 = vfma(a, b1, c51)
-        y += _U[2 * L]
-        x_0 += step
-        x_1 += step
-        x_2 += step
-        x_3 += step
-        x_4 += step
-        x_5 += step
+        y += np.uint64(2 * L)
+        x += np.uint64(MR)
     if rows == MR and cols == 2 * L:
         o = r * ldc + s
         vstore(cf, o, vadd(vload(cf, o), c00))
@@ -182,11 +180,41 @@ def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
 
 
 @kernel
+def _pack_x(Xp, X, r0, r1, p0, p1):
+    """``Xp[g·kc·MR + q·MR + a] = X[r0 + g·MR + a, p0 + q]``, 0 for rows past ``r1``: a
+    row-major X (``(nr, P)``) cut into tiles of six rows, each stored step by step with the six
+    values that one step of :func:`_micro` broadcasts side by side."""
+    kc = p1 - p0
+    ld = X.shape[1]
+    Xf = borrowed_flat(X)  # one flat view: a row view per tile and row costs as much as a copy
+    for g in range((r1 - r0 + MR - 1) // MR):
+        base = g * kc * MR
+        first = r0 + g * MR
+        if first + MR <= r1:  # a whole tile: six rows read side by side, Xp written in order
+            i = first * ld + p0
+            for q in range(kc):
+                o = base + q * MR
+                Xp[o] = Xf[i + q]
+                Xp[o + 1] = Xf[i + ld + q]
+                Xp[o + 2] = Xf[i + 2 * ld + q]
+                Xp[o + 3] = Xf[i + 3 * ld + q]
+                Xp[o + 4] = Xf[i + 4 * ld + q]
+                Xp[o + 5] = Xf[i + 5 * ld + q]
+            continue
+        for a in range(MR):
+            if first + a < r1:
+                src = X[first + a]
+                for q in range(kc):
+                    Xp[base + q * MR + a] = src[p0 + q]
+            else:
+                for q in range(kc):
+                    Xp[base + q * MR + a] = 0.0
+
+
+@kernel
 def _pack_x_trans(Xp, X, r0, r1, p0, p1):
-    """``Xp[g·kc·MR + q·MR + a] = X[p0 + q, r0 + g·MR + a]`` for ``r0 ≤ r0 + g·MR + a < r1``: a
-    transposed X (``X`` is the source, ``(P, nr)``) copied as one strip per tile of six rows,
-    the six values that a step of the micro-kernel broadcasts side by side. Each step ``q``
-    reads one contiguous run ``X[p0 + q, r0:r1]``."""
+    """:func:`_pack_x` for an X read transposed (``X`` is the source, ``(P, nr)``: ``X[r, p]``
+    is ``Xsrc[p, r]``): each step ``q`` reads one contiguous run ``Xsrc[p0 + q, r0:r1]``."""
     kc = p1 - p0
     n = r1 - r0
     full = n // MR  # whole tiles: six values at a time, no division per value
@@ -196,49 +224,47 @@ def _pack_x_trans(Xp, X, r0, r1, p0, p1):
             o, c = g * kc * MR + q * MR, r0 + g * MR
             for a in range(MR):
                 Xp[o + a] = src[c + a]
-        o = full * kc * MR + q * MR
-        for a in range(n - full * MR):
-            Xp[o + a] = src[r0 + full * MR + a]
+        if full * MR < n:
+            o = full * kc * MR + q * MR
+            for a in range(n - full * MR):
+                Xp[o + a] = src[r0 + full * MR + a]
+            for a in range(n - full * MR, MR):
+                Xp[o + a] = 0.0
 
 
 @kernel
-def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
+def _row_tiles(C, X, x_trans, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
-    sums p0 … p1): for each tile of six rows, every strip of the panel in turn, so the six rows
-    of X stay in L1 while the strips stream from L2.
-
-    A row-major X is read in place (six rows, each contiguous along p). A transposed X is read
-    as it lies, a row of the source at a time, into ``Xp`` for ``XT_TILES`` tiles at once
-    (:func:`_pack_x_trans`): in place, the successive steps of one tile are a whole source row
-    apart -- 8 KiB for 1024 float64 -- and fall into one L1 set.
+    sums p0 … p1), ``XT_TILES`` tiles of six rows at a time: their rows of X packed into ``Xp``
+    (:func:`_pack_x`, or :func:`_pack_x_trans` reading a transposed X a row of the source at a
+    time), then for each tile every strip of the panel in turn, so the tile's packed X stays in
+    L1 while the strips stream from L2.
     """
     nr, ldc = C.shape
-    NR = 128 // Yp.itemsize  # two registers
+    NR = 2 * lanes(Yp)  # two registers
     kc = p1 - p0
     # borrowed views for the micro-kernel's arguments: no reference counting per tile
     cf = borrowed_flat(C)
     Xpb = borrowed_flat(Xp)
     Ypb = borrowed_flat(Yp)
     tileb = borrowed_flat(tile)
-    for g0 in range(u0, u1, XT_TILES if x_trans else max(1, u1 - u0)):
-        g1 = min(g0 + XT_TILES, u1) if x_trans else u1
+    for g0 in range(u0, u1, XT_TILES):
+        g1 = min(g0 + XT_TILES, u1)
         if x_trans:
             _pack_x_trans(Xp, X, g0 * MR, min(g1 * MR, nr), p0, p1)
+        else:
+            _pack_x(Xp, X, g0 * MR, min(g1 * MR, nr), p0, p1)
         for u in range(g0, g1):
             r = u * MR
             rows = min(MR, nr - r)
-            if x_trans:
-                xbuf, x0, xrs, xps = Xpb, (u - g0) * kc * MR, 1, MR
-            else:  # X (nr, P), row-major
-                xbuf, x0, xrs, xps = Xf, r * P + p0, P, 1
             for t in range((s1 - s0 + NR - 1) // NR):
                 s = s0 + t * NR
-                _micro(cf, ldc, xbuf, x0, xrs, xps, rows, Ypb, t * kc * NR, kc, r, s,
+                _micro(cf, ldc, Xpb, (u - g0) * kc * MR, rows, Ypb, t * kc * NR, kc, r, s,
                        min(NR, s1 - s), tileb)
 
 
 @kernel
-def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
+def _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C, columns ``c0 ≤ s < c1``, over the whole product: for
     each panel of p and of columns, pack the panel of Y into ``Yp``, then run the tiles
     (:func:`_row_tiles`)."""
@@ -248,7 +274,7 @@ def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
         for s0 in range(c0, c1, NC):
             s1 = min(s0 + NC, c1)
             _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
-            _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
+            _row_tiles(C, X, x_trans, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
 
 
 @kernel(parallel=True)
@@ -276,19 +302,18 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     if by_columns:
         chunks = min(threads, n_strips)
     Yp = np.empty((chunks, ((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P)), C.dtype)
-    Xp = np.empty((chunks, XT_TILES * MR * min(KC, P) if x_trans else 0), C.dtype)
+    Xp = np.empty((chunks, XT_TILES * MR * min(KC, P)), C.dtype)
     tile = np.empty((chunks, MR * NR), C.dtype)
-    Xf = borrowed_flat(X)
     if by_columns:
         for c in prange(chunks):  # whole strips of NR columns per thread
-            _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c], int(0),
+            _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c], int(0),
                        n_tiles, c * n_strips // chunks * NR,
                        min(ns, (c + 1) * n_strips // chunks * NR))
     elif chunks > 1:
         for c in prange(chunks):
-            _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
+            _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
                        c * n_tiles // chunks, (c + 1) * n_tiles // chunks, int(0), ns)
     else:
         # int(0), not 0: a constant would compile a second specialization (_jit.runtime_flag)
-        _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles,
+        _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles,
                    int(0), ns)
