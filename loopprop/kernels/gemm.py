@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import PARALLEL_MIN_WORK, kernel, prange
-from .simd import lanes, prefetch, vadd, vfma, vload, vsplat, vstore, vzero
+from .simd import lanes, vadd, vfma, vload, vsplat, vstore, vzero
 from .views import borrowed_flat
 
 #: rows of C per micro-kernel tile (six broadcasts of X per step of p)
@@ -114,11 +114,6 @@ def _micro(cf, ldc, Xp, x0, rows, Yp, yo, kc, r, s, cols, tile):
     # unsigned offsets: Numba then adds no negative-index wraparound to the loads
     x = np.uint64(x0)
     y = np.uint64(yo)
-    o = r * ldc + s
-    for a in range(rows):  # the tile of C, two lines per row, while the sum runs
-        prefetch(cf, o)
-        prefetch(cf, o + min(cols, 2 * L) - 1)
-        o += ldc
     for _ in range(kc):
         b0 = vload(Yp, y)
         b1 = vload(Yp, y + np.uint64(L))

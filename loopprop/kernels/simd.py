@@ -178,27 +178,6 @@ def vhmax(typingctx, a):
 
 
 @intrinsic
-def prefetch(typingctx, arr, i):
-    """Ask for the cache line holding ``arr[i]`` ahead of its use (LLVM's ``prefetch``, for a
-    write, into L1): the micro-kernel's tile of C, whose rows are a whole row of C apart and
-    would otherwise miss at the end of the sum, after the loop that could have hidden it."""
-    if not (_float_array(arr) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return types.none(arr, i), codegen
-
-
-@intrinsic
 def lanes(typingctx, arr):
     """Lanes per register for ``arr``'s dtype (16 for float32, 8 for float64), a constant of
     the compiled code: ``64 // arr.itemsize`` is read from the array at run time, and offsets
@@ -268,9 +247,6 @@ if numba.config.DISABLE_JIT:
     def vhmax(a):  # noqa: F811
         """The largest lane."""
         return np.fmax.reduce(a)
-
-    def prefetch(arr, i):  # noqa: F811
-        """A hint only: nothing to do here."""
 
     def lanes(arr):  # noqa: F811
         """Lanes per register for ``arr``'s dtype."""
