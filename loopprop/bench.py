@@ -510,8 +510,14 @@ def gpt_workload(config: str = "small", dtype: str = "float32", with_torch: bool
     epochs of one step each (``history["time"]``): a call's first step also touches the
     optimizer's moments for the first time (fresh pages: about 1 s for GPT-2 small's 1 GB), a
     cost PyTorch's optimizer pays once, in its first step ever, so :func:`best_step_time`
-    leaves every call's first step out on both sides. PyTorch starts each call from a fresh
-    model (see ``torch_steps``)."""
+    leaves every call's first step out on both sides.
+
+    Both models keep training from call to call. After about five steps of GPT-2 small,
+    PyTorch's steps slow down 3-6x on this machine's CPU (1.5 s -> 5-9 s, measured; values go
+    subnormal: with ``torch.set_flush_denormal(True)`` from the start they do not), while
+    loopprop's do not; :func:`best_step_time` counts the steps of its warm-up call too, so that
+    PyTorch's early, healthy steps set its best. (A fresh PyTorch model per call avoids the
+    slowdown but its first ten steps run slower: 56 ms instead of 42 for the small GPT.)"""
     from .models import gpt
 
     n_layer, n_head, n_embd, block, batch, vocab = GPTS[config]
@@ -526,19 +532,15 @@ def gpt_workload(config: str = "small", dtype: str = "float32", with_torch: bool
     fns: dict[str, Callable[[], list]] = {"loopprop": loops}
     torch = _torch() if with_torch else None
     if torch is not None:
+        torch.manual_seed(0)
+        model = torch_gpt(torch, vocab, block, n_layer, n_head, n_embd)
+        if dtype == "float64":
+            model = model.double()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
+                                weight_decay=0.1)
         tc = torch.tensor(corpus)
 
         def torch_steps() -> list:
-            # a fresh model and optimizer per call, its first step left out by best_step_time:
-            # after about five steps of GPT-2 small, values go subnormal and PyTorch's steps
-            # slow down 3-6x on this CPU (1.5 s -> 5-9 s, measured; loopprop's do not), and
-            # the baseline to beat is PyTorch at its best
-            torch.manual_seed(0)
-            model = torch_gpt(torch, vocab, block, n_layer, n_head, n_embd)
-            if dtype == "float64":
-                model = model.double()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
-                                    weight_decay=0.1)
             seconds = []
             for _ in range(steps):
                 t0 = time.perf_counter()
@@ -559,12 +561,10 @@ def gpt_workload(config: str = "small", dtype: str = "float32", with_torch: bool
 def best_step_time(fns: dict[str, Callable[[], list]], rounds: int,
                    settle: float = 0.15) -> dict[str, float]:
     """Best seconds per step of functions that return the seconds of each of their steps
-    (:func:`gpt_workload`), interleaved round by round; each call's first step is left out
-    (one-time costs: see :func:`gpt_workload`)."""
-    for f in fns.values():  # warm up: compile, fill caches
-        f()
+    (:func:`gpt_workload`), interleaved round by round, the warm-up call's steps included; each
+    call's first step is left out (one-time costs: see :func:`gpt_workload`)."""
     best = {name: float("inf") for name in fns}
-    for _ in range(rounds):
+    for _ in range(rounds + 1):  # the first round warms up, and counts
         for name, f in fns.items():
             time.sleep(settle)  # as best_time: let the other side's threads go to sleep
             seconds = f()
