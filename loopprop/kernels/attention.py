@@ -38,7 +38,7 @@ import numpy as np
 from .. import _checks
 from .._jit import kernel, prange, runtime_flag, use_threads
 from .activations import _exp, _exp_f32
-from .gemm import MR, _micro, _pack_x, _pack_x_trans, _pack_y
+from .gemm import MR, _micro, _pack_x_trans, _pack_y
 from .simd import vadd, vhmax, vhsum, vload, vmax, vzero
 from .views import borrowed_flat
 
@@ -327,7 +327,7 @@ def _scores(S, Xp, Yp, d, T, causal, tile):
         rows = min(MR, T - t0)
         n_strips = (t0 + rows - 1) // NR + 1 if causal else (T + NR - 1) // NR
         for j in range(n_strips):
-            _micro(Sb, T, Xb, u * d * MR, rows, Yb, j * d * NR, d, t0, j * NR,
+            _micro(Sb, T, Xb, u * d * MR, 1, MR, rows, Yb, j * d * NR, d, t0, j * NR,
                    min(NR, T - j * NR), tb)
 
 
@@ -344,22 +344,21 @@ def _strip_sum(c0, NR, T, causal, upper):
 
 
 @kernel(fast=True)
-def _times_square(C, Xp, Yp, d, T, causal, upper, tile):
-    """``C[e, c] += Σ_p X[e, p] · Y[p, c]`` for one example: ``C (d, T)`` flat and row-major,
-    ``X (d, T)`` packed in tiles of six rows (``Xp``, :func:`~loopprop.kernels.gemm._pack_x`),
-    ``Y (T, T)`` packed in strips of ``NR`` columns (``Yp``,
+def _times_square(C, X, Yp, d, T, causal, upper, tile):
+    """``C[e, c] += Σ_p X[e, p] · Y[p, c]`` for one example: ``C, X (d, T)`` flat and
+    row-major, ``Y (T, T)`` packed in strips of ``NR`` columns (``Yp``,
     :func:`~loopprop.kernels.gemm._pack_y`). Causal, Y is zero on one side of its diagonal
     and the sum over ``p`` runs over the other side only: ``upper`` (``Y[p, c] = 0`` for ``p >
     c``) stops at the strip's last column, otherwise (``Y[p, c] = 0`` for ``p < c``) it starts
     at the strip's first column."""
     NR = 128 // C.itemsize
-    Cb, Xb, Yb, tb = borrowed_flat(C), borrowed_flat(Xp), borrowed_flat(Yp), borrowed_flat(tile)
+    Cb, Xb, Yb, tb = borrowed_flat(C), borrowed_flat(X), borrowed_flat(Yp), borrowed_flat(tile)
     for j in range((T + NR - 1) // NR):
         c0 = j * NR
         p0, p1 = _strip_sum(c0, NR, T, causal, upper)
         for u in range((d + MR - 1) // MR):
             e0 = u * MR
-            _micro(Cb, T, Xb, u * T * MR + p0 * MR, min(MR, d - e0), Yb, j * T * NR + p0 * NR,
+            _micro(Cb, T, Xb, e0 * T + p0, T, 1, min(MR, d - e0), Yb, j * T * NR + p0 * NR,
                    p1 - p0, e0, c0, min(NR, T - c0), tb)
 
 
@@ -384,7 +383,7 @@ def _attention_item_forward(O, S, Q, K, V, d, T, causal, Xp, Yp, Pp, tile):
     """One head of one example: ``S = QᵀK`` (:func:`_scores`), the scaled causal softmax of its
     rows (:func:`_softmax_rows`), ``O = V·Pᵀ`` (:func:`_times_square`; causal, only ``s ≤
     t``). Shapes, flat in C order: O, Q, K, V ``(d, T)``; S ``(T, T)``, left holding P;
-    workspaces Xp ``6·max(⌈T/6⌉·d, ⌈d/6⌉·T)`` (Q, then V, packed), Yp ``⌈T/NR⌉·NR·d``, Pp ``⌈T/NR⌉·NR·T``, tile ``6·NR``."""
+    workspaces Xp ``⌈T/6⌉·6·d``, Yp ``⌈T/NR⌉·NR·d``, Pp ``⌈T/NR⌉·NR·T``, tile ``6·NR``."""
     NR = 128 // S.itemsize
     _pack_x_trans(Xp, Q.reshape(d, T), 0, T, 0, d)
     _pack_y(Yp, K.reshape(d, T), runtime_flag(False), 0, d, 0, T, NR)
@@ -393,8 +392,7 @@ def _attention_item_forward(O, S, Q, K, V, d, T, causal, Xp, Yp, Pp, tile):
     _softmax_rows(S.reshape(T, T), 1.0 / math.sqrt(d), causal)
     _pack_square(Pp, S.reshape(T, T), runtime_flag(True), causal, runtime_flag(True))  # P[t, s]
     O[:] = 0.0
-    _pack_x(Xp, V.reshape(d, T), 0, d, 0, T)
-    _times_square(O, Xp, Pp, d, T, causal, runtime_flag(True), tile)
+    _times_square(O, V, Pp, d, T, causal, runtime_flag(True), tile)
 
 
 @kernel(fast=True)
@@ -422,14 +420,11 @@ def _attention_item_backward(dQ, dK, dV, dS, dO, Q, K, V, P, d, T, causal, Xp, Y
     dK[:] = 0.0
     dV[:] = 0.0
     _pack_square(Pp, P.reshape(T, T), runtime_flag(False), causal, runtime_flag(False))
-    _pack_x(Xp, dO.reshape(d, T), 0, d, 0, T)
-    _times_square(dV, Xp, Pp, d, T, causal, runtime_flag(False), tile)
+    _times_square(dV, dO, Pp, d, T, causal, runtime_flag(False), tile)
     _pack_square(Pp, dS.reshape(T, T), runtime_flag(True), causal, runtime_flag(True))
-    _pack_x(Xp, K.reshape(d, T), 0, d, 0, T)
-    _times_square(dQ, Xp, Pp, d, T, causal, runtime_flag(True), tile)
+    _times_square(dQ, K, Pp, d, T, causal, runtime_flag(True), tile)
     _pack_square(Pp, dS.reshape(T, T), runtime_flag(False), causal, runtime_flag(False))
-    _pack_x(Xp, Q.reshape(d, T), 0, d, 0, T)
-    _times_square(dK, Xp, Pp, d, T, causal, runtime_flag(False), tile)
+    _times_square(dK, Q, Pp, d, T, causal, runtime_flag(False), tile)
 
 
 @kernel
@@ -438,8 +433,7 @@ def _item_workspaces(d, T, dtype_of):
     :func:`_attention_item_backward`: Xp, Yp, Pp, tile, dS."""
     NR = 128 // dtype_of.itemsize
     strips = (T + NR - 1) // NR
-    return (np.empty(max(((T + MR - 1) // MR) * d, ((d + MR - 1) // MR) * T) * MR,
-                     dtype_of.dtype),
+    return (np.empty(((T + MR - 1) // MR) * MR * d, dtype_of.dtype),
             np.empty(strips * NR * d, dtype_of.dtype), np.empty(strips * NR * T, dtype_of.dtype),
             np.empty(MR * NR, dtype_of.dtype), np.empty(T * T, dtype_of.dtype))
 

@@ -17,12 +17,11 @@ Blocking (the loop order of BLIS/GotoBLAS, written as Numba loops):
 * ``p`` is cut into panels of ``KC``; for each, ``s`` into panels of ``NC`` columns. The
   ``KC × NC`` panel of Y is *packed*: copied into ``Yp`` as strips of ``NR`` columns, each strip
   ``KC × NR`` contiguous, zero-padded past the last column. It stays in L2.
-* ``r`` is cut into tiles of ``MR`` = 6 rows. X is packed too, eight tiles at a time, ``KC ×
-  MR`` per tile with the six values of one ``p`` side by side (:func:`_pack_x`, or
-  :func:`_pack_x_trans` for a transposed X, which reads a row of its source at a time); a
-  tile's packed X stays in L1 while the tile meets every strip of the panel. Packed, both
-  operands are read through one pointer each with constant steps: X read in place through six
-  row pointers with run-time steps held the micro-kernel to 45 % of its packed speed.
+* ``r`` is cut into tiles of ``MR`` = 6 rows. A row-major X is read in place: six rows, each
+  contiguous along ``p``, stay in L1 while the tile meets every strip of the panel. A
+  transposed X is first copied into ``Xp``, eight tiles at a time, ``KC × MR`` per tile with
+  the six values of one ``p`` side by side (read in place, its steps are a whole source row
+  apart and collide in one L1 set).
 * The micro-kernel :func:`_micro` computes one ``MR × NR`` tile of C: 6 rows × 2 registers
   (16 float64 or 32 float32 columns), twelve vector accumulators that live in registers for the
   whole sum over ``p``. Per ``p`` it loads two registers of Y, broadcasts six values of X and
@@ -57,48 +56,42 @@ XT_TILES = 8
 def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
     """``Yp[t, p − p0, c] = Y[p, s0 + t·nr_cols + c]`` (0 past s1): strips of ``nr_cols``
     columns, each ``(p1 − p0) × nr_cols`` contiguous. ``Y[p, s]`` is ``Ysrc[s, p]`` when
-    ``y_trans``; the loops then run along the rows of Ysrc, which are contiguous. Y is read
-    through one flat borrowed view (a row view per strip and row cost as much as the copy)."""
+    ``y_trans``; the loops then run along the rows of Ysrc, which are contiguous."""
     kc = p1 - p0
     n_strips = (s1 - s0 + nr_cols - 1) // nr_cols
-    ld = Y.shape[1]
-    Yf = borrowed_flat(Y)
+    w = np.uint64(nr_cols)
     for t in range(n_strips):
-        base = t * kc * nr_cols
+        base = np.uint64(t * kc * nr_cols)
         first = s0 + t * nr_cols
-        width = min(nr_cols, s1 - first)
+        width = np.uint64(min(nr_cols, s1 - first))
         if y_trans:
             for c in range(width):
-                src = (first + c) * ld + p0
-                for p in range(kc):
-                    Yp[base + p * nr_cols + c] = Yf[src + p]
+                src = Y[first + c]
+                for p in range(np.uint64(kc)):
+                    Yp[base + p * w + c] = src[p0 + p]
         else:
-            for p in range(kc):
-                src = (p0 + p) * ld + first
-                o = base + p * nr_cols
+            for p in range(np.uint64(kc)):
+                src = Y[p0 + p]
+                o = base + p * w
                 for c in range(width):
-                    Yp[o + c] = Yf[src + c]
-        if width < nr_cols:
-            for p in range(kc):
-                for c in range(width, nr_cols):
-                    Yp[base + p * nr_cols + c] = 0.0
+                    Yp[o + c] = src[first + c]
+        for p in range(np.uint64(kc)):
+            for c in range(width, w):
+                Yp[base + p * w + c] = 0.0
 
 
 @kernel
-def _micro(cf, ldc, Xp, x0, rows, Yp, yo, kc, r, s, cols, tile):
-    """One tile: ``C[r : r+rows, s : s+cols] += Σ_q X[r + a, p0 + q] · Y[p0 + q, s : s+cols]``.
+def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
+    """One tile: ``C[r : r+rows, s : s+cols] += Σ_p X[r + a, p] · Y[p, s : s+cols]``.
 
     C comes flat, ``C[r, s] = cf[r·ldc + s]``. Every array argument is a borrowed view
     (kernels/views.py): a function's array arguments are reference-counted on entry and exit,
     and this one runs once per tile.
 
-    Both operands come packed: X as ``X[r + a, p0 + q] = Xp[x0 + q·MR + a]`` -- the six values
-    one step broadcasts side by side (:func:`_pack_x`, :func:`_pack_x_trans`; rows past
-    ``rows`` are the packing's zeros) -- and Y from its strip, ``Y[p0 + q, s + c] = Yp[yo +
-    q·2L + c]`` (:func:`_pack_y`). Both are read through one pointer each whose steps are
-    constants of the compiled code (``MR``; ``2L`` from :func:`~loopprop.kernels.simd.lanes`):
-    read in place through six row pointers with run-time steps, the same loop ran at 45 % of
-    this speed (docs/kernels.md).
+    X is read in place from its flat buffer ``Xf``: ``X[r + a, p0 + q]`` is
+    ``Xf[x0 + a·xrs + q·xps]`` (row-major X: ``xrs`` = row length, ``xps`` = 1; X read
+    transposed: ``xrs`` = 1, ``xps`` = row length of the source). Y comes from its packed strip,
+    ``Y[p0 + q, s + c] = Yp[yo + q·2L + c]``.
 
     Six rows × two registers of C are summed in twelve vector accumulators (``cAB``: row A,
     register B) over the ``kc`` steps of ``p``::
@@ -106,37 +99,51 @@ def _micro(cf, ldc, Xp, x0, rows, Yp, yo, kc, r, s, cols, tile):
         c_a0 += X[r + a, p] · Y[p, s : s + L]        c_a1 += X[r + a, p] · Y[p, s + L : s + 2L]
 
     (L lanes per register). A whole tile is added to C straight from the registers; a partial
-    one (the last rows or columns) goes through ``tile`` (MR × 2L).
+    one (the last rows or columns) goes through ``tile`` (MR × 2L). Rows past ``rows`` repeat
+    the last row (read, never written back) so no load leaves X.
+
+    Per step: two loads of Y, six broadcasts, twelve FMAs, and two offsets advanced by steps
+    that are loop constants (docs/kernels.md: with six row pointers advanced one by one and the
+    lane count read from the array, this loop ran at 45 % of its present speed).
     """
     L = lanes(Yp)  # 8 float64 or 16 float32: a constant, so every offset below is one too
     c00 = c01 = c10 = c11 = c20 = c21 = vzero(Yp)
     c30 = c31 = c40 = c41 = c50 = c51 = vzero(Yp)
-    # unsigned offsets: Numba then adds no negative-index wraparound to the loads
-    x = np.uint64(x0)
+    # the six rows' starts stay fixed and one shared offset q walks along p: each broadcast is
+    # a load at (row start + q), with no pointer of its own to advance; unsigned, so that Numba
+    # adds no negative-index wraparound
+    x_0 = np.uint64(x0)
+    x_1 = np.uint64(x0 + min(1, rows - 1) * xrs)
+    x_2 = np.uint64(x0 + min(2, rows - 1) * xrs)
+    x_3 = np.uint64(x0 + min(3, rows - 1) * xrs)
+    x_4 = np.uint64(x0 + min(4, rows - 1) * xrs)
+    x_5 = np.uint64(x0 + min(5, rows - 1) * xrs)
+    q = np.uint64(0)
+    step = np.uint64(xps)
     y = np.uint64(yo)
     for _ in range(kc):
         b0 = vload(Yp, y)
         b1 = vload(Yp, y + np.uint64(L))
-        a = vsplat(Xp[x])
+        a = vsplat(Xf[x_0 + q])
         c00 = vfma(a, b0, c00)
         c01 = vfma(a, b1, c01)
-        a = vsplat(Xp[x + np.uint64(1)])
+        a = vsplat(Xf[x_1 + q])
         c10 = vfma(a, b0, c10)
         c11 = vfma(a, b1, c11)
-        a = vsplat(Xp[x + np.uint64(2)])
+        a = vsplat(Xf[x_2 + q])
         c20 = vfma(a, b0, c20)
         c21 = vfma(a, b1, c21)
-        a = vsplat(Xp[x + np.uint64(3)])
+        a = vsplat(Xf[x_3 + q])
         c30 = vfma(a, b0, c30)
         c31 = vfma(a, b1, c31)
-        a = vsplat(Xp[x + np.uint64(4)])
+        a = vsplat(Xf[x_4 + q])
         c40 = vfma(a, b0, c40)
         c41 = vfma(a, b1, c41)
-        a = vsplat(Xp[x + np.uint64(5)])
+        a = vsplat(Xf[x_5 + q])
         c50 = vfma(a, b0, c50)
         c51 = vfma(a, b1, c51)
         y += np.uint64(2 * L)
-        x += np.uint64(MR)
+        q += step
     if rows == MR and cols == 2 * L:
         o = r * ldc + s
         vstore(cf, o, vadd(vload(cf, o), c00))
@@ -175,41 +182,11 @@ def _micro(cf, ldc, Xp, x0, rows, Yp, yo, kc, r, s, cols, tile):
 
 
 @kernel
-def _pack_x(Xp, X, r0, r1, p0, p1):
-    """``Xp[g·kc·MR + q·MR + a] = X[r0 + g·MR + a, p0 + q]``, 0 for rows past ``r1``: a
-    row-major X (``(nr, P)``) cut into tiles of six rows, each stored step by step with the six
-    values that one step of :func:`_micro` broadcasts side by side."""
-    kc = p1 - p0
-    ld = X.shape[1]
-    Xf = borrowed_flat(X)  # one flat view: a row view per tile and row costs as much as a copy
-    for g in range((r1 - r0 + MR - 1) // MR):
-        base = g * kc * MR
-        first = r0 + g * MR
-        if first + MR <= r1:  # a whole tile: six rows read side by side, Xp written in order
-            i = first * ld + p0
-            for q in range(kc):
-                o = base + q * MR
-                Xp[o] = Xf[i + q]
-                Xp[o + 1] = Xf[i + ld + q]
-                Xp[o + 2] = Xf[i + 2 * ld + q]
-                Xp[o + 3] = Xf[i + 3 * ld + q]
-                Xp[o + 4] = Xf[i + 4 * ld + q]
-                Xp[o + 5] = Xf[i + 5 * ld + q]
-            continue
-        for a in range(MR):
-            if first + a < r1:
-                src = X[first + a]
-                for q in range(kc):
-                    Xp[base + q * MR + a] = src[p0 + q]
-            else:
-                for q in range(kc):
-                    Xp[base + q * MR + a] = 0.0
-
-
-@kernel
 def _pack_x_trans(Xp, X, r0, r1, p0, p1):
-    """:func:`_pack_x` for an X read transposed (``X`` is the source, ``(P, nr)``: ``X[r, p]``
-    is ``Xsrc[p, r]``): each step ``q`` reads one contiguous run ``Xsrc[p0 + q, r0:r1]``."""
+    """``Xp[g·kc·MR + q·MR + a] = X[p0 + q, r0 + g·MR + a]`` for ``r0 ≤ r0 + g·MR + a < r1``: a
+    transposed X (``X`` is the source, ``(P, nr)``) copied as one strip per tile of six rows,
+    the six values that a step of the micro-kernel broadcasts side by side. Each step ``q``
+    reads one contiguous run ``X[p0 + q, r0:r1]``."""
     kc = p1 - p0
     n = r1 - r0
     full = n // MR  # whole tiles: six values at a time, no division per value
@@ -219,21 +196,21 @@ def _pack_x_trans(Xp, X, r0, r1, p0, p1):
             o, c = g * kc * MR + q * MR, r0 + g * MR
             for a in range(MR):
                 Xp[o + a] = src[c + a]
-        if full * MR < n:
-            o = full * kc * MR + q * MR
-            for a in range(n - full * MR):
-                Xp[o + a] = src[r0 + full * MR + a]
-            for a in range(n - full * MR, MR):
-                Xp[o + a] = 0.0
+        o = full * kc * MR + q * MR
+        for a in range(n - full * MR):
+            Xp[o + a] = src[r0 + full * MR + a]
 
 
 @kernel
-def _row_tiles(C, X, x_trans, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
+def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
-    sums p0 … p1), ``XT_TILES`` tiles of six rows at a time: their rows of X packed into ``Xp``
-    (:func:`_pack_x`, or :func:`_pack_x_trans` reading a transposed X a row of the source at a
-    time), then for each tile every strip of the panel in turn, so the tile's packed X stays in
-    L1 while the strips stream from L2.
+    sums p0 … p1): for each tile of six rows, every strip of the panel in turn, so the six rows
+    of X stay in L1 while the strips stream from L2.
+
+    A row-major X is read in place (six rows, each contiguous along p). A transposed X is read
+    as it lies, a row of the source at a time, into ``Xp`` for ``XT_TILES`` tiles at once
+    (:func:`_pack_x_trans`): in place, the successive steps of one tile are a whole source row
+    apart -- 8 KiB for 1024 float64 -- and fall into one L1 set.
     """
     nr, ldc = C.shape
     NR = 2 * lanes(Yp)  # two registers
@@ -243,23 +220,25 @@ def _row_tiles(C, X, x_trans, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     Xpb = borrowed_flat(Xp)
     Ypb = borrowed_flat(Yp)
     tileb = borrowed_flat(tile)
-    for g0 in range(u0, u1, XT_TILES):
-        g1 = min(g0 + XT_TILES, u1)
+    for g0 in range(u0, u1, XT_TILES if x_trans else max(1, u1 - u0)):
+        g1 = min(g0 + XT_TILES, u1) if x_trans else u1
         if x_trans:
             _pack_x_trans(Xp, X, g0 * MR, min(g1 * MR, nr), p0, p1)
-        else:
-            _pack_x(Xp, X, g0 * MR, min(g1 * MR, nr), p0, p1)
         for u in range(g0, g1):
             r = u * MR
             rows = min(MR, nr - r)
+            if x_trans:
+                xbuf, x0, xrs, xps = Xpb, (u - g0) * kc * MR, 1, MR
+            else:  # X (nr, P), row-major
+                xbuf, x0, xrs, xps = Xf, r * P + p0, P, 1
             for t in range((s1 - s0 + NR - 1) // NR):
                 s = s0 + t * NR
-                _micro(cf, ldc, Xpb, (u - g0) * kc * MR, rows, Ypb, t * kc * NR, kc, r, s,
+                _micro(cf, ldc, xbuf, x0, xrs, xps, rows, Ypb, t * kc * NR, kc, r, s,
                        min(NR, s1 - s), tileb)
 
 
 @kernel
-def _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
+def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C, columns ``c0 ≤ s < c1``, over the whole product: for
     each panel of p and of columns, pack the panel of Y into ``Yp``, then run the tiles
     (:func:`_row_tiles`)."""
@@ -269,7 +248,7 @@ def _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
         for s0 in range(c0, c1, NC):
             s1 = min(s0 + NC, c1)
             _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
-            _row_tiles(C, X, x_trans, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
+            _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
 
 
 @kernel(parallel=True)
@@ -297,18 +276,19 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     if by_columns:
         chunks = min(threads, n_strips)
     Yp = np.empty((chunks, ((min(NC, ns) + NR - 1) // NR) * NR * min(KC, P)), C.dtype)
-    Xp = np.empty((chunks, XT_TILES * MR * min(KC, P)), C.dtype)
+    Xp = np.empty((chunks, XT_TILES * MR * min(KC, P) if x_trans else 0), C.dtype)
     tile = np.empty((chunks, MR * NR), C.dtype)
+    Xf = borrowed_flat(X)
     if by_columns:
         for c in prange(chunks):  # whole strips of NR columns per thread
-            _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c], int(0),
+            _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c], int(0),
                        n_tiles, c * n_strips // chunks * NR,
                        min(ns, (c + 1) * n_strips // chunks * NR))
     elif chunks > 1:
         for c in prange(chunks):
-            _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
+            _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
                        c * n_tiles // chunks, (c + 1) * n_tiles // chunks, int(0), ns)
     else:
         # int(0), not 0: a constant would compile a second specialization (_jit.runtime_flag)
-        _gemm_rows(C, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles,
+        _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles,
                    int(0), ns)
