@@ -283,8 +283,8 @@ def _row_sum(row, n):
 @kernel(fast="contract")
 def _softmax_rows(S, alpha, causal):
     """Row ``t`` of ``S (T, T)`` becomes ``softmax_s(α·S[t, s])`` over the visible keys (``s ≤
-    t`` when causal), 0 beyond up to :func:`_row_end`: the maximum and the sum a register at a time (:func:`_row_max`,
-    :func:`_row_sum`), the exponentials through the vectorizable
+    t`` when causal), 0 beyond up to :func:`_row_end`: the maximum and the sum a register at a
+    time (:func:`_row_max`, :func:`_row_sum`), the exponentials through the vectorizable
     :func:`~loopprop.kernels.activations._exp` -- in float32 arithmetic for float32 scores
     (:func:`~loopprop.kernels.activations._exp_f32`, 16 lanes). No reassociation here
     (``fast="contract"``): it would regroup the exponentials' argument reduction."""
