@@ -520,6 +520,7 @@ def test_cli_trains_the_lenet_sized_cnn_on_mnist5k():
     assert acc >= 96.0, r.stdout
 
 
+@pytest.mark.heavy  # three steps of a small GPT: minutes with the JIT off
 def test_gpt_workload_reports_one_time_per_step():
     """The GPT benchmark rows time single steps and leave each call's first step out (it pays
     the optimizer moments' first touch): both sides must report one time per step."""
