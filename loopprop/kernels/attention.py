@@ -39,7 +39,7 @@ from .. import _checks
 from .._jit import kernel, prange, runtime_flag, use_threads
 from .activations import _exp, _exp_f32
 from .gemm import MR, _micro, _pack_x_trans, _pack_y
-from .simd import vadd, vhmax, vhsum, vload, vmax, vzero
+from .simd import lanes, vadd, vhmax, vhsum, vload, vmax, vzero
 from .views import borrowed_flat
 
 
@@ -252,7 +252,7 @@ def _row_max(row, n):
     """``max_s row[s]`` over ``s < n`` (n ≥ 1), a register of lanes at a time
     (:func:`~loopprop.kernels.simd.vmax`); a NaN is skipped here and still reaches the row's
     exponentials."""
-    L = 64 // row.itemsize
+    L = lanes(row)
     top = row[0]
     if n >= L:
         acc = vload(row, 0)
@@ -269,7 +269,7 @@ def _row_max(row, n):
 def _row_sum(row, n):
     """``Σ_s row[s]`` over ``s < n``: a register of partial sums, then its lanes in order and
     the tail (the same order for every caller; no reassociation needed to vectorize it)."""
-    L = 64 // row.itemsize
+    L = lanes(row)
     acc = vzero(row)
     full = n - n % L
     for s in range(0, full, L):
