@@ -126,6 +126,39 @@ def test_tuned_attention_matches_the_naive_loops(rng, shape, causal):
         assert_close(name, tuned, naive, 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 8, 16, 32, 33])
+def test_batch_transposes_match_numpy(rng, dtype, m):
+    """The copies between the batch layout ``(rows, m)`` and one block per example ``(m,
+    rows)`` -- blocks of a register's lanes transposed in registers when ``m`` is a power of
+    two up to 32, the rest one number at a time -- against NumPy's transpose; the causal
+    variants read and write only ``s ≤ t`` and zero the rest of each row they promise."""
+    from loopprop.kernels import attention as A
+
+    rows = 16 * 5 + 7  # whole blocks of 8 and 16 lanes, and a tail
+    src = rng.standard_normal((rows, m)).astype(dtype)
+    dst = np.full((m, rows), np.nan, dtype)
+    A._to_items(dst, src)
+    np.testing.assert_array_equal(dst, src.T)
+    back = np.full((rows, m), np.nan, dtype)
+    A._from_items(back, dst, False)
+    np.testing.assert_array_equal(back, src)
+    A._from_items(back, dst, True)
+    np.testing.assert_array_equal(back, 2 * src)
+
+    T = 37  # rows of up to 37 keys: whole blocks and tails
+    P = rng.standard_normal((T, T, m)).astype(dtype) * np.tril(np.ones((T, T), dtype))[:, :, None]
+    items = np.full((m, T * T), np.nan, dtype)
+    A._to_items_causal(items, P.reshape(T * T, m), T)
+    NR = 128 // np.dtype(dtype).itemsize
+    for t in range(T):
+        end = min(T, (t // NR + 1) * NR)
+        np.testing.assert_array_equal(items[:, t * T:t * T + end], P[t, :end].T)
+    out = np.full((T * T, m), np.nan, dtype)
+    A._from_items_causal(out, items, T)
+    np.testing.assert_array_equal(out.reshape(T, T, m), P)
+
+
 def test_tuned_embedding_matches_the_naive_loops(rng):
     E = rand(rng, (5, 9), np.float64)
     ids = rng.integers(0, 9, (7, 4))

@@ -39,7 +39,7 @@ from .. import _checks
 from .._jit import kernel, prange, runtime_flag, use_threads
 from .activations import _exp, _exp_f32
 from .gemm import MR, _micro, _pack_x_trans, _pack_y
-from .simd import lanes, vadd, vhmax, vhsum, vload, vmax, vzero
+from .simd import lanes, vadd, vhmax, vhsum, vload, vmax, vmerge, vsplit, vzero
 from .views import borrowed_flat
 
 
@@ -166,15 +166,79 @@ def _scatter_row(dst, src, ids):
         dst[int(ids[n])] += src[n]
 
 
+@kernel(inline=True)
+def _split(d, d0, dstep, s, s0, m):
+    """``d[d0 + k·dstep + r] = s[s0 + r·m + k]`` for ``r < lanes``, ``k < m``: one block of
+    ``lanes`` rows transposed in registers (:func:`~loopprop.kernels.simd.vsplit`, whose ``m``
+    must be a constant of the compiled code: one branch per power of two ``m ≤ 32``)."""
+    if m == 1:
+        vsplit(d, d0, dstep, s, s0, 1)
+    elif m == 2:
+        vsplit(d, d0, dstep, s, s0, 2)
+    elif m == 4:
+        vsplit(d, d0, dstep, s, s0, 4)
+    elif m == 8:
+        vsplit(d, d0, dstep, s, s0, 8)
+    elif m == 16:
+        vsplit(d, d0, dstep, s, s0, 16)
+    else:
+        vsplit(d, d0, dstep, s, s0, 32)
+
+
+@kernel(inline=True)
+def _merge(d, d0, s, s0, sstep, m, add):
+    """``d[d0 + r·m + k] (+)= s[s0 + k·sstep + r]`` for ``r < lanes``, ``k < m``: the inverse of
+    :func:`_split` (:func:`~loopprop.kernels.simd.vmerge`), one branch per ``m`` and ``add``."""
+    if add:
+        if m == 1:
+            vmerge(d, d0, s, s0, sstep, 1, True)
+        elif m == 2:
+            vmerge(d, d0, s, s0, sstep, 2, True)
+        elif m == 4:
+            vmerge(d, d0, s, s0, sstep, 4, True)
+        elif m == 8:
+            vmerge(d, d0, s, s0, sstep, 8, True)
+        elif m == 16:
+            vmerge(d, d0, s, s0, sstep, 16, True)
+        else:
+            vmerge(d, d0, s, s0, sstep, 32, True)
+    elif m == 1:
+        vmerge(d, d0, s, s0, sstep, 1, False)
+    elif m == 2:
+        vmerge(d, d0, s, s0, sstep, 2, False)
+    elif m == 4:
+        vmerge(d, d0, s, s0, sstep, 4, False)
+    elif m == 8:
+        vmerge(d, d0, s, s0, sstep, 8, False)
+    elif m == 16:
+        vmerge(d, d0, s, s0, sstep, 16, False)
+    else:
+        vmerge(d, d0, s, s0, sstep, 32, False)
+
+
+@kernel(inline=True)
+def _in_registers(r0, r1, m, L):
+    """End of the part of rows ``r0 … r1 − 1`` that :func:`_split`/:func:`_merge` move, whole
+    blocks of ``L`` rows (``L`` lanes), when ``m`` is a power of two up to 32; the rest (the
+    tail, or every row for another ``m``) is moved one number at a time."""
+    if m > 32 or m & (m - 1) != 0:
+        return r0
+    return r1 - (r1 - r0) % L
+
+
 @kernel(fast=True)
 def _to_items(dst, src):
     """``dst[k, r] = src[r, k]``: a head's values for every example, ``(rows, m)`` with the
     batch last, turned into one contiguous block per example. Shapes: dst (m, rows); src
-    (rows, m). Flat views without reference counts (a row view per block and example cost as
-    much as the copy)."""
+    (rows, m). Blocks of ``lanes`` rows are transposed in registers (:func:`_split`); the
+    tail, and every row for an ``m`` that is not a power of two up to 32, one number at a
+    time in blocks of 16 rows (contiguous in src: read from L1 m times)."""
     rows, m = src.shape
     d, s = borrowed_flat(dst), borrowed_flat(src)
-    for r0 in range(0, rows, 16):  # 16 rows of src are contiguous: read them from L1 m times
+    full = _in_registers(0, rows, m, lanes(d))
+    for r0 in range(0, full, lanes(d)):
+        _split(d, r0, rows, s, r0 * m, m)
+    for r0 in range(full, rows, 16):
         r1 = min(r0 + 16, rows)
         for k in range(m):
             for r in range(r0, r1):
@@ -183,10 +247,14 @@ def _to_items(dst, src):
 
 @kernel(fast=True)
 def _from_items(dst, src, add):
-    """``dst[r, k] (+)= src[k, r]``, the inverse of :func:`_to_items`."""
+    """``dst[r, k] (+)= src[k, r]``, the inverse of :func:`_to_items` (:func:`_merge` on
+    whole blocks)."""
     rows, m = dst.shape
     d, s = borrowed_flat(dst), borrowed_flat(src)
-    for r0 in range(0, rows, 16):  # blocks of 16 rows, as _to_items
+    full = _in_registers(0, rows, m, lanes(d))
+    for r0 in range(0, full, lanes(d)):
+        _merge(d, r0 * m, s, r0, rows, m, add)
+    for r0 in range(full, rows, 16):
         r1 = min(r0 + 16, rows)
         for k in range(m):
             if add:
@@ -213,18 +281,19 @@ def _row_end(t, T, itemsize, causal):
 @kernel(fast=True)
 def _to_items_causal(dst, src, T):
     """:func:`_to_items` for probabilities ``src (T·T, m)`` that are zero for every key after
-    its query (``s > t``): only ``s ≤ t`` is read, and each row is written as 0 beyond ``t`` up
+    its query (``s ≤ t``): only ``s ≤ t`` is read, and each row is written as 0 beyond ``t`` up
     to :func:`_row_end` (nothing after that is ever read) -- half the reads and a little over
     half the writes of the full copy. Shapes: dst (m, T·T); src (T·T, m)."""
     m = src.shape[1]
     d, s_ = borrowed_flat(dst), borrowed_flat(src)
     for t in range(T):
         base = t * T
-        for r0 in range(0, t + 1, 16):
-            r1 = min(r0 + 16, t + 1)
-            for k in range(m):
-                for r in range(base + r0, base + r1):
-                    d[k * T * T + r] = s_[r * m + k]
+        full = _in_registers(base, base + t + 1, m, lanes(d))
+        for r0 in range(base, full, lanes(d)):
+            _split(d, r0, T * T, s_, r0 * m, m)
+        for k in range(m):
+            for r in range(full, base + t + 1):
+                d[k * T * T + r] = s_[r * m + k]
         end = _row_end(t, T, src.itemsize, True)
         for k in range(m):
             d[k * T * T + base + t + 1:k * T * T + base + end] = 0.0
@@ -239,11 +308,12 @@ def _from_items_causal(dst, src, T):
     d, s_ = borrowed_flat(dst), borrowed_flat(src)
     for t in range(T):
         base = t * T
-        for r0 in range(0, t + 1, 16):
-            r1 = min(r0 + 16, t + 1)
+        full = _in_registers(base, base + t + 1, m, lanes(d))
+        for r0 in range(base, full, lanes(d)):
+            _merge(d, r0 * m, s_, r0, T * T, m, runtime_flag(False))
+        for r in range(full, base + t + 1):
             for k in range(m):
-                for r in range(base + r0, base + r1):
-                    d[r * m + k] = s_[k * T * T + r]
+                d[r * m + k] = s_[k * T * T + r]
         d[(base + t + 1) * m:(base + T) * m] = 0.0
 
 

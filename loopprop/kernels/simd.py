@@ -209,6 +209,119 @@ def vhsum(typingctx, a):
     return a.dtype(a), codegen
 
 
+def _literal_count(m) -> int | None:
+    """The value of a compile-time power of two ``1 … 32`` (an ``IntegerLiteral``), else None."""
+    if isinstance(m, types.IntegerLiteral) and m.literal_value in (1, 2, 4, 8, 16, 32):
+        return m.literal_value
+    return None
+
+
+def _strided(seq, stride):
+    return [seq[i::stride] for i in range(stride)]
+
+
+def _deinterleave(builder, regs, lanes):
+    """``regs`` hold the sequence ``x[0], x[1], …`` (``lanes`` per register, ``m`` registers,
+    ``m`` a power of two); returns ``m`` registers, register ``k`` holding ``x[k], x[k + m],
+    x[k + 2m], …``. Each stage splits every sequence of registers into its even and its odd
+    elements, two two-source shuffles per pair of registers (one ``vpermt2ps`` each)."""
+    even = ir.Constant(ir.VectorType(ir.IntType(32), lanes), list(range(0, 2 * lanes, 2)))
+    odd = ir.Constant(ir.VectorType(ir.IntType(32), lanes), list(range(1, 2 * lanes, 2)))
+    seqs = [(0, regs)]  # (offset of its first element in x, registers), stride implied
+    while len(seqs[0][1]) > 1:
+        nxt = []
+        for off, rs in seqs:
+            pairs = list(zip(rs[0::2], rs[1::2]))
+            nxt.append((off, [builder.shuffle_vector(a, b, even) for a, b in pairs]))
+            nxt.append((off + len(seqs), [builder.shuffle_vector(a, b, odd) for a, b in pairs]))
+        seqs = nxt
+    return [rs[0] for _, rs in sorted(seqs, key=lambda x: x[0])]
+
+
+def _interleave(builder, regs, lanes):
+    """The inverse of :func:`_deinterleave`: register ``k`` of ``regs`` holds ``x[k], x[k + m],
+    …``; returns ``x[0], x[1], …`` in ``m`` registers (two shuffles per pair, per stage)."""
+    half = lanes // 2
+    lo = ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                     [i // 2 + (lanes if i % 2 else 0) for i in range(lanes)])
+    hi = ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                     [half + i // 2 + (lanes if i % 2 else 0) for i in range(lanes)])
+    m = len(regs)
+    seqs = {k: [regs[k]] for k in range(m)}  # offset -> registers, stride m / number of seqs
+    while len(seqs) > 1:
+        n = len(seqs) // 2
+        merged = {}
+        for off in range(n):
+            out = []
+            for a, b in zip(seqs[off], seqs[off + n]):
+                out += [builder.shuffle_vector(a, b, lo), builder.shuffle_vector(a, b, hi)]
+            merged[off] = out
+        seqs = merged
+    return seqs[0]
+
+
+@intrinsic(prefer_literal=True)
+def vsplit(typingctx, dst, d0, dstep, src, s0, m):
+    """A ``lanes × m`` block transposed: ``dst[d0 + k·dstep + r] = src[s0 + r·m + k]`` for
+    ``r < lanes``, ``k < m`` -- ``m`` registers read contiguously, ``m`` written, one per
+    ``k``, through shuffles in registers (``m`` a compile-time power of two ``1 … 32``)."""
+    count = _literal_count(m)
+    if not (_float_array(dst) and _float_array(src) and dst.dtype == src.dtype
+            and count is not None):
+        return None
+    vt = Vec(src.dtype)
+    align = src.dtype.bitwidth // 8
+
+    def codegen(context, builder, sig, args):
+        dst_a, d0_, dstep_, src_a, s0_, _ = args
+        llvt = context.get_value_type(vt)
+        regs = []
+        for i in range(count):
+            off = builder.add(s0_, ir.Constant(s0_.type, i * vt.lanes))
+            ptr = _element_pointer(context, builder, sig.args[3], src_a, off)
+            regs.append(builder.load(builder.bitcast(ptr, llvt.as_pointer()), align=align))
+        for k, reg in enumerate(_deinterleave(builder, regs, vt.lanes)):
+            off = builder.add(d0_, builder.mul(dstep_, ir.Constant(dstep_.type, k)))
+            ptr = _element_pointer(context, builder, sig.args[0], dst_a, off)
+            builder.store(reg, builder.bitcast(ptr, llvt.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.none(dst, d0, dstep, src, s0, m), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vmerge(typingctx, dst, d0, src, s0, sstep, m, add):
+    """The inverse of :func:`vsplit`: ``dst[d0 + r·m + k] = src[s0 + k·sstep + r]`` (``+=``
+    when the compile-time ``add`` is True) for ``r < lanes``, ``k < m``: ``m`` registers
+    read, one per ``k``, interleaved in registers and written contiguously."""
+    count = _literal_count(m)
+    if not (_float_array(dst) and _float_array(src) and dst.dtype == src.dtype
+            and count is not None and isinstance(add, types.BooleanLiteral)):
+        return None
+    vt = Vec(src.dtype)
+    align = src.dtype.bitwidth // 8
+    adding = add.literal_value
+
+    def codegen(context, builder, sig, args):
+        dst_a, d0_, src_a, s0_, sstep_, _, _ = args
+        llvt = context.get_value_type(vt)
+        regs = []
+        for k in range(count):
+            off = builder.add(s0_, builder.mul(sstep_, ir.Constant(sstep_.type, k)))
+            ptr = _element_pointer(context, builder, sig.args[2], src_a, off)
+            regs.append(builder.load(builder.bitcast(ptr, llvt.as_pointer()), align=align))
+        for i, reg in enumerate(_interleave(builder, regs, vt.lanes)):
+            off = builder.add(d0_, ir.Constant(d0_.type, i * vt.lanes))
+            ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], dst_a, off),
+                                  llvt.as_pointer())
+            if adding:
+                reg = builder.fadd(builder.load(ptr, align=align), reg)
+            builder.store(reg, ptr, align=align)
+        return context.get_dummy_value()
+
+    return types.none(dst, d0, src, s0, sstep, m, add), codegen
+
+
 if numba.config.DISABLE_JIT:
     # NUMBA_DISABLE_JIT=1 (debugging, coverage): the registers become small NumPy arrays of
     # 64 bytes, and each operation the NumPy expression it compiles to.
@@ -258,3 +371,19 @@ if numba.config.DISABLE_JIT:
         for v in a:
             total = total + v
         return total
+
+
+    def vsplit(dst, d0, dstep, src, s0, m):  # noqa: F811
+        """``dst[d0 + k·dstep + r] = src[s0 + r·m + k]``, ``r < lanes``, ``k < m``."""
+        L = _lanes(src.dtype)
+        for k in range(m):
+            dst[d0 + k * dstep:d0 + k * dstep + L] = src[s0 + k:s0 + L * m:m]
+
+    def vmerge(dst, d0, src, s0, sstep, m, add):  # noqa: F811
+        """``dst[d0 + r·m + k] (+)= src[s0 + k·sstep + r]``, ``r < lanes``, ``k < m``."""
+        L = _lanes(src.dtype)
+        for k in range(m):
+            if add:
+                dst[d0 + k:d0 + L * m:m] += src[s0 + k * sstep:s0 + k * sstep + L]
+            else:
+                dst[d0 + k:d0 + L * m:m] = src[s0 + k * sstep:s0 + k * sstep + L]
