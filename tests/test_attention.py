@@ -183,6 +183,44 @@ def test_backward_told_or_not_whether_the_attention_was_causal(rng, causal):
         lp.attention_backward(dO, Q, K, V, P, causal=1)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_register_exp_gives_the_scalar_exps_bits(dtype):
+    """The softmax's exponential a register at a time (``simd.vexp``, written as LLVM
+    instructions) against the scalar functions it transcribes (``_exp_f32``, ``_exp``),
+    compiled as the softmax compiles them: the same bits everywhere -- whole range, both
+    clamps, subnormal results, ±inf, NaN -- so ``_exp_f32``'s accuracy test covers both."""
+    import numba
+
+    from loopprop._jit import CONTRACT
+    from loopprop.kernels.activations import _exp, _exp_f32
+    from loopprop.kernels.simd import vexp, vload, vstore
+
+    scalar = _exp_f32 if dtype == np.float32 else _exp
+
+    def one_by_one(out, x):
+        for i in range(x.size):
+            out[i] = scalar(x[i])
+
+    def registers(out, x):
+        L = 64 // x.itemsize
+        for i in range(0, x.size, L):
+            vstore(out, i, vexp(vload(x, i)))
+
+    one_by_one = numba.njit(fastmath=set(CONTRACT))(one_by_one)
+    registers = numba.njit(fastmath=set(CONTRACT))(registers)
+    n = 2_048 if numba.config.DISABLE_JIT else 1 << 20
+    lo, hi = (-110, 95) if dtype == np.float32 else (-750, 712)
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(lo, hi, n), rng.uniform(-1, 1, n // 4),
+                        [np.nan, np.inf, -np.inf, 0.0, -0.0, hi, lo, 1.0, -1.0, 0.5, 1e-30,
+                         -1e-30, 88.72, -87.33, 709.78, -745.1]]).astype(dtype)
+    x = np.concatenate([x, np.zeros(-x.size % 16, dtype)])
+    want, got = np.empty_like(x), np.empty_like(x)
+    one_by_one(want, x)
+    registers(got, x)
+    np.testing.assert_array_equal(got.view(f"i{x.itemsize}"), want.view(f"i{x.itemsize}"))
+
+
 def test_float32_exp_is_within_a_few_hundredths_of_an_ulp_over_one():
     """Attention's float32 softmax computes e^x in float32 arithmetic
     (``activations._exp_f32``), compiled as the softmax is, without reassociation. Against the

@@ -39,7 +39,8 @@ from .. import _checks
 from .._jit import kernel, prange, runtime_flag, use_threads
 from .activations import _exp, _exp_f32
 from .gemm import MR, _micro, _pack_x_trans, _pack_y
-from .simd import lanes, vadd, vhmax, vhsum, vload, vmax, vmerge, vsplit, vzero
+from .simd import (lanes, like, vadd, vexp, vfma, vhmax, vhsum, vkeep, vload, vmax, vmerge, vmul,
+                   vsplat, vsplit, vstore, vsub, vzero)
 from .views import borrowed_flat
 
 
@@ -318,68 +319,123 @@ def _from_items_causal(dst, src, T):
 
 
 @kernel(inline=True)
-def _row_max(row, n):
-    """``max_s row[s]`` over ``s < n`` (n ≥ 1), a register of lanes at a time
+def _row_max(a, o, n):
+    """``max_s a[o + s]`` over ``s < n`` (n ≥ 1), a register of lanes at a time
     (:func:`~loopprop.kernels.simd.vmax`); a NaN is skipped here and still reaches the row's
-    exponentials."""
-    L = lanes(row)
-    top = row[0]
+    exponentials. ``a`` is flat: a row view per row costs reference counting."""
+    L = lanes(a)
+    top = a[o]
     if n >= L:
-        acc = vload(row, 0)
-        for s in range(L, n - L + 1, L):
-            acc = vmax(acc, vload(row, s))
-        top = vhmax(vmax(acc, vload(row, n - L)))  # the tail overlaps: max does not mind
+        acc = vload(a, o)
+        for s in range(o + L, o + n - L + 1, L):
+            acc = vmax(acc, vload(a, s))
+        top = vhmax(vmax(acc, vload(a, o + n - L)))  # the tail overlaps: max does not mind
     else:
-        for s in range(1, n):
-            top = max(top, row[s])
+        for s in range(o + 1, o + n):
+            top = max(top, a[s])
     return top
 
 
 @kernel(inline=True)
-def _row_sum(row, n):
-    """``Σ_s row[s]`` over ``s < n``: a register of partial sums, then its lanes in order and
+def _row_sum(a, o, n):
+    """``Σ_s a[o + s]`` over ``s < n``: a register of partial sums, then its lanes in order and
     the tail (the same order for every caller; no reassociation needed to vectorize it)."""
-    L = lanes(row)
-    acc = vzero(row)
+    L = lanes(a)
+    acc = vzero(a)
     full = n - n % L
-    for s in range(0, full, L):
-        acc = vadd(acc, vload(row, s))
+    for s in range(o, o + full, L):
+        acc = vadd(acc, vload(a, s))
     total = vhsum(acc)
-    for s in range(full, n):
-        total += row[s]
+    for s in range(o + full, o + n):
+        total += a[s]
     return total
+
+
+@kernel(inline=True)
+def _padded(last, n, L):
+    """``last`` rounded up to whole registers of ``L`` lanes, at most ``n`` (the row's length):
+    a row's loops run over whole registers, with no remainder to branch into, when it fits."""
+    return min((last + L - 1) // L * L, n)
+
+
+@kernel(inline=True)
+def _zero_tail(a, o, last, pad):
+    """``a[o + last : o + pad] = 0``, ``pad`` from :func:`_padded`: one masked register when
+    the lanes from ``pad − L`` are whole, else one number at a time."""
+    L = lanes(a)
+    if pad % L == 0 and pad >= L:
+        vkeep(a, o + pad - L, last - (pad - L))
+    else:
+        for s in range(o + last, o + pad):
+            a[s] = 0.0
 
 
 @kernel(fast="contract")
 def _softmax_rows(S, alpha, causal):
     """Row ``t`` of ``S (T, T)`` becomes ``softmax_s(α·S[t, s])`` over the visible keys (``s ≤
     t`` when causal), 0 beyond up to :func:`_row_end`: the maximum and the sum a register at a
-    time (:func:`_row_max`, :func:`_row_sum`), the exponentials through the vectorizable
-    :func:`~loopprop.kernels.activations._exp` -- in float32 arithmetic for float32 scores
-    (:func:`~loopprop.kernels.activations._exp_f32`, 16 lanes). No reassociation here
-    (``fast="contract"``): it would regroup the exponentials' argument reduction."""
+    time (:func:`_row_max`, :func:`_row_sum`). The exponentials, the sum and the scaling run
+    over whole registers up to :func:`_padded` (the keys after ``t`` in the last register set
+    to 0 by a mask before the sum), the exponentials a register at a time
+    (:func:`~loopprop.kernels.simd.vexp`: float32 scores in float32 arithmetic, 16 lanes; the
+    same bits as :func:`~loopprop.kernels.activations._exp_f32` and
+    :func:`~loopprop.kernels.activations._exp`). No reassociation here (``fast="contract"``): it
+    would regroup the exponentials' argument reduction."""
     T = S.shape[0]
     single = S.itemsize == 4
-    alpha32 = np.float32(alpha)
+    a = borrowed_flat(S)
+    L = lanes(a)
+    alpha_ = like(a, alpha)
+    va = vsplat(alpha_)
     for t in range(T):
         last = t + 1 if causal else T
-        row = S[t]
-        if single:  # α > 0: max_s α·S = α·max_s S
-            top32 = alpha32 * _row_max(row, last)
-            for s in range(last):
-                row[s] = _exp_f32(alpha32 * row[s] - top32)
-            inv32 = np.float32(1.0) / _row_sum(row, last)
-            for s in range(last):
-                row[s] *= inv32
-        else:
-            top = alpha * _row_max(row, last)
-            for s in range(last):
-                row[s] = _exp(alpha * row[s] - top)
-            inv = 1.0 / _row_sum(row, last)
-            for s in range(last):
-                row[s] *= inv
-        for s in range(last, _row_end(t, T, S.itemsize, causal)):
-            row[s] = 0.0
+        o = t * T
+        pad = _padded(last, T, L)
+        full = pad - pad % L
+        top = alpha_ * _row_max(a, o, last)  # α > 0: max_s α·S = α·max_s S, in S's dtype
+        vtop = vsplat(-top)
+        for s in range(o, o + full, L):
+            vstore(a, s, vexp(vfma(va, vload(a, s), vtop)))
+        for s in range(o + full, o + pad):  # a row that ends inside a register
+            a[s] = _exp_f32(alpha_ * a[s] - top) if single else _exp(alpha_ * a[s] - top)
+        _zero_tail(a, o, last, pad)
+        inv = like(a, 1) / _row_sum(a, o, pad)
+        vinv = vsplat(inv)
+        for s in range(o, o + full, L):
+            vstore(a, s, vmul(vload(a, s), vinv))
+        for s in range(o + full, o + pad):
+            a[s] *= inv
+        for s in range(o + pad, o + _row_end(t, T, S.itemsize, causal)):
+            a[s] = 0.0
+
+
+@kernel(fast=True)
+def _softmax_backward_rows(G, P, T, alpha, causal):
+    """Row ``t`` of ``G (T·T)`` (``dP``) becomes ``dS[t, s] = α·P[t, s]·(dP[t, s] − Σ_s'
+    P[t, s']·dP[t, s'])`` over the visible keys, 0 beyond up to :func:`_row_end`. The row sum
+    and the update run over whole registers up to :func:`_padded`: ``P`` is 0 after ``t``
+    (:func:`_to_items_causal`), so those keys add nothing to the sum and get 0."""
+    L = lanes(G)
+    alpha_ = like(G, alpha)
+    va = vsplat(alpha_)
+    for t in range(T):
+        last = t + 1 if causal else T
+        o = t * T
+        pad = _padded(last, T, L)
+        full = pad - pad % L
+        acc = vzero(G)
+        for s in range(o, o + full, L):
+            acc = vfma(vload(P, s), vload(G, s), acc)
+        dot = vhsum(acc)
+        for s in range(o + full, o + pad):
+            dot += P[s] * G[s]
+        vdot = vsplat(dot)
+        for s in range(o, o + full, L):
+            vstore(G, s, vmul(vmul(va, vload(P, s)), vsub(vload(G, s), vdot)))
+        for s in range(o + full, o + pad):
+            G[s] = alpha_ * P[s] * (G[s] - dot)
+        for s in range(o + pad, o + _row_end(t, T, P.itemsize, causal)):
+            G[s] = 0.0
 
 
 @kernel(fast=True)
@@ -477,15 +533,7 @@ def _attention_item_backward(dQ, dK, dV, dS, dO, Q, K, V, P, d, T, causal, Xp, Y
     _pack_y(Yp, V.reshape(d, T), runtime_flag(False), 0, d, 0, T, NR)
     dS[:] = 0.0
     _scores(dS, Xp, Yp, d, T, causal, tile)
-    for t in range(T):
-        last = t + 1 if causal else T
-        p, g = P[t * T:t * T + last], dS[t * T:t * T + T]
-        row = 0.0
-        for s in range(last):
-            row += p[s] * g[s]
-        for s in range(last):
-            g[s] = alpha * p[s] * (g[s] - row)
-        g[last:_row_end(t, T, P.itemsize, causal)] = 0.0
+    _softmax_backward_rows(dS, P, T, alpha, causal)
     dQ[:] = 0.0
     dK[:] = 0.0
     dV[:] = 0.0

@@ -1,7 +1,10 @@
-"""SIMD registers for the tuned matrix kernels: a 512-bit vector of float64 (8 lanes) or float32
-(16 lanes), the six operations the micro-kernel of :mod:`loopprop.kernels.gemm` needs, and a
-lane-wise and a horizontal maximum (attention's row maximum: without ``nnan``, LLVM does not
-vectorize a ``max`` reduction by itself), and a horizontal sum in lane order.
+"""SIMD registers for the tuned kernels: a 512-bit vector of float64 (8 lanes) or float32 (16
+lanes). The micro-kernel of :mod:`loopprop.kernels.gemm` needs six operations (load, store,
+broadcast, zero, fused multiply-add, add); attention adds a lane-wise and a horizontal maximum
+(without ``nnan``, LLVM does not vectorize a ``max`` reduction by itself), a horizontal sum in
+lane order, ``vsub``/``vmul``, a masked tail (``vkeep``), the exponential a register at a time
+(``vexp``, the same bits as the scalar one) and the transposes between the batch layout and
+one block per example (``vsplit``/``vmerge``: shuffles in registers).
 
 LLVM vectorizes loops that Numba compiles, but it does not keep a *block of vectors* in
 registers across a loop: the register-blocked product ``C[r:r+6, s:s+16] += Σ_p X[r+a, p] ·
@@ -208,6 +211,133 @@ def vhsum(typingctx, a):
 
     return a.dtype(a), codegen
 
+@intrinsic
+def vkeep(typingctx, arr, i, n):
+    """``arr[i + l] = 0`` for the lanes ``n ≤ l < lanes`` of the register at ``arr[i]``; lanes
+    below ``n`` are kept (a select on a lane-index comparison: no branch, no loop)."""
+    if not (_float_array(arr) and isinstance(i, types.Integer) and isinstance(n, types.Integer)):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        llvt = context.get_value_type(vt)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(ptr, llvt.as_pointer())
+        align = arr.dtype.bitwidth // 8
+        v = builder.load(ptr, align=align)
+        ity = ir.VectorType(ir.IntType(64), vt.lanes)
+        iota = ir.Constant(ity, list(range(vt.lanes)))
+        n64 = context.cast(builder, args[2], sig.args[2], types.int64)
+        one = builder.insert_element(ir.Constant(ity, ir.Undefined), n64,
+                                     ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        count = builder.shuffle_vector(one, ir.Constant(ity, ir.Undefined), zeros)
+        keep = builder.icmp_signed("<", iota, count)
+        kept = builder.select(keep, v, ir.Constant(llvt, [0.0] * vt.lanes))
+        builder.store(kept, ptr, align=align)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, n), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """``a − b`` lane by lane."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    """``a · b`` lane by lane."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vexp(typingctx, a):
+    """``e^x`` in every lane: the steps of :func:`~loopprop.kernels.activations._exp_f32`
+    (float32, Cephes' ``expf``) or :func:`~loopprop.kernels.activations._exp` (float64, degree
+    13), written as the instructions those functions compile to without reassociation --
+    clamp (a NaN passes), ``n = ⌊x·log₂e + ½⌋``, ``r = x − n·ln2_hi − n·ln2_lo`` (two fused
+    steps), the polynomial by Horner, ``2^n`` from exponent bits in two halves. The same bits
+    as the scalar functions (tested); LLVM vectorizes those only in some loops (rows of varying
+    length add remainder loops and checks each time), this is one register per call, always."""
+    if not isinstance(a, Vec):
+        return None
+    from . import activations as act
+
+    single = a.dtype == types.float32
+    if single:
+        lo_x, hi_x, log2e, ln2_hi, ln2_lo = -104.0, 89.0, act._LOG2E_F32, act._LN2_HI_F32, \
+            act._LN2_LO_F32
+        poly, bits, bias, shift = act._EXPF_POLY, 32, 127, 23
+    else:
+        lo_x, hi_x, log2e, ln2_hi, ln2_lo = -746.0, 710.0, act._LOG2E, act._LN2_HI, act._LN2_LO
+        poly, bits, bias, shift = act._INV_FACT[13::-1], 64, 1023, 52
+    width = a.dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        llvt = args[0].type
+        n_l = a.lanes
+        ivt = ir.VectorType(ir.IntType(bits), n_l)
+
+        def const(c):
+            return ir.Constant(llvt, [float(a.dtype.cast_python_value(c))] * n_l)
+
+        def iconst(c):
+            return ir.Constant(ivt, [c] * n_l)
+
+        def call(name, *xs):
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(llvt, [llvt] * len(xs)),
+                f"llvm.{name}.v{n_l}f{width}")
+            return builder.call(fn, list(xs))
+
+        x = args[0]
+        x = builder.select(builder.fcmp_ordered("<", x, const(lo_x)), const(lo_x), x)
+        x = builder.select(builder.fcmp_ordered(">", x, const(hi_x)), const(hi_x), x)
+        n = call("floor", call("fma", x, const(log2e), const(0.5)))
+        minus_n = builder.fneg(n)
+        r = call("fma", minus_n, const(ln2_hi), x)
+        r = call("fma", minus_n, const(ln2_lo), r)
+        p = const(poly[0])
+        for c in poly[1:]:
+            p = call("fma", p, r, const(c))
+        if single:  # e^r = 1 + r + r²·p(r)
+            p = builder.fadd(call("fma", p, builder.fmul(r, r), r), const(1.0))
+        k = builder.fptosi(n, ivt)
+        k1 = builder.ashr(k, iconst(1))
+        s1 = builder.bitcast(builder.shl(builder.add(k1, iconst(bias)), iconst(shift)), llvt)
+        s2 = builder.bitcast(builder.shl(builder.add(builder.sub(k, k1), iconst(bias)),
+                                         iconst(shift)), llvt)
+        return builder.fmul(builder.fmul(p, s1), s2)
+
+    return a(a), codegen
+
+
+@intrinsic
+def like(typingctx, arr, x):
+    """The number ``x`` converted to ``arr``'s dtype (a float32 kernel's constants stay float32:
+    ``np.float32(x)`` would fix the dtype for every caller)."""
+    if not (_float_array(arr) and isinstance(x, (types.Float, types.Integer))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[1], sig.args[1], arr.dtype)
+
+    return arr.dtype(arr, x), codegen
+
 
 def _literal_count(m) -> int | None:
     """The value of a compile-time power of two ``1 … 32`` (an ``IntegerLiteral``), else None."""
@@ -387,3 +517,29 @@ if numba.config.DISABLE_JIT:
                 dst[d0 + k:d0 + L * m:m] += src[s0 + k * sstep:s0 + k * sstep + L]
             else:
                 dst[d0 + k:d0 + L * m:m] = src[s0 + k * sstep:s0 + k * sstep + L]
+
+
+    def vkeep(arr, i, n):  # noqa: F811
+        """``arr[i + l] = 0`` for ``n ≤ l < lanes``."""
+        L = _lanes(arr.dtype)
+        arr[i + max(n, 0):i + L] = 0
+
+
+    def vsub(a, b):  # noqa: F811
+        """``a − b`` lane by lane."""
+        return a - b
+
+    def vmul(a, b):  # noqa: F811
+        """``a · b`` lane by lane."""
+        return a * b
+
+    def vexp(a):  # noqa: F811
+        """``e^x`` lane by lane, by the scalar exponential of the lanes' dtype."""
+        from .activations import _exp, _exp_f32
+
+        f = _exp_f32 if a.dtype == np.float32 else _exp
+        return np.array([f(v) for v in a], dtype=a.dtype)
+
+    def like(arr, x):  # noqa: F811
+        """``x`` as a number of ``arr``'s dtype."""
+        return arr.dtype.type(x)
