@@ -44,6 +44,8 @@ import numpy as np
 
 from .. import _checks
 from .._jit import kernel, prange
+from .simd import (lanes, like, vadd, vdiv, vexp, vfma, vload, vloadn, vmin, vmul, vsplat,
+                   vstore, vstoren)
 from .views import borrowed_flat, borrowed_matrix
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, GELU, GELU_TANH = range(8)
@@ -297,33 +299,66 @@ def _tanh_fast(z, exp_degree=13, expm1_degree=15):
     return y if z >= 0 else -y
 
 
-@kernel(inline=True)
-def _minus_2u(x):
-    """``−2u = −2√(2/π)(x + 0.044715x³)``, GELU's argument of ``exp`` (float64 ``x``)."""
-    return -2.0 * _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
+#: ``−2√(2/π)``: GELU's ``exp(−2u)`` takes ``−2u = k·(z + 0.044715z³)``
+_MINUS_2K = -2 * _SQRT_2_OVER_PI
 
 
 @kernel(inline=True)
-def _gelu_tanh_fast(z, exp_degree):
-    """GPT-2's GELU, ``½z(1 + tanh u)`` with ``u = √(2/π)(z + 0.044715z³)``, computed as
-    ``z·σ(2u)`` (``½(1 + tanh u) = σ(2u)`` exactly): one vectorizable :func:`_exp` and one
-    division, float64 arithmetic. ``σ(2u) = 1/(1 + e)`` with ``e = exp(−2u)`` has no
-    cancellation for either sign of u (``½(1 + tanh u)`` loses every digit below z ≈ −5); for
-    very negative z, e is inf and the result −0."""
-    x = np.float64(z)
-    return x / (1.0 + _exp(_minus_2u(x), exp_degree))
+def _gelu_tanh_register(x, one, c, k):
+    """GPT-2's GELU on one register ``x``, ``½z(1 + tanh u)`` with ``u = √(2/π)(z +
+    0.044715z³)``, computed as ``z·σ(2u) = z / (1 + e)``, ``e = exp(−2u)`` (``½(1 + tanh u) =
+    σ(2u)`` exactly; no cancellation for either sign of u, where ``½(1 + tanh u)`` loses every
+    digit below z ≈ −5). For very negative z, e is inf and the result −0. Constants in
+    registers: ``one``, ``c = 0.044715``, ``k = −2√(2/π)``."""
+    return vdiv(x, vadd(one, vexp(vmul(k, vfma(vmul(c, x), vmul(x, x), x)))))
 
 
 @kernel(inline=True)
-def _gelu_tanh_prime_fast(z, exp_degree):
-    """Its derivative, ``σ + z·σ(1 − σ)·2√(2/π)(1 + 3·0.044715z²)`` with ``σ = σ(2u)``, where
-    ``1 − σ = e·σ`` (no cancellation when σ is close to 1), or 1 when e is inf (σ = 0: the
-    product must be 0, not ``inf·0``)."""
-    x = np.float64(z)
-    e = _exp(_minus_2u(x), exp_degree)
-    s = 1.0 / (1.0 + e)
-    r = e * s if e <= 1.7e308 else 1.0  # 1 − σ; a select, not a branch
-    return s + x * (s * r) * (2.0 * _SQRT_2_OVER_PI) * (1.0 + 3.0 * _GELU_C * x * x)
+def _gelu_tanh_prime_register(x, one, c, k, c3, k2):
+    """Its derivative on one register, ``σ + z·σ(1 − σ)·2√(2/π)(1 + 3·0.044715z²)`` with ``σ =
+    σ(2u) = 1/(1 + e)``, where ``1 − σ = min(e·σ, 1)``: no cancellation when σ is close to 1,
+    and 1 when e is inf (``inf·0`` is NaN, which ``min`` drops: the product must be 0).
+    Constants as :func:`_gelu_tanh_register`, and ``c3 = 3·0.044715``, ``k2 = 2√(2/π)``."""
+    e = vexp(vmul(k, vfma(vmul(c, x), vmul(x, x), x)))
+    s = vdiv(one, vadd(one, e))
+    r = vmin(vmul(e, s), one)
+    slope = vmul(k2, vfma(c3, vmul(x, x), one))
+    return vfma(vmul(x, vmul(s, r)), slope, s)
+
+
+@kernel(inline=True)
+def _gelu_tanh_rows(a, z):
+    """``a[p] = gelu_tanh(z[p])`` over flat arrays, a register at a time in the arrays' dtype
+    (:func:`~loopprop.kernels.simd.vexp`: 16 float32 lanes); the tail by masked loads and
+    stores through the same instructions, so an element's bits do not depend on where a
+    thread's range ends."""
+    n = z.shape[0]
+    L = lanes(z)
+    one, c, k = vsplat(like(z, 1.0)), vsplat(like(z, _GELU_C)), vsplat(like(z, _MINUS_2K))
+    full = n - n % L
+    for p in range(0, full, L):
+        vstore(a, p, _gelu_tanh_register(vload(z, p), one, c, k))
+    if full < n:
+        vstoren(a, full, _gelu_tanh_register(vloadn(z, full, n - full), one, c, k), n - full)
+
+
+@kernel(inline=True)
+def _gelu_tanh_backward_rows(dz, da, z, acc):
+    """``dz[p] (+)= da[p] · gelu_tanh'(z[p])``, a register at a time like
+    :func:`_gelu_tanh_rows`."""
+    n = z.shape[0]
+    L = lanes(z)
+    one, c, k = vsplat(like(z, 1.0)), vsplat(like(z, _GELU_C)), vsplat(like(z, _MINUS_2K))
+    c3, k2 = vsplat(like(z, 3 * _GELU_C)), vsplat(like(z, 2 * _SQRT_2_OVER_PI))
+    full = n - n % L
+    for p in range(0, full, L):
+        g = vmul(vload(da, p), _gelu_tanh_prime_register(vload(z, p), one, c, k, c3, k2))
+        vstore(dz, p, vadd(vload(dz, p), g) if acc else g)
+    if full < n:
+        r = n - full
+        g = vmul(vloadn(da, full, r),
+                 _gelu_tanh_prime_register(vloadn(z, full, r), one, c, k, c3, k2))
+        vstoren(dz, full, vadd(vloadn(dz, full, r), g) if acc else g, r)
 
 
 @kernel
@@ -334,7 +369,8 @@ def _activation_forward_tuned(A, Z, code, alpha):
 
     The activation is chosen once, outside the loop, and the loop runs over the flat index
     ``p = i·m + k``; sigmoid and tanh use :func:`_sigmoid_fast` and :func:`_tanh_fast`, with
-    float64 arithmetic in both dtypes (shorter polynomials for float32 results).
+    float64 arithmetic in both dtypes (shorter polynomials for float32 results); GPT-2's GELU
+    runs a register at a time in the arrays' own dtype (:func:`_gelu_tanh_rows`).
     Softmax couples each column and stays :func:`_softmax_columns`. No fast-math here: the
     helpers are inlined into this loop and must keep exact IEEE evaluation order (there is no
     reduction that would need ``reassoc`` to vectorize).
@@ -364,12 +400,8 @@ def _activation_forward_tuned(A, Z, code, alpha):
     elif code == LEAKY_RELU:
         for p in range(n):
             a[p] = alpha * z[p] if z[p] <= 0 else z[p]
-    elif code == GELU_TANH and single:
-        for p in range(n):
-            a[p] = _gelu_tanh_fast(z[p], _EXP_DEGREE_F32)
     elif code == GELU_TANH:
-        for p in range(n):
-            a[p] = _gelu_tanh_fast(z[p], 13)
+        _gelu_tanh_rows(a, z)
     elif code == GELU:
         for p in range(n):
             a[p] = _f(z[p], code, alpha)
@@ -429,14 +461,8 @@ def _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc):
             zp = z[p]
             prev = dz[p] if acc else 0.0
             dz[p] = prev + da[p] * (1.0 if zp > 0 else (alpha if zp <= 0 else zp))
-    elif code == GELU_TANH and z.itemsize == 4:
-        for p in range(n):
-            prev = dz[p] if acc else 0.0
-            dz[p] = prev + da[p] * _gelu_tanh_prime_fast(z[p], _EXP_DEGREE_F32)
     elif code == GELU_TANH:
-        for p in range(n):
-            prev = dz[p] if acc else 0.0
-            dz[p] = prev + da[p] * _gelu_tanh_prime_fast(z[p], 13)
+        _gelu_tanh_backward_rows(dz, da, z, acc)
     elif code == GELU:
         for p in range(n):
             prev = dz[p] if acc else 0.0

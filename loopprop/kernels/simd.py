@@ -338,6 +338,90 @@ def like(typingctx, arr, x):
 
     return arr.dtype(arr, x), codegen
 
+def _lane_mask(builder, lanes, n):
+    """``<lane < n>`` for every lane: the mask of the first ``n`` lanes (``n`` an i64)."""
+    ity = ir.VectorType(ir.IntType(64), lanes)
+    one = builder.insert_element(ir.Constant(ity, ir.Undefined), n, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    count = builder.shuffle_vector(one, ir.Constant(ity, ir.Undefined), zeros)
+    return builder.icmp_signed("<", ir.Constant(ity, list(range(lanes))), count)
+
+
+@intrinsic
+def vloadn(typingctx, arr, i, n):
+    """``arr[i : i + n]`` in the first ``n`` lanes, 0 in the others (a masked load: nothing
+    past ``i + n`` is read) -- the tail of a loop handled by the same instructions as its
+    body, so that every element gets the same bits wherever a thread's range ends."""
+    if not (_float_array(arr) and isinstance(i, types.Integer) and isinstance(n, types.Integer)):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        llvt = context.get_value_type(vt)
+        ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], args[0], args[1]),
+                              llvt.as_pointer())
+        mask = _lane_mask(builder, vt.lanes, context.cast(builder, args[2], sig.args[2],
+                                                          types.int64))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(llvt, [llvt.as_pointer(), ir.IntType(32),
+                                                   mask.type, llvt]),
+            f"llvm.masked.load.v{vt.lanes}f{arr.dtype.bitwidth}.p0v{vt.lanes}f{arr.dtype.bitwidth}")
+        align = ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8)
+        return builder.call(fn, [ptr, align, mask, ir.Constant(llvt, [0.0] * vt.lanes)])
+
+    return vt(arr, i, n), codegen
+
+
+@intrinsic
+def vstoren(typingctx, arr, i, v, n):
+    """``arr[i : i + n] = v[:n]`` (a masked store: nothing past ``i + n`` is written)."""
+    if not (_float_array(arr) and isinstance(i, types.Integer) and isinstance(v, Vec)
+            and v.dtype == arr.dtype and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        llvt = args[2].type
+        ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], args[0], args[1]),
+                              llvt.as_pointer())
+        mask = _lane_mask(builder, v.lanes, context.cast(builder, args[3], sig.args[3],
+                                                         types.int64))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [llvt, llvt.as_pointer(),
+                                                            ir.IntType(32), mask.type]),
+            f"llvm.masked.store.v{v.lanes}f{v.dtype.bitwidth}.p0v{v.lanes}f{v.dtype.bitwidth}")
+        builder.call(fn, [args[2], ptr, ir.Constant(ir.IntType(32), v.dtype.bitwidth // 8), mask])
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v, n), codegen
+
+
+@intrinsic
+def vdiv(typingctx, a, b):
+    """``a / b`` lane by lane."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fdiv(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmin(typingctx, a, b):
+    """``min(a, b)`` lane by lane (LLVM's ``minnum``: a NaN lane takes the other operand)."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        llvt = args[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(llvt, [llvt] * 2),
+                                            f"llvm.minnum.v{a.lanes}f{a.dtype.bitwidth}")
+        return builder.call(fn, list(args))
+
+    return a(a, b), codegen
+
+
 
 def _literal_count(m) -> int | None:
     """The value of a compile-time power of two ``1 … 32`` (an ``IntegerLiteral``), else None."""
@@ -543,3 +627,25 @@ if numba.config.DISABLE_JIT:
     def like(arr, x):  # noqa: F811
         """``x`` as a number of ``arr``'s dtype."""
         return arr.dtype.type(x)
+
+
+    def vloadn(arr, i, n):  # noqa: F811
+        """``arr[i : i + n]``, zeros after."""
+        v = np.zeros(_lanes(arr.dtype), arr.dtype)
+        k = max(0, min(n, v.shape[0]))
+        v[:k] = arr[i:i + k]
+        return v
+
+    def vstoren(arr, i, v, n):  # noqa: F811
+        """``arr[i : i + n] = v[:n]``."""
+        k = max(0, min(n, v.shape[0]))
+        arr[i:i + k] = v[:k]
+
+    def vdiv(a, b):  # noqa: F811
+        """``a / b`` lane by lane."""
+        with np.errstate(all="ignore"):
+            return a / b
+
+    def vmin(a, b):  # noqa: F811
+        """``min(a, b)`` lane by lane (a NaN lane takes the other operand)."""
+        return np.fmin(a, b)
