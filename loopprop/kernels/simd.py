@@ -225,14 +225,8 @@ def vkeep(typingctx, arr, i, n):
         ptr = builder.bitcast(ptr, llvt.as_pointer())
         align = arr.dtype.bitwidth // 8
         v = builder.load(ptr, align=align)
-        ity = ir.VectorType(ir.IntType(64), vt.lanes)
-        iota = ir.Constant(ity, list(range(vt.lanes)))
-        n64 = context.cast(builder, args[2], sig.args[2], types.int64)
-        one = builder.insert_element(ir.Constant(ity, ir.Undefined), n64,
-                                     ir.Constant(ir.IntType(32), 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        count = builder.shuffle_vector(one, ir.Constant(ity, ir.Undefined), zeros)
-        keep = builder.icmp_signed("<", iota, count)
+        keep = _lane_mask(builder, vt.lanes, context.cast(builder, args[2], sig.args[2],
+                                                          types.int64))
         kept = builder.select(keep, v, ir.Constant(llvt, [0.0] * vt.lanes))
         builder.store(kept, ptr, align=align)
         return context.get_dummy_value()
@@ -586,7 +580,6 @@ if numba.config.DISABLE_JIT:
             total = total + v
         return total
 
-
     def vsplit(dst, d0, dstep, src, s0, m):  # noqa: F811
         """``dst[d0 + k·dstep + r] = src[s0 + r·m + k]``, ``r < lanes``, ``k < m``."""
         L = _lanes(src.dtype)
@@ -602,12 +595,10 @@ if numba.config.DISABLE_JIT:
             else:
                 dst[d0 + k:d0 + L * m:m] = src[s0 + k * sstep:s0 + k * sstep + L]
 
-
     def vkeep(arr, i, n):  # noqa: F811
         """``arr[i + l] = 0`` for ``n ≤ l < lanes``."""
         L = _lanes(arr.dtype)
         arr[i + max(n, 0):i + L] = 0
-
 
     def vsub(a, b):  # noqa: F811
         """``a − b`` lane by lane."""
@@ -627,7 +618,6 @@ if numba.config.DISABLE_JIT:
     def like(arr, x):  # noqa: F811
         """``x`` as a number of ``arr``'s dtype."""
         return arr.dtype.type(x)
-
 
     def vloadn(arr, i, n):  # noqa: F811
         """``arr[i : i + n]``, zeros after."""
