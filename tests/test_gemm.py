@@ -61,3 +61,23 @@ def test_gemm_leaves_nan_visible(rng):
     gemm._gemm(C, X, Y, False, False, 1)
     assert np.isnan(C[7]).all()
     assert np.isfinite(np.delete(C, 7, axis=0)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("y_trans", [False, True])
+@pytest.mark.parametrize("P,ns", [(1, 1), (15, 31), (16, 32), (17, 33), (40, 70), (300, 129)])
+def test_pack_y_matches_its_formula(rng, dtype, y_trans, P, ns):
+    """``Yp[t, p − p0, c] = Y[p, s0 + t·NR + c]``, zeros past ``s1``: the strips a register at a
+    time (two loads per row; 16 × lanes blocks transposed in registers) and the rest value by
+    value, against the formula written with NumPy slices."""
+    NR = 128 // np.dtype(dtype).itemsize
+    Ysrc = rand(rng, (ns, P) if y_trans else (P, ns), dtype)
+    Y = Ysrc.T if y_trans else Ysrc
+    for p0, p1, s0, s1 in [(0, P, 0, ns), (P // 3, P, ns // 4, ns)]:
+        n_strips = -(-(s1 - s0) // NR)
+        padded = np.zeros((p1 - p0, n_strips * NR), dtype)
+        padded[:, :s1 - s0] = Y[p0:p1, s0:s1]
+        expected = padded.reshape(p1 - p0, n_strips, NR).transpose(1, 0, 2).ravel()
+        Yp = np.full(expected.size, np.nan, dtype)
+        gemm._pack_y(Yp, Ysrc, y_trans, p0, p1, s0, s1, NR)
+        np.testing.assert_array_equal(Yp, expected)

@@ -16,12 +16,14 @@ Blocking (the loop order of BLIS/GotoBLAS, written as Numba loops):
 
 * ``p`` is cut into panels of ``KC``; for each, ``s`` into panels of ``NC`` columns. The
   ``KC × NC`` panel of Y is *packed*: copied into ``Yp`` as strips of ``NR`` columns, each strip
-  ``KC × NR`` contiguous, zero-padded past the last column. It stays in L2.
-* ``r`` is cut into tiles of ``MR`` = 6 rows. A row-major X is read in place: six rows, each
-  contiguous along ``p``, stay in L1 while the tile meets every strip of the panel. A
-  transposed X is first copied into ``Xp``, eight tiles at a time, ``KC × MR`` per tile with
-  the six values of one ``p`` side by side (read in place, its steps are a whole source row
-  apart and collide in one L1 set).
+  ``KC × NR`` contiguous, zero-padded past the last column (a register at a time:
+  :func:`_pack_y`). The panel stays in L2, one strip at a time in L1.
+* ``r`` is cut into tiles of ``MR`` = 6 rows, which go past one strip of the panel before
+  the next strip is taken (BLIS's order: the strip, the larger operand of a tile, stays in L1;
+  the six rows stream from L2). A row-major X is read in place, six rows each contiguous along
+  ``p``. A transposed X is first copied into ``Xp``, eight tiles at a time, ``KC × MR`` per
+  tile with the six values of one ``p`` side by side (read in place, its steps are a whole
+  source row apart and collide in one L1 set).
 * The micro-kernel :func:`_micro` computes one ``MR × NR`` tile of C: 6 rows × 2 registers
   (16 float64 or 32 float32 columns), twelve vector accumulators that live in registers for the
   whole sum over ``p``. Per ``p`` it loads two registers of Y, broadcasts six values of X and
@@ -39,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import PARALLEL_MIN_WORK, kernel, prange
-from .simd import lanes, vadd, vfma, vload, vsplat, vstore, vzero
+from .simd import lanes, vadd, vfma, vload, vprefetch, vsplat, vsplit, vstore, vzero
 from .views import borrowed_flat
 
 #: rows of C per micro-kernel tile (six broadcasts of X per step of p)
@@ -52,32 +54,88 @@ NC = 512
 XT_TILES = 8
 
 
+#: values of p per register-transposed block of a transposed Y (:func:`_pack_y`)
+TB = 16
+
+
 @kernel
 def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
     """``Yp[t, p − p0, c] = Y[p, s0 + t·nr_cols + c]`` (0 past s1): strips of ``nr_cols``
     columns, each ``(p1 − p0) × nr_cols`` contiguous. ``Y[p, s]`` is ``Ysrc[s, p]`` when
-    ``y_trans``; the loops then run along the rows of Ysrc, which are contiguous."""
+    ``y_trans``.
+
+    A copy, a register at a time where it can be (``nr_cols`` = two registers, as
+    :func:`_gemm` asks): a row-major Y goes row by row, ``p`` outer, two loads and two stores
+    per strip; a transposed Y goes in blocks of ``lanes`` source rows × ``TB`` values, gathered
+    into a small contiguous block and transposed in registers
+    (:func:`~loopprop.kernels.simd.vsplit`). The last, partial strip and the last ``p`` that do
+    not fill a block are copied a value at a time. (Value by value throughout, the pack took
+    20-30 % of a product's time at ``P`` = 512: docs/performance.md.)"""
     kc = p1 - p0
     n_strips = (s1 - s0 + nr_cols - 1) // nr_cols
     w = np.uint64(nr_cols)
-    for t in range(n_strips):
-        base = np.uint64(t * kc * nr_cols)
-        first = s0 + t * nr_cols
-        width = np.uint64(min(nr_cols, s1 - first))
-        if y_trans:
-            for c in range(width):
+    L = lanes(Yp)
+    full = (s1 - s0) // nr_cols if nr_cols == 2 * L else 0  # strips copied by registers
+    Yf = borrowed_flat(Y)
+    ld = np.uint64(Y.shape[1])
+    if y_trans:
+        kb_end = kc - kc % TB
+        block = np.empty(L * TB, Yp.dtype)  # L source rows of TB values, contiguous
+        for t in range(full):
+            for half in range(2):
+                c0 = s0 + t * nr_cols + half * L
+                for kb in range(0, kb_end, TB):
+                    src = np.uint64(c0) * ld + np.uint64(p0 + kb)
+                    for rr in range(L):
+                        for j in range(0, TB, L):
+                            vstore(block, rr * TB + j, vload(Yf, src + np.uint64(j)))
+                        src += ld
+                    # Yp[t, kb + k, half·L + r] = block[r·TB + k]
+                    _vsplit16(Yp, t * kc * nr_cols + kb * nr_cols + half * L, nr_cols, block)
+            base = np.uint64(t * kc * nr_cols)
+            for c in range(w):  # the last p, fewer than a block
+                src = Y[s0 + t * nr_cols + c]
+                for p in range(np.uint64(kb_end), np.uint64(kc)):
+                    Yp[base + p * w + c] = src[p0 + p]
+        for t in range(full, n_strips):
+            base = np.uint64(t * kc * nr_cols)
+            first = s0 + t * nr_cols
+            for c in range(np.uint64(min(nr_cols, s1 - first))):
                 src = Y[first + c]
                 for p in range(np.uint64(kc)):
                     Yp[base + p * w + c] = src[p0 + p]
-        else:
+    else:
+        stride = np.uint64(kc) * w
+        for p in range(np.uint64(kc)):
+            src = np.uint64(p0 + p) * ld + np.uint64(s0)
+            o = p * w
+            for t in range(full):
+                vstore(Yp, o, vload(Yf, src))
+                vstore(Yp, o + np.uint64(L), vload(Yf, src + np.uint64(L)))
+                o += stride
+                src += w
+        for t in range(full, n_strips):
+            base = np.uint64(t * kc * nr_cols)
+            first = s0 + t * nr_cols
+            width = np.uint64(min(nr_cols, s1 - first))
             for p in range(np.uint64(kc)):
-                src = Y[p0 + p]
+                row = Y[p0 + p]
                 o = base + p * w
                 for c in range(width):
-                    Yp[o + c] = src[first + c]
+                    Yp[o + c] = row[first + c]
+    for t in range(full, n_strips):  # zeros past s1
+        base = np.uint64(t * kc * nr_cols)
+        width = np.uint64(min(nr_cols, s1 - s0 - t * nr_cols))
         for p in range(np.uint64(kc)):
             for c in range(width, w):
                 Yp[base + p * w + c] = 0.0
+
+
+@kernel
+def _vsplit16(d, d0, dstep, block):
+    """``d[d0 + k·dstep + r] = block[r·TB + k]``: :func:`~loopprop.kernels.simd.vsplit` with
+    its block length a constant."""
+    vsplit(d, d0, dstep, block, 0, 16)
 
 
 @kernel
@@ -102,6 +160,7 @@ def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
     one (the last rows or columns) goes through ``tile`` (MR × 2L). Rows past ``rows`` repeat
     the last row (read, never written back) so no load leaves X.
 
+    The tile of C is prefetched before the loop (:func:`~loopprop.kernels.simd.vprefetch`).
     Per step: two loads of Y, six broadcasts, twelve FMAs, and two offsets advanced by steps
     that are loop constants (docs/kernels.md: with six row pointers advanced one by one and the
     lane count read from the array, this loop ran at 45 % of its present speed).
@@ -121,6 +180,11 @@ def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
     q = np.uint64(0)
     step = np.uint64(xps)
     y = np.uint64(yo)
+    o = r * ldc + s
+    for a in range(rows):  # the tile of C: in L1 by the time the sums are added to it
+        vprefetch(cf, o)
+        vprefetch(cf, o + L)
+        o += ldc
     for _ in range(kc):
         b0 = vload(Yp, y)
         b1 = vload(Yp, y + np.uint64(L))
@@ -204,8 +268,9 @@ def _pack_x_trans(Xp, X, r0, r1, p0, p1):
 @kernel
 def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
-    sums p0 … p1): for each tile of six rows, every strip of the panel in turn, so the six rows
-    of X stay in L1 while the strips stream from L2.
+    sums p0 … p1): for each strip of the panel, every tile of six rows in turn, so the strip
+    (``kc × NR``) stays in L1 while the rows of X stream from L2. (Strip inside tile, as
+    before, measured 3 % slower on the small GPT's products: the strips are 5× the rows.)
 
     A row-major X is read in place (six rows, each contiguous along p). A transposed X is read
     as it lies, a row of the source at a time, into ``Xp`` for ``XT_TILES`` tiles at once
@@ -224,15 +289,15 @@ def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
         g1 = min(g0 + XT_TILES, u1) if x_trans else u1
         if x_trans:
             _pack_x_trans(Xp, X, g0 * MR, min(g1 * MR, nr), p0, p1)
-        for u in range(g0, g1):
-            r = u * MR
-            rows = min(MR, nr - r)
-            if x_trans:
-                xbuf, x0, xrs, xps = Xpb, (u - g0) * kc * MR, 1, MR
-            else:  # X (nr, P), row-major
-                xbuf, x0, xrs, xps = Xf, r * P + p0, P, 1
-            for t in range((s1 - s0 + NR - 1) // NR):
-                s = s0 + t * NR
+        for t in range((s1 - s0 + NR - 1) // NR):
+            s = s0 + t * NR
+            for u in range(g0, g1):
+                r = u * MR
+                rows = min(MR, nr - r)
+                if x_trans:
+                    xbuf, x0, xrs, xps = Xpb, (u - g0) * kc * MR, 1, MR
+                else:  # X (nr, P), row-major
+                    xbuf, x0, xrs, xps = Xf, r * P + p0, P, 1
                 _micro(cf, ldc, xbuf, x0, xrs, xps, rows, Ypb, t * kc * NR, kc, r, s,
                        min(NR, s1 - s), tileb)
 

@@ -235,6 +235,27 @@ def vkeep(typingctx, arr, i, n):
 
 
 @intrinsic
+def vprefetch(typingctx, arr, i):
+    """Ask the CPU to bring the cache line of ``arr[i]`` into L1 before it is needed (LLVM's
+    ``prefetch`` for a write, kept in every cache level); a hint: it computes nothing, and an
+    address past the array is harmless (the line is not read architecturally)."""
+    if not (_float_array(arr) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], args[0], args[1]),
+                              ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, i), codegen
+
+
+@intrinsic
 def vsub(typingctx, a, b):
     """``a − b`` lane by lane."""
     if not (isinstance(a, Vec) and a == b):
@@ -594,6 +615,9 @@ if numba.config.DISABLE_JIT:
                 dst[d0 + k:d0 + L * m:m] += src[s0 + k * sstep:s0 + k * sstep + L]
             else:
                 dst[d0 + k:d0 + L * m:m] = src[s0 + k * sstep:s0 + k * sstep + L]
+
+    def vprefetch(arr, i):  # noqa: F811
+        """A hint to the cache: nothing to do in Python."""
 
     def vkeep(arr, i, n):  # noqa: F811
         """``arr[i + l] = 0`` for ``n ≤ l < lanes``."""
