@@ -377,10 +377,33 @@ def _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache,
                     mb, last, training, threads):
     """Backward from row ``last`` down to row 0 (docs/formulas.md §5): the seed must already be in
     ``dacts`` (the gradient of row ``last``'s output). Row 0's input is the data: its gradient
-    is not computed."""
+    is not computed.
+
+    The kernels *add* into their inputs' gradients; each region of ``dacts`` is zeroed just
+    before the first row (in this order) that adds into it (:func:`_first_to_add`), where it is
+    still in cache when the row adds, instead of the whole buffer before the pass (1.3 ms of a
+    50 ms step of the small GPT, one thread over 32 MB)."""
     for r in range(last, -1, -1):
+        n = plan[r, IN_SIZE] * mb
+        if _first_to_add(plan, r, plan[r, IN_OFF], last):
+            _zero(_vec(dacts, plan[r, IN_OFF] * mb, n))
+        if plan[r, IN2_OFF] >= 0 and _first_to_add(plan, r, plan[r, IN2_OFF], last):
+            _zero(_vec(dacts, plan[r, IN2_OFF] * mb, n))  # a second input: the first's size
         _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work,
                       fwork, mb, r > 0, training, threads)
+
+
+@kernel
+def _first_to_add(plan, r, off, last):
+    """Whether row ``r`` is the first row of a backward pass from row ``last`` down to add into
+    the gradient region at (per-example) offset ``off``: no later row up to ``last`` reads that
+    region as an input, and it is not the seeded gradient of row ``last``'s output."""
+    if off == plan[last, OUT_OFF]:
+        return False
+    for q in range(r + 1, last + 1):
+        if plan[q, IN_OFF] == off or plan[q, IN2_OFF] == off:
+            return False
+    return True
 
 
 @kernel
@@ -551,7 +574,6 @@ def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hy
     n_fwd = L - 1 if fused else L
     _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_fwd,
                    runtime_flag(True), seed, threads)
-    _zero(dacts)
     loss = _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
     correct = 0
     if fused:
