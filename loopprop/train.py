@@ -289,7 +289,7 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
         _layernorm_backward(_view(dacts, x_off, n, M), _vec(grad, p, n), _vec(grad, p + n, n),
                             _view(dacts, y_off, n, M), _view(acts, x_off, n, M),
                             _vec(theta, p, n), _vec(cache, c, M), _vec(cache, c + M, M),
-                            _view(work, plan[r, WK_OFF] * mb, 2, M), runtime_flag(True), threads)
+                            runtime_flag(True), threads)
     elif kind == RESIDUAL:
         n = plan[r, IN_SIZE]
         _residual_backward(_view(dacts, x_off, n, mb), _view(dacts, plan[r, IN2_OFF] * mb, n, mb),

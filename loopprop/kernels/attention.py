@@ -189,32 +189,20 @@ def _split(d, d0, dstep, s, s0, m):
 @kernel(inline=True)
 def _merge(d, d0, s, s0, sstep, m, add):
     """``d[d0 + r·m + k] (+)= s[s0 + k·sstep + r]`` for ``r < lanes``, ``k < m``: the inverse of
-    :func:`_split` (:func:`~loopprop.kernels.simd.vmerge`), one branch per ``m`` and ``add``."""
-    if add:
-        if m == 1:
-            vmerge(d, d0, s, s0, sstep, 1, True)
-        elif m == 2:
-            vmerge(d, d0, s, s0, sstep, 2, True)
-        elif m == 4:
-            vmerge(d, d0, s, s0, sstep, 4, True)
-        elif m == 8:
-            vmerge(d, d0, s, s0, sstep, 8, True)
-        elif m == 16:
-            vmerge(d, d0, s, s0, sstep, 16, True)
-        else:
-            vmerge(d, d0, s, s0, sstep, 32, True)
-    elif m == 1:
-        vmerge(d, d0, s, s0, sstep, 1, False)
+    :func:`_split` (:func:`~loopprop.kernels.simd.vmerge`), one branch per ``m``; ``add``
+    is chosen at run time."""
+    if m == 1:
+        vmerge(d, d0, s, s0, sstep, 1, add)
     elif m == 2:
-        vmerge(d, d0, s, s0, sstep, 2, False)
+        vmerge(d, d0, s, s0, sstep, 2, add)
     elif m == 4:
-        vmerge(d, d0, s, s0, sstep, 4, False)
+        vmerge(d, d0, s, s0, sstep, 4, add)
     elif m == 8:
-        vmerge(d, d0, s, s0, sstep, 8, False)
+        vmerge(d, d0, s, s0, sstep, 8, add)
     elif m == 16:
-        vmerge(d, d0, s, s0, sstep, 16, False)
+        vmerge(d, d0, s, s0, sstep, 16, add)
     else:
-        vmerge(d, d0, s, s0, sstep, 32, False)
+        vmerge(d, d0, s, s0, sstep, 32, add)
 
 
 @kernel(inline=True)

@@ -137,31 +137,43 @@ def vfma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-@intrinsic
-def vadd(typingctx, a, b):
-    """``a + b`` lane by lane."""
-    if not (isinstance(a, Vec) and a == b):
-        return None
+def _lanewise(name: str, doc: str, emit):
+    """A same-shape binary intrinsic ``name(a, b)`` on two registers of one type, its code
+    ``emit(builder, vec_type, a, b)`` (one LLVM instruction or ``llvm.*`` call)."""
 
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
+    def typer(typingctx, a, b):
+        if not (isinstance(a, Vec) and a == b):
+            return None
 
-    return a(a, b), codegen
+        def codegen(context, builder, sig, args):
+            return emit(builder, a, args[0], args[1])
+
+        return a(a, b), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def vmax(typingctx, a, b):
-    """``max(a, b)`` lane by lane (LLVM's ``maxnum``: a NaN lane takes the other operand)."""
-    if not (isinstance(a, Vec) and a == b):
-        return None
+def _llvm_call(op: str):
+    """``emit`` for :func:`_lanewise`: a call of LLVM's ``llvm.<op>`` on the vector type."""
 
-    def codegen(context, builder, sig, args):
-        llvt = args[0].type
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(llvt, [llvt] * 2),
-                                            f"llvm.maxnum.v{a.lanes}f{a.dtype.bitwidth}")
-        return builder.call(fn, list(args))
+    def emit(builder, vt, a, b):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(a.type, [a.type] * 2),
+                                            f"llvm.{op}.v{vt.lanes}f{vt.dtype.bitwidth}")
+        return builder.call(fn, [a, b])
 
-    return a(a, b), codegen
+    return emit
+
+
+vadd = _lanewise("vadd", "``a + b`` lane by lane.", lambda bld, vt, a, b: bld.fadd(a, b))
+vsub = _lanewise("vsub", "``a − b`` lane by lane.", lambda bld, vt, a, b: bld.fsub(a, b))
+vmul = _lanewise("vmul", "``a · b`` lane by lane.", lambda bld, vt, a, b: bld.fmul(a, b))
+vdiv = _lanewise("vdiv", "``a / b`` lane by lane.", lambda bld, vt, a, b: bld.fdiv(a, b))
+vmax = _lanewise("vmax", "``max(a, b)`` lane by lane (LLVM's ``maxnum``: a NaN lane takes the "
+                 "other operand).", _llvm_call("maxnum"))
+vmin = _lanewise("vmin", "``min(a, b)`` lane by lane (LLVM's ``minnum``: a NaN lane takes the "
+                 "other operand).", _llvm_call("minnum"))
 
 
 @intrinsic
@@ -253,30 +265,6 @@ def vprefetch(typingctx, arr, i):
         return context.get_dummy_value()
 
     return types.none(arr, i), codegen
-
-
-@intrinsic
-def vsub(typingctx, a, b):
-    """``a − b`` lane by lane."""
-    if not (isinstance(a, Vec) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(args[0], args[1])
-
-    return a(a, b), codegen
-
-
-@intrinsic
-def vmul(typingctx, a, b):
-    """``a · b`` lane by lane."""
-    if not (isinstance(a, Vec) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fmul(args[0], args[1])
-
-    return a(a, b), codegen
 
 
 @intrinsic
@@ -410,33 +398,6 @@ def vstoren(typingctx, arr, i, v, n):
     return types.none(arr, i, v, n), codegen
 
 
-@intrinsic
-def vdiv(typingctx, a, b):
-    """``a / b`` lane by lane."""
-    if not (isinstance(a, Vec) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fdiv(args[0], args[1])
-
-    return a(a, b), codegen
-
-
-@intrinsic
-def vmin(typingctx, a, b):
-    """``min(a, b)`` lane by lane (LLVM's ``minnum``: a NaN lane takes the other operand)."""
-    if not (isinstance(a, Vec) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        llvt = args[0].type
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(llvt, [llvt] * 2),
-                                            f"llvm.minnum.v{a.lanes}f{a.dtype.bitwidth}")
-        return builder.call(fn, list(args))
-
-    return a(a, b), codegen
-
-
 
 def _literal_count(m) -> int | None:
     """The value of a compile-time power of two ``1 … 32`` (an ``IntegerLiteral``), else None."""
@@ -521,18 +482,20 @@ def vsplit(typingctx, dst, d0, dstep, src, s0, m):
 @intrinsic(prefer_literal=True)
 def vmerge(typingctx, dst, d0, src, s0, sstep, m, add):
     """The inverse of :func:`vsplit`: ``dst[d0 + r·m + k] = src[s0 + k·sstep + r]`` (``+=``
-    when the compile-time ``add`` is True) for ``r < lanes``, ``k < m``: ``m`` registers
-    read, one per ``k``, interleaved in registers and written contiguously."""
+    when ``add`` is True) for ``r < lanes``, ``k < m``: ``m`` registers read, one per ``k``,
+    interleaved in registers and written contiguously. A constant ``add`` compiles one of the
+    two; a run-time one reads the destination and selects (a write-allocating store reads its
+    line anyway)."""
     count = _literal_count(m)
     if not (_float_array(dst) and _float_array(src) and dst.dtype == src.dtype
-            and count is not None and isinstance(add, types.BooleanLiteral)):
+            and count is not None and isinstance(add, types.Boolean)):
         return None
     vt = Vec(src.dtype)
     align = src.dtype.bitwidth // 8
-    adding = add.literal_value
+    adding = add.literal_value if isinstance(add, types.BooleanLiteral) else None
 
     def codegen(context, builder, sig, args):
-        dst_a, d0_, src_a, s0_, sstep_, _, _ = args
+        dst_a, d0_, src_a, s0_, sstep_, _, add_ = args
         llvt = context.get_value_type(vt)
         regs = []
         for k in range(count):
@@ -543,7 +506,9 @@ def vmerge(typingctx, dst, d0, src, s0, sstep, m, add):
             off = builder.add(d0_, ir.Constant(d0_.type, i * vt.lanes))
             ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], dst_a, off),
                                   llvt.as_pointer())
-            if adding:
+            if adding is None:  # chosen at run time
+                reg = builder.select(add_, builder.fadd(builder.load(ptr, align=align), reg), reg)
+            elif adding:
                 reg = builder.fadd(builder.load(ptr, align=align), reg)
             builder.store(reg, ptr, align=align)
         return context.get_dummy_value()

@@ -103,7 +103,6 @@ class LayerNorm(Layer):
         self.features = in_shape[0]
         self.steps = int(np.prod(in_shape[1:]))  # columns per example
         self.cache_size = 2 * self.steps  # μ and 1/σ per column
-        self.work_size = 2 * self.steps  # the backward pass's two column sums
         return in_shape
 
     def param_shapes(self):
