@@ -82,20 +82,3 @@ def test_pack_y_matches_its_formula(rng, dtype, y_trans, P, ns):
         gemm._pack_y(Yp, Ysrc, y_trans, p0, p1, s0, s1, NR)
         np.testing.assert_array_equal(Yp, expected)
 
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nr,P,ns", SHAPES + [(97, 300, 70), (29, 300, 301), (7, 0, 5)])
-def test_gemm_bias_writes_bias_plus_product(rng, dtype, nr, P, ns):
-    """``_gemm_bias`` writes ``C = b + X·Y`` (whatever C held: it is not read), with the bias
-    added by the first panel of p: against NumPy, and the same bits as filling C with the bias
-    and adding the product with ``_gemm`` -- on one thread and two."""
-    C0, X, Y, _ = _operands(rng, nr, P, ns, dtype, False, False)
-    b = rand(rng, (nr,), dtype)
-    ref = b.astype(np.float64)[:, None] + X.astype(np.float64) @ Y.astype(np.float64)
-    filled = np.repeat(b[:, None], ns, axis=1)
-    gemm._gemm(filled, X, Y, False, False, 1)
-    for threads in (1, 2):
-        C = np.full_like(C0, np.nan)
-        gemm._gemm_bias(C, X, Y, b, threads)
-        assert_close("C", C, ref, RTOL[np.dtype(dtype)])
-        np.testing.assert_array_equal(C, filled)

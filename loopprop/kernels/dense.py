@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import _checks
 from .._jit import PARALLEL_MIN_WORK, kernel, prange, runtime_flag, use_threads
-from .gemm import _gemm, _gemm_bias
+from .gemm import _gemm
 
 # ---------------------------------------------------------------------------------------------
 # naive kernels: the formulas, typed as loops (the algorithmic reference)
@@ -442,13 +442,14 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     A_T (m, n_in) written with ``A_prevᵀ`` when the layer is small (:func:`_packed`), which its
     backward pass reads again (docs/formulas.md §14).
 
-    Blocking: a large layer runs :func:`~loopprop.kernels.gemm._gemm_bias` on W and A_prev as
-    they are (its first panel writes ``b[i] + Σ``: no pass fills Z with the bias). A small one transposes A_prev into A_T so that ``j`` is contiguous in both operands;
+    Blocking: a large layer runs :func:`~loopprop.kernels.gemm._gemm` on W and A_prev as they
+    are. A small one transposes A_prev into A_T so that ``j`` is contiguous in both operands;
     Z starts as the broadcast bias and :func:`_abt` adds ``W · A_Tᵀ`` with 4×4 register blocks.
     """
     n_out, n_in = W.shape
     if _packed(n_out, n_in, Z.shape[1]):
-        _gemm_bias(Z, W, A_prev, b, threads)
+        _bias_columns(Z, b)
+        _gemm(Z, W, A_prev, runtime_flag(False), runtime_flag(False), threads)
     else:
         _transpose(A_T, A_prev)
         _dense_forward_from_T(Z, W, b, A_T, threads)

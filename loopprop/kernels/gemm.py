@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import PARALLEL_MIN_WORK, kernel, prange, runtime_flag
+from .._jit import PARALLEL_MIN_WORK, kernel, prange
 from .simd import (lanes, vadd, vfma, vload, vloadn, vprefetch, vsplat, vsplit, vstore,
                    vstoren, vzero)
 from .views import borrowed_flat
@@ -141,16 +141,7 @@ def _vsplit16(d, d0, dstep, block):
 
 @kernel
 def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
-    """One tile, ``C[r : r+rows, s : s+cols] += Σ_p X[r + a, p] · Y[p, s : s+cols]``:
-    :func:`_micro_to` adding to C."""
-    _micro_to(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile, tile, False)
-
-
-@kernel
-def _micro_to(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile, bias, init):
-    """One tile: ``C[r : r+rows, s : s+cols] += Σ_p X[r + a, p] · Y[p, s : s+cols]``, or with
-    ``init``, ``C[r + a, s + c] = bias[r + a] + Σ_p …`` (C is written, not read: the first
-    panel of a layer's forward product, whose C would otherwise be filled with the bias first).
+    """One tile: ``C[r : r+rows, s : s+cols] += Σ_p X[r + a, p] · Y[p, s : s+cols]``.
 
     C comes flat, ``C[r, s] = cf[r·ldc + s]``. Every array argument is a borrowed view
     (kernels/views.py): a function's array arguments are reference-counted on entry and exit,
@@ -218,33 +209,7 @@ def _micro_to(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile, bia
         c51 = vfma(a, b1, c51)
         y += np.uint64(2 * L)
         q += step
-    if rows == MR and cols == 2 * L and init:
-        # bias + Σ: the same bits as adding Σ to a C filled with the bias, without reading C
-        o = r * ldc + s
-        b = vsplat(bias[r])
-        vstore(cf, o, vadd(b, c00))
-        vstore(cf, o + L, vadd(b, c01))
-        o += ldc
-        b = vsplat(bias[r + 1])
-        vstore(cf, o, vadd(b, c10))
-        vstore(cf, o + L, vadd(b, c11))
-        o += ldc
-        b = vsplat(bias[r + 2])
-        vstore(cf, o, vadd(b, c20))
-        vstore(cf, o + L, vadd(b, c21))
-        o += ldc
-        b = vsplat(bias[r + 3])
-        vstore(cf, o, vadd(b, c30))
-        vstore(cf, o + L, vadd(b, c31))
-        o += ldc
-        b = vsplat(bias[r + 4])
-        vstore(cf, o, vadd(b, c40))
-        vstore(cf, o + L, vadd(b, c41))
-        o += ldc
-        b = vsplat(bias[r + 5])
-        vstore(cf, o, vadd(b, c50))
-        vstore(cf, o + L, vadd(b, c51))
-    elif rows == MR and cols == 2 * L:
+    if rows == MR and cols == 2 * L:
         o = r * ldc + s
         vstore(cf, o, vadd(vload(cf, o), c00))
         vstore(cf, o + L, vadd(vload(cf, o + L), c01))
@@ -278,10 +243,7 @@ def _micro_to(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile, bia
         vstore(tile, 11 * L, c51)
         for a in range(rows):
             for c in range(cols):
-                if init:
-                    cf[(r + a) * ldc + s + c] = bias[r + a] + tile[a * 2 * L + c]
-                else:
-                    cf[(r + a) * ldc + s + c] += tile[a * 2 * L + c]
+                cf[(r + a) * ldc + s + c] += tile[a * 2 * L + c]
 
 
 @kernel
@@ -307,7 +269,7 @@ def _pack_x_trans(Xp, X, r0, r1, p0, p1):
 
 
 @kernel
-def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1, bias, init):
+def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
     sums p0 … p1): for each strip of the panel, every tile of six rows in turn, so the strip
     (``kc × NR``) stays in L1 while the rows of X stream from L2. (Strip inside tile, as
@@ -339,29 +301,27 @@ def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1, bias,
                     xbuf, x0, xrs, xps = Xpb, (u - g0) * kc * MR, 1, MR
                 else:  # X (nr, P), row-major
                     xbuf, x0, xrs, xps = Xf, r * P + p0, P, 1
-                _micro_to(cf, ldc, xbuf, x0, xrs, xps, rows, Ypb, t * kc * NR, kc, r, s,
-                          min(NR, s1 - s), tileb, bias, init)
+                _micro(cf, ldc, xbuf, x0, xrs, xps, rows, Ypb, t * kc * NR, kc, r, s,
+                       min(NR, s1 - s), tileb)
 
 
 @kernel
-def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1, bias, with_bias):
+def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C, columns ``c0 ≤ s < c1``, over the whole product: for
     each panel of p and of columns, pack the panel of Y into ``Yp``, then run the tiles
-    (:func:`_row_tiles`). With ``with_bias`` the first panel of p writes ``bias + Σ``."""
+    (:func:`_row_tiles`)."""
     NR = 128 // C.itemsize
     for p0 in range(0, P, KC):
         p1 = min(p0 + KC, P)
         for s0 in range(c0, c1, NC):
             s1 = min(s0 + NC, c1)
             _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, NR)
-            _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1, bias,
-                       with_bias and p0 == 0)
+            _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
 
 
 @kernel(parallel=True)
-def _gemm_into(C, X, Y, x_trans, y_trans, bias, with_bias, threads):
-    """``C += op(X) · op(Y)`` (see the module docstring for the blocking), or with ``with_bias``
-    ``C[r, s] = bias[r] + (op(X) · op(Y))[r, s]`` (C written, not read).
+def _gemm(C, X, Y, x_trans, y_trans, threads):
+    """``C += op(X) · op(Y)`` (see the module docstring for the blocking).
 
     Shapes: C (nr, ns) C-contiguous; X (nr, P), or (P, nr) when ``x_trans``; Y (P, ns), or
     (ns, P) when ``y_trans``; X and Y C-contiguous. ``threads`` > 1 splits C into one
@@ -391,32 +351,12 @@ def _gemm_into(C, X, Y, x_trans, y_trans, bias, with_bias, threads):
         for c in prange(chunks):  # whole strips of NR columns per thread
             _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c], int(0),
                        n_tiles, c * n_strips // chunks * NR,
-                       min(ns, (c + 1) * n_strips // chunks * NR), bias, with_bias)
+                       min(ns, (c + 1) * n_strips // chunks * NR))
     elif chunks > 1:
         for c in prange(chunks):
             _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[c], Xp[c], tile[c],
-                       c * n_tiles // chunks, (c + 1) * n_tiles // chunks, int(0), ns, bias,
-                       with_bias)
+                       c * n_tiles // chunks, (c + 1) * n_tiles // chunks, int(0), ns)
     else:
         # int(0), not 0: a constant would compile a second specialization (_jit.runtime_flag)
         _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles,
-                   int(0), ns, bias, with_bias)
-    if with_bias and P == 0:  # no panel to write the bias: an empty sum
-        for r in range(nr):
-            for s in range(ns):
-                C[r, s] = bias[r]
-
-
-@kernel
-def _gemm(C, X, Y, x_trans, y_trans, threads):
-    """``C += op(X) · op(Y)``: :func:`_gemm_into` adding to C (shapes there)."""
-    _gemm_into(C, X, Y, x_trans, y_trans, borrowed_flat(C), False, threads)
-
-
-@kernel
-def _gemm_bias(C, X, Y, bias, threads):
-    """``C[r, s] = bias[r] + Σ_p X[r, p] · Y[p, s]``: a dense layer's forward product with its
-    bias written by the first panel (:func:`_gemm_into`): C is not read, and no pass fills it
-    with the bias first. The same bits as that fill followed by :func:`_gemm`. Shapes: C (nr,
-    ns); X (nr, P); Y (P, ns); bias (nr,)."""
-    _gemm_into(C, X, Y, runtime_flag(False), runtime_flag(False), bias, True, threads)
+                   int(0), ns)
