@@ -110,7 +110,7 @@ def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
         for p in range(np.uint64(kc)):
             src = np.uint64(p0 + p) * ld + np.uint64(s0)
             o = p * w
-            for t in range(full):
+            for _ in range(full):
                 vstore(Yp, o, vload(Yf, src))
                 vstore(Yp, o + np.uint64(L), vload(Yf, src + np.uint64(L)))
                 o += stride
@@ -182,7 +182,7 @@ def _micro(cf, ldc, Xf, x0, xrs, xps, rows, Yp, yo, kc, r, s, cols, tile):
     step = np.uint64(xps)
     y = np.uint64(yo)
     o = r * ldc + s
-    for a in range(rows):  # the tile of C: in L1 by the time the sums are added to it
+    for _ in range(rows):  # the tile of C: in L1 by the time the sums are added to it
         vprefetch(cf, o)
         vprefetch(cf, o + L)
         o += ldc
@@ -272,8 +272,9 @@ def _pack_x_trans(Xp, X, r0, r1, p0, p1):
 def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C against one packed panel of Y (columns s0 … s1,
     sums p0 … p1): for each strip of the panel, every tile of six rows in turn, so the strip
-    (``kc × NR``) stays in L1 while the rows of X stream from L2. (Strip inside tile, as
-    before, measured 3 % slower on the small GPT's products: the strips are 5× the rows.)
+    (``kc × NR``) stays in L1 while the rows of X stream from L2. (The order before, strips
+    inside tiles, measured about 3 % slower on the small GPT's products, interleaved: its
+    forward products a little faster, its backward ones slower; docs/kernels.md.)
 
     A row-major X is read in place (six rows, each contiguous along p). A transposed X is read
     as it lies, a row of the source at a time, into ``Xp`` for ``XT_TILES`` tiles at once

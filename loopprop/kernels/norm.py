@@ -372,8 +372,7 @@ def _layernorm_backward(dX, dgamma, dbeta, dY, X, gamma, mean, rstd, acc, thread
     columns at a time with the features inside (the column sums in registers), then ``dγ, dβ``
     by rows; both split between threads by what they write (the column sums stay in registers:
     1.4× at (128, 1024) float32 against a pass through memory). ``dgamma``, ``dbeta`` add;
-    ``dX`` adds with
-    ``acc``, else it is written."""
+    ``dX`` adds with ``acc``, else it is written."""
     n, M = X.shape
     n_blocks = (M + LN_BLOCK - 1) // LN_BLOCK
     par = threads > 1 and X.size >= PARALLEL_MIN_WORK

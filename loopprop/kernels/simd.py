@@ -4,7 +4,9 @@ broadcast, zero, fused multiply-add, add); attention adds a lane-wise and a hori
 (without ``nnan``, LLVM does not vectorize a ``max`` reduction by itself), a horizontal sum in
 lane order, ``vsub``/``vmul``, a masked tail (``vkeep``), the exponential a register at a time
 (``vexp``, the same bits as the scalar one) and the transposes between the batch layout and
-one block per example (``vsplit``/``vmerge``: shuffles in registers).
+one block per example (``vsplit``/``vmerge``: shuffles in registers), which the packed product's
+packing uses too, with masked loads and stores (``vloadn``/``vstoren``) and a cache prefetch
+(``vprefetch``).
 
 LLVM vectorizes loops that Numba compiles, but it does not keep a *block of vectors* in
 registers across a loop: the register-blocked product ``C[r:r+6, s:s+16] += Σ_p X[r+a, p] ·
