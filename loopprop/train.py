@@ -209,16 +209,23 @@ def _attention_forward_row(r, plan, theta, acts, cache, mb, threads):
 
 @kernel
 def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
-                  mb, need_dx, training, threads):
+                  mb, need_dx, fresh, training, threads):
     """Backward through layer ``r``: from the gradient of its output (in ``dacts``) add its
     parameter gradients into ``grad`` and, with ``need_dx``, the gradient of its input into
     ``dacts`` (§5). Each kernel *adds* (the README's "Conventions"). ``training`` must
-    be the mode of the forward pass (dropout's mask, batch norm's statistics)."""
+    be the mode of the forward pass (dropout's mask, batch norm's statistics).
+
+    ``fresh``: no row has written the input's gradient region yet in this pass (it holds the
+    last batch's values). The activation and layer-norm kernels then *write* it (their ``acc``
+    switch off: the same values as adding to zeros); for every other kind the region is zeroed
+    first."""
     kind = plan[r, KIND]
     x_off = plan[r, IN_OFF] * mb
     y_off = plan[r, OUT_OFF] * mb
     p = plan[r, P_OFF]
     h = plan[r, H0:]
+    if fresh and kind != ACTIVATION and kind != LAYERNORM:
+        _zero(_vec(dacts, x_off, plan[r, IN_SIZE] * mb))
     if kind == DENSE:
         n_in, n_out, N = h[0], h[1], h[2] * mb
         _dense_layer_backward(_view(grad, p, n_out, n_in), _vec(grad, p + n_out * n_in, n_out),
@@ -232,7 +239,7 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
             n, N = h[1], plan[r, IN_SIZE] // h[1] * mb
             _activation_backward_threads(_view(dacts, x_off, n, N), _view(dacts, y_off, n, N),
                                          _view(acts, x_off, n, N), _view(acts, y_off, n, N),
-                                         h[0], fplan[r, 0], runtime_flag(True), threads)
+                                         h[0], fplan[r, 0], not fresh, threads)
     elif kind == CONV2D:
         c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
         s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
@@ -289,7 +296,7 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
         _layernorm_backward(_view(dacts, x_off, n, M), _vec(grad, p, n), _vec(grad, p + n, n),
                             _view(dacts, y_off, n, M), _view(acts, x_off, n, M),
                             _vec(theta, p, n), _vec(cache, c, M), _vec(cache, c + M, M),
-                            runtime_flag(True), threads)
+                            not fresh, threads)
     elif kind == RESIDUAL:
         n = plan[r, IN_SIZE]
         _residual_backward(_view(dacts, x_off, n, mb), _view(dacts, plan[r, IN2_OFF] * mb, n, mb),
@@ -381,16 +388,16 @@ def _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache,
 
     The kernels *add* into their inputs' gradients; each region of ``dacts`` is zeroed just
     before the first row (in this order) that adds into it (:func:`_first_to_add`), where it is
-    still in cache when the row adds, instead of the whole buffer before the pass (1.3 ms of a
-    50 ms step of the small GPT, one thread over 32 MB)."""
+    still in cache when the row adds, or written by that row when its kernel can write
+    (:func:`_backward_row`'s ``fresh``), instead of the whole buffer zeroed before the pass
+    (1.3 ms of a 50 ms step of the small GPT, one thread over 32 MB)."""
     for r in range(last, -1, -1):
-        n = plan[r, IN_SIZE] * mb
-        if _first_to_add(plan, r, plan[r, IN_OFF], last):
-            _zero(_vec(dacts, plan[r, IN_OFF] * mb, n))
         if plan[r, IN2_OFF] >= 0 and _first_to_add(plan, r, plan[r, IN2_OFF], last):
-            _zero(_vec(dacts, plan[r, IN2_OFF] * mb, n))  # a second input: the first's size
+            # a second input (a residual's skip): the first's size
+            _zero(_vec(dacts, plan[r, IN2_OFF] * mb, plan[r, IN_SIZE] * mb))
         _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work,
-                      fwork, mb, r > 0, training, threads)
+                      fwork, mb, r > 0, _first_to_add(plan, r, plan[r, IN_OFF], last), training,
+                      threads)
 
 
 @kernel
