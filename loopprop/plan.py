@@ -18,8 +18,10 @@ Buffers (all flat, allocated once per ``fit``):
 * ``acts``  -- every layer's output, ``A^(0)`` (the input) first; a layer's input is the
   previous layer's output (``Flatten`` outputs the very same region: a reshape costs nothing);
 * ``dacts`` -- the gradients of the loss w.r.t. the same values, same offsets. Every backward
-  kernel *adds* into its input's gradient (zeroed once per batch), so that two branches (a
-  residual's skip path, attention's Q/K/V) can add into one ``dA``;
+  kernel *adds* into its input's gradient, so that two branches (a residual's skip path,
+  attention's Q/K/V) can add into one ``dA``; each region is zeroed (or written, by a kernel
+  that can) once per batch, just before the first row of the backward pass that adds into it
+  (``train._backward_batch``);
 * ``cache`` / ``icache`` -- what a forward pass keeps for its backward pass (im2col columns,
   ``A_prevᵀ``, dropout masks; max-pool winners as integers), docs/formulas.md §14;
 * ``work`` -- per-example scratch (``dZᵀ``, the columns' gradient) and ``fwork`` -- fixed
