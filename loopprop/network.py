@@ -651,7 +651,6 @@ class Network:
             raise RuntimeError("backward() needs a forward pass first: call net.forward(X)")
         buf, m, training = self._cache
         Yf, labels, one_hot = self._check_targets(Y, m)
-        buf.dacts[:] = 0.0
         loss = _train._loss_seed(self._plan, buf.acts, buf.dacts, m,
                                  _train.LOSS_CODES[self.loss], Yf, labels.ravel(), one_hot,
                                  buf.col1, buf.col2)

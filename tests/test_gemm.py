@@ -81,4 +81,3 @@ def test_pack_y_matches_its_formula(rng, dtype, y_trans, P, ns):
         Yp = np.full(expected.size, np.nan, dtype)
         gemm._pack_y(Yp, Ysrc, y_trans, p0, p1, s0, s1, NR)
         np.testing.assert_array_equal(Yp, expected)
-

@@ -81,18 +81,9 @@ def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
     ld = np.uint64(Y.shape[1])
     if y_trans:
         kb_end = kc - kc % TB
-        block = np.empty(L * TB, Yp.dtype)  # L source rows of TB values, contiguous
+        if full > 0 and kb_end > 0:  # no block allocated for a panel without one
+            _pack_y_blocks(Yp, Yf, ld, p0, s0, kc, kb_end, full, nr_cols)
         for t in range(full):
-            for half in range(2):
-                c0 = s0 + t * nr_cols + half * L
-                for kb in range(0, kb_end, TB):
-                    src = np.uint64(c0) * ld + np.uint64(p0 + kb)
-                    for rr in range(L):
-                        for j in range(0, TB, L):
-                            vstore(block, rr * TB + j, vload(Yf, src + np.uint64(j)))
-                        src += ld
-                    # Yp[t, kb + k, half·L + r] = block[r·TB + k]
-                    _vsplit16(Yp, t * kc * nr_cols + kb * nr_cols + half * L, nr_cols, block)
             base = np.uint64(t * kc * nr_cols)
             for c in range(w):  # the last p, fewer than a block
                 src = Y[s0 + t * nr_cols + c]
@@ -130,6 +121,28 @@ def _pack_y(Yp, Y, y_trans, p0, p1, s0, s1, nr_cols):
         for p in range(np.uint64(kc)):
             for c in range(width, w):
                 Yp[base + p * w + c] = 0.0
+
+
+@kernel
+def _pack_y_blocks(Yp, Yf, ld, p0, s0, kc, kb_end, full, nr_cols):
+    """The register part of :func:`_pack_y` for a transposed Y: ``Yp[t·kc·nr_cols + q·nr_cols +
+    c] = Yf[(s0 + t·nr_cols + c)·ld + p0 + q]`` for the ``full`` whole strips ``t`` and ``q <
+    kb_end`` (a multiple of ``TB``). ``lanes`` source rows × ``TB`` values at a time are
+    gathered into a contiguous block (``lanes · TB`` values) and transposed in registers.
+    Shapes: Yf the flat source, rows of ``ld``; Yp flat, as :func:`_pack_y`."""
+    L = lanes(Yp)
+    block = np.empty(L * TB, Yp.dtype)  # L source rows of TB values, contiguous
+    for t in range(full):
+        for half in range(2):
+            c0 = s0 + t * nr_cols + half * L
+            for kb in range(0, kb_end, TB):
+                src = np.uint64(c0) * ld + np.uint64(p0 + kb)
+                for rr in range(L):
+                    for j in range(0, TB, L):
+                        vstore(block, rr * TB + j, vload(Yf, src + np.uint64(j)))
+                    src += ld
+                # Yp[t, kb + k, half·L + r] = block[r·TB + k]
+                _vsplit16(Yp, t * kc * nr_cols + kb * nr_cols + half * L, nr_cols, block)
 
 
 @kernel
