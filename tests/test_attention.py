@@ -126,6 +126,64 @@ def test_tuned_attention_matches_the_naive_loops(rng, shape, causal):
         assert_close(name, tuned, naive, 1e-12)
 
 
+#: (n_head, d_head, T, m) with m a whole number of registers in float32 (16) and float64 (8):
+#: T = 1, odd T past a tile of 4, d_head = 1, one head and several, two groups of lanes
+LANE_SHAPES = [(1, 1, 1, 16), (2, 3, 7, 16), (3, 5, 9, 32), (1, 1, 4, 16), (1, 4, 33, 16)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", LANE_SHAPES)
+def test_lanes_attention_matches_the_naive_loops(rng, shape, dtype, causal, threads):
+    """The kernels with the examples in the lanes (every number a register of examples, read in
+    place from the batch layout) against the formula's loops in float64, each output filled
+    with NaN first so that an entry left unwritten fails; added gradients add."""
+    from loopprop._jit import runtime_flag
+    from loopprop.kernels import attention as A
+
+    Q, K, V, dO = (rng.standard_normal(shape) for _ in range(4))
+    O, P = lp.attention_forward(Q, K, V, causal, impl="naive")
+    grads = lp.attention_backward(dO, Q, K, V, P, impl="naive")
+    q, k, v, do, p = (a.astype(dtype) for a in (Q, K, V, dO, P))
+    assert A._use_lanes(q)
+    Ol, Pl = np.full(Q.shape, np.nan, dtype), np.full(P.shape, np.nan, dtype)
+    A._attention_forward_lanes(Ol, Pl, q, k, v, runtime_flag(causal), threads)
+    rtol = RTOL[np.dtype(dtype)] / 100  # float64 1e-12, float32 2e-6
+    assert_close("O", Ol, O, rtol)
+    assert_close("P", Pl, P, rtol)
+    if causal:
+        assert (Pl[:, np.triu_indices(shape[2], 1)[0], np.triu_indices(shape[2], 1)[1]] == 0).all()
+    out = [np.full(Q.shape, np.nan, dtype) for _ in range(3)]
+    A._attention_backward_lanes(*out, do, q, k, v, p, runtime_flag(causal), runtime_flag(False),
+                                threads)
+    for name, mine, ref in zip(("dQ", "dK", "dV"), out, grads):
+        assert_close(name, mine, ref, rtol)
+    A._attention_backward_lanes(*out, do, q, k, v, p, runtime_flag(causal), runtime_flag(True),
+                                threads)
+    for name, mine, ref in zip(("dQ", "dK", "dV"), out, grads):
+        assert_close(name + " added", mine, 2 * ref, rtol)
+
+
+def test_tuned_attention_takes_the_lanes_kernels_when_m_fills_registers(rng):
+    """The dispatch: whole registers of examples and ``T·d_head`` up to ``LANES_MAX_TD`` take
+    the lanes kernels, everything else the per-example blocks -- both equal the naive loops
+    through the public function."""
+    from loopprop.kernels import attention as A
+
+    for shape, lanes in [((2, 3, 7, 8), True), ((2, 3, 7, 12), False), ((1, 2, 5, 4), False),
+                         ((1, A.LANES_MAX_TD // 64 + 1, 64, 8), False)]:
+        Q, K, V, dO = heads(rng, shape, np.float64)
+        assert A._use_lanes(Q) == lanes, shape
+        O, P = lp.attention_forward(Q, K, V, impl="naive")
+        Ot, Pt = lp.attention_forward(Q, K, V)
+        assert_close("O", Ot, O, 1e-12)
+        assert_close("P", Pt, P, 1e-12)
+        for name, tuned, naive in zip(("dQ", "dK", "dV"), lp.attention_backward(dO, Q, K, V, P),
+                                      lp.attention_backward(dO, Q, K, V, P, impl="naive")):
+            assert_close(name, tuned, naive, 1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 8, 16, 32, 33])
 def test_batch_transposes_match_numpy(rng, dtype, m):
