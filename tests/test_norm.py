@@ -193,6 +193,30 @@ def test_threaded_paths_match_naive(rng, which, shape):
         assert_close(name, a, b, 1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layernorm_backward_is_bitwise_the_same_on_any_thread_count(rng, dtype):
+    """Layer norm's backward splits blocks of columns (``dX``) and rows (``dγ, dβ``) between
+    threads, each value summed by one thread in one order: one thread and two give the same
+    bits, and both equal the naive loops (65 blocks, the last one partial)."""
+    from loopprop._jit import PARALLEL_MIN_WORK
+
+    n, M = 64, 64 * norm.LN_BLOCK + 37
+    assert n * M >= PARALLEL_MIN_WORK  # the size at which the kernel splits its blocks
+    X, gamma, beta, dY = case(rng, (n, M), dtype)
+    _, mean, rstd = FORWARD["ln"](X, gamma, beta)
+    f64 = [a.astype(np.float64) for a in (dY, X, gamma, mean, rstd)]
+    ref = [np.zeros(a.shape) for a in (X, gamma, gamma)]
+    norm._layernorm_backward_naive(*ref, *f64)
+    outs = []
+    for threads in (1, 2):
+        out = [np.zeros(a.shape, dtype) for a in (X, gamma, gamma)]
+        norm._layernorm_backward(*out, dY, X, gamma, mean, rstd, False, threads)
+        outs.append(out)
+    for name, one, two, r in zip(("dX", "dgamma", "dbeta"), *outs, ref):
+        np.testing.assert_array_equal(one, two, err_msg=name)
+        assert_close(name, one, r, 1e-12 if dtype == np.float64 else RTOL[np.dtype(dtype)])
+
+
 @pytest.mark.parametrize("which", ["bn", "ln"])
 def test_bad_input_is_a_clear_error(rng, which):
     fwd = FORWARD[which]
