@@ -432,3 +432,22 @@ def test_fit_records_the_gradient_norm_of_every_parameter(rng):
     assert hist["grad_norm"][0] == pytest.approx(
         [want["1:Conv2d.W"], want["2:BatchNorm.gamma"], want["5:Dense.W"],
          want["6:LayerNorm.gamma"], want["8:Dense.W"]], rel=1e-10)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_progress_says_why_a_first_epoch_is_slow(capsys, quick):
+    """While the first epoch compiles, the bar shows nothing for minutes: after a delay the
+    progress says why, once; an epoch that ends first cancels the notice."""
+    from loopprop.train import Progress
+
+    bar = Progress(3, True, notice_after=60.0 if quick else 0.01)
+    timer = bar.timer
+    if not quick:
+        timer.join()  # the notice has been printed
+    bar.update(1, {"loss": 1.0})
+    timer.join(5.0)  # cancelled: the thread ends at once without printing
+    assert bar.timer is None and not timer.is_alive()
+    bar.update(2, {"loss": 0.5})
+    bar.close()
+    err = capsys.readouterr().err
+    assert err.count("compiles its kernels") == (0 if quick else 1)
