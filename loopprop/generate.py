@@ -29,7 +29,7 @@ from . import plan as _plan
 from ._jit import kernel, use_threads
 from .kernels.dense import _dense_layer_forward
 from .plan import ATTENTION, C_OFF, H0, IN_OFF, OUT_OFF, P_OFF, POS_EMBEDDING
-from .train import _forward_row, _vec, _view
+from .train import _forward_row, _vec, _view, kinds_key
 
 
 @kernel
@@ -79,10 +79,11 @@ def _decode_attention(r, plan, theta, acts, cache, kv, kv_off, pos):
 
 @kernel
 def _decode_step(plan, fplan, theta, state, acts, cache, icache, work, fwork, kv, kv_offs, pos,
-                 threads):
+                 threads, kinds):
     """The whole network on one position ``pos`` (its token id already in ``acts[0]``): the
     position embedding adds column ``pos``, attention rows use and extend the cache, every
-    other row runs its ordinary forward kernel on one column."""
+    other row runs its ordinary forward kernel on one column (``kinds``: the plan's
+    :func:`~loopprop.train.kinds_key`)."""
     for r in range(plan.shape[0]):
         kind = plan[r, 0]
         if kind == POS_EMBEDDING:
@@ -95,7 +96,7 @@ def _decode_step(plan, fplan, theta, state, acts, cache, icache, work, fwork, kv
             _decode_attention(r, plan, theta, acts, cache, kv, kv_offs[r], pos)
         else:
             _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, 1,
-                         False, 0, threads)
+                         False, 0, threads, kinds)
 
 
 class _Stepper:
@@ -128,7 +129,7 @@ class _Stepper:
         buf.acts[0] = token
         _decode_step(self.plan, self.one._fplan, self.one._theta, self.one._state, buf.acts,
                      buf.cache, buf.icache, buf.work, buf.fwork, self.kv, self.kv_offs, pos,
-                     self.threads)
+                     self.threads, kinds_key(self.plan))
         r = len(self.plan) - 1
         off, size = int(self.plan[r, OUT_OFF]), int(self.plan[r, _plan.OUT_SIZE])
         return buf.acts[off:off + size].astype(np.float64)

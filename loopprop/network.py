@@ -253,6 +253,8 @@ class Network:
         self._layout = _plan.build(self._rows, self.input_shape)
         self._plan = self._layout["plan"]
         self._fplan = self._layout["fplan"]
+        #: the set of layer kinds, as the compiled passes take it (they are built for it)
+        self._kinds = _train.kinds_key(self._plan)
         self._theta = np.zeros(self._layout["params"], dtype=dt)
         self._grad = np.zeros(self._layout["params"], dtype=dt)
         self._state = np.zeros(self._layout["state"], dtype=dt)
@@ -602,7 +604,7 @@ class Network:
         _train._forward_batch(self._plan, self._fplan, self._theta, self._state, buf.acts,
                               buf.cache, buf.icache, buf.work, buf.fwork, m, len(self._rows),
                               self.training, self.seed * 1048576 + self._forward_count,
-                              use_threads(True))
+                              use_threads(True), self._kinds)
         self._cache = (buf, m, self.training)
         return self._output_view(buf, m).reshape(*self.output_shape, m).copy()
 
@@ -657,7 +659,8 @@ class Network:
         last = len(self._rows) - (2 if self._fused() else 1)
         _train._backward_batch(self._plan, self._fplan, self._theta, self._grad, self._state,
                                buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork,
-                               m, last, training, use_threads(True))
+                               m, last, training, use_threads(True),
+                               self._kinds)
         return float(loss)
 
     def zero_grad(self) -> None:
@@ -755,7 +758,8 @@ class Network:
                 opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
                 _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
                 bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
-                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, par)
+                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, par,
+                self._kinds)
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
                            labels.shape[0])  # every output position of a sequence counts
@@ -825,7 +829,7 @@ class Network:
                 _train.LOSS_CODES[self.loss], corpus, steps,
                 int(window_rng.integers(0, 2**62)), bs, buf.acts, buf.dacts, buf.cache,
                 buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2,
-                self._norm_spans, gnorm, dropout_seed, par)
+                self._norm_spans, gnorm, dropout_seed, par, self._kinds)
 
         return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
                             tokens=steps * bs * T)
@@ -1026,7 +1030,7 @@ class Network:
             self._plan, self._fplan, self._theta, self._state, _train.LOSS_CODES[self.loss], X,
             Yf, labels, one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work,
             buf.fwork, buf.col1, buf.col2, Ybuf, labbuf, np.arange(n, dtype=np.int64), out,
-            training, use_threads(True))
+            training, use_threads(True), self._kinds)
         result: dict[str, Any] = {"loss": total / n, "output": out.reshape(*self.output_shape, n)}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / (n * labels.shape[0])

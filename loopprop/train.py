@@ -3,11 +3,16 @@ update -- in one call to compiled code, with no Python per batch (docs/formulas.
 
 The epoch knows no layer kind. It walks the *plan* (:mod:`loopprop.plan`), one row per layer,
 and hands each row to the one dispatch, :func:`_forward_row` / :func:`_backward_row`, which
-picks the layer's kernel pair by its kind code and builds the views its kernels take from the
-row's offsets. Adding a layer kind adds one branch to each of those two functions and nothing
-to the epoch. Everything lives in flat buffers (``theta`` and ``grad`` for the parameters, the
-batch buffers of :class:`loopprop.plan.Buffers`), so compiled code walks any stack of layers
-without Python objects.
+picks the layer's pair of row functions (``_fw_<kind>``, ``_bw_<kind>``: the views its kernels
+take, built from the row's offsets, and the kernel calls) by its kind code. The dispatch is
+compiled for the set of kinds the plan holds (:func:`kinds_key`, a tuple whose *type* says
+which kinds are present): the kinds a network does not use are never compiled (a
+dense network's first epoch compiled every kind's kernels before: 346 s). Adding a layer kind
+adds its two row functions, their entries in ``_FORWARD_KINDS`` / ``_BACKWARD_KINDS`` and one
+branch in each compiled dispatch, and nothing to the epoch. Everything lives in flat buffers
+(``theta`` and ``grad`` for the parameters, the batch buffers of
+:class:`loopprop.plan.Buffers`), so compiled code walks any stack of layers without Python
+objects.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from ._jit import kernel, runtime_flag
 from .kernels.activations import (_activation_backward_threads, _activation_backward_tuned,
@@ -86,98 +93,457 @@ def _img(buf, off, c, h, w, m):
 # ---------------------------------------------------------------------------------------------
 
 
+# one pair of row functions per layer kind: what the two dispatches below call
+
+
 @kernel
-def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
-                 seed, threads):
-    """Forward through layer ``r`` of the plan: read its input from ``acts``, write its output
-    there, fill its caches (§5, §14). ``training`` switches dropout on and batch norm to
-    the batch's statistics (and updates the running ones in ``state``); ``seed`` seeds
-    dropout's mask."""
-    kind = plan[r, KIND]
+def _fw_dense(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+              threads):
+    """Forward through a ``Dense`` row (:func:`_forward_row`)."""
     x_off = plan[r, IN_OFF] * mb
     y_off = plan[r, OUT_OFF] * mb
     p = plan[r, P_OFF]
     h = plan[r, H0:]
-    if kind == DENSE:
-        n_in, n_out, N = h[0], h[1], h[2] * mb  # N columns: every position of every example
-        _dense_layer_forward(_view(acts, y_off, n_out, N), _view(theta, p, n_out, n_in),
-                             _vec(theta, p + n_out * n_in, n_out), _view(acts, x_off, n_in, N),
-                             _view(cache, plan[r, C_OFF] * mb, N, n_in), threads)
-    elif kind == ACTIVATION:
-        n, N = h[1], plan[r, IN_SIZE] // h[1] * mb  # features × (positions · examples)
-        _activation_forward_threads(_view(acts, y_off, n, N), _view(acts, x_off, n, N), h[0],
-                                    fplan[r, 0], threads)
-    elif kind == CONV2D:
-        c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
-        s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
-        K = c_in * kh * kw
-        N = H_out * W_out * mb
-        wk = plan[r, WK_OFF] * mb
-        _conv2d_forward_tuned(_view(acts, y_off, c_out, N), _view(theta, p, c_out, K),
-                              _vec(theta, p + c_out * K, c_out), _img(acts, x_off, c_in, H, W, mb),
-                              _view(work, wk, N, K), _view(work, wk + N * K, N, c_out),
-                              _view(fwork, plan[r, WF_OFF], K, c_out), kh, kw, s_h, s_w, pad_h,
-                              pad_w, H_out, W_out, threads)
-    elif kind == MAXPOOL2D or kind == AVGPOOL2D:
+    n_in, n_out, N = h[0], h[1], h[2] * mb  # N columns: every position of every example
+    _dense_layer_forward(_view(acts, y_off, n_out, N), _view(theta, p, n_out, n_in),
+                         _vec(theta, p + n_out * n_in, n_out), _view(acts, x_off, n_in, N),
+                         _view(cache, plan[r, C_OFF] * mb, N, n_in), threads)
+
+
+@kernel
+def _fw_activation(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                   seed, threads):
+    """Forward through an ``Activation`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    h = plan[r, H0:]
+    n, N = h[1], plan[r, IN_SIZE] // h[1] * mb  # features × (positions · examples)
+    _activation_forward_threads(_view(acts, y_off, n, N), _view(acts, x_off, n, N), h[0],
+                                fplan[r, 0], threads)
+
+
+@kernel
+def _fw_conv2d(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+               threads):
+    """Forward through a ``Conv2d`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
+    s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+    K = c_in * kh * kw
+    N = H_out * W_out * mb
+    wk = plan[r, WK_OFF] * mb
+    _conv2d_forward_tuned(_view(acts, y_off, c_out, N), _view(theta, p, c_out, K),
+                          _vec(theta, p + c_out * K, c_out), _img(acts, x_off, c_in, H, W, mb),
+                          _view(work, wk, N, K), _view(work, wk + N * K, N, c_out),
+                          _view(fwork, plan[r, WF_OFF], K, c_out), kh, kw, s_h, s_w, pad_h,
+                          pad_w, H_out, W_out, threads)
+
+
+@kernel
+def _fw_pool2d(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+               threads):
+    """Forward through a ``MaxPool2d`` or ``AvgPool2d`` row (:func:`_forward_row`)."""
+    kind = plan[r, KIND]
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    h = plan[r, H0:]
+    C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
+        h[7], h[8]
+    out = _img(acts, y_off, C, H_out, W_out, mb)
+    if kind == MAXPOOL2D:
+        _maxpool2d_forward(out, _img(icache, plan[r, IC_OFF] * mb, C, H_out, W_out, mb),
+                           _img(acts, x_off, C, H, W, mb), kh, kw, s_h, s_w)
+    else:
+        _avgpool2d_forward(out, _img(acts, x_off, C, H, W, mb), kh, kw, s_h, s_w)
+
+
+@kernel
+def _fw_dropout(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+                threads):
+    """Forward through a ``Dropout`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    n = plan[r, IN_SIZE]
+    out = _view(acts, y_off, n, mb)
+    inp = _view(acts, x_off, n, mb)
+    if training:
+        _dropout_forward(out, _view(cache, plan[r, C_OFF] * mb, n, mb), inp, fplan[r, 0],
+                         seed)
+    else:
+        _activation_forward_tuned(out, inp, 0, 0.0)  # identity: a copy
+
+
+@kernel
+def _fw_batchnorm(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                  seed, threads):
+    """Forward through a ``BatchNorm`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    C, N = h[0], h[1] * mb  # each channel over N values: a row of (C, N)
+    eps, momentum = fplan[r, 0], fplan[r, 1]
+    wf, s = plan[r, WF_OFF], plan[r, S_OFF]
+    out = _view(acts, y_off, C, N)
+    inp = _view(acts, x_off, C, N)
+    gamma, beta = _vec(theta, p, C), _vec(theta, p + C, C)
+    if training:
+        mean, rstd = _vec(fwork, wf, C), _vec(fwork, wf + C, C)
+        _batchnorm_forward(out, mean, rstd, inp, gamma, beta, eps, threads)
+        _batchnorm_update_running(_vec(state, s, C), _vec(state, s + C, C), mean, rstd, eps,
+                                  momentum, N)
+    else:
+        _batchnorm_forward_eval(out, inp, gamma, beta, _vec(state, s, C),
+                                _vec(state, s + C, C), eps)
+
+
+@kernel
+def _fw_layernorm(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                  seed, threads):
+    """Forward through a ``LayerNorm`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    n, M = h[0], h[1] * mb  # each column of (n, M) over its n features
+    c = plan[r, C_OFF] * mb
+    _layernorm_forward(_view(acts, y_off, n, M), _vec(cache, c, M), _vec(cache, c + M, M),
+                       _view(acts, x_off, n, M), _vec(theta, p, n), _vec(theta, p + n, n),
+                       fplan[r, 0], threads)
+
+
+@kernel
+def _fw_residual(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+                 threads):
+    """Forward through a ``Residual`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    n = plan[r, IN_SIZE]
+    _residual_forward(_view(acts, y_off, n, mb), _view(acts, x_off, n, mb),
+                      _view(acts, plan[r, IN2_OFF] * mb, n, mb))
+
+
+@kernel
+def _fw_embedding(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                  seed, threads):
+    """Forward through an ``Embedding`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    V, d, N = h[0], h[1], h[2] * mb  # the ids are the input, (T, mb) as floats
+    _embedding_forward_tuned(_view(acts, y_off, d, N), _view(theta, p, d, V),
+                             _vec(acts, x_off, N))
+
+
+@kernel
+def _fw_position(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+                 threads):
+    """Forward through a ``PositionEmbedding`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    d, T = h[0], h[1]
+    _position_forward(_view(acts, y_off, d * T, mb), _view(acts, x_off, d * T, mb),
+                      _view(theta, p, d, h[2]), T)
+
+
+@kernel
+def _fw_attention(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                  seed, threads):
+    """Forward through a ``CausalSelfAttention`` row (:func:`_forward_row`)."""
+
+    _attention_forward_row(r, plan, theta, acts, cache, mb, threads)
+
+
+@kernel
+def _fw_tied_output(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                    seed, threads):
+    """Forward through a ``TiedOutput`` row (:func:`_forward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    d, V, N = h[0], h[1], h[2] * mb
+    out = _view(acts, y_off, V, N)
+    _zero(_vec(acts, y_off, V * N))
+    _gemm(out, _view(theta, p, d, V), _view(acts, x_off, d, N), runtime_flag(True),
+          runtime_flag(False), threads)
+
+
+
+
+@kernel
+def _fw_none(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+             threads):
+    """A kind the plan does not hold: never called (see :func:`_forward_row`)."""
+    return
+
+
+@kernel
+def _bw_dense(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+              need_dx, fresh, training, threads):
+    """Backward through a ``Dense`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    n_in, n_out, N = h[0], h[1], h[2] * mb
+    _dense_layer_backward(_view(grad, p, n_out, n_in), _vec(grad, p + n_out * n_in, n_out),
+                          _view(dacts, x_off, n_in, N), _view(dacts, y_off, n_out, N),
+                          _view(theta, p, n_out, n_in), _view(acts, x_off, n_in, N),
+                          _view(cache, plan[r, C_OFF] * mb, N, n_in),
+                          _view(fwork, plan[r, WF_OFF], n_in, n_out),
+                          _view(work, plan[r, WK_OFF] * mb, N, n_out), need_dx, threads)
+
+
+@kernel
+def _bw_activation(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                   need_dx, fresh, training, threads):
+    """Backward through an ``Activation`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    h = plan[r, H0:]
+    if need_dx:
+        n, N = h[1], plan[r, IN_SIZE] // h[1] * mb
+        _activation_backward_threads(_view(dacts, x_off, n, N), _view(dacts, y_off, n, N),
+                                     _view(acts, x_off, n, N), _view(acts, y_off, n, N),
+                                     h[0], fplan[r, 0], not fresh, threads)
+
+
+@kernel
+def _bw_conv2d(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+               need_dx, fresh, training, threads):
+    """Backward through a ``Conv2d`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
+    s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+    K = c_in * kh * kw
+    N = H_out * W_out * mb
+    wk = plan[r, WK_OFF] * mb
+    _conv2d_backward_tuned(_view(grad, p, c_out, K), _vec(grad, p + c_out * K, c_out),
+                           _img(dacts, x_off, c_in, H, W, mb), _view(dacts, y_off, c_out, N),
+                           _view(theta, p, c_out, K), _img(acts, x_off, c_in, H, W, mb),
+                           _view(work, wk, N, K),
+                           _view(work, wk + N * K, N, c_out),
+                           _view(fwork, plan[r, WF_OFF] + K * c_out, 16 * K, c_out), kh, kw,
+                           s_h, s_w, pad_h, pad_w, H_out, W_out, need_dx, threads)
+
+
+@kernel
+def _bw_pool2d(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+               need_dx, fresh, training, threads):
+    """Backward through a ``MaxPool2d`` or ``AvgPool2d`` row (:func:`_backward_row`)."""
+    kind = plan[r, KIND]
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    h = plan[r, H0:]
+    if need_dx:
         C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
             h[7], h[8]
-        out = _img(acts, y_off, C, H_out, W_out, mb)
+        dx = _img(dacts, x_off, C, H, W, mb)
+        dy = _img(dacts, y_off, C, H_out, W_out, mb)
         if kind == MAXPOOL2D:
-            _maxpool2d_forward(out, _img(icache, plan[r, IC_OFF] * mb, C, H_out, W_out, mb),
-                               _img(acts, x_off, C, H, W, mb), kh, kw, s_h, s_w)
+            _maxpool2d_backward(dx, dy, _img(icache, plan[r, IC_OFF] * mb, C, H_out, W_out,
+                                             mb), kh, kw, s_h, s_w)
         else:
-            _avgpool2d_forward(out, _img(acts, x_off, C, H, W, mb), kh, kw, s_h, s_w)
-    elif kind == DROPOUT:
+            _avgpool2d_backward(dx, dy, kh, kw, s_h, s_w)
+
+
+@kernel
+def _bw_dropout(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                need_dx, fresh, training, threads):
+    """Backward through a ``Dropout`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    if need_dx:
         n = plan[r, IN_SIZE]
-        out = _view(acts, y_off, n, mb)
-        inp = _view(acts, x_off, n, mb)
         if training:
-            _dropout_forward(out, _view(cache, plan[r, C_OFF] * mb, n, mb), inp, fplan[r, 0],
-                             seed)
-        else:
-            _activation_forward_tuned(out, inp, 0, 0.0)  # identity: a copy
-    elif kind == BATCHNORM:
-        C, N = h[0], h[1] * mb  # each channel over N values: a row of (C, N)
-        eps, momentum = fplan[r, 0], fplan[r, 1]
-        wf, s = plan[r, WF_OFF], plan[r, S_OFF]
-        out = _view(acts, y_off, C, N)
-        inp = _view(acts, x_off, C, N)
-        gamma, beta = _vec(theta, p, C), _vec(theta, p + C, C)
-        if training:
-            mean, rstd = _vec(fwork, wf, C), _vec(fwork, wf + C, C)
-            _batchnorm_forward(out, mean, rstd, inp, gamma, beta, eps, threads)
-            _batchnorm_update_running(_vec(state, s, C), _vec(state, s + C, C), mean, rstd, eps,
-                                      momentum, N)
-        else:
-            _batchnorm_forward_eval(out, inp, gamma, beta, _vec(state, s, C),
-                                    _vec(state, s + C, C), eps)
-    elif kind == LAYERNORM:
-        n, M = h[0], h[1] * mb  # each column of (n, M) over its n features
-        c = plan[r, C_OFF] * mb
-        _layernorm_forward(_view(acts, y_off, n, M), _vec(cache, c, M), _vec(cache, c + M, M),
-                           _view(acts, x_off, n, M), _vec(theta, p, n), _vec(theta, p + n, n),
-                           fplan[r, 0], threads)
-    elif kind == RESIDUAL:
-        n = plan[r, IN_SIZE]
-        _residual_forward(_view(acts, y_off, n, mb), _view(acts, x_off, n, mb),
-                          _view(acts, plan[r, IN2_OFF] * mb, n, mb))
-    elif kind == EMBEDDING:
-        V, d, N = h[0], h[1], h[2] * mb  # the ids are the input, (T, mb) as floats
-        _embedding_forward_tuned(_view(acts, y_off, d, N), _view(theta, p, d, V),
-                                 _vec(acts, x_off, N))
-    elif kind == POS_EMBEDDING:
-        d, T = h[0], h[1]
-        _position_forward(_view(acts, y_off, d * T, mb), _view(acts, x_off, d * T, mb),
-                          _view(theta, p, d, h[2]), T)
-    elif kind == ATTENTION:
-        _attention_forward_row(r, plan, theta, acts, cache, mb, threads)
-    elif kind == TIED_OUTPUT:
-        d, V, N = h[0], h[1], h[2] * mb
-        out = _view(acts, y_off, V, N)
-        _zero(_vec(acts, y_off, V * N))
-        _gemm(out, _view(theta, p, d, V), _view(acts, x_off, d, N), runtime_flag(True),
+            _dropout_backward(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
+                              _view(cache, plan[r, C_OFF] * mb, n, mb))
+        else:  # evaluation mode ran the identity: its gradient
+            _activation_backward_tuned(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
+                                       _view(acts, x_off, n, mb), _view(acts, y_off, n, mb),
+                                       0, 0.0, runtime_flag(True))
+
+
+@kernel
+def _bw_batchnorm(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                  need_dx, fresh, training, threads):
+    """Backward through a ``BatchNorm`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    C, N = h[0], h[1] * mb
+    wf, s = plan[r, WF_OFF], plan[r, S_OFF]
+    # the data's gradient is not needed for row 0, but dγ, dβ come from the same pass:
+    # batch norm always writes dX (into the data's gradient region, which nothing reads)
+    dx = _view(dacts, x_off, C, N)
+    dy = _view(dacts, y_off, C, N)
+    x = _view(acts, x_off, C, N)
+    dgamma, dbeta = _vec(grad, p, C), _vec(grad, p + C, C)
+    gamma = _vec(theta, p, C)
+    if training:
+        _batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, _vec(fwork, wf, C),
+                            _vec(fwork, wf + C, C), runtime_flag(True), threads)
+    else:
+        _batchnorm_backward_eval(dx, dgamma, dbeta, dy, x, gamma, _vec(state, s, C),
+                                 _vec(state, s + C, C), fplan[r, 0])
+
+
+@kernel
+def _bw_layernorm(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                  need_dx, fresh, training, threads):
+    """Backward through a ``LayerNorm`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    n, M = h[0], h[1] * mb
+    c = plan[r, C_OFF] * mb
+    _layernorm_backward(_view(dacts, x_off, n, M), _vec(grad, p, n), _vec(grad, p + n, n),
+                        _view(dacts, y_off, n, M), _view(acts, x_off, n, M),
+                        _vec(theta, p, n), _vec(cache, c, M), _vec(cache, c + M, M),
+                        not fresh, threads)
+
+
+@kernel
+def _bw_residual(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                 need_dx, fresh, training, threads):
+    """Backward through a ``Residual`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    n = plan[r, IN_SIZE]
+    _residual_backward(_view(dacts, x_off, n, mb), _view(dacts, plan[r, IN2_OFF] * mb, n, mb),
+                       _view(dacts, y_off, n, mb))
+
+
+@kernel
+def _bw_embedding(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                  need_dx, fresh, training, threads):
+    """Backward through an ``Embedding`` row (:func:`_backward_row`). The ids have no gradient."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    V, d, N = h[0], h[1], h[2] * mb
+    _embedding_backward_tuned(_view(grad, p, d, V), _view(dacts, y_off, d, N),
+                              _vec(acts, x_off, N), threads)
+
+
+@kernel
+def _bw_position(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                 need_dx, fresh, training, threads):
+    """Backward through a ``PositionEmbedding`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    d, T = h[0], h[1]
+    _position_backward(_view(grad, p, d, h[2]),
+                       _view(dacts, x_off, d * T, mb), _view(dacts, y_off, d * T, mb), T,
+                       need_dx)
+
+
+@kernel
+def _bw_attention(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                  need_dx, fresh, training, threads):
+    """Backward through a ``CausalSelfAttention`` row (:func:`_backward_row`)."""
+
+    _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwork, mb,
+                            need_dx, threads)
+
+
+@kernel
+def _bw_tied_output(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                    need_dx, fresh, training, threads):
+    """Backward through a ``TiedOutput`` row (:func:`_backward_row`)."""
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    d, V, N = h[0], h[1], h[2] * mb
+    dz = _view(dacts, y_off, V, N)
+    _gemm(_view(grad, p, d, V), _view(acts, x_off, d, N), dz, runtime_flag(False),
+          runtime_flag(True), threads)
+    if need_dx:
+        _gemm(_view(dacts, x_off, d, N), _view(theta, p, d, V), dz, runtime_flag(False),
               runtime_flag(False), threads)
-    # FLATTEN: its output is its input (plan.py gives both one offset): nothing to do
+
+
+
+
+@kernel
+def _bw_none(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+             need_dx, fresh, training, threads):
+    """A kind the plan does not hold: never called (see :func:`_backward_row`)."""
+    return
+
+
+#: (kinds, handler) for every layer kind that has work to do (FLATTEN has none)
+_FORWARD_KINDS = (
+    ((DENSE,), _fw_dense),
+    ((ACTIVATION,), _fw_activation),
+    ((CONV2D,), _fw_conv2d),
+    ((MAXPOOL2D, AVGPOOL2D), _fw_pool2d),
+    ((DROPOUT,), _fw_dropout),
+    ((BATCHNORM,), _fw_batchnorm),
+    ((LAYERNORM,), _fw_layernorm),
+    ((RESIDUAL,), _fw_residual),
+    ((EMBEDDING,), _fw_embedding),
+    ((POS_EMBEDDING,), _fw_position),
+    ((ATTENTION,), _fw_attention),
+    ((TIED_OUTPUT,), _fw_tied_output),
+)
+
+_BACKWARD_KINDS = (
+    ((DENSE,), _bw_dense),
+    ((ACTIVATION,), _bw_activation),
+    ((CONV2D,), _bw_conv2d),
+    ((MAXPOOL2D, AVGPOOL2D), _bw_pool2d),
+    ((DROPOUT,), _bw_dropout),
+    ((BATCHNORM,), _bw_batchnorm),
+    ((LAYERNORM,), _bw_layernorm),
+    ((RESIDUAL,), _bw_residual),
+    ((EMBEDDING,), _bw_embedding),
+    ((POS_EMBEDDING,), _bw_position),
+    ((ATTENTION,), _bw_attention),
+    ((TIED_OUTPUT,), _bw_tied_output),
+)
+
+
+#: one entry per kind code (codes start at 1: entry 0 is always None)
+_N_KINDS = max(max(ks) for ks, _ in _FORWARD_KINDS) + 1
+
+
+def kinds_key(plan) -> tuple:
+    """The layer kinds of ``plan`` as a tuple whose Numba *type* is the set: entry ``k`` is 1
+    when kind ``k`` is present, ``None`` when it is not (``Tuple(none, int64, none, …)``). The
+    compiled passes are built for that type (:func:`_forward_row`), so a network compiles only
+    its own layers' kernels, and a call from Python finds its compiled version by the argument
+    types, as for any other argument (an integer mask made literal with ``numba.literally``
+    re-ran type inference up to the ``literally`` on every call from Python: 7 ms per call)."""
+    present = {int(k) for k in plan[:, KIND]}
+    return tuple(1 if k in present else None for k in range(_N_KINDS))
+
+
+def _present(kinds) -> set:
+    """The kind codes a :func:`kinds_key` type holds (compile time)."""
+    return {k for k, t in enumerate(kinds.types) if not isinstance(t, types.NoneType)}
+
+
+def _chosen(table, none, present):
+    """The handlers of ``table`` in order, each replaced by ``none`` when none of its kinds is
+    in the set ``present``."""
+    return [h if set(ks) & present else none for ks, h in table]
 
 
 @kernel
@@ -207,9 +573,80 @@ def _attention_forward_row(r, plan, theta, acts, cache, mb, threads):
                          _view(cache, att + C * N, N, C), threads)
 
 
-@kernel
-def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
-                  mb, need_dx, fresh, training, threads):
+def _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+                 threads, kinds):
+    """Forward through layer ``r`` of the plan: read its input from ``acts``, write its output
+    there, fill its caches (§5, §14). ``training`` switches dropout on and batch norm to
+    the batch's statistics (and updates the running ones in ``state``); ``seed`` seeds
+    dropout's mask.
+
+    ``kinds`` (:func:`kinds_key` of the plan) says by its type which kinds the plan holds: the
+    dispatch compiled for it calls only those, and the others' kernels are never
+    compiled (a dense network's first epoch compiled every kind's: 346 s; this function is the
+    pure-Python twin, run with the JIT off).
+    """
+    for ks, handler in _FORWARD_KINDS:
+        if plan[r, KIND] in ks:
+            handler(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb,
+                    training, seed, threads)
+
+
+@overload(_forward_row)
+def _forward_row_compiled(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb,
+                          training, seed, threads, kinds):
+    """The compiled :func:`_forward_row` for the kinds of ``kinds``'s type."""
+    if not isinstance(kinds, types.BaseTuple):
+        return None
+    (dense, activation, conv2d, pool2d, dropout, batchnorm, layernorm, residual, embedding,
+     position, attention, tied_output) = _chosen(
+        _FORWARD_KINDS, _fw_none, _present(kinds))
+
+    def impl(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training, seed,
+             threads, kinds):
+        kind = plan[r, KIND]
+        if kind == DENSE:
+            dense(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                  seed, threads)
+        elif kind == ACTIVATION:
+            activation(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                       seed, threads)
+        elif kind == CONV2D:
+            conv2d(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                   seed, threads)
+        elif kind == MAXPOOL2D or kind == AVGPOOL2D:
+            pool2d(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                   seed, threads)
+        elif kind == DROPOUT:
+            dropout(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                    seed, threads)
+        elif kind == BATCHNORM:
+            batchnorm(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                      seed, threads)
+        elif kind == LAYERNORM:
+            layernorm(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                      seed, threads)
+        elif kind == RESIDUAL:
+            residual(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                     seed, threads)
+        elif kind == EMBEDDING:
+            embedding(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                      seed, threads)
+        elif kind == POS_EMBEDDING:
+            position(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                     seed, threads)
+        elif kind == ATTENTION:
+            attention(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, training,
+                      seed, threads)
+        elif kind == TIED_OUTPUT:
+            tied_output(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb,
+                        training, seed, threads)
+        # FLATTEN: its output is its input (plan.py gives both one offset): nothing to do
+
+    return impl
+
+
+def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                  need_dx, fresh, training, threads, kinds):
     """Backward through layer ``r``: from the gradient of its output (in ``dacts``) add its
     parameter gradients into ``grad`` and, with ``need_dx``, the gradient of its input into
     ``dacts`` (§5). Each kernel *adds* (the README's "Conventions"). ``training`` must
@@ -218,111 +655,73 @@ def _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache
     ``fresh``: no row has written the input's gradient region yet in this pass (it holds the
     last batch's values). The activation and layer-norm kernels then *write* it (their ``acc``
     switch off: the same values as adding to zeros); for every other kind the region is zeroed
-    first."""
-    kind = plan[r, KIND]
-    x_off = plan[r, IN_OFF] * mb
-    y_off = plan[r, OUT_OFF] * mb
-    p = plan[r, P_OFF]
-    h = plan[r, H0:]
-    if fresh and kind != ACTIVATION and kind != LAYERNORM:
-        _zero(_vec(dacts, x_off, plan[r, IN_SIZE] * mb))
-    if kind == DENSE:
-        n_in, n_out, N = h[0], h[1], h[2] * mb
-        _dense_layer_backward(_view(grad, p, n_out, n_in), _vec(grad, p + n_out * n_in, n_out),
-                              _view(dacts, x_off, n_in, N), _view(dacts, y_off, n_out, N),
-                              _view(theta, p, n_out, n_in), _view(acts, x_off, n_in, N),
-                              _view(cache, plan[r, C_OFF] * mb, N, n_in),
-                              _view(fwork, plan[r, WF_OFF], n_in, n_out),
-                              _view(work, plan[r, WK_OFF] * mb, N, n_out), need_dx, threads)
-    elif kind == ACTIVATION:
-        if need_dx:
-            n, N = h[1], plan[r, IN_SIZE] // h[1] * mb
-            _activation_backward_threads(_view(dacts, x_off, n, N), _view(dacts, y_off, n, N),
-                                         _view(acts, x_off, n, N), _view(acts, y_off, n, N),
-                                         h[0], fplan[r, 0], not fresh, threads)
-    elif kind == CONV2D:
-        c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
-        s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
-        K = c_in * kh * kw
-        N = H_out * W_out * mb
-        wk = plan[r, WK_OFF] * mb
-        _conv2d_backward_tuned(_view(grad, p, c_out, K), _vec(grad, p + c_out * K, c_out),
-                               _img(dacts, x_off, c_in, H, W, mb), _view(dacts, y_off, c_out, N),
-                               _view(theta, p, c_out, K), _img(acts, x_off, c_in, H, W, mb),
-                               _view(work, wk, N, K),
-                               _view(work, wk + N * K, N, c_out),
-                               _view(fwork, plan[r, WF_OFF] + K * c_out, 16 * K, c_out), kh, kw,
-                               s_h, s_w, pad_h, pad_w, H_out, W_out, need_dx, threads)
-    elif kind == MAXPOOL2D or kind == AVGPOOL2D:
-        if need_dx:
-            C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
-                h[7], h[8]
-            dx = _img(dacts, x_off, C, H, W, mb)
-            dy = _img(dacts, y_off, C, H_out, W_out, mb)
-            if kind == MAXPOOL2D:
-                _maxpool2d_backward(dx, dy, _img(icache, plan[r, IC_OFF] * mb, C, H_out, W_out,
-                                                 mb), kh, kw, s_h, s_w)
-            else:
-                _avgpool2d_backward(dx, dy, kh, kw, s_h, s_w)
-    elif kind == DROPOUT:
-        if need_dx:
-            n = plan[r, IN_SIZE]
-            if training:
-                _dropout_backward(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
-                                  _view(cache, plan[r, C_OFF] * mb, n, mb))
-            else:  # evaluation mode ran the identity: its gradient
-                _activation_backward_tuned(_view(dacts, x_off, n, mb), _view(dacts, y_off, n, mb),
-                                           _view(acts, x_off, n, mb), _view(acts, y_off, n, mb),
-                                           0, 0.0, runtime_flag(True))
-    elif kind == BATCHNORM:
-        C, N = h[0], h[1] * mb
-        wf, s = plan[r, WF_OFF], plan[r, S_OFF]
-        # the data's gradient is not needed for row 0, but dγ, dβ come from the same pass:
-        # batch norm always writes dX (into the data's gradient region, which nothing reads)
-        dx = _view(dacts, x_off, C, N)
-        dy = _view(dacts, y_off, C, N)
-        x = _view(acts, x_off, C, N)
-        dgamma, dbeta = _vec(grad, p, C), _vec(grad, p + C, C)
-        gamma = _vec(theta, p, C)
-        if training:
-            _batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, _vec(fwork, wf, C),
-                                _vec(fwork, wf + C, C), runtime_flag(True), threads)
-        else:
-            _batchnorm_backward_eval(dx, dgamma, dbeta, dy, x, gamma, _vec(state, s, C),
-                                     _vec(state, s + C, C), fplan[r, 0])
-    elif kind == LAYERNORM:
-        n, M = h[0], h[1] * mb
-        c = plan[r, C_OFF] * mb
-        _layernorm_backward(_view(dacts, x_off, n, M), _vec(grad, p, n), _vec(grad, p + n, n),
-                            _view(dacts, y_off, n, M), _view(acts, x_off, n, M),
-                            _vec(theta, p, n), _vec(cache, c, M), _vec(cache, c + M, M),
-                            not fresh, threads)
-    elif kind == RESIDUAL:
-        n = plan[r, IN_SIZE]
-        _residual_backward(_view(dacts, x_off, n, mb), _view(dacts, plan[r, IN2_OFF] * mb, n, mb),
-                           _view(dacts, y_off, n, mb))
-    elif kind == EMBEDDING:  # the ids have no gradient
-        V, d, N = h[0], h[1], h[2] * mb
-        _embedding_backward_tuned(_view(grad, p, d, V), _view(dacts, y_off, d, N),
-                                  _vec(acts, x_off, N), threads)
-    elif kind == POS_EMBEDDING:
-        d, T = h[0], h[1]
-        _position_backward(_view(grad, p, d, h[2]),
-                           _view(dacts, x_off, d * T, mb), _view(dacts, y_off, d * T, mb), T,
-                           need_dx)
-    elif kind == ATTENTION:
-        _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwork, mb,
-                                need_dx, threads)
-    elif kind == TIED_OUTPUT:
-        d, V, N = h[0], h[1], h[2] * mb
-        dz = _view(dacts, y_off, V, N)
-        _gemm(_view(grad, p, d, V), _view(acts, x_off, d, N), dz, runtime_flag(False),
-              runtime_flag(True), threads)
-        if need_dx:
-            _gemm(_view(dacts, x_off, d, N), _view(theta, p, d, V), dz, runtime_flag(False),
-                  runtime_flag(False), threads)
-    # FLATTEN: its output's gradient is its input's (one region): nothing to do
+    first.
 
+    ``kinds``: as :func:`_forward_row` (this function is the pure-Python twin).
+    """
+    kind = plan[r, KIND]
+    if fresh and kind != ACTIVATION and kind != LAYERNORM:
+        _zero(_vec(dacts, plan[r, IN_OFF] * mb, plan[r, IN_SIZE] * mb))
+    for ks, handler in _BACKWARD_KINDS:
+        if kind in ks:
+            handler(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work,
+                    fwork, mb, need_dx, fresh, training, threads)
+
+
+@overload(_backward_row)
+def _backward_row_compiled(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work,
+                           fwork, mb, need_dx, fresh, training, threads, kinds):
+    """The compiled :func:`_backward_row` for the kinds of ``kinds``'s type."""
+    if not isinstance(kinds, types.BaseTuple):
+        return None
+    (dense, activation, conv2d, pool2d, dropout, batchnorm, layernorm, residual, embedding,
+     position, attention, tied_output) = _chosen(
+        _BACKWARD_KINDS, _bw_none, _present(kinds))
+
+    def impl(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+             need_dx, fresh, training, threads, kinds):
+        kind = plan[r, KIND]
+        if fresh and kind != ACTIVATION and kind != LAYERNORM:
+            _zero(_vec(dacts, plan[r, IN_OFF] * mb, plan[r, IN_SIZE] * mb))
+        if kind == DENSE:
+            dense(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                  need_dx, fresh, training, threads)
+        elif kind == ACTIVATION:
+            activation(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                       mb, need_dx, fresh, training, threads)
+        elif kind == CONV2D:
+            conv2d(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                   need_dx, fresh, training, threads)
+        elif kind == MAXPOOL2D or kind == AVGPOOL2D:
+            pool2d(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                   need_dx, fresh, training, threads)
+        elif kind == DROPOUT:
+            dropout(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork, mb,
+                    need_dx, fresh, training, threads)
+        elif kind == BATCHNORM:
+            batchnorm(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                      mb, need_dx, fresh, training, threads)
+        elif kind == LAYERNORM:
+            layernorm(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                      mb, need_dx, fresh, training, threads)
+        elif kind == RESIDUAL:
+            residual(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                     mb, need_dx, fresh, training, threads)
+        elif kind == EMBEDDING:
+            embedding(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                      mb, need_dx, fresh, training, threads)
+        elif kind == POS_EMBEDDING:
+            position(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                     mb, need_dx, fresh, training, threads)
+        elif kind == ATTENTION:
+            attention(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                      mb, need_dx, fresh, training, threads)
+        elif kind == TIED_OUTPUT:
+            tied_output(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
+                        mb, need_dx, fresh, training, threads)
+        # FLATTEN: its output's gradient is its input's (one region): nothing to do
+
+    return impl
 
 @kernel
 def _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwork, mb, need_dx,
@@ -370,18 +769,19 @@ def _attention_backward_row(r, plan, theta, grad, acts, dacts, cache, work, fwor
 
 @kernel
 def _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_rows,
-                   training, seed, threads):
+                   training, seed, threads, kinds):
     """Forward through rows ``0 … n_rows − 1`` (§5); ``A^(0)`` must already be at the
     start of ``acts``. A fused loss (softmax or sigmoid + cross-entropy) stops one row short:
-    it starts from the last layer's input and never reads its output."""
+    it starts from the last layer's input and never reads its output. ``kinds``:
+    :func:`kinds_key` of the plan (:func:`_forward_row`)."""
     for r in range(n_rows):
         _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, mb,
-                     training, seed * 64 + r, threads)
+                     training, seed * 64 + r, threads, kinds)
 
 
 @kernel
 def _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
-                    mb, last, training, threads):
+                    mb, last, training, threads, kinds):
     """Backward from row ``last`` down to row 0 (docs/formulas.md §5): the seed must already be in
     ``dacts`` (the gradient of row ``last``'s output). Row 0's input is the data: its gradient
     is not computed.
@@ -390,14 +790,15 @@ def _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache,
     before the first row (in this order) that adds into it (:func:`_first_to_add`), where it is
     still in cache when the row adds, or written by that row when its kernel can write
     (:func:`_backward_row`'s ``fresh``), instead of the whole buffer zeroed before the pass
-    (1.3 ms of a 50 ms step of the small GPT, one thread over 32 MB)."""
+    (1.3 ms of a 50 ms step of the small GPT, one thread over 32 MB). ``kinds``: as
+    :func:`_forward_batch`."""
     for r in range(last, -1, -1):
         if plan[r, IN2_OFF] >= 0 and _first_to_add(plan, r, plan[r, IN2_OFF], last):
             # a second input (a residual's skip): the first's size
             _zero(_vec(dacts, plan[r, IN2_OFF] * mb, plan[r, IN_SIZE] * mb))
         _backward_row(r, plan, fplan, theta, grad, state, acts, dacts, cache, icache, work,
                       fwork, mb, r > 0, _first_to_add(plan, r, plan[r, IN_OFF], last), training,
-                      threads)
+                      threads, kinds)
 
 
 @kernel
@@ -569,7 +970,7 @@ def _gather_labels(labbuf, labels, perm, start, mb):
 @kernel
 def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                 loss_code, Yb, lab, one_hot, mb, acts, dacts, cache, icache, work, fwork, col1,
-                col2, norm_spans, grad_norm, seed, threads):
+                col2, norm_spans, grad_norm, seed, threads, kinds):
     """One optimizer step on the batch already in ``acts`` (``A^(0)``, ``mb`` examples) with
     its targets ``Yb`` / labels ``lab``: forward through the plan (§5–§6), loss and seed (§9),
     zero the gradients (§12), backward through the plan (§6), update (§10, with the
@@ -580,14 +981,14 @@ def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hy
     fused = _fused(loss_code)
     n_fwd = L - 1 if fused else L
     _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, n_fwd,
-                   runtime_flag(True), seed, threads)
+                   runtime_flag(True), seed, threads, kinds)
     loss = _loss_seed(plan, acts, dacts, mb, loss_code, Yb, lab, one_hot, col1, col2)
     correct = 0
     if fused:
         correct = _count_correct(_logits(plan, acts, mb), loss_code, Yb, lab, one_hot)
     _zero(grad)
     _backward_batch(plan, fplan, theta, grad, state, acts, dacts, cache, icache, work, fwork,
-                    mb, n_fwd - 1, runtime_flag(True), threads)
+                    mb, n_fwd - 1, runtime_flag(True), threads, kinds)
     for a in range(norm_spans.shape[0]):
         grad_norm[a] += math.sqrt(_sum_squares(grad, norm_spans[a, 0], norm_spans[a, 1]))
     lr = _update(theta, grad, opt1, opt2, decay, opt_code, hyper, t, threads)
@@ -598,8 +999,9 @@ def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hy
 def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                  loss_code, XT, Y, labels, one_hot, perm, shuffle_seed, batch_size, acts, dacts,
                  cache, icache, work, fwork, Ybuf, labbuf, col1, col2, norm_spans, grad_norm,
-                 dropout_seed, threads):
-    """One epoch of minibatch training, entirely compiled.
+                 dropout_seed, threads, kinds):
+    """One epoch of minibatch training, entirely compiled, for the layer kinds ``kinds``
+    (:func:`kinds_key`: the epoch is compiled for that set, with only those kernels).
 
     Per batch: gather the (shuffled) examples and take one :func:`_train_step`. The last,
     partial batch is used, not dropped. ``XT`` is X transposed, ``(n, n_0)``; ``t`` counts the
@@ -624,7 +1026,8 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
         loss, right, lr = _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay,
                                       opt_code, hyper, t, loss_code, Yb, lab, one_hot, mb, acts,
                                       dacts, cache, icache, work, fwork, col1, col2, norm_spans,
-                                      grad_norm, dropout_seed * 1048576 + batch, threads)
+                                      grad_norm, dropout_seed * 1048576 + batch, threads,
+                                      kinds)
         total += mb * loss
         correct += right
         t += 1
@@ -636,7 +1039,7 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
 def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                       loss_code, corpus, n_steps, window_seed, batch_size, acts, dacts, cache,
                       icache, work, fwork, Ybuf, labbuf, col1, col2, norm_spans, grad_norm,
-                      dropout_seed, threads):
+                      dropout_seed, threads, kinds):
     """``n_steps`` steps of a language model on random windows of ``corpus`` (token ids, int),
     entirely compiled: each batch draws ``batch_size`` start offsets ``s`` uniformly (loopprop's
     own generator seeded with ``window_seed``), puts ``corpus[s : s + T]`` in column ``k`` of
@@ -664,7 +1067,8 @@ def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_co
                                       opt_code, hyper, t, loss_code, Yb, lab,
                                       runtime_flag(False), mb, acts, dacts, cache, icache, work,
                                       fwork, col1, col2, norm_spans, grad_norm,
-                                      dropout_seed * 1048576 + step, threads)
+                                      dropout_seed * 1048576 + step, threads,
+                                      kinds)
         total += mb * loss
         correct += right
         t += 1
@@ -674,7 +1078,7 @@ def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_co
 @kernel
 def _evaluate(plan, fplan, theta, state, loss_code, X, Y, labels, one_hot, chunk, acts, dacts,
               cache, icache, work, fwork, col1, col2, Ybuf, labbuf, perm, out, training,
-              threads):
+              threads, kinds):
     """Forward-only pass over X in chunks, in evaluation mode (dropout off, batch norm's
     running statistics) unless ``training`` (gradcheck's losses: the mode of backward): returns
     ``(Σ loss × chunk size, correct)``; fills ``out`` (n_L, n) with the output activations.
@@ -693,7 +1097,7 @@ def _evaluate(plan, fplan, theta, state, loss_code, X, Y, labels, one_hot, chunk
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
         _forward_batch(plan, fplan, theta, state, acts, cache, icache, work, fwork, mb, L,
-                       training, int(0), threads)
+                       training, int(0), threads, kinds)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
         for i in range(Y.shape[0]):
             for c in range(mb):
@@ -756,7 +1160,8 @@ class Progress:
     #: the notice that the first epoch is compiling, printed when it has not ended by then (s)
     NOTICE_AFTER = 5.0
     NOTICE = ("the first epoch compiles its kernels (once: Numba caches the machine code next to "
-              "the package; a few minutes on a 2-core machine for a new model kind or dtype)")
+              "the package; one to a few minutes on a 2-core machine for a new set of layer "
+              "kinds or dtype)")
 
     def __init__(self, total: int, enabled: bool, notice_after: float | None = None) -> None:
         self.enabled = enabled
