@@ -648,6 +648,18 @@ def _put(Cf, o, acc, scale, add):
     vstore(Cf, o, v)
 
 
+@kernel(inline=True)
+def _put_row(Cf, o, cb, nb, v0, v1, v2, v3, scale, add):
+    """The first ``nb`` registers of one row of a tile: ``C[o + b·cb] (+)= scale·v_b``."""
+    _put(Cf, o, v0, scale, add)
+    if nb > 1:
+        _put(Cf, o + cb, v1, scale, add)
+    if nb > 2:
+        _put(Cf, o + 2 * cb, v2, scale, add)
+    if nb > 3:
+        _put(Cf, o + 3 * cb, v3, scale, add)
+
+
 @kernel(fast=True)
 def _lane_tile(Cf, c0, ca, cb, Xf, x0, xa, xc, Yf, y0, yb, yc, na, nb, p0, p1, scale, add):
     """One tile of up to 4 × 4 registers: ``C[a, b] (+)= scale · Σ_{p0 ≤ p < p1} X[a, p] ⊙
@@ -693,40 +705,13 @@ def _lane_tile(Cf, c0, ca, cb, Xf, x0, xa, xc, Yf, y0, yb, yc, na, nb, p0, p1, s
         c23 = vfma(u2, w, c23)
         c33 = vfma(u3, w, c33)
     vs = vsplat(like(Cf, scale))
-    _put(Cf, c0, c00, vs, add)
-    if nb > 1:
-        _put(Cf, c0 + cb, c01, vs, add)
-    if nb > 2:
-        _put(Cf, c0 + 2 * cb, c02, vs, add)
-    if nb > 3:
-        _put(Cf, c0 + 3 * cb, c03, vs, add)
+    _put_row(Cf, c0, cb, nb, c00, c01, c02, c03, vs, add)
     if na > 1:
-        o = c0 + ca
-        _put(Cf, o, c10, vs, add)
-        if nb > 1:
-            _put(Cf, o + cb, c11, vs, add)
-        if nb > 2:
-            _put(Cf, o + 2 * cb, c12, vs, add)
-        if nb > 3:
-            _put(Cf, o + 3 * cb, c13, vs, add)
+        _put_row(Cf, c0 + ca, cb, nb, c10, c11, c12, c13, vs, add)
     if na > 2:
-        o = c0 + 2 * ca
-        _put(Cf, o, c20, vs, add)
-        if nb > 1:
-            _put(Cf, o + cb, c21, vs, add)
-        if nb > 2:
-            _put(Cf, o + 2 * cb, c22, vs, add)
-        if nb > 3:
-            _put(Cf, o + 3 * cb, c23, vs, add)
+        _put_row(Cf, c0 + 2 * ca, cb, nb, c20, c21, c22, c23, vs, add)
     if na > 3:
-        o = c0 + 3 * ca
-        _put(Cf, o, c30, vs, add)
-        if nb > 1:
-            _put(Cf, o + cb, c31, vs, add)
-        if nb > 2:
-            _put(Cf, o + 2 * cb, c32, vs, add)
-        if nb > 3:
-            _put(Cf, o + 3 * cb, c33, vs, add)
+        _put_row(Cf, c0 + 3 * ca, cb, nb, c30, c31, c32, c33, vs, add)
 
 
 #: the range of the sum in :func:`_lane_products`: every ``p``; causal, ``p`` up to the last
@@ -833,7 +818,8 @@ def _attention_forward_lanes(O, P, Q, K, V, causal, threads):
     (:func:`_lane_products`; causal, the tiles after the diagonal skipped), its softmax rows
     (:func:`_lane_softmax`), ``O = V·Pᵀ`` (the sum over keys cut at the diagonal). Every
     operand is read in place from the batch layout. Threads take contiguous ranges of tasks.
-    Shapes: O, Q, K, V (n_head, d_head, T, m); P (n_head, T, T, m) written."""
+    docs/formulas.md, "Attention, one head". Shapes: O, Q, K, V (n_head, d_head, T, m); P
+    (n_head, T, T, m) written."""
     n_head, d, T, m = Q.shape
     Of, Pf, Qf, Kf, Vf = (borrowed_flat(O), borrowed_flat(P), borrowed_flat(Q), borrowed_flat(K),
                           borrowed_flat(V))
@@ -865,7 +851,8 @@ def _attention_backward_lanes(dQ, dK, dV, dO, Q, K, V, P, causal, add, threads):
     L), per head and group of L examples: ``dP = dOᵀ·V`` into a workspace, ``dS`` row by row
     (:func:`_lane_softmax_backward`, α folded in), then ``dV = dO·P``, ``dQ = K·dSᵀ``,
     ``dK = Q·dS`` (:func:`_lane_products`, each sum cut to the causal triangle), added
-    (``add``) or written. Shapes: as the naive; workspace per thread ``(T·T·L)``."""
+    (``add``) or written. docs/formulas.md, "Attention, one head". Shapes: as the naive;
+    workspace per thread ``(T·T·L)``."""
     n_head, d, T, m = Q.shape
     dQf, dKf, dVf, dOf = borrowed_flat(dQ), borrowed_flat(dK), borrowed_flat(dV), borrowed_flat(dO)
     Qf, Kf, Vf, Pf = borrowed_flat(Q), borrowed_flat(K), borrowed_flat(V), borrowed_flat(P)
