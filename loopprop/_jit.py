@@ -28,6 +28,8 @@ from typing import Callable, TypeVar
 
 import numba
 
+from . import _cache
+
 F = TypeVar("F", bound=Callable)
 
 #: below this many multiply-adds a product runs on one thread: the thread launch would cost more
@@ -63,6 +65,9 @@ def _prefer_wide_vectors() -> bool:
     numba.config.CPU_FEATURES = features + ",-prefer-256-bit"
     return True
 
+
+# cached machine code is stamped with a hash of the whole package (see loopprop/_cache.py)
+_cache.install()
 
 #: whether kernels were compiled with 512-bit vectors preferred (reported by ``loopprop bench``)
 WIDE_VECTORS: bool = _prefer_wide_vectors()

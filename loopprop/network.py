@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _files
 from . import plan as _plan
 from . import train as _train
 from ._jit import use_threads
@@ -1095,8 +1095,16 @@ class Network:
         if self.layer_sizes is not None:  # the layer-sizes form, rebuilt as such on load
             meta["layer_sizes"] = self.layer_sizes
             meta["activations"] = self.activations
-        with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), theta=self._theta, state=self._state)
+        try:
+            text = json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"metadata: net.metadata must hold only JSON values (str, int, float, bool, "
+                f"None, lists and dicts of them), finite numbers; {exc}. Convert NumPy values "
+                "with .item() or .tolist() before saving; nothing was written"
+            ) from None
+        _files.atomic_write(path, lambda fh: np.savez(fh, meta=np.array(text),
+                                                       theta=self._theta, state=self._state))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":

@@ -5,6 +5,7 @@ matplotlib is an optional extra (``pip install "loopprop[plot]"``); it is import
 
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 
@@ -46,7 +47,10 @@ def plot_history(history: Mapping[str, Sequence], path: str, title: str = "") ->
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from ._files import atomic_path
+
+    with atomic_path(path, suffix=os.path.splitext(path)[1] or ".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

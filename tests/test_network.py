@@ -297,6 +297,23 @@ def test_save_load_round_trips_bitwise(tmp_path, rng):
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
 
 
+def test_a_failed_save_keeps_the_file_it_would_overwrite(tmp_path):
+    net = lp.Network([2, 3, 1], ["relu", "sigmoid"], "binary_cross_entropy", seed=1)
+    path = tmp_path / "m.npz"
+    net.save(path)
+    good = path.read_bytes()
+    net.metadata["note"] = np.float32(1.5)  # not a JSON value
+    with pytest.raises(TypeError, match="metadata"):
+        net.save(path)
+    assert path.read_bytes() == good
+    assert lp.Network.load(path).metadata == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temporary file left
+    net.metadata["note"] = float("nan")  # JSON has no NaN
+    with pytest.raises(TypeError, match="metadata"):
+        net.save(path)
+    assert path.read_bytes() == good
+
+
 def _saved(tmp_path):
     path = tmp_path / "model.npz"
     lp.Network([2, 3, 1], ["relu", "sigmoid"], "binary_cross_entropy").save(path)

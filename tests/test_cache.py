@@ -1,0 +1,73 @@
+"""Numba's cache never runs an older version of a kernel (loopprop/_cache.py).
+
+A cached function links its compiled callees into its own machine code, and Numba stamps a
+cache entry with the hash of the function's own file only: without loopprop's locators, an
+edit of a callee's file (``git pull``, another commit under asv) left the caller's old code
+running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numba
+import pytest
+
+import loopprop
+
+pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the cache needs the JIT")
+
+#: dropout's kernel (kernels/dropout.py) draws through SplitMix64's _mix, defined in
+#: kernels/rng.py and inlined into it
+_RUN = textwrap.dedent("""
+    import numpy as np, loopprop as lp
+    out, mask = lp.dropout_forward(np.ones((8, 64)), 0.5, 7)
+    print("".join("1" if v else "0" for v in (mask.ravel() > 0)))
+""")
+
+
+def _copy_package(dst) -> str:
+    src = os.path.dirname(loopprop.__file__)
+    shutil.copytree(src, dst / "loopprop", ignore=shutil.ignore_patterns("__pycache__"))
+    return str(dst / "loopprop")
+
+
+def _mask(root, cache_dir=None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["PYTHONPATH"] = str(root)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    done = subprocess.run([sys.executable, "-c", _RUN], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_changed_callee_in_another_file_is_compiled_again(tmp_path):
+    pkg = _copy_package(tmp_path)
+    before = _mask(tmp_path)  # compiled and cached in the copy's __pycache__
+    assert _mask(tmp_path) == before  # loaded from the cache: same draws
+    rng_py = os.path.join(pkg, "kernels", "rng.py")
+    with open(rng_py) as fh:
+        source = fh.read()
+    assert "_M1 = 0xBF58476D1CE4E5B9" in source
+    with open(rng_py, "w") as fh:  # another mixing constant: other draws
+        fh.write(source.replace("_M1 = 0xBF58476D1CE4E5B9", "_M1 = 0xBF58476D1CE4E5B7"))
+    after = _mask(tmp_path)  # dropout.py did not change, its callee did
+    fresh = _mask(tmp_path, cache_dir=tmp_path / "empty-cache")  # compiled from nothing
+    assert after == fresh, "the cached dropout kernel ran the old _mix of kernels/rng.py"
+    assert after != before
+
+
+def test_only_loopprop_files_get_the_package_stamp(tmp_path):
+    from loopprop import _cache
+
+    assert _cache._in_package(loopprop._cache.__file__)
+    assert _cache._in_package(os.path.join(_cache.PACKAGE_DIR, "kernels", "dense.py"))
+    assert not _cache._in_package(numba.__file__)
+    assert not _cache._in_package(str(tmp_path / "loopprop" / "x.py"))
+    assert len(_cache.package_digest()) == 64
