@@ -32,9 +32,25 @@ from . import _cache
 
 F = TypeVar("F", bound=Callable)
 
-#: below this many multiply-adds a product runs on one thread: the thread launch would cost more
-#: than it saves (shared by the loop nests of kernels/dense.py and the packed kernels/gemm.py)
+#: below this many values an elementwise or normalization kernel runs on one thread: the thread
+#: launch would cost more than it saves
 PARALLEL_MIN_WORK = 1 << 20
+#: below this many multiply-adds a product runs on one thread (the loop nests of
+#: kernels/dense.py and the packed kernels/gemm.py). A product of 2²⁰ (a 64-512 layer on a batch
+#: of 32) takes ~20 µs: two threads saved little of it when their wake-up was free, and cost a
+#: wake-up (or a spinning thread) per product otherwise; the 64-512-10 epoch measured as fast
+#: on one thread as on two (docs/performance.md, "Threads that wait").
+PRODUCT_MIN_WORK = 1 << 21
+
+#: how long a waiting OpenMP thread spins before it sleeps (GNU OpenMP, the threading layer
+#: Numba uses on Linux): iterations of a pause loop, ~60 µs here. libgomp's default (300 000,
+#: milliseconds) left a thread spinning at every barrier while its partner waited for a core:
+#: with two busy processes beside it, an epoch ran 5-15× slower; passive waiting (0) cost quiet
+#: epochs ~30 %. Set only when the user chose neither ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT``,
+#: and before the pool starts (libgomp reads it once, when it is loaded).
+GOMP_SPINCOUNT = "3000"
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
 
 #: LLVM fast-math flags used by tuned kernels. No ``nnan``/``ninf``: NaN checks must keep working.
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz"})

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import DTYPES, RTOL, assert_close, rand
 
-from loopprop._jit import PARALLEL_MIN_WORK
+from loopprop._jit import PRODUCT_MIN_WORK
 from loopprop.kernels import gemm
 
 SHAPES = [(1, 1, 1), (5, 3, 7), (6, 16, 16), (7, 17, 33), (13, 257, 15), (12, 256, 513),
@@ -41,11 +41,11 @@ def test_gemm_matches_numpy_product(rng, dtype, x_trans, y_trans, nr, P, ns):
 @pytest.mark.parametrize("nr,ns", [(97, 70), (29, 301)])  # split by rows; by column strips
 @pytest.mark.parametrize("x_trans,y_trans", [(False, False), (True, False), (False, True)])
 def test_gemm_threads_give_identical_bits(rng, x_trans, y_trans, nr, ns):
-    """Above PARALLEL_MIN_WORK the row tiles (or, with more columns than rows, the column
+    """Above PRODUCT_MIN_WORK the row tiles (or, with more columns than rows, the column
     strips) are split between threads; each element is still summed by one thread in one
     order, so the result does not depend on the thread count."""
-    P = 300
-    assert nr * P * ns >= PARALLEL_MIN_WORK
+    P = 400
+    assert nr * P * ns >= PRODUCT_MIN_WORK
     C1, X, Y, ref = _operands(rng, nr, P, ns, np.float64, x_trans, y_trans)
     C2 = C1.copy()
     gemm._gemm(C1, X, Y, x_trans, y_trans, 1)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .._jit import PARALLEL_MIN_WORK, kernel, prange, runtime_flag, use_threads
+from .._jit import PRODUCT_MIN_WORK, kernel, prange, runtime_flag, use_threads
 from .gemm import _gemm
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def _abt(C, X, Y, threads):
     Threaded, the 4-row blocks of C are cut into one contiguous range per thread and the
     ranges run under ``prange``: each thread owns whole rows of C (no two threads write one
     element) and there is one thread launch per product, not one per panel. Below
-    ``PARALLEL_MIN_WORK`` multiply-adds the launch costs more than it saves and one thread runs
+    ``PRODUCT_MIN_WORK`` multiply-adds the launch costs more than it saves and one thread runs
     :func:`_abt_blocks` over all rows. Each row's sums are the same whatever the thread count,
     so results are bitwise identical across thread counts.
 
@@ -233,7 +233,7 @@ def _abt(C, X, Y, threads):
     nr, P = X.shape
     ns = Y.shape[0]
     nb = (nr + _MR - 1) // _MR
-    if threads > 1 and nb > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
+    if threads > 1 and nb > 1 and nr * ns * P >= PRODUCT_MIN_WORK:
         chunks = min(threads, nb)
         for c in prange(chunks):
             _abt_blocks(C, X, Y, c * nb // chunks, (c + 1) * nb // chunks)
@@ -358,7 +358,7 @@ def _ab(C, X, Y, threads):
     nr, P = X.shape
     ns = Y.shape[1]
     nb = (nr + _MR - 1) // _MR
-    if threads > 1 and nb > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
+    if threads > 1 and nb > 1 and nr * ns * P >= PRODUCT_MIN_WORK:
         chunks = min(threads, nb)
         for c in prange(chunks):
             _ab_blocks(C, X, Y, c * nb // chunks, (c + 1) * nb // chunks)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._jit import PARALLEL_MIN_WORK, kernel, prange
+from .._jit import PRODUCT_MIN_WORK, kernel, prange
 from .simd import (lanes, vadd, vfma, vload, vloadn, vprefetch, vsplat, vsplit, vstore,
                    vstoren, vzero)
 from .views import borrowed_flat
@@ -339,7 +339,7 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
 
     Shapes: C (nr, ns) C-contiguous; X (nr, P), or (P, nr) when ``x_trans``; Y (P, ns), or
     (ns, P) when ``y_trans``; X and Y C-contiguous. ``threads`` > 1 splits C into one
-    contiguous range per thread when the product has at least ``PARALLEL_MIN_WORK``
+    contiguous range per thread when the product has at least ``PRODUCT_MIN_WORK``
     multiply-adds: ranges of row tiles, each thread packing all of Y's panels (O(P·ns) against
     its share O(nr·P·ns / threads) of the products), or, when C has more columns than rows,
     ranges of strips of ``NR`` columns, each thread packing only its part of Y.
@@ -350,7 +350,7 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
     n_tiles = (nr + MR - 1) // MR
     n_strips = (ns + NR - 1) // NR
     chunks = 1
-    if threads > 1 and nr * ns * P >= PARALLEL_MIN_WORK:
+    if threads > 1 and nr * ns * P >= PRODUCT_MIN_WORK:
         chunks = min(threads, n_tiles)
     # split the columns when C has more of them than rows: split by rows, each thread would
     # pack all of Y (P·ns values) for its share of fewer rows
