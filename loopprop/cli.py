@@ -139,6 +139,9 @@ def resnet_layers(dataset: str):
     return [Conv2d(16, 5), BatchNorm(), ReLU(), MaxPool2d(2), *block(16), Conv2d(32, 5),
             BatchNorm(), ReLU(), MaxPool2d(2), *block(32), Flatten(), Dense(10), Softmax()]
 LOSS_CHOICES = ("cross_entropy", "binary_cross_entropy", "mse")
+#: ``--model gpt``: its size and data options and their defaults
+GPT_SIZES = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "steps_per_epoch": 200,
+             "val_tokens": 65536}
 
 
 def _plural(n: int, word: str) -> str:
@@ -159,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{'-'.join(map(str, c['hidden']))} hidden, {c['optimizer']} lr "
                        f"{c['lr']:g}; mse {'-'.join(map(str, r['hidden']))} hidden, "
                        f"{r['optimizer']} lr {r['lr']:g}.")
-    t.add_argument("--dataset", default="digits", choices=list(DATASETS),
-                   help="dataset (default: digits)")
+    t.add_argument("--dataset", default=None, choices=list(DATASETS),
+                   help="dataset of the mlp, cnn and resnet (default: digits)")
     t.add_argument("--model", default="mlp", choices=["mlp", "cnn", "resnet", "gpt"],
                    help="mlp: dense layers (--hidden); cnn: a convolutional network on the "
                    "images of digits (adamw lr 0.004, weight decay 0.1, cosine, 100 epochs) or "
@@ -173,9 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_int_list, default=None,
                    help="hidden layer sizes, e.g. 128 or 128-64 (default: 512 with "
                    "cross-entropy, 64 with mse)")
-    t.add_argument("--activation", default="relu",
+    t.add_argument("--activation", default=None,
                    choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"],
-                   help="hidden activation (default: relu)")
+                   help="hidden activation of the mlp (default: relu)")
     t.add_argument("--loss", default=None, choices=LOSS_CHOICES,
                    help="loss (default: cross_entropy with a softmax output for classification, "
                    "mse with an identity output for regression; binary_cross_entropy: one "
@@ -203,16 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("gpt (with --model gpt)")
     g.add_argument("--text", metavar="PATH", help="a UTF-8 text file to train on (default: the "
                    "standard library's .py sources; the last 10%% is held out)")
-    g.add_argument("--block-size", type=_positive_int, default=64, help="context length T "
-                   "(default 64)")
-    g.add_argument("--n-layer", type=_positive_int, default=4, help="blocks (default 4)")
-    g.add_argument("--n-head", type=_positive_int, default=4, help="attention heads (default 4)")
-    g.add_argument("--n-embd", type=_positive_int, default=128, help="width (default 128)")
-    g.add_argument("--steps-per-epoch", type=_positive_int, default=200,
+    g.add_argument("--block-size", type=_positive_int, default=None, help="context length T "
+                   f"(default {GPT_SIZES['block_size']})")
+    g.add_argument("--n-layer", type=_positive_int, default=None,
+                   help=f"blocks (default {GPT_SIZES['n_layer']})")
+    g.add_argument("--n-head", type=_positive_int, default=None,
+                   help=f"attention heads (default {GPT_SIZES['n_head']})")
+    g.add_argument("--n-embd", type=_positive_int, default=None,
+                   help=f"width (default {GPT_SIZES['n_embd']})")
+    g.add_argument("--steps-per-epoch", type=_positive_int, default=None,
                    help="optimizer steps per epoch, each on --batch-size random windows "
-                   "(default 200)")
-    g.add_argument("--val-tokens", type=_positive_int, default=65536,
-                   help="held-out tokens scored after every epoch (default 65536)")
+                   f"(default {GPT_SIZES['steps_per_epoch']})")
+    g.add_argument("--val-tokens", type=_positive_int, default=None,
+                   help="held-out tokens scored after every epoch (default "
+                   f"{GPT_SIZES['val_tokens']})")
     t.add_argument("--seed", type=_seed, default=0, help="seed for weights and shuffling")
     t.add_argument("--dtype", default=None, choices=["float64", "float32"],
                    help="default float64 (float32 for gpt)")
@@ -231,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--tokens", type=_positive_int, default=300,
                     help="characters to generate (default 300)")
     sm.add_argument("--temperature", type=_float, default=0.8,
-                    help="below 1: surer, above 1: more varied (default 0.8)")
+                    help="below 1: surer, above 1: more varied; 0 (or below 1e-6): always the "
+                    "most probable character (default 0.8)")
     sm.add_argument("--seed", type=_seed, default=0, help="seed of the draw (default 0)")
 
     ev = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a dataset")
@@ -306,6 +314,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: ``loopprop train`` options that only some models read: given to another model they are an
+#: error, never silently ignored
+MODEL_ONLY = {"dataset": ("mlp", "cnn", "resnet"), "hidden": ("mlp",), "activation": ("mlp",),
+              "text": ("gpt",), **{name: ("gpt",) for name in GPT_SIZES}}
+
+
+def _refuse_ignored(args: argparse.Namespace) -> None:
+    """An option the chosen model does not read is an error (``--text`` without
+    ``--model gpt`` once trained the digits MLP and exited 0)."""
+    for dest, models in MODEL_ONLY.items():
+        if getattr(args, dest) is not None and args.model not in models:
+            option = "--" + dest.replace("_", "-")
+            raise CLIError(f"{option}: not used by --model {args.model}; it applies to "
+                           f"--model {' or '.join(models)}")
+    for dest, value in GPT_SIZES.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+
+
 def _writable_target(path: str, option: str, suffix: str) -> str:
     """``path`` with ``suffix`` added if it has none, checked *before* any work is done: its
     directory must exist and be writable."""
@@ -328,8 +355,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from . import datasets
     from .network import Network
 
+    _refuse_ignored(args)
     if args.model == "gpt":
         return _train_gpt(args)
+    args.dataset = args.dataset or "digits"
+    args.activation = args.activation or "relu"
     args.dtype = args.dtype or "float64"
     meta = datasets.info(args.dataset)
     if args.model in ("cnn", "resnet"):
@@ -340,7 +370,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     hidden = args.hidden if args.hidden is not None else defaults["hidden"]
     optimizer = args.optimizer or defaults["optimizer"]
     epochs = args.epochs or defaults["epochs"]
-    lr = args.lr if args.lr is not None else (ADAM_LR if optimizer == "adam" else defaults["lr"])
+    lr = args.lr if args.lr is not None else (ADAM_LR if optimizer in ("adam", "adamw")
+                                              else defaults["lr"])
     if meta.task == "regression" and loss != "mse":
         raise CLIError(f"--loss: {args.dataset} is a regression dataset: use --loss mse")
     if loss == "binary_cross_entropy" and meta.n_classes != 2:
@@ -471,10 +502,9 @@ GPT_DEFAULTS = {"lr": 2e-3, "epochs": 5, "batch_size": 16, "weight_decay": 0.1,
 def _train_gpt(args: argparse.Namespace) -> int:
     from . import models, text
 
-    for option, value in (("--hidden", args.hidden), ("--loss", args.loss)):
-        if value is not None:
-            raise CLIError(f"{option}: not used by --model gpt (a language model with "
-                           "cross-entropy; size it with --n-layer, --n-head, --n-embd)")
+    if args.loss is not None:
+        raise CLIError("--loss: not used by --model gpt (a language model with cross-entropy; "
+                       "size it with --n-layer, --n-head, --n-embd)")
     if args.n_embd % args.n_head:
         raise CLIError(f"--n-head: n_embd={args.n_embd} is not divisible by n_head="
                        f"{args.n_head}; each head takes n_embd / n_head features")
@@ -534,8 +564,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         tok = CharTokenizer.from_config(net.metadata.get("tokenizer"))
     except ValueError as exc:
         raise CLIError(f"{args.model}: {exc}") from None
-    if not (args.temperature > 0 and np.isfinite(args.temperature)):
-        raise CLIError(f"--temperature: expected a number > 0, got {args.temperature:g}")
+    if not (args.temperature >= 0 and np.isfinite(args.temperature)):
+        raise CLIError(f"--temperature: expected a number ≥ 0 (0: always the most probable "
+                       f"character), got {args.temperature:g}")
     if not args.prompt:
         raise CLIError("--prompt: expected at least one character")
     try:

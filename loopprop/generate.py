@@ -135,13 +135,23 @@ class _Stepper:
         return buf.acts[off:off + size].astype(np.float64)
 
 
+#: below this temperature a draw is the most probable token (greedy decoding): ``log p / τ``
+#: of the least likely token (≥ −690) stays finite down to here, and the sharpened
+#: distribution has long put all its mass on the top token
+GREEDY_TEMPERATURE = 1e-6
+
+
 def _draw(probs: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
     """A token from ``probs`` sharpened by ``temperature`` (``softmax(z/τ) ∝ p^(1/τ)``), by the
-    inverse of the cumulative distribution."""
+    inverse of the cumulative distribution; the argmax below :data:`GREEDY_TEMPERATURE` (the
+    random number is drawn all the same, so the stream does not depend on τ)."""
+    u = rng.random()
+    if temperature < GREEDY_TEMPERATURE:
+        return int(np.argmax(probs))
     logp = np.log(np.maximum(probs, 1e-300)) / temperature
     w = np.exp(logp - logp.max())
     cdf = np.cumsum(w)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(w) - 1))
+    return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(w) - 1))
 
 
 def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 0,
@@ -149,13 +159,14 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
     """Continue ``prompt`` (token ids, 1-D, non-empty) by ``n_tokens`` tokens drawn from the
     language model ``net`` (:func:`loopprop.models.gpt`); returns the new ids.
 
-    ``temperature`` τ > 0 divides the logits (below 1: surer, above: more varied); ``seed``
+    ``temperature`` τ ≥ 0 divides the logits (below 1: surer, above: more varied; below
+    :data:`GREEDY_TEMPERATURE`, 0 included, the most probable token every time); ``seed``
     makes the draw reproducible. ``use_cache=False`` recomputes the whole context for every
     token (the reference the cache is tested against)."""
     T = net._sequence_model("sample")
     n_tokens = _checks.check_int(n_tokens, "n_tokens", 0, "non-negative number of tokens")
     temperature = _checks.check_fraction(temperature, "temperature", 0.0, math.inf,
-                                         lo_open=True, example=" such as 0.8")
+                                         example=" such as 0.8 (0: greedy)")
     seed = _checks.check_int(seed, "seed", 0, "non-negative integer seed")
     prompt = np.asarray(prompt)
     if prompt.ndim != 1 or prompt.size == 0:

@@ -122,6 +122,13 @@ def test_conv2d_matches_finite_differences(rng):
     (lambda W, b, A: lp.conv2d_forward(W.astype(int), b, A), TypeError, "W: expected a float"),
     (lambda W, b, A: lp.conv2d_forward(W, b, np.full_like(A, np.nan)), ValueError, "NaN"),
     (lambda W, b, A: lp.conv2d_backward(np.ones((3, 1, 1, 1)), W, A), ValueError, "dZ"),
+    # a kernel with a zero side once returned the bias in a wrong-shaped array
+    (lambda W, b, A: lp.conv2d_forward(W[:, :, :0], b, A), ValueError, "every side ≥ 1"),
+    (lambda W, b, A: lp.conv2d_forward(W[:, :, :, :0], b, A, impl="naive"), ValueError,
+     "every side ≥ 1"),
+    (lambda W, b, A: lp.conv2d_backward(np.ones((3, 6, 3, 2)), W[:, :, :0], A), ValueError,
+     "every side ≥ 1"),
+    (lambda W, b, A: lp.conv2d_forward(W, b, A[..., :0]), ValueError, "A_prev"),
 ])
 def test_conv2d_bad_input_gets_a_clear_error(rng, call, exc, pattern):
     W, b, A = rand(rng, (3, 2, 3, 3)), rand(rng, 3), rand(rng, (2, 5, 5, 2))

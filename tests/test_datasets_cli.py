@@ -48,6 +48,13 @@ def run_cli(*args):
     (["train", "--epochs", "0"], "expected a positive integer"),
     (["train", "--hidden", "a-b"], "expected positive sizes like"),
     (["train", "--lr", "-1", "--dataset", "xor", "--epochs", "1"], "lr:"),
+    # an option the chosen model does not read is refused (--text once trained the digits MLP)
+    (["train", "--text", "x.csv"], "--text: not used by --model mlp"),
+    (["train", "--n-layer", "2"], "--n-layer: not used by --model mlp"),
+    (["train", "--model", "cnn", "--activation", "tanh"], "--activation: not used by --model cnn"),
+    (["train", "--model", "resnet", "--hidden", "8"], "--hidden: not used by --model resnet"),
+    (["train", "--model", "gpt", "--dataset", "iris"], "--dataset: not used by --model gpt"),
+    (["train", "--model", "gpt", "--block-size", "8", "--hidden", "8"], "--hidden"),
 ])
 def test_cli_errors_are_one_line(args, pattern):
     r = run_cli(*args)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from loopprop import cli
 from helpers import one_line_error, run_cli
 
 
@@ -48,6 +50,8 @@ def test_mlp_trains_with_adamw_cosine_warmup_and_clipping():
                 "--hidden", "8", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout
+    # AdamW starts from Adam's learning rate, not SGD's (it once trained at momentum's 0.02)
+    assert f"adamw, lr {cli.ADAM_LR:g}," in r.stdout
 
 
 @pytest.mark.parametrize("args,pattern", [

@@ -141,7 +141,7 @@ def test_fit_text_and_sample_errors():
     with pytest.raises(ValueError, match="non-empty 1-D"):
         generate.sample(net, [], 5)
     with pytest.raises(ValueError, match="temperature"):
-        generate.sample(net, [1], 5, temperature=0.0)
+        generate.sample(net, [1], 5, temperature=-0.5)
     mlp = Network([4, 3], ["softmax"], "cross_entropy")
     with pytest.raises(TypeError, match="needs a language model"):
         mlp.fit_text(np.arange(10))
@@ -164,7 +164,33 @@ def test_cli_trains_a_gpt_and_samples(tmp_path):
     assert again.stdout == r.stdout
     one_line_error(run_cli("sample", str(model), "--prompt", "é"),
                    "not in the vocabulary")
-    one_line_error(run_cli("sample", str(model), "--temperature", "0"), "--temperature")
+    one_line_error(run_cli("sample", str(model), "--temperature", "-1"), "--temperature")
+    r = run_cli("sample", str(model), "--prompt", "def ", "--tokens", "20", "--temperature",
+                "1e-320")
+    assert r.returncode == 0, r.stderr
+    greedy = run_cli("sample", str(model), "--prompt", "def ", "--tokens", "20",
+                     "--temperature", "0", "--seed", "5")
+    assert greedy.stdout == r.stdout  # greedy: the same characters whatever the seed
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-7, 1e-300, 1e-310, 5e-324])
+def test_a_tiny_temperature_decodes_greedily(temperature):
+    """Below GREEDY_TEMPERATURE each token is the argmax of the model's next-token
+    distribution (the oracle: the whole window through net.predict); a subnormal τ once
+    made the CDF NaN and returned the last token of the vocabulary."""
+    net, tok = small_gpt(seed=3)
+    ctx = list(tok.encode("def f"))
+    want = []
+    for _ in range(3):  # stays inside the block of 8: no context restart
+        X = np.zeros((8, 1), np.int64)
+        X[:len(ctx), 0] = ctx
+        want.append(int(np.argmax(net.predict(X)[:, len(ctx) - 1, 0])))
+        ctx.append(want[-1])
+    got = generate.sample(net, tok.encode("def f"), 3, temperature=temperature, seed=1)
+    assert got.tolist() == want
+    probs = np.full(5, 0.1)
+    probs[2] = 0.6
+    assert generate._draw(probs, temperature, np.random.default_rng(0)) == 2
 
 
 def test_cli_text_errors(tmp_path):

@@ -1226,6 +1226,13 @@ def conv_geometry(W_shape, A_shape, stride, padding, w_name="W", a_name="A_prev"
     s_h, s_w = pair(stride, "stride", 1)
     pad_h, pad_w = pair(padding, "padding", 0)
     c_out, c_in, kh, kw = W_shape
+    if min(W_shape) < 1:
+        raise ValueError(f"{w_name}: expected a kernel (c_out, c_in, kh, kw) with every side ≥ 1, "
+                         f"got shape {tuple(W_shape)}: a convolution needs at least one output "
+                         "channel, one input channel and a 1×1 window")
+    if min(A_shape) < 1:
+        raise ValueError(f"{a_name}: expected images (channels, height, width, m) with every "
+                         f"side ≥ 1, got shape {tuple(A_shape)}")
     if A_shape[0] != c_in:
         raise ValueError(
             f"{a_name} has {A_shape[0]} channels (shape {tuple(A_shape)}) but {w_name} expects "
