@@ -123,6 +123,18 @@ def to_dtype(arr: np.ndarray, dtype: np.dtype, name: str, check_finite: bool = T
     return out
 
 
+def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """``dtype`` as float32 or float64 (any spelling NumPy understands), else a ``TypeError``."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in FLOAT_DTYPES:  # (a NumPy dtype compares equal to None)
+        raise TypeError(f"{name}: expected 'float32' or 'float64' (the dtypes loopprop's kernels "
+                        f"compute in), got {dtype!r}")
+    return dt
+
+
 def same_dtype(**arrays: np.ndarray) -> np.dtype:
     """All arrays of one call share a dtype; return it or raise ``TypeError`` naming the two."""
     items = list(arrays.items())
@@ -200,6 +212,18 @@ def check_int(value: Any, name: str, minimum: int, what: str = "integer") -> int
     if value < minimum:
         raise ValueError(f"{name}: expected a {what} (≥ {minimum}), got {value!r}")
     return int(value)
+
+
+def stream_seed(seed: int, bits: int = 63) -> int:
+    """A non-negative seed as an integer below ``2**bits``, for compiled code (which holds 64-bit
+    integers): the seed itself when it fits (the same streams as before), else 64 bits of a
+    BLAKE2 hash of its decimal digits cut to ``bits``. Any Python integer seed then works."""
+    if seed < 1 << bits:
+        return seed
+    import hashlib
+
+    digest = hashlib.blake2b(str(seed).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> (64 - bits)
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -210,6 +210,9 @@ def load(name: str, *, dtype: str = "float64", image: bool = False):
     classification and a standardized ``float`` vector for regression (diabetes).
     """
     meta = info(name)
+    from ._checks import float_dtype
+
+    dtype = float_dtype(dtype).name
     if image and name not in IMAGE_SHAPES:
         raise ValueError(f"image: {name} is not an image dataset; the image datasets are "
                          f"{', '.join(IMAGE_SHAPES)}")

@@ -225,12 +225,7 @@ class Network:
         if loss is None:
             raise ValueError(f"loss: expected one of {', '.join(LOSSES)}")
         _checks.check_choice(loss, "loss", LOSSES)
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}") from None
-        if dt not in _checks.FLOAT_DTYPES:
-            raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        dt = _checks.float_dtype(dtype)
         _checks.check_choice(init, "init", INITS)
         seed = _checks.check_int(seed, "seed", 0, "non-negative integer seed")
         alpha = _checks.finite_float(alpha, "alpha", " such as 0.01 (the leaky-ReLU slope)")
@@ -603,7 +598,7 @@ class Network:
         self._forward_count += 1
         _train._forward_batch(self._plan, self._fplan, self._theta, self._state, buf.acts,
                               buf.cache, buf.icache, buf.work, buf.fwork, m, len(self._rows),
-                              self.training, self.seed * 1048576 + self._forward_count,
+                              self.training, self._forward_seed(),
                               use_threads(True), self._kinds)
         self._cache = (buf, m, self.training)
         return self._output_view(buf, m).reshape(*self.output_shape, m).copy()
@@ -617,6 +612,11 @@ class Network:
                     "value per feature in training mode, which has no variance (PyTorch "
                     "refuses it too); use batches of at least 2, or net.eval() to normalize "
                     "with the running statistics")
+
+    def _forward_seed(self) -> int:
+        """The dropout seed of a forward pass: ``seed·2²⁰ + count`` (the seed hashed into 43 bits
+        when it is larger), kept below 2⁶³ for compiled code."""
+        return (_checks.stream_seed(self.seed, 43) * 1048576 + self._forward_count) % (1 << 63)
 
     def _region(self, buf, off: int, size: int, m: int) -> np.ndarray:
         return buf.acts[off * m:(off + size) * m].reshape(size, m)

@@ -7,6 +7,7 @@ import pytest
 from helpers import DTYPES, RTOL, assert_close, numeric_grad, rand, torch_or_skip
 
 import loopprop as lp
+from loopprop import _checks
 from loopprop import vectorized as vec
 
 #: (c_in, c_out, H, W, kernel, stride, padding, m): 1×1 kernels, kernels as large as the padded
@@ -230,6 +231,34 @@ def test_dropout_mask_values_rate_and_reproducibility():
     dA = np.random.default_rng(0).standard_normal(A.shape)
     np.testing.assert_array_equal(lp.dropout_backward(dA, mask), vec.dropout_backward(dA, mask))
     assert np.all(lp.dropout_forward(A, 0.0, seed=1)[1] == 1.0)  # p = 0 keeps everything
+
+
+def test_dropout_takes_any_integer_seed():
+    """Seeds past 64 bits once failed with a Numba TypingError; below 2⁶³ the masks are the
+    ones they always were (hashing only what does not fit)."""
+    A = np.ones((16, 64))
+    masks = [lp.dropout_forward(A, 0.5, seed)[1] for seed in (2**63, 2**64, 2**64 + 1, 10**40)]
+    for mask in masks:
+        assert abs((mask == 0).mean() - 0.5) < 0.1
+    assert len({m.tobytes() for m in masks}) == 4
+    np.testing.assert_array_equal(lp.dropout_forward(A, 0.5, 10**40)[1], masks[3])
+    for seed, key in ((2**62, 2**62), (2**64, _checks.stream_seed(2**64))):
+        np.testing.assert_array_equal(lp.dropout_forward(A, 0.5, seed)[1] == 0,
+                                      _splitmix_dropped(key, A.size, 0.5).reshape(A.shape))
+
+
+def _splitmix_dropped(seed: int, n: int, p: float) -> np.ndarray:
+    """Which units the documented formula drops: ``r(seed, t) < p`` with r the top 53 bits of
+    SplitMix64's output for ``seed·γ + (t + 1)·γ`` (Python integers, the JIT not involved)."""
+    mask, gamma = (1 << 64) - 1, 0x9E3779B97F4A7C15
+    out = np.empty(n, bool)
+    for t in range(n):
+        z = (seed * gamma + (t + 1) * gamma) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+        out[t] = (z >> 11) / 2.0**53 < p
+    return out
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, float("nan")])

@@ -33,6 +33,14 @@ def test_layout_split_and_scaling(name):
     np.testing.assert_array_equal(datasets.load(name)[0], Xtr)
 
 
+@pytest.mark.parametrize("dtype", ["float16", np.float16, "int64", int, 3, "bogus"])
+def test_load_refuses_dtypes_the_kernels_do_not_take(dtype):
+    """float16 was once returned, to be refused later by Network with another message."""
+    with pytest.raises(TypeError, match="dtype: expected 'float32' or 'float64'"):
+        datasets.load("xor", dtype=dtype)
+    assert datasets.load("xor", dtype=np.float32)[0].dtype == np.float32
+
+
 def test_unknown_dataset_lists_names():
     with pytest.raises(ValueError, match="valid names are digits, iris"):
         datasets.load("mnist")

@@ -281,6 +281,32 @@ def test_divergence_is_reported_not_returned(rng):
         net.fit(X, Y, epochs=50, batch_size=8, lr=10.0, progress=False)
 
 
+@pytest.mark.parametrize("seed", [2**43 - 1, 2**44, 2**64, 10**30])
+def test_any_integer_seed_trains_and_saves(tmp_path, seed):
+    """Seeds ≥ 2⁴⁴ once overflowed the dropout seed of every forward pass (seed·2²⁰ + count)
+    and failed with a Numba TypingError."""
+    from loopprop.layers import Dense, Dropout, ReLU, Softmax
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((4, 16)), rng.integers(0, 3, 16)
+    net = lp.Network([Dense(8), ReLU(), Dropout(0.5), Dense(3), Softmax()],
+                     loss="cross_entropy", input_shape=(4,), seed=seed)
+    A = net.forward(X)
+    np.testing.assert_allclose(A.sum(axis=0), 1.0, rtol=1e-12)
+    net.fit(X, y, epochs=2, batch_size=8, progress=False)
+    assert np.isfinite(net.evaluate(X, y)["loss"])
+    net.save(tmp_path / "m.npz")
+    assert lp.Network.load(tmp_path / "m.npz").seed == seed
+
+
+def test_explain_takes_a_large_seed():
+    from helpers import run_cli
+
+    r = run_cli("explain", "--network", "2-3-1", "--seed", "17592186044416")
+    assert r.returncode == 0, r.stderr
+    assert "dL/dW" in r.stdout
+
+
 # -- save / load ------------------------------------------------------------------------------
 
 

@@ -66,11 +66,11 @@ def dropout_forward(A, p: float, seed: int, *, check_finite: bool = True):
     probability ``p``) or ``1/(1 − p)`` (kept), and ``A_out = A · mask``.
 
     ``A`` is any float array (``(n, m)`` or ``(c, H, W, m)``), ``p`` in [0, 1), ``seed`` a
-    non-negative integer: the same seed gives the same mask.
+    non-negative integer of any size: the same seed gives the same mask.
     """
     A = _checks.as_float_array(A, "A", (1, 2, 3, 4), check_finite=check_finite)
     p = check_p(p)
-    seed = _checks.check_int(seed, "seed", 0, "non-negative integer seed")
+    seed = _checks.stream_seed(_checks.check_int(seed, "seed", 0, "non-negative integer seed"))
     A_out, mask = np.empty_like(A), np.empty_like(A)
     _dropout_forward(A_out, mask, A, p, seed)
     return A_out, mask
