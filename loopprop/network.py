@@ -912,6 +912,11 @@ class Network:
         size, correct, step count, last rate)``) ``o.epochs`` times: the history, the progress
         bar, validation and the divergence check. With ``tokens`` (positions per epoch) the
         history and the bar report tokens per second."""
+        bad = self._nonfinite_arrays(self._theta)
+        if bad:  # before the first step: the array at fault, not those it spreads to
+            raise FloatingPointError(
+                f"the parameters of layer {bad[0][0]} ({bad[0][1]}) hold NaN or Inf before "
+                "training: set them to finite values (net.params, or a new Network)")
         classify = self.loss != "mse"
         hist: dict[str, Any] = {"loss": [], "grad_norm": [], "lr": [], "time": [],
                                 "grad_norms": {name: [] for name in self._param_names}}
@@ -992,9 +997,23 @@ class Network:
         Y = ids[1:n * T + 1].reshape(n, T).T
         return np.ascontiguousarray(X), np.ascontiguousarray(Y)
 
+    def _nonfinite_arrays(self, flat: np.ndarray) -> list[tuple[int, str]]:
+        """``(l, "row:Kind.name")`` of every parameter array of ``flat`` (:attr:`_theta` or
+        :attr:`_grad`) holding NaN or Inf, in plan order; ``l`` counts parameterized layers
+        from 1, as ``W^(l)`` does."""
+        bad, layer = [], 0
+        for i, (name, (off, size)) in enumerate(zip(self._param_names, self._norm_spans)):
+            layer += i in self._first_arrays
+            if not np.isfinite(flat[off:off + size]).all():
+                bad.append((layer, name))
+        return bad
+
     def _check_diverged(self, epoch: int, loss: float, lr: float) -> None:
         """Raise ``FloatingPointError`` when the loss, a parameter or a gradient is NaN or Inf
-        after ``epoch``, naming the first layer whose parameters or gradients are bad.
+        after ``epoch``, naming the first parameter array that holds one in plan order (the
+        forward pass meets it first), else the last gradient in plan order (the backward pass
+        computes it first). Any layer kind: every parameter array is named by
+        ``"row:Kind.name"``.
 
         The loss alone is not enough: a NaN weight can hide behind a finite loss (an output
         that does not depend on it, or an activation that maps it away)."""
@@ -1003,13 +1022,14 @@ class Network:
         if math.isfinite(loss) and not bad_theta and not bad_grad:
             return
         where = ""
-        for l, ((W, b), (dW, db)) in enumerate(zip(self.params, self.grads), 1):
-            for what, arrays in (("parameters", (W, b)), ("gradients", (dW, db))):
-                if not all(np.isfinite(a).all() for a in arrays):
-                    where = f"; the {what} of layer {l} (W^({l}), b^({l})) hold NaN or Inf"
-                    break
-            if where:
-                break
+        bad = self._nonfinite_arrays(self._theta)
+        if bad:  # the first in plan order: the forward pass met it first
+            where = f"; the parameters of layer {bad[0][0]} ({bad[0][1]}) hold NaN or Inf"
+        else:
+            bad = self._nonfinite_arrays(self._grad)
+            if bad:  # the last in plan order: the backward pass computed it first
+                where = (f"; the gradients of layer {bad[-1][0]} ({bad[-1][1]}) went NaN or Inf "
+                         "first (the backward pass runs from the output back)")
         raise FloatingPointError(
             f"training diverged at epoch {epoch}: the training loss is {loss:g}{where}. The "
             f"learning rate lr={lr:g} is probably too large; try lr={lr / 10:g}"

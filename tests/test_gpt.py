@@ -259,3 +259,27 @@ def test_sequence_cross_entropy_matches_torch(rng):
         assert_close("dZ", dZ, tZ.grad.numpy().transpose(2, 1, 0), 1e-12)
     with pytest.raises(ValueError, match=r"integer labels of shape \(5, 3\)"):
         lp.softmax_cross_entropy(Z, y[:, :2])
+
+
+@pytest.mark.parametrize("where", ["1:Embedding.E", "4:CausalSelfAttention.W_qkv",
+                                   "12:CausalSelfAttention.b_o", "19:LayerNorm.beta"])
+def test_a_nan_parameter_of_any_kind_stops_fit_text_naming_it(where):
+    """Embedding has one parameter array, attention four: the divergence check once unpacked
+    two per layer and crashed with 'not enough values to unpack'."""
+    net = models.gpt(11, 8, 2, 2, 16, dtype="float64", seed=0)
+    ids = np.random.default_rng(0).integers(0, 11, 400)
+    rows = list(dict.fromkeys(int(name.split(":")[0]) for name in net._param_names))
+    off = net._norm_spans[net._param_names.index(where)][0]
+    net._theta[off] = np.nan
+    layer = rows.index(int(where.split(":")[0])) + 1
+    with pytest.raises(FloatingPointError, match=rf"layer {layer} \({where}\) hold NaN or Inf "
+                       "before training"):
+        net.fit_text(ids, epochs=1, steps_per_epoch=2, batch_size=4, progress=False)
+
+
+def test_a_gpt_diverging_under_a_huge_learning_rate_says_so():
+    net = models.gpt(11, 8, 2, 2, 16, dtype="float32", seed=0)
+    ids = np.random.default_rng(0).integers(0, 11, 400)
+    with pytest.raises(FloatingPointError, match=r"training diverged at epoch \d+.*lr="):
+        net.fit_text(ids, epochs=3, steps_per_epoch=20, batch_size=4, lr=1e30,
+                     optimizer="sgd", progress=False)
