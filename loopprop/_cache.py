@@ -6,8 +6,9 @@ compiled callees into its own machine code, so after an edit of ``kernels/dense.
 epoch in another file would go on running the old dense kernel, silently.
 
 loopprop's functions are therefore cached by locators whose stamp is the pair (Numba's hash of
-the function's file, a hash of every ``.py`` file of the package): any change to any source of
-the package makes every cached entry stale, and Numba compiles afresh and overwrites it. The
+the function's file, a hash of every package file that compiled code depends on:
+:func:`compiled_sources`): a change to any of them makes every cached entry stale, and Numba
+compiles afresh and overwrites it. The
 cache stays where Numba would put it (``__pycache__`` beside the package, or
 ``NUMBA_CACHE_DIR``, or the user's cache directory); functions of other packages are untouched.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 
 from numba.core import caching
 
@@ -24,18 +26,57 @@ from numba.core import caching
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+#: a file defines compiled code when it holds one of these
+_COMPILED_MARKERS = re.compile(r"@kernel\b|\bnjit\b|@overload\b|\boverload\(|@intrinsic\b")
+#: ``from .x import a, b`` / ``from .. import a`` at the start of a line
+_RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+\(?([\w ,\t\n]+)",
+                              re.MULTILINE)
+
+
+def compiled_sources() -> list[str]:
+    """The package's files that compiled code depends on: those that define compiled functions
+    (``@kernel``, ``njit``, ``overload``, ``@intrinsic``) and, transitively, every package file
+    they import from (whose functions they call and whose constants Numba freezes into machine
+    code). A file outside this set (the command line, plots, explain) changes no machine code,
+    so editing it leaves the cache valid."""
+    texts = {}
+    for folder, dirs, files in os.walk(PACKAGE_DIR):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as fh:
+                    texts[path] = fh.read()
+    todo = [p for p, text in texts.items() if _COMPILED_MARKERS.search(text)]
+    seen = set(todo)
+    while todo:
+        path = todo.pop()
+        for dots, module, names in _RELATIVE_IMPORT.findall(texts[path]):
+            base = os.path.dirname(path)
+            for _ in range(len(dots) - 1):
+                base = os.path.dirname(base)
+            stem = os.path.join(base, *module.split(".")) if module else base
+            # ``from .. import _checks`` names modules; ``from .layers import X`` a package's
+            # __init__ (whose own imports then count)
+            candidates = [stem + ".py", os.path.join(stem, "__init__.py")] if module else []
+            candidates += [os.path.join(stem, n.strip() + ".py") for n in names.split(",")
+                           if n.strip()]
+            for dep in candidates:
+                if dep in texts and dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+    return sorted(seen)
+
+
 @functools.lru_cache(maxsize=1)
 def package_digest() -> str:
-    """SHA-256 of every ``.py`` file of the package (relative path and content, sorted by
-    path): computed once per process, about a millisecond."""
+    """SHA-256 of :func:`compiled_sources` (relative path and content of each, in order):
+    computed once per process, about a millisecond."""
     h = hashlib.sha256()
-    for folder, dirs, files in os.walk(PACKAGE_DIR):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = os.path.join(folder, name)
-            h.update(os.path.relpath(path, PACKAGE_DIR).encode())
-            with open(path, "rb") as fh:
-                h.update(hashlib.sha256(fh.read()).digest())
+    for path in compiled_sources():
+        h.update(os.path.relpath(path, PACKAGE_DIR).encode())
+        with open(path, "rb") as fh:
+            h.update(hashlib.sha256(fh.read()).digest())
     return h.hexdigest()
 
 

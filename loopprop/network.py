@@ -100,6 +100,44 @@ def _check_meta(meta: Any, name: str) -> dict:
     return out
 
 
+#: the deepest nesting of layers (a Residual's branch holding a Residual …) a model file may
+#: describe: building them recurses once per level
+_MAX_NESTING = 32
+
+
+def _nesting_depth(specs: list) -> int:
+    """How deep the layer specs of a model file nest (1: no block holds another), walked
+    without recursion so that a crafted file cannot exhaust the stack."""
+    deepest, todo = 0, [(specs, 1)]
+    while todo:
+        items, depth = todo.pop()
+        deepest = max(deepest, depth)
+        if depth > _MAX_NESTING:
+            break
+        for spec in items:
+            inner = spec.get("config", {}).get("layers") if isinstance(spec, dict) and \
+                isinstance(spec.get("config"), dict) else None
+            if isinstance(inner, list):
+                todo.append((inner, depth + 1))
+    return deepest
+
+
+def _check_tokenizer(meta: dict, name: str) -> None:
+    """A character tokenizer saved with a language model must have as many characters as the
+    model has output classes (a crafted file once sampled with a vocabulary of another size)."""
+    tok = meta["metadata"].get("tokenizer")
+    if not isinstance(tok, dict) or "layers" not in meta:
+        return
+    chars = tok.get("chars")
+    vocab = getattr(meta["layers"][0], "vocab_size", None)
+    if not isinstance(chars, str) or len(set(chars)) != len(chars):
+        raise ModelFileError(f"{name}: the tokenizer's characters must be a string of distinct "
+                             "characters: the file is corrupted")
+    if vocab is not None and len(chars) != vocab:
+        raise ModelFileError(f"{name}: the tokenizer has {len(chars)} characters but the model's "
+                             f"embedding has {vocab} tokens: the file is corrupted")
+
+
 def _check_layers_meta(meta: dict, name: str, out: dict) -> dict:
     """Version 2: ``layers`` (kind and hyperparameters of each) and ``input_shape``; the
     layers are built (which allocates nothing) to count the parameters the file must hold."""
@@ -111,6 +149,11 @@ def _check_layers_meta(meta: dict, name: str, out: dict) -> dict:
     specs = meta.get("layers")
     if not isinstance(specs, list) or not specs:
         raise ModelFileError(f"{name}: 'layers' must be a non-empty list: the file is corrupted")
+    depth = _nesting_depth(specs)
+    if depth > _MAX_NESTING:
+        raise ModelFileError(f"{name}: the layers are nested more than {_MAX_NESTING} deep "
+                             "(residual blocks inside residual blocks), deeper than any real "
+                             "model: the file is corrupted")
     layers = []
     try:
         for spec in specs:
@@ -1184,8 +1227,13 @@ class Network:
             with data:
                 if "meta" not in data.files or "theta" not in data.files:
                     raise ModelFileError(f"{name}: not a loopprop model (no meta/theta entries)")
-                meta = json.loads(str(data["meta"][()]))
+                try:
+                    meta = json.loads(str(data["meta"][()]))
+                except RecursionError:
+                    raise ModelFileError(f"{name}: the metadata is nested deeper than any "
+                                         "model's layers are: the file is corrupted") from None
                 meta = _check_meta(meta, name)
+                _check_tokenizer(meta, name)
                 # the stored arrays' headers say their shapes before any of them is read
                 _check_stored(data, "theta", "weights", meta["n_params"], meta["dtype"], name)
                 state = None

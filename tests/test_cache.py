@@ -71,3 +71,9 @@ def test_only_loopprop_files_get_the_package_stamp(tmp_path):
     assert not _cache._in_package(numba.__file__)
     assert not _cache._in_package(str(tmp_path / "loopprop" / "x.py"))
     assert len(_cache.package_digest()) == 64
+    files = {os.path.relpath(p, _cache.PACKAGE_DIR) for p in _cache.compiled_sources()}
+    # every file that defines compiled code, and those whose constants it freezes (plan.py)
+    assert {"_jit.py", "train.py", "plan.py", os.path.join("kernels", "rng.py"),
+            os.path.join("kernels", "gemm.py")} <= files
+    # the command line compiles nothing: editing it keeps the cache
+    assert "cli.py" not in files and "bench.py" not in files

@@ -119,6 +119,31 @@ def test_save_load_round_trips_every_layer_kind(tmp_path, rng):
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
 
 
+@pytest.mark.parametrize("depth,ok", [(30, True), (300, False), (5000, False)])
+def test_deeply_nested_residual_blocks_in_a_file_are_refused(tmp_path, depth, ok):
+    """A Residual nested 300 deep once raised RecursionError instead of ModelFileError (JSON
+    this deep is written as text: json.dumps itself would recurse too far)."""
+    from loopprop.layers import Residual
+
+    path = tmp_path / "m.npz"
+    lp.Network([Residual([Dense(2)]), Dense(2), Softmax()], loss="cross_entropy",
+               input_shape=(2,)).save(path)
+    with np.load(path) as data:
+        meta, theta, state = json.loads(str(data["meta"][()])), data["theta"], data["state"]
+    meta["layers"][0] = "@"
+    inner = '{"kind": "Dense", "config": {"n_out": 2}}'
+    nested = '{"kind": "Residual", "config": {"layers": [' * (depth - 1) + inner \
+        + "]}}" * (depth - 1)
+    text = json.dumps(meta).replace('"@"', nested)
+    with open(path, "wb") as fh:
+        np.savez(fh, meta=np.array(text), theta=theta, state=state)
+    if ok:
+        assert lp.Network.load(path).n_layers == 2
+    else:
+        with pytest.raises(lp.ModelFileError, match="nested"):
+            lp.Network.load(path)
+
+
 def test_a_version_1_file_still_loads(tmp_path):
     theta = np.arange(13, dtype=np.float64) / 10  # 2-3-1: 3·2 + 3 + 1·3 + 1
     meta = {"format": "loopprop.Network", "format_version": 1, "layer_sizes": [2, 3, 1],

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers import assert_close, one_line_error, run_cli
 
-from loopprop import Network, generate, models, text
+from loopprop import ModelFileError, Network, generate, models, text
 from loopprop.kernels.rng import _below
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n\n" for i in range(200))
@@ -207,3 +207,17 @@ def test_cli_text_errors(tmp_path):
     mlp = tmp_path / "mlp.npz"
     Network([4, 3], ["softmax"], "cross_entropy").save(mlp)
     one_line_error(run_cli("sample", str(mlp)), "no character tokenizer")
+
+
+@pytest.mark.parametrize("chars", ["abc", "abcdefghijklmnop", "aab"])
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused_on_load(tmp_path, chars):
+    """A crafted file's tokenizer with fewer characters than the model's vocabulary once failed
+    at sampling with an ids error, one with more sampled as if nothing were wrong."""
+    net, tok = small_gpt()
+    net.metadata["tokenizer"] = {"kind": "char", "chars": chars}
+    net.save(tmp_path / "g.npz")
+    with pytest.raises(ModelFileError, match="tokenizer"):
+        Network.load(tmp_path / "g.npz")
+    net.metadata["tokenizer"] = tok.to_config()
+    net.save(tmp_path / "g.npz")
+    assert Network.load(tmp_path / "g.npz").metadata["tokenizer"] == tok.to_config()
