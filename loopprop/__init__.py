@@ -25,13 +25,18 @@ from .network import ModelFileError, Network
 
 from . import datasets, vectorized  # noqa: E402 - light modules, reachable as lp.datasets
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: modules loaded on first use (``lp.bench``, ``lp.diagrams``, …): each imports more than the
 #: kernels need. ``explain`` and ``gradcheck`` are the functions; their modules are
 #: ``loopprop.explain`` and ``loopprop.gradcheck`` in ``sys.modules``.
 _LAZY_MODULES = ("bench", "cli", "diagrams", "generate", "kernels", "layers", "models",
                  "network", "plan", "plots", "text", "train")
+
+
+def __dir__() -> list[str]:
+    """The module's names, with the lazily imported modules (``dir(lp)``, tab completion)."""
+    return sorted(set(globals()) | set(_LAZY_MODULES))
 
 
 def __getattr__(name: str):

@@ -76,7 +76,23 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default, unless its text already says it (or there is
+    none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"loopprop: error: {message} (see loopprop {self.prog.split()[-1]} -h)\n"
                   if " " in self.prog else f"loopprop: error: {message}\n")
@@ -151,14 +167,19 @@ def _plural(n: int, word: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from .datasets import DATASETS
 
+    from . import __version__
+
     p = _Parser(prog="loopprop", description="Backpropagation as explicit loops, compiled "
                 "with Numba.")
+    p.add_argument("--version", action="version", version=f"loopprop {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     c, r = TRAIN_DEFAULTS["classification"], TRAIN_DEFAULTS["regression"]
     t = sub.add_parser("train", help="train a network on a dataset, one compiled call per epoch",
-                       description="Train a dense network; each epoch runs in compiled loops. "
-                       "Defaults depend on the loss: cross-entropy "
+                       description="Train a network -- an mlp (dense layers), a cnn, a "
+                       "residual cnn with batch norm (resnet) or a character-level gpt -- and "
+                       "print its test score; each epoch runs in compiled loops. The mlp's "
+                       "defaults depend on the loss: cross-entropy "
                        f"{'-'.join(map(str, c['hidden']))} hidden, {c['optimizer']} lr "
                        f"{c['lr']:g}; mse {'-'.join(map(str, r['hidden']))} hidden, "
                        f"{r['optimizer']} lr {r['lr']:g}.")
@@ -270,21 +291,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "standardizes raw inputs with the training split's mean and std, which "
                     "its file records")
 
-    e = sub.add_parser("explain", help="the chain rule step by step, with real numbers")
+    e = sub.add_parser("explain", help="the chain rule step by step, with real numbers",
+                       description="Print the chain rule of one gradient with real numbers: "
+                       "by default the single neuron of docs/formulas.md §11 (or any neuron: "
+                       "--x, --w, --b, --y); with --network one weight of a small seeded "
+                       "network; with --model a parameter of any layer of the cnn, resnet or "
+                       "gpt. Each sum is checked against backward and finite differences.")
     e.add_argument("--x", default=None, help="input(s), e.g. 2 or 1,0.5 (default: §11's example)")
     e.add_argument("--w", default=None, help="weight(s), e.g. 0.5 or 0.2,-0.3")
     e.add_argument("--b", type=_float, default=None, help="bias")
     e.add_argument("--y", type=_float, default=None, help="target")
     e.add_argument("--activation", default="sigmoid",
-                   choices=["sigmoid", "tanh", "relu", "leaky_relu", "identity"])
-    e.add_argument("--loss", default="mse", choices=["mse", "binary_cross_entropy"])
+                   choices=["sigmoid", "tanh", "relu", "leaky_relu", "identity"],
+                   help="the activation of the neuron or of the network's hidden layers")
+    e.add_argument("--loss", default="mse", choices=["mse", "binary_cross_entropy"],
+                   help="the neuron's loss")
     e.add_argument("--network", type=_network_sizes, default=None, metavar="SIZES",
                    help="explain one weight of a small seeded network, e.g. 2-3-1")
     e.add_argument("--layer", type=_positive_int, default=1, help="layer l of W^(l)[i, j]")
     e.add_argument("--i", type=int, default=0, help="output neuron i")
     e.add_argument("--j", type=int, default=0, help="input neuron j")
     e.add_argument("--batch", type=_positive_int, default=2, help="examples in the batch")
-    e.add_argument("--seed", type=_seed, default=0)
+    e.add_argument("--seed", type=_seed, default=0, help="seed of the network and the batch")
     e.add_argument("--model", default=None, choices=["cnn", "resnet", "gpt"],
                    help="explain a parameter of any layer of this model (float64, seeded, on a "
                         "random batch): cnn and resnet as loopprop train builds them for 8×8 "
@@ -296,9 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--top", type=_positive_int, default=8,
                    help="with --model: how many of the largest terms to print")
 
-    d = sub.add_parser("diagram", help="Mermaid diagrams of a network's passes")
+    d = sub.add_parser("diagram", help="Mermaid diagrams of a network's passes",
+                       description="Print a Mermaid diagram (docs/formulas.md §13-§14) drawn "
+                       "from a real network: workflow (the training loop), neuron (one "
+                       "neuron's forward and backward), network (every layer's forward and "
+                       "backward pass; the default) or cache (what each layer keeps for the "
+                       "backward pass). Paste it into any Mermaid renderer.")
     d.add_argument("kind", nargs="?", default="network",
-                   choices=["workflow", "neuron", "network", "cache"])
+                   choices=["workflow", "neuron", "network", "cache"],
+                   help="which diagram (default: network)")
     d.add_argument("--network", type=_network_sizes, default=[2, 3, 3, 1], metavar="SIZES",
                    help="layer sizes, e.g. 64-32-10 (default: 2-3-3-1)")
     d.add_argument("--activation", default="relu",
@@ -316,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=_positive_int, default=None,
                    help="the cache diagram's memory for a batch of this size")
 
-    b = sub.add_parser("bench", help="time the headline workloads against NumPy (and torch)")
+    b = sub.add_parser("bench", help="time the headline workloads against NumPy (and torch)",
+                       description="Time the README's workloads: loopprop against the leanest "
+                       "NumPy and eager PyTorch (when installed), each row interleaved, best "
+                       "of several rounds; ratios above 1 mean loopprop is faster.")
     b.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     b.add_argument("--quick", action="store_true", help="fewer repeats")
     return p

@@ -206,6 +206,18 @@ def _stored_shape(data, entry: str, name: str) -> tuple[tuple, np.dtype]:
     return shape, dtype
 
 
+def _short_repr(layer) -> str:
+    """``Conv2d(c_out=16, kernel=3, stride=1, padding=1)``: a layer's repr with an ``(h, w)``
+    pair of equal sides written once (for summary's table)."""
+    def value(v):
+        if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] == v[1]:
+            return repr(v[0])
+        return repr(v)
+
+    args = ", ".join(f"{k}={value(v)}" for k, v in layer.config().items())
+    return f"{type(layer).__name__}({args})"
+
+
 class Network:
     """A network trained by backpropagation in explicit loops: a list of layers.
 
@@ -495,17 +507,17 @@ class Network:
                 f"dtype={self.dtype.name}, params={self._theta.size})")
 
     def summary(self, print_it: bool = True, batch_size: int | None = None) -> str:
-        """One row per layer: kind, output shape (per example), parameters, the values its
+        """One row per layer: kind, output shape (per example), parameters and the values its
         backward pass needs beyond the activation buffer (per example: docs/formulas.md, "What
-        each layer caches"), and the forward and backward kernels it runs. With
-        ``batch_size``, a last line gives the memory of the activations and caches for a batch
-        of that size. Printed, and returned."""
+        each layer caches"); then, once per kind, the forward and backward kernels it runs.
+        With ``batch_size``, a last line gives the memory of the activations and caches for a
+        batch of that size. At most 100 columns. Printed, and returned."""
         if batch_size is not None:
             _checks.check_positive_int(batch_size, "batch_size")
-        rows = [("#", "layer", "output", "params", "cache/example", "forward kernel",
-                 "backward kernel"),
-                ("", "input", str(self.input_shape), "", "", "", "")]
+        rows = [("#", "layer", "output", "params", "cache/example"),
+                ("", "input", str(self.input_shape), "", "")]
         index = {id(row): r for r, row in enumerate(self._rows)}
+        kernels: dict[str, tuple[str, str]] = {}
 
         def walk(layers, depth):  # rows in plan order, with their nesting in residual blocks
             for layer in layers:
@@ -516,7 +528,7 @@ class Network:
 
         for layer, depth in walk(self.layers, 0):
             r = index[id(layer)]
-            name = repr(layer)
+            name = _short_repr(layer)
             if getattr(layer, "skip_source", None) is not None:
                 src = index[id(layer.skip_source)]
                 name = f"Residual: + input of row {src + 1}" if src != r else \
@@ -526,17 +538,25 @@ class Network:
                 parts.append(f"{layer.icache_size:,} int")
             cache = " + ".join(parts) or "0"
             rows.append((str(r + 1), "  " * depth + name, str(layer.out_shape),
-                         f"{layer.n_params:,}", cache, *layer.kernels))
+                         f"{layer.n_params:,}", cache))
+            kernels.setdefault(type(layer).__name__, tuple(layer.kernels))
         if self.loss != "mse":
-            rows[-1] = (*rows[-1][:5], "(fused with the loss in training)",
-                        f"loss: {self.loss}, dZ = {'P' if self.loss == 'cross_entropy' else 'σ(Z)'}"
-                        " − Y")
+            kernels[type(self._rows[-1]).__name__] = (
+                "fused with the loss in training",
+                f"loss {self.loss}: dZ = {'P' if self.loss == 'cross_entropy' else 'σ(Z)'} − Y")
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                  for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append(f"total: {self._theta.size:,} parameters ({self.dtype.name}), loss "
                      f"{self.loss}")
+        lines.append("kernels (forward / backward):")
+        kind_width = max(map(len, kernels))
+        for kind, (fwd, bwd) in kernels.items():
+            line = f"  {kind.ljust(kind_width)}  {fwd} / {bwd}"
+            if len(line) > 100:
+                line = f"  {kind.ljust(kind_width)}  {fwd} /\n  {' ' * kind_width}  {bwd}"
+            lines.append(line)
         if batch_size is not None:
             item = self.dtype.itemsize
             lay, mib = self._layout, 1 << 20

@@ -114,3 +114,26 @@ def test_local_copy_of_a_bundled_dataset_is_identical(monkeypatch, tmp_path):
     next(tmp_path.glob("iris-sklearn-*.npz")).write_bytes(b"garbage")
     for a, b in zip(first, datasets.load("iris")):  # a damaged copy is read around
         np.testing.assert_array_equal(a, b)
+
+
+def test_version_dir_and_help_texts():
+    import os
+    import re
+
+    import loopprop as lp
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lp.__file__)))
+    with open(os.path.join(root, "pyproject.toml")) as fh:
+        declared = re.search(r'^version = "([^"]+)"', fh.read(), re.MULTILINE).group(1)
+    assert lp.__version__ == declared
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"loopprop {declared}"
+    for name in ("models", "text", "generate", "diagrams", "bench", "Network", "dense_forward"):
+        assert name in dir(lp), name
+    for command in ("train", "explain", "diagram", "bench", "predict", "evaluate", "sample"):
+        text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
+        usage_end = text.index("\n\n")
+        assert text[usage_end:].strip().split("\n")[0] != "options:", f"{command}: no description"
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "Train a dense network" not in train and "gpt" in train
+    assert "(default: 0)" in train  # --seed: defaults are shown

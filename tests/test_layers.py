@@ -183,6 +183,25 @@ def test_summary_names_kinds_shapes_params_and_kernels():
                  "(8, 4, 4)", "Flatten", "(128,)", "Dense", "1,290", "Softmax",
                  "total: 1,370 parameters"):
         assert want in text, want
+    assert "Conv2d(c_out=8, kernel=3, stride=1, padding=1)" in text
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet", "gpt"])
+def test_summary_fits_100_columns(model):
+    """It was 128–180 columns wide (a layer's repr and both kernel names on every row)."""
+    from loopprop import cli, models
+
+    if model == "gpt":
+        net = models.gpt(65, 64, 4, 4, 128)
+    elif model == "mlp":
+        net = lp.Network([64, 512, 10], ["relu", "softmax"], "cross_entropy")
+    else:
+        net = lp.Network((cli.cnn_layers if model == "cnn" else cli.resnet_layers)("digits"),
+                         loss="cross_entropy", input_shape=(1, 8, 8))
+    text = net.summary(print_it=False, batch_size=64)
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    for row in net.rows:  # every kind's kernels are still named, once
+        assert row.kernels[0] in text or type(row).__name__ == "Softmax"
 
 
 def test_the_layer_sizes_form_builds_the_same_network_as_version_0_1():
@@ -240,8 +259,8 @@ def test_summary_gives_each_layers_cache_and_the_memory_of_a_batch():
                       Softmax()], loss="cross_entropy", input_shape=(1, 8, 8))
     text = net.summary(print_it=False, batch_size=32)
     rows = {line.split()[1]: line for line in text.splitlines()[3:9]}
-    assert "128 int" in rows["MaxPool2d(size=[2,"]  # one winner per output value: 8·4·4
-    assert " 128 " in rows["Dense(n_out=10)"]  # A_prevᵀ of the 128 inputs
+    assert "128 int" in rows["MaxPool2d(size=2,"]  # one winner per output value: 8·4·4
+    assert rows["Dense(n_out=10)"].split()[-1] == "128"  # A_prevᵀ of the 128 inputs
     # activations: the input 64, conv 512, ReLU 512, pool 128, dense 10, softmax 10 (Flatten
     # is a view) float64 values per example; caches 128 floats and 128 int32 per example
     acts = (64 + 512 + 512 + 128 + 10 + 10) * 32 * 8 / 2**20
