@@ -28,7 +28,7 @@ from . import train as _train
 from ._jit import use_threads
 from .kernels.activations import CODES
 from .kernels.dense import _transpose
-from .layers import ACTIVATIONS, KINDS, Dense, Layer, LeakyReLU, Sigmoid, Softmax
+from .layers import ACTIVATIONS, KINDS, Activation, Dense, Layer, LeakyReLU, Sigmoid, Softmax
 
 #: version 3 adds the state (batch norm's running statistics); version 2 stores the list of
 #: layers (kind and hyperparameters); version 1 files (dense layer sizes and activation names)
@@ -335,6 +335,8 @@ class Network:
         #: JSON-ready values saved with the model and restored by :meth:`load` (a language
         #: model's tokenizer: ``loopprop.text.CharTokenizer.to_config()`` under "tokenizer")
         self.metadata: dict[str, Any] = {}
+        #: the optimizer :meth:`step` takes (:meth:`set_optimizer`); ``None``: ``step(lr)`` only
+        self.optimizer = None
         self._initialize()
 
     # -- construction ------------------------------------------------------------------------
@@ -647,11 +649,16 @@ class Network:
     def _fused(self) -> bool:
         return self.loss != "mse"
 
-    def forward(self, X: Any) -> np.ndarray:
+    def forward(self, X: Any, *, logits: bool = False) -> np.ndarray:
         """Forward pass in the network's mode (:meth:`train`, the default: dropout active, batch
         norm on the batch's statistics, updating its running ones; :meth:`eval`); caches every
         layer's output for :meth:`backward` (§6, §14). Returns the output activations
-        ``A^(L)`` ``(n_L, m)`` (a copy)."""
+        ``A^(L)`` ``(n_L, m)`` (a copy); with ``logits=True`` the input of the output
+        activation instead, ``Z^(L)`` (a softmax's logits, ``(V, T, m)`` for a language
+        model)."""
+        if logits and not isinstance(self._rows[-1], Activation):
+            raise ValueError(f"logits: the last layer is {type(self._rows[-1]).__name__}, not an "
+                             "activation; its output is what forward returns")
         X = self._check_X(X)
         m = X.shape[1]
         if self.training:
@@ -664,6 +671,11 @@ class Network:
                               self.training, self._forward_seed(),
                               use_threads(True), self._kinds)
         self._cache = (buf, m, self.training)
+        if logits:
+            r = len(self._rows) - 1
+            Z = self._region(buf, int(self._plan[r, _plan.IN_OFF]),
+                             int(self._plan[r, _plan.IN_SIZE]), m)
+            return Z.reshape(*self._rows[r].in_shape, m).copy()
         return self._output_view(buf, m).reshape(*self.output_shape, m).copy()
 
     def _check_batch_norm_batch(self, m: int, name: str) -> None:
@@ -730,9 +742,49 @@ class Network:
         """Reset every accumulated gradient to zero (docs/formulas.md §12)."""
         self._grad[:] = 0.0
 
-    def step(self, lr: float) -> None:
-        """SGD update of every parameter: ``θ ← θ − lr·dθ`` (docs/formulas.md §10)."""
-        _train._sgd(self._theta, self._grad, _checks.check_lr(lr))
+    def step(self, lr: float | None = None) -> float:
+        """Update every parameter from its accumulated gradient (docs/formulas.md §10).
+
+        ``step(lr)``: plain gradient descent, ``θ ← θ − lr·dθ``. ``step()``: one step of the
+        optimizer chosen with :meth:`set_optimizer` (momentum, Adam, AdamW, with its schedule,
+        weight decay and clipping), the same update ``fit`` takes after each batch; its state
+        stays on the network. Returns the rate used."""
+        if lr is not None:
+            lr = _checks.check_lr(lr)
+            _train._sgd(self._theta, self._grad, lr)
+            return lr
+        if self.optimizer is None:
+            raise RuntimeError("step(): no optimizer chosen; call net.set_optimizer(name, lr=…) "
+                               "first, or net.step(lr) for plain gradient descent")
+        return self.optimizer.step(self._theta, self._grad)
+
+    def set_optimizer(self, optimizer: str = "sgd", *, lr: float = 0.1, momentum: float = 0.9,
+                      beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                      weight_decay: float | None = None, decay_all: bool = False,
+                      clip_grad_norm: float | None = None, lr_schedule: str = "constant",
+                      warmup_steps: int = 0, total_steps: int | None = None,
+                      step_size: int = 1, lr_gamma: float = 0.1) -> "Optimizer":
+        """Choose the optimizer :meth:`step` takes, with fresh state (step count 0, zero
+        velocity and moments); the options are :meth:`fit`'s, counted in steps rather than
+        epochs: ``warmup_steps`` of linear warm-up, the cosine schedule's ``total_steps``
+        (needed for it), the step schedule's ``step_size``. Returns the optimizer (also
+        :attr:`optimizer`)."""
+        from .optimizer import Optimizer
+
+        if lr_schedule == "cosine" and total_steps is None:
+            raise ValueError("total_steps: the cosine schedule decays to 0 at total_steps; give "
+                             "the number of steps you will take")
+        total = _checks.check_positive_int(total_steps if total_steps is not None else
+                                           max(1, warmup_steps + 1), "total_steps")
+        warmup_steps = _checks.check_int(warmup_steps, "warmup_steps", 0, "number of steps")
+        o = self._fit_options(
+            epochs=total, batch_size=1, lr=lr, optimizer=optimizer, seed=0, momentum=momentum,
+            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decay_all=decay_all,
+            clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule, warmup_epochs=warmup_steps,
+            step_epochs=step_size, lr_gamma=lr_gamma)
+        state, decay = self._optimizer(o, 1)
+        self.optimizer = Optimizer(state, decay)
+        return self.optimizer
 
     # -- training and evaluation ------------------------------------------------------------
 

@@ -121,6 +121,69 @@ def test_fit_equals_python_loop_of_steps(rng, dtype):
     assert_close("epoch losses", hist["loss"], losses, tol)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step"])
+def test_a_loop_of_ones_own_with_step_equals_fit(rng, optimizer, schedule):
+    """set_optimizer + step() takes fit's updates, with every optimizer, schedule, warm-up,
+    weight decay and clipping (step() was once plain SGD only)."""
+    sizes = [6, 9, 4]
+    X, y = rand(rng, (6, 23)), rng.integers(0, 4, 23)  # 5 batches per epoch: 10 steps
+    a = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=2)
+    b = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=2)
+    lr = 0.05 if optimizer.startswith("adam") else 0.3
+    a.fit(X, y, epochs=2, batch_size=5, lr=lr, optimizer=optimizer, shuffle=False,
+          progress=False, lr_schedule=schedule, warmup_epochs=0.4, step_epochs=1,
+          weight_decay=0.02, clip_grad_norm=0.5)
+    opt = b.set_optimizer(optimizer, lr=lr, lr_schedule=schedule, warmup_steps=2,
+                          total_steps=10, step_size=5, weight_decay=0.02, clip_grad_norm=0.5)
+    rates = []
+    for _ in range(2):
+        for s in range(0, 23, 5):
+            b.zero_grad()
+            b.forward(X[:, s:s + 5])
+            b.backward(y[s:s + 5])
+            rates.append(b.step())
+    assert opt.t == 10 and b.optimizer is opt
+    np.testing.assert_array_equal(a._theta, b._theta)
+    assert rates[0] == pytest.approx(lr / 2)  # warm-up: step 1 of 2
+    if schedule == "cosine":
+        assert rates[-1] == pytest.approx(lr * 0.5 * (1 + np.cos(np.pi * 7 / 8)))
+
+
+def test_step_without_an_optimizer_and_bad_options():
+    net = lp.Network([3, 2], ["softmax"], "cross_entropy")
+    with pytest.raises(RuntimeError, match="set_optimizer"):
+        net.step()
+    with pytest.raises(ValueError, match="total_steps"):
+        net.set_optimizer("adam", lr_schedule="cosine")
+    with pytest.raises(ValueError, match="optimizer"):
+        net.set_optimizer("rmsprop")
+    assert net.step(0.1) == 0.1  # plain gradient descent, as before
+
+
+def test_forward_gives_the_logits_of_the_output_activation(rng):
+    """The logits of a fused softmax output were reachable only through private buffers."""
+    from loopprop import models
+
+    net = models.gpt(11, 8, 2, 2, 16, dtype="float64", seed=0)
+    X, Y = rng.integers(0, 11, (8, 3)), rng.integers(0, 11, (8, 3))
+    Z = net.forward(X, logits=True)
+    assert Z.shape == (11, 8, 3)
+    P = np.exp(Z - Z.max(axis=0)) / np.exp(Z - Z.max(axis=0)).sum(axis=0)
+    assert_close("softmax(logits)", P, net.forward(X), 1e-12)
+    logp = Z - Z.max(axis=0) - np.log(np.exp(Z - Z.max(axis=0)).sum(axis=0))
+    nll = -np.take_along_axis(logp, Y[None], axis=0).mean()
+    net.forward(X)
+    assert net.backward(Y) == pytest.approx(nll, rel=1e-12)
+    plain = lp.Network([4, 3], ["sigmoid"], "binary_cross_entropy", seed=1)
+    Xs = rand(rng, (4, 5))
+    np.testing.assert_allclose(1 / (1 + np.exp(-plain.forward(Xs, logits=True))),
+                               plain.forward(Xs), rtol=1e-12)
+    from loopprop.layers import Dense
+    with pytest.raises(ValueError, match="logits"):
+        lp.Network([Dense(2)], loss="mse", input_shape=(3,)).forward(Xs[:3], logits=True)
+
+
 def test_fit_with_packed_layers_equals_python_loop_of_steps(rng):
     """Layers large enough for the packed SIMD kernel (kernels/gemm.py): in fit the first layer
     reads the gathered Xᵀ, in forward/backward it reads X; hidden layers read A in place.
