@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _checks, _files
 from . import plan as _plan
+from . import optimizer as _optim
 from . import train as _train
 from ._jit import use_threads
 from .kernels.activations import CODES
@@ -763,14 +764,12 @@ class Network:
                       weight_decay: float | None = None, decay_all: bool = False,
                       clip_grad_norm: float | None = None, lr_schedule: str = "constant",
                       warmup_steps: int = 0, total_steps: int | None = None,
-                      step_size: int = 1, lr_gamma: float = 0.1) -> "Optimizer":
+                      step_size: int = 1, lr_gamma: float = 0.1) -> _optim.Optimizer:
         """Choose the optimizer :meth:`step` takes, with fresh state (step count 0, zero
         velocity and moments); the options are :meth:`fit`'s, counted in steps rather than
         epochs: ``warmup_steps`` of linear warm-up, the cosine schedule's ``total_steps``
         (needed for it), the step schedule's ``step_size``. Returns the optimizer (also
         :attr:`optimizer`)."""
-        from .optimizer import Optimizer
-
         if lr_schedule == "cosine" and total_steps is None:
             raise ValueError("total_steps: the cosine schedule decays to 0 at total_steps; give "
                              "the number of steps you will take")
@@ -783,7 +782,7 @@ class Network:
             clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule, warmup_epochs=warmup_steps,
             step_epochs=step_size, lr_gamma=lr_gamma)
         state, decay = self._optimizer(o, 1)
-        self.optimizer = Optimizer(state, decay)
+        self.optimizer = _optim.Optimizer(state, decay)
         return self.optimizer
 
     # -- training and evaluation ------------------------------------------------------------
