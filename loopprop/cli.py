@@ -446,7 +446,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    validation=(Xte, yte_fit), **_schedule_options(args, epochs))
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte_fit, meta.task) + f"  ({elapsed:.2f} s; "
-          + _epoch_times(hist["time"]) + ")")
+          + _epoch_times(hist["time"], hist["compile_time"]) + ")")
     return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {net!r}")
 
 
@@ -549,7 +549,7 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
                    **opts)
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte, meta.task) + f"  ({elapsed:.2f} s; "
-          + _epoch_times(hist["time"]) + ")")
+          + _epoch_times(hist["time"], hist["compile_time"]) + ")")
     return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {name}")
 
 
@@ -607,9 +607,11 @@ def _train_gpt(args: argparse.Namespace) -> int:
                         progress=not args.no_progress, validation=val_ids, **opts)
     elapsed = time.perf_counter() - t0
     rate = hist["tokens_per_s"]
+    compiled = sum(hist["compile_time"])
     print(f"validation loss {hist['val_loss'][-1]:.4f} nats/char (unigram {h:.3f}), train loss "
-          f"{hist['loss'][-1]:.4f}  ({elapsed:.1f} s; {rate[-1]:,.0f} tokens/s in the last "
-          "epoch)")
+          f"{hist['loss'][-1]:.4f}  ({elapsed:.1f} s"
+          + (f", of which compiling {compiled:.1f} s" if compiled > 0 else "")
+          + f"; {rate[-1]:,.0f} tokens/s in the last epoch)")
     return _save_and_plot(net, hist, save, plot, f"gpt on {source}")
 
 
@@ -636,10 +638,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _epoch_times(times: list[float]) -> str:
+def _epoch_times(times: list[float], compile_times: list[float] | None = None) -> str:
     """The first epoch (which includes compiling, or loading compiled code) apart from the
     mean of the others."""
     text = f"first epoch {times[0] * 1e3:.1f} ms"
+    if compile_times and compile_times[0] > 0:
+        text += f" (of which compiling {compile_times[0]:.1f} s)"
     if len(times) > 1:
         rest = times[1:]
         text += f", later epochs {1e3 * sum(rest) / len(rest):.1f} ms on average"
@@ -904,8 +908,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
                 "predict": _cmd_predict,
                 "explain": _cmd_explain, "diagram": _cmd_diagram, "bench": _cmd_bench}
+    from . import _compiling
+
     try:
-        return commands[args.command](args)
+        with _compiling.notices():  # a first run says when it compiles, and for how long
+            return commands[args.command](args)
     except KeyboardInterrupt:
         print("loopprop: interrupted", file=sys.stderr)
         return 130

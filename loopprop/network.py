@@ -22,9 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _checks, _files
+from . import _checks, _compiling, _files
 from . import plan as _plan
 from . import optimizer as _optim
+from . import progress as _progress
 from . import train as _train
 from ._jit import use_threads
 from .kernels.activations import CODES
@@ -830,8 +831,9 @@ class Network:
         -------
         history : dict of per-epoch lists: ``loss``, ``accuracy`` (classification), ``val_loss``,
             ``val_accuracy`` (with validation), ``grad_norm`` (mean ‖dW^(l)‖ per layer, before
-            clipping), ``lr`` (the rate of the epoch's last step), ``time``; and
-            ``grad_norms``, a dict from every parameter array, named ``"row:Kind.name"``
+            clipping), ``lr`` (the rate of the epoch's last step), ``time`` (seconds),
+            ``compile_time`` (of which compiling the kernels: a first epoch without a cache);
+            and ``grad_norms``, a dict from every parameter array, named ``"row:Kind.name"``
             (``"3:BatchNorm.gamma"``, ``"4:CausalSelfAttention.W_qkv"``), to its per-epoch mean
             gradient norm ``‖∂L/∂θ‖`` (before clipping).
 
@@ -913,7 +915,9 @@ class Network:
         -------
         history : per-epoch lists ``loss``, ``accuracy`` (next-token accuracy over every
             position), ``val_loss`` (with validation), ``grad_norm``, ``grad_norms``, ``lr``,
-            ``time`` and ``tokens_per_s`` (training positions per second).
+            ``time`` (seconds per epoch), ``compile_time`` (of which compiling: a first epoch
+            compiles its kernels unless they are cached) and ``tokens_per_s`` (training
+            positions per second, compiling left out).
         """
         o = self._fit_options(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
@@ -1033,6 +1037,7 @@ class Network:
                 "training: set them to finite values (net.params, or a new Network)")
         classify = self.loss != "mse"
         hist: dict[str, Any] = {"loss": [], "grad_norm": [], "lr": [], "time": [],
+                                "compile_time": [],
                                 "grad_norms": {name: [] for name in self._param_names}}
         if tokens:
             hist["tokens_per_s"] = []
@@ -1042,16 +1047,17 @@ class Network:
             hist["val_loss"] = []
             if classify:
                 hist["val_accuracy"] = []
-        bar = _train.Progress(o.epochs, progress)
+        bar = _progress.Progress(o.epochs, progress)
         # dropout masks: their own stream of seeds, so that shuffle=False keeps them random
         drop_rng = np.random.default_rng([o.seed, 1])
         try:
             for e in range(1, o.epochs + 1):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _compiling.seconds()
                 gnorm = np.zeros(len(self._norm_spans), np.float64)
                 dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
                 total, correct, opt.t, last_lr = epoch(gnorm, dropout_seed)
                 hist["time"].append(time.perf_counter() - t0)
+                hist["compile_time"].append(_compiling.seconds() - c0)
                 hist["lr"].append(float(last_lr))
                 hist["loss"].append(total / n)
                 norms = gnorm / n_batches
@@ -1060,7 +1066,9 @@ class Network:
                     hist["grad_norms"][name].append(float(value))
                 info = {"loss": total / n}
                 if tokens:
-                    hist["tokens_per_s"].append(tokens / hist["time"][-1])
+                    # the rate of training, not of compiling (a first epoch compiles)
+                    run = max(hist["time"][-1] - hist["compile_time"][-1], 1e-9)
+                    hist["tokens_per_s"].append(tokens / run)
                     info["tok/s"] = hist["tokens_per_s"][-1]
                 if classify:
                     hist["accuracy"].append(correct / per_example)

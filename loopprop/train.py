@@ -18,8 +18,6 @@ objects.
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -1152,68 +1150,3 @@ class OptimizerState:
                           self.clip, SCHEDULES[self.schedule], self.warmup, self.total,
                           self.step_size, self.gamma]
         self.hyper = hyper
-
-
-class Progress:
-    """A progress bar over epochs with the running loss: tqdm when installed, else a plain line."""
-
-    #: the notice that the first epoch is compiling, printed when it has not ended by then (s)
-    NOTICE_AFTER = 5.0
-    NOTICE = ("the first epoch compiles its kernels (once: Numba caches the machine code next to "
-              "the package; one to a few minutes on a 2-core machine for a new set of layer "
-              "kinds or dtype)")
-
-    def __init__(self, total: int, enabled: bool, notice_after: float | None = None) -> None:
-        self.enabled = enabled
-        self.total = total
-        self.bar = None
-        self.t0 = time.perf_counter()
-        self.timer = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, unit="epoch", dynamic_ncols=True)
-            except ImportError:
-                self.bar = None
-            import threading
-
-            delay = self.NOTICE_AFTER if notice_after is None else notice_after
-            self.timer = threading.Timer(delay, self._notice)
-            self.timer.daemon = True
-            self.timer.start()
-
-    def _notice(self) -> None:
-        """Say why the first epoch takes long (the bar shows nothing while it compiles)."""
-        if self.bar is not None:
-            self.bar.write(self.NOTICE, file=sys.stderr)
-        else:
-            print(self.NOTICE, file=sys.stderr, flush=True)
-
-    def _stop_notice(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def update(self, epoch: int, info: dict) -> None:
-        if not self.enabled:
-            return
-        self._stop_notice()
-        text = " ".join(f"{k}={v:.4f}" if abs(v) < 1000 else f"{k}={v:,.0f}"
-                        for k, v in info.items())
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        else:
-            width = 24
-            done = int(width * epoch / self.total)
-            print(f"\repoch {epoch}/{self.total} [{'#' * done}{'.' * (width - done)}] {text} "
-                  f"({time.perf_counter() - self.t0:.1f}s)", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        self._stop_notice()
-        if self.bar is not None:
-            self.bar.close()
-        elif self.enabled:
-            print(file=sys.stderr)
-

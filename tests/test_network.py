@@ -540,20 +540,45 @@ def test_fit_records_the_gradient_norm_of_every_parameter(rng):
          want["6:LayerNorm.gamma"], want["8:Dense.W"]], rel=1e-10)
 
 
-@pytest.mark.parametrize("quick", [False, True])
-def test_progress_says_why_a_first_epoch_is_slow(capsys, quick):
-    """While the first epoch compiles, the bar shows nothing for minutes: after a delay the
-    progress says why, once; an epoch that ends first cancels the notice."""
-    from loopprop.train import Progress
+def _fresh_loopprop_function():
+    """A function Numba has never compiled, counted as loopprop's (its module's name)."""
+    import numba
 
-    bar = Progress(3, True, notice_after=60.0 if quick else 0.01)
-    timer = bar.timer
-    if not quick:
-        timer.join()  # the notice has been printed
+    def f(x):
+        return x + 1
+
+    f.__module__ = "loopprop.tests_compile_watch"
+    return numba.njit(f)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing compiles")
+def test_progress_says_when_kernels_compile_and_only_then(capsys):
+    """The notice once came from a 5 s timer: it appeared on warm runs whose first epoch was
+    long and never where nothing had a bar; now Numba's compile event says when."""
+    from loopprop import _compiling
+    from loopprop.progress import Progress
+
+    f = _fresh_loopprop_function()
+    before = _compiling.seconds()
+    bar = Progress(3, True)
+    f(1)  # compiles: the notice, then the time
+    f(2)  # compiled: nothing more
     bar.update(1, {"loss": 1.0})
-    timer.join(5.0)  # cancelled: the thread ends at once without printing
-    assert bar.timer is None and not timer.is_alive()
-    bar.update(2, {"loss": 0.5})
     bar.close()
     err = capsys.readouterr().err
-    assert err.count("compiles its kernels") == (0 if quick else 1)
+    assert err.count("compiling the kernels") == 1 and err.count("compiled in") == 1
+    assert _compiling.seconds() > before and not _compiling.WATCH.compiling()
+    bar = Progress(3, True)  # warm: no notice at all
+    f(3)
+    bar.update(1, {"loss": 1.0})
+    bar.close()
+    assert "compil" not in capsys.readouterr().err
+    said = []
+    with _compiling.notices(write=said.append):
+        _fresh_loopprop_function()(1)
+        _fresh_loopprop_function()(2)
+    assert said[0] == _compiling.STARTED and len(said) == 2
+    assert said[1].startswith("loopprop: compiled in ")
+    with _compiling.notices(write=said.append):
+        f(4)
+    assert len(said) == 2  # nothing compiled, nothing said

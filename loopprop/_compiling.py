@@ -1,0 +1,127 @@
+"""Knowing when Numba compiles loopprop's kernels, and saying so.
+
+A first run compiles for seconds to minutes (a cold cache, a new dtype, a new set of layer
+kinds); later runs load the machine code from Numba's cache in milliseconds. A timer cannot
+tell the two apart, so loopprop listens to Numba's own event: ``numba:compile`` fires when a
+function is really compiled (a cache hit fires nothing). :data:`WATCH` counts the seconds spent
+compiling loopprop's functions in this process, and the innermost :func:`notices` block says,
+once per block, that compiling has started and how long it took::
+
+    with notices():                      # the command line wraps every command in one
+        net.fit(...)                     # "loopprop: compiling kernels (…)", then the time
+
+A compile of a function that calls others compiles them inside it: only the outermost compile
+of loopprop code starts and ends a "compiling" period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from typing import Callable, Iterator
+
+from numba.core import event as ev
+
+#: what a notice says when compiling starts
+STARTED = ("loopprop: compiling kernels (first use of these layers and dtype; Numba caches the "
+           "machine code, so later runs start at once) ...")
+
+
+def _ours(event: ev.Event) -> bool:
+    data = event.data or {}
+    dispatcher = data.get("dispatcher")
+    fn = getattr(dispatcher, "py_func", None)
+    return getattr(fn, "__module__", "").startswith("loopprop")
+
+
+class CompileWatch(ev.Listener):
+    """Counts the seconds of the outermost compiles of loopprop functions and tells the
+    innermost subscriber when one starts and ends."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.started = 0.0
+        self.seconds = 0.0  # total, this process
+        self.count = 0  # outermost compiles, this process
+        self.subscribers: list[Callable[[str, float], None]] = []
+
+    def compiling(self) -> bool:
+        return self.depth > 0
+
+    def on_start(self, event: ev.Event) -> None:
+        if not _ours(event):
+            return
+        self.depth += 1
+        if self.depth == 1:
+            self.started = time.perf_counter()
+            if self.subscribers:
+                self.subscribers[-1]("start", 0.0)
+
+    def on_end(self, event: ev.Event) -> None:
+        if not _ours(event) or self.depth == 0:
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            took = time.perf_counter() - self.started
+            self.seconds += took
+            self.count += 1
+            if self.subscribers:
+                self.subscribers[-1]("end", took)
+
+
+WATCH = CompileWatch()
+ev.register("numba:compile", WATCH)
+
+
+def seconds() -> float:
+    """Seconds spent compiling loopprop's functions in this process so far (the one in
+    progress included)."""
+    extra = time.perf_counter() - WATCH.started if WATCH.depth else 0.0
+    return WATCH.seconds + extra
+
+
+@contextlib.contextmanager
+def subscribed(callback: Callable[[str, float], None]) -> Iterator[None]:
+    """``callback("start", 0)`` and ``callback("end", seconds)`` around each outermost compile
+    inside the block (the innermost block's callback only)."""
+    WATCH.subscribers.append(callback)
+    try:
+        yield
+    finally:
+        WATCH.subscribers.remove(callback)
+
+
+@contextlib.contextmanager
+def notices(write: Callable[[str], None] | None = None, tick: float = 15.0) -> Iterator[None]:
+    """Say on stderr (or through ``write``) when compiling starts inside the block, every
+    ``tick`` seconds while it lasts, and, at the end of the block, how long it took in all."""
+    write = write or (lambda text: print(text, file=sys.stderr, flush=True))
+    state = {"said": False, "total": 0.0}
+    stop = threading.Event()
+
+    def ticker(started: float) -> None:
+        while not stop.wait(tick):
+            if not WATCH.compiling():
+                return
+            write(f"loopprop: still compiling ({time.perf_counter() - started:.0f} s)")
+
+    def on(what: str, took: float) -> None:
+        if what == "start":
+            if not state["said"]:
+                write(STARTED)
+                state["said"] = True
+            stop.clear()
+            threading.Thread(target=ticker, args=(time.perf_counter(),), daemon=True).start()
+        else:
+            stop.set()
+            state["total"] += took
+
+    with subscribed(on):
+        try:
+            yield
+        finally:
+            stop.set()
+            if state["said"]:
+                write(f"loopprop: compiled in {state['total']:.1f} s (cached for later runs)")
