@@ -123,5 +123,8 @@ def notices(write: Callable[[str], None] | None = None, tick: float = 15.0) -> I
             yield
         finally:
             stop.set()
-            if state["said"]:
+            if state["said"] and WATCH.compiling():
+                cut = state["total"] + time.perf_counter() - WATCH.started
+                write(f"loopprop: stopped while compiling ({cut:.1f} s)")
+            elif state["said"]:
                 write(f"loopprop: compiled in {state['total']:.1f} s (cached for later runs)")

@@ -441,13 +441,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"examples; {optimizer}, lr {lr:g}, batch {args.batch_size or 32}, "
           f"{_plural(epochs, 'epoch')}", flush=True)
     t0 = time.perf_counter()
-    hist = net.fit(Xtr, ytr_fit, epochs=epochs, batch_size=args.batch_size or 32, lr=lr,
-                   optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
-                   validation=(Xte, yte_fit), **_schedule_options(args, epochs))
+    opts = _schedule_options(args, epochs)
+    hist = _interruptible(net, save, lambda: net.fit(
+        Xtr, ytr_fit, epochs=epochs, batch_size=args.batch_size or 32, lr=lr,
+        optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
+        validation=(Xte, yte_fit), **opts))
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte_fit, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"], hist["compile_time"]) + ")")
     return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {net!r}")
+
+
+def _interruptible(net, save: str | None, train):
+    """``train()``; on Ctrl-C (which stops fit between two steps) the last complete state goes
+    to ``--save`` when it was given, and the message says so either way; exit status 130."""
+    try:
+        return train()
+    except KeyboardInterrupt:
+        where = net.interrupted or {}
+        at = (f" in epoch {where['epoch']}, after {where['steps']} optimizer steps"
+              if where else "")
+        if save:
+            net.save(save)
+            print(f"loopprop: interrupted{at}; the last complete state is saved to {save}",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"loopprop: interrupted{at}; nothing saved (no --save)", file=sys.stderr,
+                  flush=True)
+        raise
 
 
 def _record_data(net, dataset: str, meta, image: bool) -> None:
@@ -544,9 +565,9 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
           f"{optimizer}, lr {lr:g} ({opts['lr_schedule']}), batch {batch}, "
           f"{_plural(epochs, 'epoch')}", flush=True)
     t0 = time.perf_counter()
-    hist = net.fit(Xtr, ytr, epochs=epochs, batch_size=batch, lr=lr, optimizer=optimizer,
-                   seed=args.seed, progress=not args.no_progress, validation=(Xte, yte),
-                   **opts)
+    hist = _interruptible(net, save, lambda: net.fit(
+        Xtr, ytr, epochs=epochs, batch_size=batch, lr=lr, optimizer=optimizer, seed=args.seed,
+        progress=not args.no_progress, validation=(Xte, yte), **opts))
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"], hist["compile_time"]) + ")")
@@ -602,9 +623,10 @@ def _train_gpt(args: argparse.Namespace) -> int:
           f"epochs), batch {batch}, {_plural(epochs, 'epoch')} of {args.steps_per_epoch} steps",
           flush=True)
     t0 = time.perf_counter()
-    hist = net.fit_text(train_ids, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
-                        batch_size=batch, lr=lr, optimizer=optimizer, seed=args.seed,
-                        progress=not args.no_progress, validation=val_ids, **opts)
+    hist = _interruptible(net, save, lambda: net.fit_text(
+        train_ids, epochs=epochs, steps_per_epoch=args.steps_per_epoch, batch_size=batch, lr=lr,
+        optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
+        validation=val_ids, **opts))
     elapsed = time.perf_counter() - t0
     rate = hist["tokens_per_s"]
     compiled = sum(hist["compile_time"])
@@ -914,7 +936,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _compiling.notices():  # a first run says when it compiles, and for how long
             return commands[args.command](args)
     except KeyboardInterrupt:
-        print("loopprop: interrupted", file=sys.stderr)
+        print("loopprop: interrupted", file=sys.stderr, flush=True)
+        if _compiling.WATCH.compiling():
+            # a worker thread is inside Numba's compiler: leave without the interpreter's
+            # shutdown, which could meet it holding LLVM's locks
+            sys.stdout.flush()
+            import os
+
+            os._exit(130)
         return 130
     except (CLIError, ValueError, TypeError, ImportError, OSError, FloatingPointError,
             RuntimeError) as exc:

@@ -12,6 +12,7 @@ axis, as in docs/formulas.md: ``X`` is ``(n_features, n_samples)`` or ``(C, H, W
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import numpy as np
 
 from . import _checks, _compiling, _files
 from . import plan as _plan
+from . import interrupt as _interrupt
 from . import optimizer as _optim
 from . import progress as _progress
 from . import train as _train
@@ -339,6 +341,8 @@ class Network:
         self.metadata: dict[str, Any] = {}
         #: the optimizer :meth:`step` takes (:meth:`set_optimizer`); ``None``: ``step(lr)`` only
         self.optimizer = None
+        #: set when Ctrl-C stopped ``fit``: ``{"epoch": e, "steps": optimizer steps taken}``
+        self.interrupted: dict[str, int] | None = None
         self._initialize()
 
     # -- construction ------------------------------------------------------------------------
@@ -867,14 +871,14 @@ class Network:
             XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
         _transpose(XT, X)  # one example per row: minibatch gathers copy rows
 
-        def epoch(gnorm, dropout_seed):
+        def epoch(gnorm, dropout_seed, stop):
             shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
             return _train._train_epoch(
                 self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
                 opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
                 _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
                 bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
-                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, par,
+                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, stop, par,
                 self._kinds)
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
@@ -940,14 +944,14 @@ class Network:
         par = use_threads(parallel)
         window_rng = np.random.default_rng([o.seed, 2])
 
-        def epoch(gnorm, dropout_seed):
+        def epoch(gnorm, dropout_seed, stop):
             return _train._train_text_epoch(
                 self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
                 opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
                 _train.LOSS_CODES[self.loss], corpus, steps,
                 int(window_rng.integers(0, 2**62)), bs, buf.acts, buf.dacts, buf.cache,
                 buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2,
-                self._norm_spans, gnorm, dropout_seed, par, self._kinds)
+                self._norm_spans, gnorm, dropout_seed, stop, par, self._kinds)
 
         return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
                             tokens=steps * bs * T)
@@ -1030,6 +1034,7 @@ class Network:
         size, correct, step count, last rate)``) ``o.epochs`` times: the history, the progress
         bar, validation and the divergence check. With ``tokens`` (positions per epoch) the
         history and the bar report tokens per second."""
+        self.interrupted = None
         bad = self._nonfinite_arrays(self._theta)
         if bad:  # before the first step: the array at fault, not those it spreads to
             raise FloatingPointError(
@@ -1055,7 +1060,15 @@ class Network:
                 t0, c0 = time.perf_counter(), _compiling.seconds()
                 gnorm = np.zeros(len(self._norm_spans), np.float64)
                 dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
-                total, correct, opt.t, last_lr = epoch(gnorm, dropout_seed)
+                stop = np.zeros(1, np.int64)
+                try:
+                    total, correct, opt.t, last_lr = _interrupt.run(
+                        functools.partial(epoch, gnorm, dropout_seed, stop), stop)
+                except _interrupt.Interrupted as exc:  # Ctrl-C: stopped between two steps
+                    if exc.result is not None:
+                        opt.t = int(exc.result[2])
+                    self.interrupted = {"epoch": e, "steps": opt.t}
+                    raise KeyboardInterrupt from None
                 hist["time"].append(time.perf_counter() - t0)
                 hist["compile_time"].append(_compiling.seconds() - c0)
                 hist["lr"].append(float(last_lr))

@@ -997,7 +997,7 @@ def _train_step(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hy
 def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                  loss_code, XT, Y, labels, one_hot, perm, shuffle_seed, batch_size, acts, dacts,
                  cache, icache, work, fwork, Ybuf, labbuf, col1, col2, norm_spans, grad_norm,
-                 dropout_seed, threads, kinds):
+                 dropout_seed, stop, threads, kinds):
     """One epoch of minibatch training, entirely compiled, for the layer kinds ``kinds``
     (:func:`kinds_key`: the epoch is compiled for that set, with only those kernels).
 
@@ -1005,7 +1005,9 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
     partial batch is used, not dropped. ``XT`` is X transposed, ``(n, n_0)``; ``t`` counts the
     optimizer steps taken before this epoch. Returns ``(Σ batch loss × batch size, correct
     predictions, step count, last rate)``; ``grad_norm[a]`` accumulates the norm of parameter
-    array ``a``'s gradient for every batch (:func:`_train_step`).
+    array ``a``'s gradient for every batch (:func:`_train_step`). ``stop`` (one int64) set to
+    non-zero by another thread ends the epoch after the step in progress (Ctrl-C: see
+    ``loopprop/interrupt.py``).
     """
     n = XT.shape[0]
     n0 = XT.shape[1]
@@ -1016,6 +1018,8 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
     batch = 0
     lr = hyper[LR]
     for start in range(0, n, batch_size):
+        if stop[0] != 0:
+            break
         mb = min(batch_size, n - start)
         _gather_columns(_view(acts, 0, n0, mb), XT, perm, start)
         Yb = _view(Ybuf, 0, Y.shape[0], mb)
@@ -1037,13 +1041,13 @@ def _train_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, h
 def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_code, hyper, t,
                       loss_code, corpus, n_steps, window_seed, batch_size, acts, dacts, cache,
                       icache, work, fwork, Ybuf, labbuf, col1, col2, norm_spans, grad_norm,
-                      dropout_seed, threads, kinds):
+                      dropout_seed, stop, threads, kinds):
     """``n_steps`` steps of a language model on random windows of ``corpus`` (token ids, int),
     entirely compiled: each batch draws ``batch_size`` start offsets ``s`` uniformly (loopprop's
     own generator seeded with ``window_seed``), puts ``corpus[s : s + T]`` in column ``k`` of
     ``A^(0) (T, mb)`` and ``corpus[s + 1 : s + T + 1]`` in the labels (the next token at
     every position), then takes one :func:`_train_step`. Returns as :func:`_train_epoch`
-    (``correct`` counts positions)."""
+    (``correct`` counts positions; ``stop`` likewise ends it after the step in progress)."""
     T = plan[0, IN_SIZE]
     mb = batch_size
     rng = np.empty(1, np.uint64)
@@ -1056,6 +1060,8 @@ def _train_text_epoch(plan, fplan, theta, grad, state, opt1, opt2, decay, opt_co
     correct = 0
     lr = hyper[LR]
     for step in range(n_steps):
+        if stop[0] != 0:
+            break
         for k in range(mb):
             s = _below(rng, span)
             for i in range(T):

@@ -221,3 +221,56 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused_on_load(tmp_path, ch
     net.metadata["tokenizer"] = tok.to_config()
     net.save(tmp_path / "g.npz")
     assert Network.load(tmp_path / "g.npz").metadata["tokenizer"] == tok.to_config()
+
+
+def _interrupt_after(seconds: float):
+    """Send this process SIGINT (Ctrl-C) from another thread after ``seconds``."""
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+@pytest.mark.heavy  # trains: slow with the JIT off
+def test_ctrl_c_stops_a_long_epoch_between_two_steps():
+    """An epoch of ten million steps (hours): Ctrl-C once waited for its end. It now stops
+    after the step in progress, with the parameters of the last complete step."""
+    net, tok = small_gpt()
+    ids = tok.encode(CORPUS)
+    net.fit_text(ids, epochs=1, steps_per_epoch=2, batch_size=4, progress=False)  # compiled
+    before = net._theta.copy()
+    _interrupt_after(2.0)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit_text(ids, epochs=1, steps_per_epoch=10**7, batch_size=4, progress=False)
+    assert net.interrupted["epoch"] == 1 and 0 < net.interrupted["steps"] < 10**7
+    assert np.isfinite(net._theta).all() and not np.array_equal(net._theta, before)
+
+
+@pytest.mark.heavy  # trains: slow with the JIT off
+def test_cli_ctrl_c_saves_the_last_complete_state(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "corpus.py"
+    corpus.write_text(CORPUS)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopprop.cli", "train", "--model", "gpt", "--text", str(corpus),
+         "--epochs", "1", "--steps-per-epoch", "10000000", "--n-layer", "1", "--n-embd", "16",
+         "--block-size", "16", "--save", "g.npz", "--no-progress"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the header's last line: training starts
+        if "steps" in line and "epoch" in line:
+            break
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err
+    assert "the last complete state is saved to g.npz" in err
+    net = Network.load(tmp_path / "g.npz")
+    assert net.metadata["tokenizer"]["kind"] == "char" and np.isfinite(net._theta).all()
