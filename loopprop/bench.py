@@ -621,45 +621,68 @@ def warm_start_seconds() -> float:
                "y = np.arange(1438) % 10; "
                "lp.Network([64, 512, 10], ['relu', 'softmax'], 'cross_entropy').fit("
                "X, y, epochs=1, batch_size=32, lr=0.02, optimizer='momentum', progress=False)"]
-    subprocess.run(cmd, check=True, capture_output=True)  # fill the caches
+    # the child imports the loopprop this process runs, whatever folder we are in (a checkout
+    # named loopprop in the working directory once shadowed it, and the error was swallowed)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (here, os.environ.get("PYTHONPATH")) if p))
+
+    def once() -> None:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=here, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"warm start: {' '.join(cmd[1:3])} failed: "
+                               f"{done.stderr.strip().splitlines()[-1:]}")
+
+    once()  # fill the caches
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        once()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
+#: rows that take a minute or more each (their NumPy twins above all): ``--quick`` leaves them
+#: out unless ``-k`` names them
+SLOW_ROWS = ("CNN epoch, lenet", "CNN epoch, resnet", "GPT step")
+
+
 def rows(dtype: str = "float64", quick: bool = False):
-    """Yield ``(workload, {impl: seconds})`` for the headline workloads."""
+    """Yield ``(workload, thunk)`` for the headline workloads; ``thunk()`` times the row:
+    ``{impl: seconds}``."""
     rounds = 3 if quick else 7
-    yield ("epoch 64-32-10, batch 32, n=1797", best_time(
+    yield ("epoch 64-32-10, batch 32, n=1797", lambda: best_time(
         epoch_workload([64, 32, 10], 32, 1797, dtype), rounds))
-    yield ("epoch 784-128-10, batch 64, n=6400", best_time(
+    yield ("epoch 784-128-10, batch 64, n=6400", lambda: best_time(
         epoch_workload([784, 128, 10], 64, 6400, dtype), rounds))
     for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
-        yield (f"dense fwd+bwd 1024x1024, b 256, {label}", best_time(
+        yield (f"dense fwd+bwd 1024x1024, b 256, {label}", lambda mode=mode: best_time(
             dense_workload(1024, 1024, 256, dtype, mode), rounds))
-    for name, (label, *_) in CNNS.items():
-        yield (f"CNN epoch, {name}", best_time(cnn_workload(name, dtype), rounds))
-    yield ("conv2d fwd+bwd 16→32, 3x3, 28x28, b 64", best_time(conv_workload(dtype), rounds))
+    for name in CNNS:
+        yield (f"CNN epoch, {name}", lambda name=name: best_time(cnn_workload(name, dtype),
+                                                                rounds))
+    yield ("conv2d fwd+bwd 16→32, 3x3, 28x28, b 64", lambda: best_time(conv_workload(dtype),
+                                                                         rounds))
     for which in ("batchnorm", "layernorm"):
         for label, shape in NORM_SHAPES.items():
-            yield (f"{which} fwd+bwd {label}", best_time(norm_workload(which, shape, dtype),
-                                                         rounds))
+            yield (f"{which} fwd+bwd {label}", lambda which=which, shape=shape: best_time(
+                norm_workload(which, shape, dtype), rounds))
     # the best single step, every call's first step left out on both sides (gpt_workload)
-    yield ("GPT step, 4 layers, 128 wide, T 64, b 16", best_step_time(
+    yield ("GPT step, 4 layers, 128 wide, T 64, b 16", lambda: best_step_time(
         gpt_workload("small", dtype, steps=10), rounds))
-    yield ("attention fwd+bwd 12 heads x 64, T 256, b 8", best_time(
+    yield ("attention fwd+bwd 12 heads x 64, T 256, b 8", lambda: best_time(
         attention_workload(dtype=dtype), rounds))
     for name in ("sigmoid", "tanh"):
         for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
-            yield (f"{name} fwd+bwd, 10^6 values, {label}", best_time(
-                elementwise_workload(name, 10**6, dtype, mode), rounds))
+            yield (f"{name} fwd+bwd, 10^6 values, {label}", lambda name=name, mode=mode:
+                   best_time(elementwise_workload(name, 10**6, dtype, mode), rounds))
 
 
-def run(dtype: str = "float64", quick: bool = False) -> list[tuple[str, dict[str, float]]]:
-    """Print the table; return its rows."""
+def run(dtype: str = "float64", quick: bool = False, select: str | None = None
+        ) -> list[tuple[str, dict[str, float]]]:
+    """Print the table; return its rows. ``select``: only the rows whose name holds it
+    (case-insensitive; ``"warm"`` selects the warm-start row). ``quick``: three rounds, and the
+    rows of :data:`SLOW_ROWS` only when ``select`` names them."""
     from ._jit import WIDE_VECTORS
 
     print(f"loopprop bench: {dtype}, numba threads {numba.get_num_threads()}, "
@@ -667,18 +690,33 @@ def run(dtype: str = "float64", quick: bool = False) -> list[tuple[str, dict[str
           f"numpy {np.__version__}, numba {numba.__version__}"
           + (", torch " + _torch().__version__ if _torch() else ", torch not installed"))
     print(f"{'workload':46s} {'loopprop':>11s} {'numpy':>11s} {'torch':>11s} "
-          f"{'vs numpy':>9s} {'vs torch':>9s}")
+          f"{'vs numpy':>9s} {'vs torch':>9s}", flush=True)
+    pattern = select.lower() if select else None
     out = []
-    for name, t in rows(dtype, quick):
+    for name, thunk in rows(dtype, quick):
+        if pattern is not None and pattern not in name.lower():
+            continue
+        if quick and pattern is None and name.startswith(SLOW_ROWS):
+            continue
+        print(f"{name:46s} (running ...)", end="\r", file=sys.stderr, flush=True)
+        t = thunk()
         lp_t = t["loopprop"]
         cells = [f"{1e3 * t[k]:9.3f}ms" if k in t else f"{'—':>11s}"
                  for k in ("loopprop", "numpy", "torch")]
         ratios = [f"{t[k] / lp_t:8.2f}×" if k in t else f"{'—':>9s}" for k in ("numpy", "torch")]
         print(f"{name:46s} {' '.join(cells)} {' '.join(ratios)}", flush=True)
         out.append((name, t))
-    ws = warm_start_seconds()
-    print(f"{'loopprop train --epochs 1, warm start':46s} {ws:10.3f}s")
-    out.append(("warm start", {"loopprop": ws}))
+    name = "loopprop train --epochs 1, warm start"
+    if pattern is None or pattern in name.lower() or pattern in "warm start":
+        print(f"{name:46s} (running ...)", end="\r", file=sys.stderr, flush=True)
+        ws = warm_start_seconds()
+        print(f"{name:46s} {ws:10.3f}s")
+        out.append(("warm start", {"loopprop": ws}))
+    if not out:
+        raise ValueError(f"-k: no workload matches {select!r}; the names are those of the "
+                         "table's first column")
     print("ratios: other time / loopprop time (above 1: loopprop is faster); best of "
-          f"{3 if quick else 7} interleaved rounds")
+          f"{3 if quick else 7} interleaved rounds"
+          + ("; --quick leaves out the slow rows (name them with -k)" if quick and not select
+             else ""))
     return out

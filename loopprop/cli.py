@@ -355,7 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "NumPy and eager PyTorch (when installed), each row interleaved, best "
                        "of several rounds; ratios above 1 mean loopprop is faster.")
     b.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    b.add_argument("--quick", action="store_true", help="fewer repeats")
+    b.add_argument("--quick", action="store_true",
+                   help="three rounds instead of seven, and without the slow rows (the LeNet "
+                   "and resnet epochs, the GPT step) unless -k names them: about two minutes")
+    b.add_argument("-k", dest="select", metavar="TEXT", default=None,
+                   help="only the workloads whose name holds TEXT, e.g. -k epoch, -k GPT, "
+                   "-k warm")
     return p
 
 
@@ -917,7 +922,7 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run
 
-    run(dtype=args.dtype, quick=args.quick)
+    run(dtype=args.dtype, quick=args.quick, select=args.select)
     return 0
 
 
