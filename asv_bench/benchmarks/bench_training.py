@@ -294,3 +294,47 @@ class Attention:
 
     def time_step(self, *args):
         self.fn()
+
+
+_BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+
+
+class UnderLoad:
+    """The digits MLP epoch (64-512-10, batch 32, the default of loopprop train) with two busy
+    processes beside it, over the same epoch on a quiet machine: worker threads that spin
+    while they wait once made it 5-65× slower (goal: at most ~2.5×). ``quiet`` tracks the
+    quiet epoch itself (ms), to see that bounding the spin costs nothing there."""
+
+    unit = "ratio or ms"
+    timeout = 600
+    number = 1
+    repeat = 1
+
+    def setup(self):
+        X = rand((64, 1438), "float64")
+        y = np.random.default_rng(1).integers(0, 10, 1438)
+        net = lp.Network([64, 512, 10], ["relu", "softmax"], "cross_entropy")
+        self.fit = lambda: net.fit(X, y, epochs=12, batch_size=32, lr=0.02,  # noqa: E731
+                                   optimizer="momentum", progress=False)["time"][2:]
+        self.fit()  # compiled
+
+    def _median_ms(self):
+        return 1e3 * float(np.median(self.fit()))
+
+    def track_quiet_epoch_ms(self):
+        return self._median_ms()
+
+    def track_busy_over_quiet(self):
+        import subprocess
+        import sys
+
+        quiet = self._median_ms()
+        busy = [subprocess.Popen([sys.executable, "-c", _BUSY.format(seconds=120)])
+                for _ in range(2)]
+        try:
+            loaded = self._median_ms()
+        finally:
+            for p in busy:
+                p.kill()
+                p.wait()
+        return loaded / quiet
