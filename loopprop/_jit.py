@@ -185,6 +185,31 @@ def _probe():  # a function for _cache_fallback to try the cache with
     return 0
 
 
+def threads_for_load(threads: int) -> int:
+    """``threads`` less the cores other processes keep busy right now, at least 1.
+
+    Linux's ``/proc/loadavg`` counts the tasks runnable at this instant; less this process's own
+    (the reader, and a pool thread still spinning after the last parallel region), they are
+    the cores this process would have to share. Two threads per parallel region on
+    cores that busy processes also want wait for each other at every barrier (the digits CNN
+    ran 2.4–4.7× its quiet epoch with two busy processes beside it; on one thread 1.5–1.7×:
+    docs/performance.md, "Threads that wait"). Elsewhere (no ``/proc``) ``threads`` as given.
+    Read once per epoch by ``fit``; the results do not depend on the thread count."""
+    if threads <= 1:
+        return threads
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+        ours = 0  # this process's runnable threads: the reader, a pool thread still spinning
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as fh:
+                ours += fh.read().rsplit(")", 1)[1].split()[0] == "R"
+    except (OSError, ValueError, IndexError):
+        return threads
+    others = max(0, running - max(ours, 1))
+    return max(1, min(threads, (os.cpu_count() or threads) - others))
+
+
 def use_threads(parallel: bool) -> int:
     """How many threads a parallel kernel may use: Numba's current count
     (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``) when asked for, else 1."""

@@ -29,7 +29,7 @@ from . import interrupt as _interrupt
 from . import optimizer as _optim
 from . import progress as _progress
 from . import train as _train
-from ._jit import use_threads
+from ._jit import threads_for_load, use_threads
 from .kernels.activations import CODES
 from .kernels.dense import _transpose
 from .layers import ACTIVATIONS, KINDS, Activation, Dense, Layer, LeakyReLU, Sigmoid, Softmax
@@ -695,9 +695,10 @@ class Network:
                     "with the running statistics")
 
     def _forward_seed(self) -> int:
-        """The dropout seed of a forward pass: ``seed·2²⁰ + count`` (the seed hashed into 43 bits
-        when it is larger), kept below 2⁶³ for compiled code."""
-        return (_checks.stream_seed(self.seed, 43) * 1048576 + self._forward_count) % (1 << 63)
+        """The dropout seed of a forward pass: ``seed·2²⁰ + count`` (the seed hashed into 37 bits
+        when it is larger), below 2⁵⁷: the forward pass gives row ``r`` the seed ``64·s + r``,
+        which must fit 64 bits with the JIT off as well (Python integers do not wrap)."""
+        return (_checks.stream_seed(self.seed, 37) * 1048576 + self._forward_count) % (1 << 57)
 
     def _region(self, buf, off: int, size: int, m: int) -> np.ndarray:
         return buf.acts[off * m:(off + size) * m].reshape(size, m)
@@ -863,7 +864,7 @@ class Network:
         perm = np.arange(n, dtype=np.int64)
         Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
         labbuf = np.zeros(labels.shape[0] * bs, np.int64)
-        par = use_threads(parallel)
+        o.threads = use_threads(parallel)
         rng = np.random.default_rng(o.seed) if shuffle else None
         scratch = self._fit_scratch
         XT = scratch.get("XT")
@@ -871,14 +872,14 @@ class Network:
             XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
         _transpose(XT, X)  # one example per row: minibatch gathers copy rows
 
-        def epoch(gnorm, dropout_seed, stop):
+        def epoch(gnorm, dropout_seed, stop, threads):
             shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
             return _train._train_epoch(
                 self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
                 opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
                 _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
                 bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
-                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, stop, par,
+                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, stop, threads,
                 self._kinds)
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
@@ -941,17 +942,17 @@ class Network:
         opt, decay = self._optimizer(o, steps)
         Ybuf = np.zeros(1, self.dtype)
         labbuf = np.zeros(T * bs, np.int64)
-        par = use_threads(parallel)
+        o.threads = use_threads(parallel)
         window_rng = np.random.default_rng([o.seed, 2])
 
-        def epoch(gnorm, dropout_seed, stop):
+        def epoch(gnorm, dropout_seed, stop, threads):
             return _train._train_text_epoch(
                 self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
                 opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
                 _train.LOSS_CODES[self.loss], corpus, steps,
                 int(window_rng.integers(0, 2**62)), bs, buf.acts, buf.dacts, buf.cache,
                 buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2,
-                self._norm_spans, gnorm, dropout_seed, stop, par, self._kinds)
+                self._norm_spans, gnorm, dropout_seed, stop, threads, self._kinds)
 
         return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
                             tokens=steps * bs * T)
@@ -1063,7 +1064,8 @@ class Network:
                 stop = np.zeros(1, np.int64)
                 try:
                     total, correct, opt.t, last_lr = _interrupt.run(
-                        functools.partial(epoch, gnorm, dropout_seed, stop), stop)
+                        functools.partial(epoch, gnorm, dropout_seed, stop,
+                                          threads_for_load(o.threads)), stop)
                 except _interrupt.Interrupted as exc:  # Ctrl-C: stopped between two steps
                     if exc.result is not None:
                         opt.t = int(exc.result[2])

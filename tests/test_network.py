@@ -344,7 +344,7 @@ def test_divergence_is_reported_not_returned(rng):
         net.fit(X, Y, epochs=50, batch_size=8, lr=10.0, progress=False)
 
 
-@pytest.mark.parametrize("seed", [2**43 - 1, 2**44, 2**64, 10**30])
+@pytest.mark.parametrize("seed", [2**37 - 1, 2**43 - 1, 2**44, 2**64, 10**30])
 def test_any_integer_seed_trains_and_saves(tmp_path, seed):
     """Seeds ≥ 2⁴⁴ once overflowed the dropout seed of every forward pass (seed·2²⁰ + count)
     and failed with a Numba TypingError."""
