@@ -4,8 +4,8 @@ A first run compiles for seconds to minutes (a cold cache, a new dtype, a new se
 kinds); later runs load the machine code from Numba's cache in milliseconds. A timer cannot
 tell the two apart, so loopprop listens to Numba's own event: ``numba:compile`` fires when a
 function is really compiled (a cache hit fires nothing). :data:`WATCH` counts the seconds spent
-compiling loopprop's functions in this process, and the innermost :func:`notices` block says,
-once per block, that compiling has started and how long it took::
+compiling loopprop's functions in this process, and a :func:`notices` block says, once, that
+compiling has started and, at its end, how long it took::
 
     with notices():                      # the command line wraps every command in one
         net.fit(...)                     # "loopprop: compiling kernels (…)", then the time
@@ -37,8 +37,8 @@ def _ours(event: ev.Event) -> bool:
 
 
 class CompileWatch(ev.Listener):
-    """Counts the seconds of the outermost compiles of loopprop functions and tells the
-    innermost subscriber when one starts and ends."""
+    """Counts the seconds of the outermost compiles of loopprop functions and tells every
+    subscriber when one starts and ends."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -56,8 +56,8 @@ class CompileWatch(ev.Listener):
         self.depth += 1
         if self.depth == 1:
             self.started = time.perf_counter()
-            if self.subscribers:
-                self.subscribers[-1]("start", 0.0)
+            for callback in list(self.subscribers):
+                callback("start", 0.0)
 
     def on_end(self, event: ev.Event) -> None:
         if not _ours(event) or self.depth == 0:
@@ -67,8 +67,8 @@ class CompileWatch(ev.Listener):
             took = time.perf_counter() - self.started
             self.seconds += took
             self.count += 1
-            if self.subscribers:
-                self.subscribers[-1]("end", took)
+            for callback in list(self.subscribers):
+                callback("end", took)
 
 
 WATCH = CompileWatch()
@@ -85,7 +85,7 @@ def seconds() -> float:
 @contextlib.contextmanager
 def subscribed(callback: Callable[[str, float], None]) -> Iterator[None]:
     """``callback("start", 0)`` and ``callback("end", seconds)`` around each outermost compile
-    inside the block (the innermost block's callback only)."""
+    inside the block."""
     WATCH.subscribers.append(callback)
     try:
         yield
@@ -95,17 +95,20 @@ def subscribed(callback: Callable[[str, float], None]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def notices(write: Callable[[str], None] | None = None, tick: float = 15.0) -> Iterator[None]:
-    """Say on stderr (or through ``write``) when compiling starts inside the block, every
-    ``tick`` seconds while it lasts, and, at the end of the block, how long it took in all."""
+    """Say on stderr (or through ``write``) when compiling first starts inside the block, every
+    ``tick`` seconds while it lasts (unless a progress bar inside the block shows its own
+    clock), and, at the end of the block, how long compiling took in all."""
     write = write or (lambda text: print(text, file=sys.stderr, flush=True))
-    state = {"said": False, "total": 0.0}
+    state = {"said": False}
     stop = threading.Event()
+    first = seconds()
 
     def ticker(started: float) -> None:
         while not stop.wait(tick):
             if not WATCH.compiling():
                 return
-            write(f"loopprop: still compiling ({time.perf_counter() - started:.0f} s)")
+            if len(WATCH.subscribers) == 1:  # no bar inside the block keeps a clock
+                write(f"loopprop: still compiling ({time.perf_counter() - started:.0f} s)")
 
     def on(what: str, took: float) -> None:
         if what == "start":
@@ -116,7 +119,6 @@ def notices(write: Callable[[str], None] | None = None, tick: float = 15.0) -> I
             threading.Thread(target=ticker, args=(time.perf_counter(),), daemon=True).start()
         else:
             stop.set()
-            state["total"] += took
 
     with subscribed(on):
         try:
@@ -124,7 +126,6 @@ def notices(write: Callable[[str], None] | None = None, tick: float = 15.0) -> I
         finally:
             stop.set()
             if state["said"] and WATCH.compiling():
-                cut = state["total"] + time.perf_counter() - WATCH.started
-                write(f"loopprop: stopped while compiling ({cut:.1f} s)")
+                write(f"loopprop: stopped while compiling ({seconds() - first:.1f} s)")
             elif state["said"]:
-                write(f"loopprop: compiled in {state['total']:.1f} s (cached for later runs)")
+                write(f"loopprop: compiled in {seconds() - first:.1f} s (cached for later runs)")

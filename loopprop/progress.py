@@ -28,6 +28,7 @@ class Progress:
         self._said = False
         self._stop = None
         self._compiled = 0.0  # seconds
+        self._quiet = False
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -35,6 +36,9 @@ class Progress:
                 self.bar = tqdm(total=total, unit="epoch", dynamic_ncols=True)
             except ImportError:
                 self.bar = None
+            # inside the command line's notices (loopprop/_compiling.py) the bar only keeps its
+            # clock running: the command says when it compiles and how long it took
+            self._quiet = bool(_compiling.WATCH.subscribers)
             _compiling.WATCH.subscribers.append(self._on_compile)
 
     def _write(self, text: str) -> None:
@@ -48,7 +52,7 @@ class Progress:
         import threading
 
         if what == "start":
-            if not self._said:
+            if not self._said and not self._quiet:
                 self._write(self.NOTICE)
                 self._said = True
             self._stop = threading.Event()

@@ -582,3 +582,13 @@ def test_progress_says_when_kernels_compile_and_only_then(capsys):
     with _compiling.notices(write=said.append):
         f(4)
     assert len(said) == 2  # nothing compiled, nothing said
+    # a bar inside the command line's notices says nothing itself: one voice, one total
+    capsys.readouterr()
+    with _compiling.notices(write=said.append):
+        bar = Progress(2, True)
+        _fresh_loopprop_function()(1)
+        bar.update(1, {"loss": 1.0})
+        bar.close()
+    assert "compil" not in capsys.readouterr().err
+    assert said[2] == _compiling.STARTED and said[3].startswith("loopprop: compiled in ")
+    assert float(said[3].split()[3]) >= 0.0  # "compiled in 0.1 s": the seconds, a number
