@@ -823,11 +823,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     classes = net.predict_classes(X).reshape(-1) if classify else None
     if prep is not None and "target_std" in prep:  # regression: back to the target's units
         A = A * prep["target_std"] + prep["target_mean"]
+    label = "p" if net.loss != "mse" else "outputs"  # probabilities, or a classifier's outputs
     for k in range(A.shape[1]):
         values = " ".join(f"{v:.6g}" for v in A[:, k])
-        print(f"{k}: class {classes[k]}  p = {values}"
-              if classify and net.loss != "mse" else
-              f"{k}: class {classes[k]}  outputs = {values}" if classify else f"{k}: {values}")
+        print(f"{k}: class {classes[k]}  {label} = {values}" if classify else f"{k}: {values}")
     if out:
         if out.lower().endswith((".csv", ".txt")):
             with _files.atomic_path(out) as tmp:

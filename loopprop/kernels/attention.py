@@ -887,7 +887,8 @@ def _attention_backward_lanes(dQ, dK, dV, dO, Q, K, V, P, causal, add, threads):
 
 
 #: the longest ``T · d_head`` the lanes kernels take (float32, 2 threads, against the items
-#: kernels, session 10): 1.1-2.4x faster up to 8192 (T 64-256, d_head 32-128); at T 256 ×
+#: kernels; measured runs in docs/performance.md): 1.1-2.4x faster up to 8192 (T 64-256,
+#: d_head 32-128); at T 256 ×
 #: d_head 64 0.85-0.92x -- a head's P no longer fits L2 and the sums over t read it a 16 KiB
 #: step at a time
 LANES_MAX_TD = 8192

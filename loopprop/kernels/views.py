@@ -10,8 +10,8 @@ The views made here have no owner (their meminfo is NULL, so Numba's reference c
 them). They are safe only while the array they look into outlives them: use them for views
 that live inside one compiled call on arrays its caller holds, and never return one to Python.
 Never borrow a view of an array the function allocates itself: Numba frees that array after its
-last *named* use, which may be the line that borrowed it (session 10's lanes attention did so
-with a per-thread workspace; its memory was handed to the next allocation: a double free).
+last *named* use, which may be the line that borrowed it (a per-thread workspace borrowed this
+way had its memory handed to the next allocation: a double free).
 """
 
 from __future__ import annotations
