@@ -27,15 +27,19 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 #: a file defines compiled code when it holds one of these
-_COMPILED_MARKERS = re.compile(r"@kernel\b|\bnjit\b|@overload\b|\boverload\(|@intrinsic\b")
-#: ``from .x import a, b`` / ``from .. import a`` at the start of a line
-_RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+\(?([\w ,\t\n]+)",
-                              re.MULTILINE)
+_COMPILED_MARKERS = re.compile(r"@kernel\b|\bkernel\(|\bnjit\b|@overload\b|\boverload\(|"
+                               r"@intrinsic\b")
+#: ``from .x import a, b`` / ``from .. import a`` / ``from .x import (a,\n b)`` at the start of
+#: a line: the dots, the module, and the names (in parentheses, or to the end of the line).
+#: Only a module's own imports count: compiled code reads module globals, and an import inside
+#: a Python function (``generate`` building a ``Network``) gives it none
+_RELATIVE_IMPORT = re.compile(r"^from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+"
+                              r"(?:\(([^)]*)\)|([^\n(]+))", re.MULTILINE)
 
 
 def compiled_sources() -> list[str]:
     """The package's files that compiled code depends on: those that define compiled functions
-    (``@kernel``, ``njit``, ``overload``, ``@intrinsic``) and, transitively, every package file
+    (``@kernel``, ``kernel(…)``, ``njit``, ``overload``, ``@intrinsic``) and, transitively, every package file
     they import from (whose functions they call and whose constants Numba freezes into machine
     code). A file outside this set (the command line, plots, explain) changes no machine code,
     so editing it leaves the cache valid."""
@@ -51,7 +55,8 @@ def compiled_sources() -> list[str]:
     seen = set(todo)
     while todo:
         path = todo.pop()
-        for dots, module, names in _RELATIVE_IMPORT.findall(texts[path]):
+        for dots, module, inside, rest in _RELATIVE_IMPORT.findall(texts[path]):
+            names = re.sub(r"#[^\n]*", "", inside or rest)  # no comments
             base = os.path.dirname(path)
             for _ in range(len(dots) - 1):
                 base = os.path.dirname(base)
@@ -59,7 +64,8 @@ def compiled_sources() -> list[str]:
             # ``from .. import _checks`` names modules; ``from .layers import X`` a package's
             # __init__ (whose own imports then count)
             candidates = [stem + ".py", os.path.join(stem, "__init__.py")] if module else []
-            candidates += [os.path.join(stem, n.strip() + ".py") for n in names.split(",")
+            # ``conv as _conv``: the module's name is the first word
+            candidates += [os.path.join(stem, n.split()[0] + ".py") for n in names.split(",")
                            if n.strip()]
             for dep in candidates:
                 if dep in texts and dep not in seen:

@@ -96,7 +96,7 @@ numba.get_num_threads()
 
 
 def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = False,
-           inline: bool = False):
+           inline: bool = False, signature=None):
     """Compile ``fn`` as a loopprop kernel (``nopython``, cached, GIL released).
 
     ``fast=True`` enables the :data:`FASTMATH` subset (``fast="contract"``: :data:`CONTRACT`,
@@ -107,6 +107,10 @@ def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = Fa
     the loop calling it can be vectorized (LLVM does not inline large helpers on its own, and a
     call in a loop body stops vectorization).
 
+    ``signature`` compiles ``fn`` for that one signature at once (loaded from the cache when it
+    is there): a row function, called through a table of compiled functions
+    (:mod:`loopprop.dispatch`), must exist before its caller is compiled.
+
     A parallel kernel must not call ``numba.get_num_threads()``: that call embeds a ctypes
     pointer and makes the kernel, and every compiled caller, uncacheable. The thread decision is
     made in Python (:func:`use_threads`) and passed in as a flag.
@@ -115,6 +119,7 @@ def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = Fa
     def wrap(f: F) -> F:
         def compile_with(cache: bool):
             return numba.njit(
+                *([signature] if signature is not None else []),
                 cache=cache,
                 nogil=True,
                 fastmath=(set(CONTRACT) if fast == "contract" else set(FASTMATH) if fast

@@ -287,7 +287,7 @@ def cnn_layers(name: str):
     from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU, Softmax
 
     if name == "resnet":
-        from .cli import resnet_layers
+        from .models import resnet_layers
 
         return resnet_layers("mnist5k")
     if name == "digits":

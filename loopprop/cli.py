@@ -124,36 +124,6 @@ RESNET_DEFAULTS = {
                 "schedule": "cosine", "weight_decay": None},
 }
 
-
-def cnn_layers(dataset: str):
-    """The CNN of ``loopprop train --model cnn``: a small one for 8×8 digits (two 3×3
-    convolutions with padding, each followed by ReLU and 2×2 max pooling), a LeNet-sized one
-    for 28×28 mnist5k (two 5×5 convolutions, 16 and 32 channels, then dense 128)."""
-    from .layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU, Softmax
-
-    if dataset == "digits":
-        return [Conv2d(16, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(32, 3, padding=1), ReLU(),
-                MaxPool2d(2), Flatten(), Dropout(0.25), Dense(10), Softmax()]
-    return [Conv2d(16, 5), ReLU(), MaxPool2d(2), Conv2d(32, 5), ReLU(), MaxPool2d(2), Flatten(),
-            Dense(128), ReLU(), Dense(10), Softmax()]
-
-
-def resnet_layers(dataset: str):
-    """The residual CNN of ``loopprop train --model resnet``: convolutions with batch norm and
-    residual blocks ``x + BN(conv(ReLU(BN(conv(x)))))`` (He et al.'s basic block), sized for
-    8×8 digits (16 channels, a block after each of two stages) or 28×28 mnist5k (a 5×5 stem of
-    16 channels, then 32)."""
-    from .layers import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Residual, Softmax
-
-    def block(c):
-        return [Residual([Conv2d(c, 3, padding=1), BatchNorm(), ReLU(), Conv2d(c, 3, padding=1),
-                          BatchNorm()]), ReLU()]
-
-    if dataset == "digits":
-        return [Conv2d(16, 3, padding=1), BatchNorm(), ReLU(), *block(16), MaxPool2d(2),
-                *block(16), MaxPool2d(2), Flatten(), Dense(10), Softmax()]
-    return [Conv2d(16, 5), BatchNorm(), ReLU(), MaxPool2d(2), *block(16), Conv2d(32, 5),
-            BatchNorm(), ReLU(), MaxPool2d(2), *block(32), Flatten(), Dense(10), Softmax()]
 LOSS_CHOICES = ("cross_entropy", "binary_cross_entropy", "mse")
 #: ``--model gpt``: its size and data options and their defaults
 GPT_SIZES = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "steps_per_epoch": 200,
@@ -361,7 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-k", dest="select", metavar="TEXT", default=None,
                    help="only the workloads whose name holds TEXT, e.g. -k epoch, -k GPT, "
                    "-k warm")
+
+    c = sub.add_parser("compile", help="compile ahead what a model needs (before a lab)",
+                       description="Compile, or find in Numba's cache, everything `loopprop "
+                       "train --model M` needs: its layer kinds' row functions one kind at a "
+                       "time, then the epoch, evaluation and (gpt) sampling. Later runs start at "
+                       "once. What compiles depends on the layer kinds and the dtype only.")
+    c.add_argument("--model", action="append", choices=["mlp", "cnn", "resnet", "gpt"],
+                   help="a model to compile (repeat for several; default mlp)")
+    c.add_argument("--all", action="store_true", help="every model")
+    c.add_argument("--dtype", action="append", choices=["float64", "float32"],
+                   help="a dtype to compile for (repeat for both; default: each model's own, "
+                   "float64 for mlp/cnn/resnet and float32 for gpt)")
+    c.add_argument("--no-progress", action="store_true", help="a line per step, no bar")
     return p
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from .ahead import MODELS, compile_models
+
+    if args.all and args.model:
+        raise CLIError("--all compiles every model: give --all or --model, not both")
+    chosen = list(MODELS) if args.all else list(dict.fromkeys(args.model or ["mlp"]))
+    t0 = time.perf_counter()
+    total = 0.0
+    for model in chosen:
+        dtypes = list(dict.fromkeys(args.dtype or ["float32" if model == "gpt" else "float64"]))
+        spent = compile_models([model], dtypes, progress=not args.no_progress)
+        total += sum(spent.values())
+    print(f"compiled {', '.join(chosen)} in {total:.1f} s of compiling "
+          f"({time.perf_counter() - t0:.1f} s in all); later runs load the machine code from "
+          "Numba's cache")
+    return 0
 
 
 #: ``loopprop train`` options that only some models read: given to another model they are an
@@ -534,6 +535,7 @@ def _schedule_options(args: argparse.Namespace, epochs: int, schedule: str = "co
 
 def _train_cnn(args: argparse.Namespace, meta) -> int:
     from . import datasets
+    from .models import cnn_layers, resnet_layers
     from .network import Network
 
     name = args.model
@@ -857,6 +859,8 @@ def explain_model(name: str, batch: int, seed: int):
 
         net = gpt(11, 8, 2, 2, 16, dtype="float64", seed=seed)
         return net, rng.integers(0, 11, (8, batch)), rng.integers(0, 11, (8, batch))
+    from .models import cnn_layers, resnet_layers
+
     layers = cnn_layers("digits") if name == "cnn" else resnet_layers("digits")
     net = Network(layers, loss="cross_entropy", input_shape=(1, 8, 8), seed=seed)
     if name == "cnn":
@@ -896,6 +900,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _cmd_diagram(args: argparse.Namespace) -> int:
     from .diagrams import to_mermaid
+    from .models import cnn_layers, resnet_layers
     from .network import Network
 
     if args.file is not None:
@@ -933,11 +938,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     commands = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
                 "predict": _cmd_predict,
-                "explain": _cmd_explain, "diagram": _cmd_diagram, "bench": _cmd_bench}
+                "explain": _cmd_explain, "diagram": _cmd_diagram, "bench": _cmd_bench,
+                "compile": _cmd_compile}
+    import contextlib
+
     from . import _compiling
 
+    # a first run says when it compiles, and for how long (``compile`` names each step itself)
+    notices = contextlib.nullcontext() if args.command == "compile" else _compiling.notices()
     try:
-        with _compiling.notices():  # a first run says when it compiles, and for how long
+        with notices:
             return commands[args.command](args)
     except KeyboardInterrupt:
         print("loopprop: interrupted", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -264,10 +264,7 @@ def _attention(layer, param, index, X, dY, extra):
             f"({ATTENTION_HEAD})", (f"d{part}", "X"), terms)
 
 
-SUMS: dict[str, Callable] = {
-    "Dense": _dense, "Conv2d": _conv2d, "BatchNorm": _batchnorm, "LayerNorm": _norm("features"),
-    "Embedding": _embedding, "PositionEmbedding": _position, "CausalSelfAttention": _attention,
-}
+_layernorm = _norm("features")
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -291,6 +288,7 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
     """
     from . import _checks
     from .gradcheck import _centered_difference, _check_eps, _refuse_dropout
+    from .layers.registry import kind_of
     from .plan import IN_OFF, OUT_OFF, P_OFF
 
     eps = _check_eps(eps)
@@ -303,7 +301,8 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
     r = net._param_rows[layer - 1]
     row = net._rows[r]
     kind = type(row).__name__
-    if kind not in SUMS:
+    sums = kind_of(row).explain  # the registry pairs each kind with its sum
+    if sums is None:
         raise ValueError(f"layer {layer} is a {kind}: no explanation is written for it")
     names, shapes = list(row.param_names), row.param_shapes()
     if param not in names:
@@ -336,7 +335,7 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
                     int(plan[rr, P_OFF]) == int(plan[r, P_OFF]) and rr != r:
                 extra["tied"] = (_region(buf.acts, int(plan[rr, IN_OFF]), other.in_shape, m),
                                  _region(buf.dacts, int(plan[rr, OUT_OFF]), other.out_shape, m))
-        formula, factor_names, terms = SUMS[kind](row, param, index, Xin, dY, extra)
+        formula, factor_names, terms = sums(row, param, index, Xin, dY, extra)
         backward = float(grads[param][index])
         off = int(plan[r, P_OFF]) + sum(int(np.prod(s)) for s in shapes[:a]) + \
             int(np.ravel_multi_index(index, shape))

@@ -27,76 +27,24 @@ import numpy as np
 from . import _checks
 from . import plan as _plan
 from ._jit import kernel, use_threads
-from .kernels.dense import _dense_layer_forward
-from .plan import ATTENTION, C_OFF, H0, IN_OFF, OUT_OFF, P_OFF, POS_EMBEDDING
-from .train import _forward_row, _vec, _view, kinds_key
+from .layers import CausalSelfAttention
+from .plan import H0, KIND, OUT_OFF
+from .train import _step
 
 
 @kernel
-def _decode_attention(r, plan, theta, acts, cache, kv, kv_off, pos):
-    """A :class:`~loopprop.layers.CausalSelfAttention` row on one position ``pos``: project,
-    append ``k, v`` to the row's cache ``kv[kv_off : kv_off + 2·C·T_max]`` (``K (C, T_max)``
-    then ``V``), attend over positions ``0 … pos``, project back."""
-    C, n_head = plan[r, H0], plan[r, H0 + 2]
-    t_max = plan[r, H0 + 3]  # set by _Stepper: the cache's length
-    p = plan[r, P_OFF]
-    c = plan[r, C_OFF]
-    qkv = c + C  # the T = 1 plan's cache: Xᵀ (C), QKV (3C), P (n_head), O (C), Oᵀ (C)
-    att = c + 4 * C + n_head
-    _dense_layer_forward(_view(cache, qkv, 3 * C, 1), _view(theta, p, 3 * C, C),
-                         _vec(theta, p + 3 * C * C, 3 * C), _view(acts, plan[r, IN_OFF], C, 1),
-                         _view(cache, c, 1, C), 1)
-    K = _view(kv, kv_off, C, t_max)
-    Vc = _view(kv, kv_off + C * t_max, C, t_max)
-    for i in range(C):
-        K[i, pos] = cache[qkv + C + i]
-        Vc[i, pos] = cache[qkv + 2 * C + i]
-    dh = C // n_head
-    alpha = 1.0 / math.sqrt(dh)
-    scores = np.empty(pos + 1, np.float64)
-    for h in range(n_head):
-        top = -np.inf
-        for s in range(pos + 1):
-            acc = 0.0
-            for e in range(dh):
-                acc += cache[qkv + h * dh + e] * K[h * dh + e, s]
-            scores[s] = alpha * acc
-            top = max(top, scores[s])
-        total = 0.0
-        for s in range(pos + 1):
-            scores[s] = math.exp(scores[s] - top)
-            total += scores[s]
-        for e in range(dh):
-            acc = 0.0
-            for s in range(pos + 1):
-                acc += scores[s] * Vc[h * dh + e, s]
-            cache[att + h * dh + e] = acc / total
-    po = p + 3 * C * C + 3 * C
-    _dense_layer_forward(_view(acts, plan[r, OUT_OFF], C, 1), _view(theta, po, C, C),
-                         _vec(theta, po + C * C, C), _view(cache, att, C, 1),
-                         _view(cache, att + C, 1, C), 1)
-
-
-@kernel
-def _decode_step(plan, fplan, theta, state, acts, cache, icache, work, fwork, kv, kv_offs, pos,
-                 threads, kinds):
-    """The whole network on one position ``pos`` (its token id already in ``acts[0]``): the
-    position embedding adds column ``pos``, attention rows use and extend the cache, every
-    other row runs its ordinary forward kernel on one column (``kinds``: the plan's
-    :func:`~loopprop.train.kinds_key`)."""
+def _decode_step(plan, fplan, b, kv, kv_offs, pos, threads, table):
+    """The whole network on one position ``pos`` (its token id already in ``b.acts[0]``): a
+    row whose kind decodes (``table.has_decode``: the position embedding adds column ``pos``,
+    attention uses and extends its cache of keys and values ``kv``) runs its decode row, every
+    other row its ordinary forward row on one column."""
+    s = _step(1, False, 0, False, threads)
     for r in range(plan.shape[0]):
-        kind = plan[r, 0]
-        if kind == POS_EMBEDDING:
-            d, t_max = plan[r, H0], plan[r, H0 + 2]
-            W = _view(theta, plan[r, P_OFF], d, t_max)
-            x, y = plan[r, IN_OFF], plan[r, OUT_OFF]
-            for j in range(d):
-                acts[y + j] = acts[x + j] + W[j, pos]
-        elif kind == ATTENTION:
-            _decode_attention(r, plan, theta, acts, cache, kv, kv_offs[r], pos)
+        code = plan[r, KIND]
+        if table.has_decode[code]:
+            table.decode[code](r, plan, fplan, b, s, kv, kv_offs[r], pos)
         else:
-            _forward_row(r, plan, fplan, theta, state, acts, cache, icache, work, fwork, 1,
-                         False, 0, threads, kinds)
+            table.forward[code](r, plan, fplan, b, s)
 
 
 class _Stepper:
@@ -113,11 +61,11 @@ class _Stepper:
         plan = self.one._plan.copy()
         self.kv_offs = np.zeros(len(plan), np.int64)
         size = 0
-        for r in range(len(plan)):
-            if plan[r, 0] == ATTENTION:
-                plan[r, H0 + 3] = self.block  # T_max: the cache's length
+        for r, layer in enumerate(self.one._rows):
+            if isinstance(layer, CausalSelfAttention):
+                plan[r, H0 + 3] = self.block  # T_max: the cache's length (the decode row's)
                 self.kv_offs[r] = size
-                size += 2 * plan[r, H0] * self.block
+                size += 2 * layer.C * self.block
         self.plan = plan
         self.kv = np.zeros(max(size, 1), net.dtype)
         self.buf = _plan.Buffers(self.one._layout, 1, net.dtype)
@@ -127,9 +75,8 @@ class _Stepper:
         """The next token's probabilities after ``token`` at position ``pos``."""
         buf = self.buf
         buf.acts[0] = token
-        _decode_step(self.plan, self.one._fplan, self.one._theta, self.one._state, buf.acts,
-                     buf.cache, buf.icache, buf.work, buf.fwork, self.kv, self.kv_offs, pos,
-                     self.threads, kinds_key(self.plan))
+        _decode_step(self.plan, self.one._fplan, self.one._flat(buf), self.kv, self.kv_offs, pos,
+                     self.threads, self.one._table(decode=True))
         r = len(self.plan) - 1
         off, size = int(self.plan[r, OUT_OFF]), int(self.plan[r, _plan.OUT_SIZE])
         return buf.acts[off:off + size].astype(np.float64)

@@ -1,13 +1,15 @@
 """Ready-made networks built from :mod:`loopprop.layers`: the GPT (GPT-2's pre-norm block
-stack, as llm.c's ``train_gpt2.c`` and nanoGPT write it)."""
+stack, as llm.c's ``train_gpt2.c`` and nanoGPT write it) and the layers of the command line's
+CNN and residual CNN."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from . import _checks
-from .layers import (CausalSelfAttention, Dense, Embedding, GELUTanh, LayerNorm,
-                     PositionEmbedding, Residual, Softmax, TiedOutput)
+from .layers import (BatchNorm, CausalSelfAttention, Conv2d, Dense, Dropout, Embedding, Flatten,
+                     GELUTanh, LayerNorm, MaxPool2d, PositionEmbedding, ReLU, Residual, Softmax,
+                     TiedOutput)
 from .network import Network
 
 
@@ -64,4 +66,32 @@ def gpt(vocab_size: int, block_size: int, n_layer: int = 4, n_head: int = 4,
     return net
 
 
-__all__ = ["gpt", "gpt_layers"]
+def cnn_layers(dataset: str):
+    """The CNN of ``loopprop train --model cnn``: a small one for 8×8 digits (two 3×3
+    convolutions with padding, each followed by ReLU and 2×2 max pooling), a LeNet-sized one
+    for 28×28 mnist5k (two 5×5 convolutions, 16 and 32 channels, then dense 128)."""
+    if dataset == "digits":
+        return [Conv2d(16, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(32, 3, padding=1), ReLU(),
+                MaxPool2d(2), Flatten(), Dropout(0.25), Dense(10), Softmax()]
+    return [Conv2d(16, 5), ReLU(), MaxPool2d(2), Conv2d(32, 5), ReLU(), MaxPool2d(2), Flatten(),
+            Dense(128), ReLU(), Dense(10), Softmax()]
+
+
+def resnet_layers(dataset: str):
+    """The residual CNN of ``loopprop train --model resnet``: convolutions with batch norm and
+    residual blocks ``x + BN(conv(ReLU(BN(conv(x)))))`` (He et al.'s basic block), sized for
+    8×8 digits (16 channels, a block after each of two stages) or 28×28 mnist5k (a 5×5 stem of
+    16 channels, then 32)."""
+
+    def block(c):
+        return [Residual([Conv2d(c, 3, padding=1), BatchNorm(), ReLU(), Conv2d(c, 3, padding=1),
+                          BatchNorm()]), ReLU()]
+
+    if dataset == "digits":
+        return [Conv2d(16, 3, padding=1), BatchNorm(), ReLU(), *block(16), MaxPool2d(2),
+                *block(16), MaxPool2d(2), Flatten(), Dense(10), Softmax()]
+    return [Conv2d(16, 5), BatchNorm(), ReLU(), MaxPool2d(2), *block(16), Conv2d(32, 5),
+            BatchNorm(), ReLU(), MaxPool2d(2), *block(32), Flatten(), Dense(10), Softmax()]
+
+
+__all__ = ["cnn_layers", "gpt", "gpt_layers", "resnet_layers"]

@@ -24,15 +24,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _checks, _compiling, _files
+from . import dispatch as _dispatch
 from . import plan as _plan
 from . import interrupt as _interrupt
 from . import optimizer as _optim
 from . import progress as _progress
 from . import train as _train
 from ._jit import threads_for_load, use_threads
+from .bundles import Data, Flat, LossBufs, Norms, Run
 from .kernels.activations import CODES
 from .kernels.dense import _transpose
-from .layers import ACTIVATIONS, KINDS, Activation, Dense, Layer, LeakyReLU, Sigmoid, Softmax
+from .layers import (ACTIVATIONS, KINDS, Activation, BatchNorm, Dense, Layer, LeakyReLU,
+                     Sigmoid, Softmax)
+from .layers.registry import kind_of
 
 #: version 3 adds the state (batch norm's running statistics); version 2 stores the list of
 #: layers (kind and hyperparameters); version 1 files (dense layer sizes and activation names)
@@ -304,11 +308,10 @@ class Network:
         self._rows: list[Layer] = _plan.expand(built)
         self._check_loss_and_output()
         self.output_shape = tuple(shape)
-        self._layout = _plan.build(self._rows, self.input_shape)
+        self._layout = _plan.build(self._rows, self.input_shape,
+                                   [kind_of(layer) for layer in self._rows])
         self._plan = self._layout["plan"]
         self._fplan = self._layout["fplan"]
-        #: the set of layer kinds, as the compiled passes take it (they are built for it)
-        self._kinds = _train.kinds_key(self._plan)
         self._theta = np.zeros(self._layout["params"], dtype=dt)
         self._grad = np.zeros(self._layout["params"], dtype=dt)
         self._state = np.zeros(self._layout["state"], dtype=dt)
@@ -672,10 +675,9 @@ class Network:
         buf = _plan.Buffers(self._layout, m, self.dtype)
         buf.acts[:X.size] = X.ravel()
         self._forward_count += 1
-        _train._forward_batch(self._plan, self._fplan, self._theta, self._state, buf.acts,
-                              buf.cache, buf.icache, buf.work, buf.fwork, m, len(self._rows),
-                              self.training, self._forward_seed(),
-                              use_threads(True), self._kinds)
+        _train._forward_batch(self._plan, self._fplan, self._flat(buf), m, len(self._rows),
+                              self.training, self._forward_seed(), use_threads(True),
+                              self._table())
         self._cache = (buf, m, self.training)
         if logits:
             r = len(self._rows) - 1
@@ -687,7 +689,7 @@ class Network:
     def _check_batch_norm_batch(self, m: int, name: str) -> None:
         """Training-mode batch norm needs two values per channel (else the variance is 0)."""
         for layer in self._rows:
-            if layer.kind == _plan.BATCHNORM and layer.per_example * m < 2:
+            if isinstance(layer, BatchNorm) and layer.per_example * m < 2:
                 raise ValueError(
                     f"{name}: a batch of {m} example{'s' if m != 1 else ''} gives {layer!r} one "
                     "value per feature in training mode, which has no variance (PyTorch "
@@ -699,6 +701,17 @@ class Network:
         when it is larger), below 2⁵⁷: the forward pass gives row ``r`` the seed ``64·s + r``,
         which must fit 64 bits with the JIT off as well (Python integers do not wrap)."""
         return (_checks.stream_seed(self.seed, 37) * 1048576 + self._forward_count) % (1 << 57)
+
+    def _table(self, decode: bool = False):
+        """The compiled row functions of this network's kinds for its dtype
+        (:func:`loopprop.dispatch.table`: compiled, or loaded from the cache, on first use)."""
+        return _dispatch.table(self._plan[:, _plan.KIND], self.dtype, decode)
+
+    def _flat(self, buf) -> Flat:
+        """The flat buffers the compiled rows take: the parameters, their gradients and the
+        state, and ``buf``'s batch buffers (:class:`~loopprop.plan.Buffers`)."""
+        return Flat(self._theta, self._grad, self._state, buf.acts, buf.dacts, buf.cache,
+                    buf.icache, buf.work, buf.fwork)
 
     def _region(self, buf, off: int, size: int, m: int) -> np.ndarray:
         return buf.acts[off * m:(off + size) * m].reshape(size, m)
@@ -721,7 +734,7 @@ class Network:
         As = [self._region(buf, 0, self.input_size, m)]
         As += [self._region(buf, int(P[r, _plan.OUT_OFF]), int(P[r, _plan.OUT_SIZE]), m)
                for r, layer in enumerate(self._rows)
-               if layer.kind == _plan.ACTIVATION]
+               if isinstance(layer, Activation)]
         return Zs, As
 
     def backward(self, Y: Any) -> float:
@@ -739,10 +752,8 @@ class Network:
                                  _train.LOSS_CODES[self.loss], Yf, labels.ravel(), one_hot,
                                  buf.col1, buf.col2)
         last = len(self._rows) - (2 if self._fused() else 1)
-        _train._backward_batch(self._plan, self._fplan, self._theta, self._grad, self._state,
-                               buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork,
-                               m, last, training, use_threads(True),
-                               self._kinds)
+        _train._backward_batch(self._plan, self._fplan, self._flat(buf), m, last, training,
+                               use_threads(True), self._table())
         return float(loss)
 
     def zero_grad(self) -> None:
@@ -867,20 +878,19 @@ class Network:
         o.threads = use_threads(parallel)
         rng = np.random.default_rng(o.seed) if shuffle else None
         scratch = self._fit_scratch
+        losses = LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2)
         XT = scratch.get("XT")
         if XT is None or XT.shape[0] != n:
             XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
         _transpose(XT, X)  # one example per row: minibatch gathers copy rows
+        data = Data(XT, Yf, labels, perm, one_hot)
 
         def epoch(gnorm, dropout_seed, stop, threads):
             shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
             return _train._train_epoch(
-                self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
-                opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
-                _train.LOSS_CODES[self.loss], XT, Yf, labels, one_hot, perm, shuffle_seed,
-                bs, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work, buf.fwork, Ybuf,
-                labbuf, buf.col1, buf.col2, self._norm_spans, gnorm, dropout_seed, stop, threads,
-                self._kinds)
+                self._plan, self._fplan, self._flat(buf), opt.bundle(decay), opt.t, losses,
+                data, Norms(self._norm_spans, gnorm),
+                Run(bs, shuffle_seed, dropout_seed, threads), stop, self._table())
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
                            labels.shape[0])  # every output position of a sequence counts
@@ -947,12 +957,11 @@ class Network:
 
         def epoch(gnorm, dropout_seed, stop, threads):
             return _train._train_text_epoch(
-                self._plan, self._fplan, self._theta, self._grad, self._state, opt.opt1,
-                opt.opt2, decay, _train.OPTIMIZERS[o.optimizer], opt.hyper, opt.t,
-                _train.LOSS_CODES[self.loss], corpus, steps,
-                int(window_rng.integers(0, 2**62)), bs, buf.acts, buf.dacts, buf.cache,
-                buf.icache, buf.work, buf.fwork, Ybuf, labbuf, buf.col1, buf.col2,
-                self._norm_spans, gnorm, dropout_seed, stop, threads, self._kinds)
+                self._plan, self._fplan, self._flat(buf), opt.bundle(decay), opt.t,
+                LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2),
+                corpus, steps, Norms(self._norm_spans, gnorm),
+                Run(bs, int(window_rng.integers(0, 2**62)), dropout_seed, threads), stop,
+                self._table())
 
         return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
                             tokens=steps * bs * T)
@@ -1184,10 +1193,10 @@ class Network:
         Ybuf = np.zeros(max(Yf.shape[0] * chunk, 1), self.dtype)
         labbuf = np.zeros(labels.shape[0] * chunk, np.int64)
         total, correct = _train._evaluate(
-            self._plan, self._fplan, self._theta, self._state, _train.LOSS_CODES[self.loss], X,
-            Yf, labels, one_hot, chunk, buf.acts, buf.dacts, buf.cache, buf.icache, buf.work,
-            buf.fwork, buf.col1, buf.col2, Ybuf, labbuf, np.arange(n, dtype=np.int64), out,
-            training, use_threads(True), self._kinds)
+            self._plan, self._fplan, self._flat(buf),
+            LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2),
+            Data(X, Yf, labels, np.arange(n, dtype=np.int64), one_hot), chunk, out, training,
+            use_threads(True), self._table())
         result: dict[str, Any] = {"loss": total / n, "output": out.reshape(*self.output_shape, n)}
         if self.loss == "cross_entropy":
             result["accuracy"] = correct / (n * labels.shape[0])

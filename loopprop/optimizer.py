@@ -45,8 +45,7 @@ class Optimizer:
         """One update of ``theta`` from ``grad`` (clipped in place when clipping is on);
         returns the rate it used."""
         s = self.state
-        lr = _train._update(theta, grad, s.opt1, s.opt2, self.decay, _train.OPTIMIZERS[s.name],
-                            s.hyper, s.t, use_threads(True))
+        lr = _train._update(theta, grad, s.bundle(self.decay), s.t, use_threads(True))
         s.t += 1
         return float(lr)
 

@@ -3,10 +3,11 @@
 A network is a list of layer objects (:mod:`loopprop.layers`) that *describe*; the plan turns
 that list into a table that compiled code can walk without Python objects, in the style of
 llm.c's one parameter buffer laid out from one table of sizes. Row ``r`` holds layer ``r``'s
-kind code, where its parameters live in the flat parameter vector ``theta`` (and its gradients
-in ``grad``, at the same offsets), where its input and output live in the activation buffer,
-where its caches and workspaces live, and its integer hyperparameters. ``fplan`` holds the
-float hyperparameters (the leaky slope, the dropout probability).
+kind code (:mod:`loopprop.layers.registry`), where its parameters live in the flat parameter
+vector ``theta`` (and its gradients in ``grad``, at the same offsets), where its input and
+output live in the activation buffer, where its caches and workspaces live, and its integer
+hyperparameters. ``fplan`` holds the float hyperparameters (the leaky slope, the dropout
+probability).
 
 Offsets into the batch buffers (activations, their gradients, caches, per-example workspaces)
 are counted **per example**: a region of ``size`` values per example starts at ``off · m`` and
@@ -47,19 +48,16 @@ from __future__ import annotations
 
 import numpy as np
 
-# column names of the integer plan
-(KIND, P_OFF, P_SIZE, IN_OFF, IN_SIZE, OUT_OFF, OUT_SIZE, C_OFF, IC_OFF, WK_OFF, WF_OFF,
- S_OFF, IN2_OFF) = range(13)
+# column names of the integer plan: the kind's code (loopprop/layers/registry.py) and whether
+# its backward row writes its input's gradient (the registry's ``writes_dx``), then the offsets
+(KIND, WRITES_DX, P_OFF, P_SIZE, IN_OFF, IN_SIZE, OUT_OFF, OUT_SIZE, C_OFF, IC_OFF, WK_OFF,
+ WF_OFF, S_OFF, IN2_OFF) = range(14)
 #: the first column of the layer's integer hyperparameters; there are ``N_HYPER`` of them
-H0 = 13
+H0 = 14
 N_HYPER = 12
 N_COLS = H0 + N_HYPER
 #: float hyperparameters per row
 N_FLOAT = 2
-
-# kind codes for the one dispatch in loopprop.train
-(DENSE, ACTIVATION, CONV2D, MAXPOOL2D, AVGPOOL2D, FLATTEN, DROPOUT, BATCHNORM, LAYERNORM,
- RESIDUAL, EMBEDDING, POS_EMBEDDING, ATTENTION, TIED_OUTPUT) = range(1, 15)
 
 
 def expand(layers) -> list:
@@ -67,12 +65,13 @@ def expand(layers) -> list:
     return [row for layer in layers for row in layer.rows()]
 
 
-def build(layers, input_shape) -> dict:
+def build(layers, input_shape, kinds) -> dict:
     """Lay out every buffer for ``layers`` applied to examples of ``input_shape``.
 
     ``layers`` are the rows (:func:`expand`), each already built (:meth:`Layer.build`) in
-    order. Returns a dict with ``plan (L, N_COLS) int64``, ``fplan (L, N_FLOAT) float64`` and
-    the per-example sizes of the buffers (``acts``, ``cache``, ``icache``, ``work``) and the
+    order; ``kinds`` their registry entries (:func:`loopprop.layers.registry.kind_of`).
+    Returns a dict with ``plan (L, N_COLS) int64``, ``fplan (L, N_FLOAT) float64`` and the
+    per-example sizes of the buffers (``acts``, ``cache``, ``icache``, ``work``) and the
     absolute ones (``params``, ``fwork``, ``state``).
     """
     L = len(layers)
@@ -86,7 +85,8 @@ def build(layers, input_shape) -> dict:
     for r, layer in enumerate(layers):
         out_size = int(np.prod(layer.out_shape))
         row = plan[r]
-        row[KIND] = layer.kind
+        row[KIND] = kinds[r].code
+        row[WRITES_DX] = kinds[r].writes_dx
         n_params = layer.n_params
         row[P_OFF], row[P_SIZE] = (p_off, n_params) if n_params else (-1, 0)
         if layer.shares_params_of is not None:  # reads another row's parameters (tied)

@@ -77,3 +77,5 @@ def test_only_loopprop_files_get_the_package_stamp(tmp_path):
             os.path.join("kernels", "gemm.py")} <= files
     # the command line compiles nothing: editing it keeps the cache
     assert "cli.py" not in files and "bench.py" not in files
+    # nor does the network's Python (generate imports it inside a function, not at the top)
+    assert "network.py" not in files and "progress.py" not in files

@@ -189,14 +189,14 @@ def test_summary_names_kinds_shapes_params_and_kernels():
 @pytest.mark.parametrize("model", ["mlp", "cnn", "resnet", "gpt"])
 def test_summary_fits_100_columns(model):
     """It was 128–180 columns wide (a layer's repr and both kernel names on every row)."""
-    from loopprop import cli, models
+    from loopprop import models
 
     if model == "gpt":
         net = models.gpt(65, 64, 4, 4, 128)
     elif model == "mlp":
         net = lp.Network([64, 512, 10], ["relu", "softmax"], "cross_entropy")
     else:
-        net = lp.Network((cli.cnn_layers if model == "cnn" else cli.resnet_layers)("digits"),
+        net = lp.Network((models.cnn_layers if model == "cnn" else models.resnet_layers)("digits"),
                          loss="cross_entropy", input_shape=(1, 8, 8))
     text = net.summary(print_it=False, batch_size=64)
     assert max(len(line) for line in text.splitlines()) <= 100, text
@@ -269,31 +269,3 @@ def test_summary_gives_each_layers_cache_and_the_memory_of_a_batch():
             f"again), caches {caches:.2f} MiB") in text
     with pytest.raises(ValueError, match="batch_size"):
         net.summary(print_it=False, batch_size=0)
-
-
-def test_the_compiled_dispatch_is_built_for_the_plans_kinds_only():
-    """``train.kinds_key`` types the set of the plan's kinds, and the compiled row dispatch built
-    for that type calls a no-op in place of every other kind's row functions -- so a network never
-    compiles the kernels of layers it does not have (a dense network's first epoch compiled
-    the convolutions', attention's and the norms' too)."""
-    from loopprop import plan as P
-    from loopprop import train as T
-
-    nets = {"dense": lp.Network([4, 8, 3], ["relu", "softmax"], "cross_entropy"),
-            "cnn": lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8)),
-            "gpt": lp.models.gpt(11, 8, 1, 2, 8)}
-    seen = set()
-    for name, net in nets.items():
-        kinds = {int(k) for k in net._plan[:, P.KIND]}
-        key = T.kinds_key(net._plan)
-        assert {k for k, v in enumerate(key) if v is not None} == kinds, name
-        present = T._present(numba.typeof(key))
-        assert present == kinds, name
-        for table, none in ((T._FORWARD_KINDS, T._fw_none), (T._BACKWARD_KINDS, T._bw_none)):
-            chosen = T._chosen(table, none, present)
-            for (ks, handler), got in zip(table, chosen):
-                assert got is (handler if kinds & set(ks) else none), (name, ks)
-                if kinds & set(ks):
-                    seen.add(ks)
-    # between them, these networks hold every kind with row functions but two
-    assert seen == {ks for ks, _ in T._FORWARD_KINDS} - {(P.DROPOUT,), (P.BATCHNORM,)}

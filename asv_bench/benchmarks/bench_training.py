@@ -338,3 +338,53 @@ class UnderLoad:
                 p.kill()
                 p.wait()
         return loaded / quiet
+
+
+NEW_COMPOSITION = """
+import sys, time, numpy as np, loopprop as lp
+from loopprop import _compiling
+from loopprop.layers import Dense, ReLU, Softmax, Tanh
+X, y = np.zeros((8, 16)), np.zeros(16, dtype=np.int64)
+lp.Network([8, 6, 3], ["relu", "softmax"], "cross_entropy").fit(X, y, epochs=1, progress=False)
+before = _compiling.seconds()
+net = lp.Network([Dense(5), Tanh(), Dense(7), ReLU(), Dense(3), Softmax()],
+                 loss="cross_entropy", input_shape=(8,))
+net.fit(X, y, epochs=1, progress=False)
+print(_compiling.seconds() - before)
+"""
+
+
+class CompileTime:
+    """Seconds of compiling from an empty Numba cache (a fresh interpreter each): what
+    ``loopprop compile --model M`` compiles -- everything ``loopprop train --model M`` needs --
+    and a second composition of layer kinds already compiled (none should compile)."""
+
+    timeout = 1800
+    number = 1
+    repeat = 1
+    params = ["mlp", "cnn", "resnet", "gpt"]
+    param_names = ["model"]
+    unit = "seconds"
+
+    def _run(self, argv):
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp())
+        out = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True,
+                             check=True)
+        return out.stdout
+
+    def track_cold_compile_seconds(self, model):
+        out = self._run(["-m", "loopprop", "compile", "--model", model, "--no-progress"])
+        import re
+
+        # "compiled mlp in 41.2 s of compiling (…)"
+        return float(re.search(r"in ([0-9.]+) s of compiling", out).group(1))
+
+    def track_new_composition_seconds(self, model):
+        if model != "mlp":
+            raise NotImplementedError  # asv: skipped for the other parameters
+        return float(self._run(["-c", NEW_COMPOSITION]).strip().splitlines()[-1])

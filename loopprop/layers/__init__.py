@@ -12,12 +12,7 @@ from .core import (ACTIVATIONS, GELU, Activation, Dense, Dropout, Flatten, GELUT
                    LeakyReLU, ReLU, Sigmoid, Softmax, Tanh)
 from .norm import BatchNorm, LayerNorm, Residual
 from .sequence import CausalSelfAttention, Embedding, PositionEmbedding, TiedOutput
-
-#: layer class name -> class (save/load)
-KINDS = {cls.__name__: cls for cls in (Dense, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, GELU,
-                                       GELUTanh, Softmax, Flatten, Dropout, Conv2d, MaxPool2d,
-                                       AvgPool2d, BatchNorm, LayerNorm, Residual, Embedding,
-                                       PositionEmbedding, CausalSelfAttention, TiedOutput)}
+from .registry import CLASSES as KINDS  # layer class name -> class (save/load)
 
 __all__ = ["ACTIVATIONS", "Activation", "AvgPool2d", "BatchNorm", "CausalSelfAttention",
            "Conv2d", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GELUTanh", "Identity",

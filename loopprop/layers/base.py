@@ -1,7 +1,8 @@
 """What every layer kind describes: its hyperparameters, its output shape from its input
-shape, the parameters, caches and workspaces it needs, its kind code for the compiled dispatch
-and the kernels that kind runs. Layers compute nothing: :mod:`loopprop.kernels` does, and the
-epoch (:mod:`loopprop.train`) walks the plan (:mod:`loopprop.plan`) built from them.
+shape, the parameters, caches and workspaces it needs, and the kernels that kind runs. Layers
+compute nothing: :mod:`loopprop.kernels` does, called by each kind's row functions
+(:mod:`loopprop.rows`, paired with the class in :mod:`loopprop.layers.registry`), and the epoch
+(:mod:`loopprop.train`) walks the plan (:mod:`loopprop.plan`) built from them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import numpy as np
 class Layer:
     """Base class of every layer kind.
 
-    A subclass sets ``kind`` (a code of :mod:`loopprop.plan`) and implements :meth:`_build`
+    A subclass has an entry in :mod:`loopprop.layers.registry` and implements :meth:`_build`
     (check the input shape, set the output shape). It may override the sizes below (counted
     per example unless they say otherwise), :meth:`ints` and :meth:`floats` (its row of the
     plan), :meth:`param_shapes` and :meth:`init_params`.
     """
 
-    kind: ClassVar[int] = 0
     #: the compiled kernels this kind runs (for :meth:`Network.summary`)
     kernels: ClassVar[tuple[str, str]] = ("", "")
     #: the output is the input seen in another shape (no copy, no gradient to pass)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .. import plan as _plan
 from ..kernels.conv import output_size
 from .base import Layer, pair
 
@@ -20,7 +19,6 @@ class Conv2d(Layer):
     (no other cache); scratch for the im2col matrix and its gradient.
     """
 
-    kind = _plan.CONV2D
     kernels = ("conv._conv2d_forward_tuned", "conv._conv2d_backward_tuned")
 
     def __init__(self, c_out: int, kernel=3, stride=1, padding=0) -> None:
@@ -109,7 +107,6 @@ class MaxPool2d(_Pool2d):
     """Max pooling; caches which input won each window (the first maximum in row-major window
     order) and routes the gradient there; overlapping windows add."""
 
-    kind = _plan.MAXPOOL2D
     kernels = ("pool._maxpool2d_forward", "pool._maxpool2d_backward")
 
     def formulas(self, x, y, l):
@@ -127,7 +124,6 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Average pooling: each window's mean; its gradient is shared equally."""
 
-    kind = _plan.AVGPOOL2D
     kernels = ("pool._avgpool2d_forward", "pool._avgpool2d_backward")
 
     def formulas(self, x, y, l):

@@ -7,7 +7,6 @@ from typing import ClassVar
 import numpy as np
 
 from .. import _checks
-from .. import plan as _plan
 from ..kernels.activations import CODES
 from .base import Layer
 
@@ -23,7 +22,6 @@ class Dense(Layer):
     scratch ``dZᵀ`` and ``Wᵀ``.
     """
 
-    kind = _plan.DENSE
     kernels = ("dense._dense_layer_forward", "dense._dense_layer_backward")
 
     def __init__(self, n_out: int) -> None:
@@ -64,7 +62,6 @@ class Activation(Layer):
     """An elementwise activation ``A = f(Z)`` (docs/formulas.md §8), or softmax over each
     example."""
 
-    kind = _plan.ACTIVATION
     kernels = ("activations._activation_forward_tuned", "activations._activation_backward_tuned")
     #: the activation's name in :data:`loopprop.kernels.activations.CODES`
     function: ClassVar[str] = "identity"
@@ -155,7 +152,6 @@ class Flatten(Layer):
     """``(C, H, W)`` per example -> ``(C·H·W,)`` in C order. With examples on the last axis
     the memory is already in that order: the output is the input, seen as a matrix."""
 
-    kind = _plan.FLATTEN
     kernels = ("(a view: no copy)", "(a view: no copy)")
     aliases_input = True
 
@@ -172,7 +168,6 @@ class Dropout(Layer):
     by ``1/(1 − p)``; in evaluation the identity. The mask (the cache) is drawn from the
     epoch's seed, the batch and the layer: ``fit`` is reproducible for a seed."""
 
-    kind = _plan.DROPOUT
     kernels = ("dropout._dropout_forward", "dropout._dropout_backward")
 
     def __init__(self, p: float = 0.5) -> None:

@@ -8,7 +8,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import _checks
-from .. import plan as _plan
 from ..kernels.norm import check_eps
 from .base import Layer
 
@@ -28,7 +27,6 @@ class BatchNorm(Layer):
     statistics are the network's state, saved with it.
     """
 
-    kind = _plan.BATCHNORM
     kernels = ("norm._batchnorm_forward", "norm._batchnorm_backward")
     param_names = ("gamma", "beta")
     state_names = ("running_mean", "running_var")
@@ -92,7 +90,6 @@ class LayerNorm(Layer):
     Caches ``μ`` and ``1/σ`` per example (per time step).
     """
 
-    kind = _plan.LAYERNORM
     kernels = ("norm._layernorm_forward", "norm._layernorm_backward")
     param_names = ("gamma", "beta")
 
@@ -142,7 +139,6 @@ class Residual(Layer):
     output and, as a second input, the block's input (:mod:`loopprop.plan`).
     """
 
-    kind = _plan.RESIDUAL
     kernels = ("residual._residual_forward", "residual._residual_backward")
     param_names = ()
 

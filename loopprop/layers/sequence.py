@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .. import plan as _plan
 from .base import Layer
 
 #: float32 holds every integer up to 2^24 exactly: token ids live in the float activations
@@ -25,7 +24,6 @@ class Embedding(Layer):
     decay.
     """
 
-    kind = _plan.EMBEDDING
     kernels = ("attention._embedding_forward_tuned", "attention._embedding_backward_tuned")
     param_names = ("E",)
     first_only = True
@@ -97,7 +95,6 @@ class PositionEmbedding(Layer):
     no weight decay.
     """
 
-    kind = _plan.POS_EMBEDDING
     kernels = ("attention._position_forward", "attention._position_backward")
     param_names = ("W",)
 
@@ -144,7 +141,6 @@ class CausalSelfAttention(Layer):
     probabilities ``P (n_head, T, T)``, ``O`` and ``Oᵀ`` -- ``6·C·T + n_head·T²`` values.
     """
 
-    kind = _plan.ATTENTION
     kernels = ("attention._attention_forward_tuned", "attention._attention_backward_tuned")
     param_names = ("W_qkv", "b_qkv", "W_o", "b_o")
 
@@ -218,7 +214,6 @@ class TiedOutput(Layer):
     ``dX += E · dZ``. Input ``(d, T)``, output ``(V, T)``.
     """
 
-    kind = _plan.TIED_OUTPUT
     kernels = ("gemm._gemm (Eᵀ·X)", "gemm._gemm (X·dZᵀ, E·dZ)")
     param_names = ()
     #: the plan gives this row the parameters of the network's Embedding row

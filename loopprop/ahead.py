@@ -1,0 +1,117 @@
+"""Compile ahead: everything a command-line model needs, before anyone waits for it.
+
+``loopprop compile --model cnn`` (or ``--all``) compiles -- or finds in Numba's cache -- the
+row functions of the model's layer kinds, one kind at a time, then the compiled epoch,
+evaluation and (for the GPT) sampling, by running each once on a few random examples. A
+teacher runs it once per machine before a lab; the first ``loopprop train`` then starts at
+once. What is compiled depends only on the layer kinds and the dtype, not on the sizes: any
+dense network of the same dtype shares the MLP's machine code.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from . import _compiling
+from . import dispatch as _dispatch
+from .layers.registry import kind_of
+
+#: the models ``loopprop compile`` knows, as ``loopprop train --model`` names them
+MODELS = ("mlp", "cnn", "resnet", "gpt")
+DTYPES = ("float32", "float64")
+
+
+def network(model: str, dtype: str):
+    """A small network of ``model``'s layer kinds (the command line's layers for the CNNs; any
+    sizes compile the same machine code)."""
+    from . import models
+    from .network import Network
+
+    if model == "mlp":
+        return Network([8, 6, 3], ["relu", "softmax"], "cross_entropy", dtype=dtype)
+    if model in ("cnn", "resnet"):
+        layers = models.cnn_layers("digits") if model == "cnn" else models.resnet_layers("digits")
+        return Network(layers, loss="cross_entropy", input_shape=(1, 8, 8), dtype=dtype)
+    if model == "gpt":
+        return models.gpt(5, 4, 1, 1, 4, dtype=dtype)
+    raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {model!r}")
+
+
+def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
+    """What compiling ``model`` for ``dtype`` takes, in order: ``(what, do it)`` pairs."""
+    from .generate import sample
+
+    net = network(model, dtype)
+    out: list[tuple[str, Callable[[], object]]] = []
+    seen = set()
+    for row in net._rows:
+        kind = kind_of(row)
+        if kind.code in seen:
+            continue
+        seen.add(kind.code)
+        fns = [kind.forward, kind.backward] + ([kind.decode] if model == "gpt" and kind.decode
+                                                else [])
+
+        def rows(fns=fns, decode=bool(kind.decode)):
+            for i, fn in enumerate(fns):
+                _dispatch.compiled_row(fn, dtype, decode=decode and i == 2)
+        out.append((f"{kind.name} rows", rows))
+    rng = np.random.default_rng(0)
+    if model == "gpt":
+        ids = rng.integers(0, 5, 64)
+        out.append(("the training epoch", lambda: net.fit_text(
+            ids, epochs=1, steps_per_epoch=1, batch_size=2, progress=False,
+            validation=ids[:16])))
+        out.append(("sampling", lambda: sample(net, ids[:2], 2)))
+        return out
+    X = rng.standard_normal((*net.input_shape, 8))
+    y = rng.integers(0, net.output_size, 8)
+    out.append(("the training epoch", lambda: net.fit(X, y, epochs=1, batch_size=4,
+                                                      progress=False)))
+    out.append(("evaluation", lambda: net.evaluate(X, y)))
+    out.append(("forward and backward", lambda: (net.forward(X), net.backward(y))))
+    return out
+
+
+def compile_models(models: list[str], dtypes: list[str], progress: bool = True,
+                   write: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Compile (or load from the cache) what each of ``models`` needs for each of ``dtypes``;
+    a line per step names what it compiles and how long it took. Returns the seconds of
+    compiling per ``"model dtype"`` (0 when everything came from the cache)."""
+    write = write or (lambda text: print(text, file=sys.stderr, flush=True))
+    todo = [(m, d, what, fn) for m in models for d in dtypes for what, fn in steps(m, d)]
+    spent: dict[str, float] = {}
+    bar = _bar(len(todo)) if progress else None
+    for i, (m, d, what, fn) in enumerate(todo, 1):
+        label = f"{m} {d}: {what}"
+        if bar is not None:
+            bar.set_description_str(label)
+        before = _compiling.seconds()
+        t0 = time.perf_counter()
+        fn()
+        took = _compiling.seconds() - before
+        spent[f"{m} {d}"] = spent.get(f"{m} {d}", 0.0) + took
+        line = (f"[{i}/{len(todo)}] {label}: "
+                + (f"compiled in {took:.1f} s" if took > 0.05 else
+                   f"cached ({time.perf_counter() - t0:.2f} s)"))
+        if bar is not None:
+            bar.update(1)
+            bar.write(line, file=sys.stderr)
+        else:
+            write(line)
+    if bar is not None:
+        bar.close()
+    return spent
+
+
+def _bar(total: int):
+    """A tqdm bar over the steps when tqdm is installed, else ``None`` (a line per step)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr)

@@ -1,0 +1,162 @@
+"""The named structures compiled code passes around, instead of dozens of loose arguments.
+
+A plan row's forward and backward functions (:mod:`loopprop.rows`) all share one signature,
+``row(r, plan, fplan, b, s)``: the row number, the plan (:mod:`loopprop.plan`), the flat buffers
+``b`` (:class:`Flat`) and the settings of this pass ``s`` (:class:`Step`). The epoch calls them
+through a :class:`Table` of compiled functions indexed by kind code (:mod:`loopprop.dispatch`).
+The epoch itself takes the optimizer (:class:`Optim`), the loss's buffers (:class:`LossBufs`),
+the norms it accumulates (:class:`Norms`) and the run's settings (:class:`Run`).
+
+Numba types a ``NamedTuple`` by its fields' types, so one compiled function serves every
+network of one dtype: the buffers' sizes live in the arrays, not in the types. The classes
+live in an importable module (not ``__main__``): a cached function's signature refers to them
+by name, and Numba only finds its cache again when the name resolves to the same class.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+
+class Flat(NamedTuple):
+    """The flat buffers every row reads and writes (the offsets into them are the plan's):
+    the parameters ``theta`` and their gradients ``grad``, the persistent ``state``, the
+    activations ``acts`` and their gradients ``dacts``, the caches ``cache`` / ``icache``
+    (int32), the per-example workspace ``work`` and the fixed one ``fwork``
+    (:class:`loopprop.plan.Buffers` says what each holds)."""
+
+    theta: np.ndarray
+    grad: np.ndarray
+    state: np.ndarray
+    acts: np.ndarray
+    dacts: np.ndarray
+    cache: np.ndarray
+    icache: np.ndarray
+    work: np.ndarray
+    fwork: np.ndarray
+
+
+class Step(NamedTuple):
+    """What a row needs to know of the pass it runs in.
+
+    ``mb`` examples in the batch; ``training``: dropout on and batch norm on the batch's
+    statistics (else evaluation mode); ``seed``: the row's dropout seed; ``fresh`` (backward
+    only): no row has added into this row's input gradient yet in this pass, so a kernel that
+    can *write* it does (``loopprop.train._backward_batch`` zeroes it first for the others);
+    ``threads``: how many threads a parallel kernel may use."""
+
+    mb: int
+    training: bool
+    seed: int
+    fresh: bool
+    threads: int
+
+
+class Table(NamedTuple):
+    """The compiled row functions, indexed by kind code: ``forward[code]``, ``backward[code]``
+    (a kind a network lacks holds a no-op); ``decode[code]`` runs one position of a language
+    model with a cache of keys and values (:mod:`loopprop.generate`) where ``has_decode[code]``
+    is 1, and the forward row runs there otherwise."""
+
+    forward: tuple
+    backward: tuple
+    decode: tuple
+    has_decode: np.ndarray
+
+
+class Optim(NamedTuple):
+    """The optimizer: its code (``loopprop.train.OPTIMIZERS``), its float settings ``hyper``
+    (``loopprop.train.LR`` …), its state vectors (momentum's velocity; Adam's moments) and
+    ``decay`` (1 where weight decay applies), all flat like ``theta``."""
+
+    code: int
+    hyper: np.ndarray
+    opt1: np.ndarray
+    opt2: np.ndarray
+    decay: np.ndarray
+
+
+class LossBufs(NamedTuple):
+    """The loss (``loopprop.train.LOSS_CODES``) and its buffers: the batch's targets ``Ybuf``
+    and labels ``labbuf``, the per-column workspaces ``col1`` (the dtype), ``col2`` (float64)."""
+
+    code: int
+    Ybuf: np.ndarray
+    labbuf: np.ndarray
+    col1: np.ndarray
+    col2: np.ndarray
+
+
+class Data(NamedTuple):
+    """The examples and their targets: ``X`` (fit's epoch reads it transposed, one example per
+    row ``(n, n_0)``, so that a shuffled batch is gathered as contiguous rows; evaluation reads
+    the examples as columns ``(n_0, n)``), ``Y`` (one-hot or regression targets, ``(n_L, n)``,
+    or no rows with labels), ``labels`` (``(P, n)`` class indices, one per output position, or
+    no rows), the order ``perm`` in which the examples are taken, and ``one_hot`` (whether ``Y``
+    holds the targets of a cross-entropy, else ``labels`` do)."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    labels: np.ndarray
+    perm: np.ndarray
+    one_hot: bool
+
+
+class Batch(NamedTuple):
+    """One training step's settings: ``mb`` examples, their targets ``Y`` (the loss's
+    ``(n_L, mb)`` view) or ``labels`` (``P·mb``), ``one_hot`` as :class:`Data`'s, dropout's
+    ``seed`` and the ``threads``."""
+
+    mb: int
+    Y: np.ndarray
+    labels: np.ndarray
+    one_hot: bool
+    seed: int
+    threads: int
+
+
+class Norms(NamedTuple):
+    """Per parameter array ``a``: the span ``grad[spans[a, 0] : spans[a, 0] + spans[a, 1]]``,
+    and ``total[a]``, where each step adds that span's norm ``‖∂L/∂θ_a‖``."""
+
+    spans: np.ndarray
+    total: np.ndarray
+
+
+class Run(NamedTuple):
+    """The settings of one epoch: ``batch_size``; ``shuffle_seed`` (−1: no shuffle) or, for a
+    language model, the seed of the windows' offsets; ``dropout_seed``; ``threads``."""
+
+    batch_size: int
+    shuffle_seed: int
+    dropout_seed: int
+    threads: int
+
+
+def flat_type(dtype) -> numba.types.Type:
+    """The Numba type of a :class:`Flat` of ``dtype`` (float32 or float64)."""
+    v = np.zeros(1, dtype)
+    return numba.typeof(Flat(v, v, v, v, v, v, np.zeros(1, np.int32), v, v))
+
+
+def step_type() -> numba.types.Type:
+    """The Numba type of a :class:`Step`."""
+    return numba.typeof(Step(1, True, 1, True, 1))
+
+
+def row_signature(dtype) -> numba.core.typing.Signature:
+    """``none(int64 r, int64[:, ::1] plan, float64[:, ::1] fplan, Flat b, Step s)``: every
+    row function's, for buffers of ``dtype``."""
+    t = numba.types
+    return t.none(t.int64, t.int64[:, ::1], t.float64[:, ::1], flat_type(dtype), step_type())
+
+
+def decode_signature(dtype) -> numba.core.typing.Signature:
+    """A decode row's: a row's, then the cache of keys and values ``kv`` (``dtype``), this
+    row's offset in it and the position ``pos``."""
+    t = numba.types
+    return t.none(t.int64, t.int64[:, ::1], t.float64[:, ::1], flat_type(dtype), step_type(),
+                  numba.typeof(np.zeros(1, dtype)), t.int64, t.int64)

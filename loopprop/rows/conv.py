@@ -1,0 +1,100 @@
+"""The rows of ``Conv2d``, ``MaxPool2d`` and ``AvgPool2d`` (docs/formulas.md, "Convolution",
+"Pooling"): images ``(C, H, W, m)``, the plan row's integers their shapes."""
+
+from __future__ import annotations
+
+from ..kernels.conv import _conv2d_backward_tuned, _conv2d_forward_tuned
+from ..kernels.pool import (_avgpool2d_backward, _avgpool2d_forward, _maxpool2d_backward,
+                            _maxpool2d_forward)
+from ..plan import H0, IC_OFF, IN_OFF, OUT_OFF, P_OFF, WF_OFF, WK_OFF
+from .common import _img, _vec, _view
+
+
+def conv2d_forward(r, plan, fplan, b, s):
+    """``Z[o, y, x, k] = Σ_(c,p,q) W[o, c, p, q]·A[c, y·s_h + p − pad_h, x·s_w + q − pad_w, k]
+    + b[o]`` for a ``Conv2d`` row, as one product with the im2col columns (kept for backward)."""
+    mb = s.mb
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
+    s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+    K = c_in * kh * kw
+    N = H_out * W_out * mb
+    wk = plan[r, WK_OFF] * mb
+    _conv2d_forward_tuned(_view(b.acts, y_off, c_out, N), _view(b.theta, p, c_out, K),
+                          _vec(b.theta, p + c_out * K, c_out),
+                          _img(b.acts, x_off, c_in, H, W, mb), _view(b.work, wk, N, K),
+                          _view(b.work, wk + N * K, N, c_out),
+                          _view(b.fwork, plan[r, WF_OFF], K, c_out), kh, kw, s_h, s_w, pad_h,
+                          pad_w, H_out, W_out, s.threads)
+
+
+def conv2d_backward(r, plan, fplan, b, s):
+    """``dW += dZ·colsᵀ``, ``db += Σ dZ``, and (not for row 0) ``dA`` by scattering
+    ``Wᵀ·dZ`` back through the columns (col2im)."""
+    mb = s.mb
+    x_off = plan[r, IN_OFF] * mb
+    y_off = plan[r, OUT_OFF] * mb
+    p = plan[r, P_OFF]
+    h = plan[r, H0:]
+    c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
+    s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+    K = c_in * kh * kw
+    N = H_out * W_out * mb
+    wk = plan[r, WK_OFF] * mb
+    _conv2d_backward_tuned(_view(b.grad, p, c_out, K), _vec(b.grad, p + c_out * K, c_out),
+                           _img(b.dacts, x_off, c_in, H, W, mb),
+                           _view(b.dacts, y_off, c_out, N), _view(b.theta, p, c_out, K),
+                           _img(b.acts, x_off, c_in, H, W, mb), _view(b.work, wk, N, K),
+                           _view(b.work, wk + N * K, N, c_out),
+                           _view(b.fwork, plan[r, WF_OFF] + K * c_out, 16 * K, c_out), kh, kw,
+                           s_h, s_w, pad_h, pad_w, H_out, W_out, r > 0, s.threads)
+
+
+def maxpool2d_forward(r, plan, fplan, b, s):
+    """``A[c, y, x, k] = max over the window`` for a ``MaxPool2d`` row; each winner's index in
+    the integer cache."""
+    mb = s.mb
+    h = plan[r, H0:]
+    C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
+        h[7], h[8]
+    _maxpool2d_forward(_img(b.acts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb),
+                       _img(b.icache, plan[r, IC_OFF] * mb, C, H_out, W_out, mb),
+                       _img(b.acts, plan[r, IN_OFF] * mb, C, H, W, mb), kh, kw, s_h, s_w)
+
+
+def maxpool2d_backward(r, plan, fplan, b, s):
+    """``dZ[winner] += dA`` (not for row 0)."""
+    if r > 0:
+        mb = s.mb
+        h = plan[r, H0:]
+        C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
+            h[7], h[8]
+        _maxpool2d_backward(_img(b.dacts, plan[r, IN_OFF] * mb, C, H, W, mb),
+                            _img(b.dacts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb),
+                            _img(b.icache, plan[r, IC_OFF] * mb, C, H_out, W_out, mb), kh, kw,
+                            s_h, s_w)
+
+
+def avgpool2d_forward(r, plan, fplan, b, s):
+    """``A[c, y, x, k] = mean over the window`` for an ``AvgPool2d`` row."""
+    mb = s.mb
+    h = plan[r, H0:]
+    C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
+        h[7], h[8]
+    _avgpool2d_forward(_img(b.acts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb),
+                       _img(b.acts, plan[r, IN_OFF] * mb, C, H, W, mb), kh, kw, s_h, s_w)
+
+
+def avgpool2d_backward(r, plan, fplan, b, s):
+    """``dZ[window] += dA / (kh·kw)`` (not for row 0)."""
+    if r > 0:
+        mb = s.mb
+        h = plan[r, H0:]
+        C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
+            h[7], h[8]
+        _avgpool2d_backward(_img(b.dacts, plan[r, IN_OFF] * mb, C, H, W, mb),
+                            _img(b.dacts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb), kh, kw,
+                            s_h, s_w)
