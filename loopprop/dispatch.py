@@ -1,20 +1,28 @@
 """The table of compiled row functions the epoch calls: each kind's rows compiled once per
 dtype, separately, the first time a network needs them.
 
-The epoch (:mod:`loopprop.train`) calls row ``r``'s function as
-``table.forward[plan[r, KIND]](r, plan, fplan, b, s)``: a tuple of compiled functions that
-share one signature (:func:`loopprop.bundles.row_signature`), passed as an argument. Numba
-types such a tuple by the signature alone (a ``UniTuple`` of ``FunctionType``), not by which
-functions it holds, so the epoch is compiled once per dtype and serves every composition of
-layers, and it is cached: a function reached through an argument is called through its address,
-where a function referenced as a global would embed the address and could not be cached. The
-callee is compiled on its own and never re-optimized inside each caller (a chain of ``@njit``
-calls is linked and optimized again in every function that calls it). A call through the table
-costs about 40 ns.
+The epoch (:mod:`loopprop.train`) calls row ``r``'s forward function as
+``row_at(table.forward, plan[r, KIND], table.like)(r, plan, fplan, b, s)``. The
+:class:`~loopprop.bundles.Table` holds, per kind code, the *addresses* of compiled functions
+that share one signature (:func:`loopprop.bundles.row_signature`), and :func:`row_at` turns an
+address into a first-class function of that signature (Numba's ``FunctionType``), which Numba
+calls like any compiled function. The epoch's types do not say which functions the table
+holds, so it is compiled once per dtype and serves every composition of layers; and it is
+cached, because the addresses arrive as data (a function referenced as a global embeds its
+address and cannot be cached). A row is compiled on its own and never re-optimized inside each
+caller (a chain of ``@njit`` calls is linked and optimized again in every function that calls
+it). A call through the table costs about 10 ns.
+
+Two designs came first, measured: a tuple of the compiled functions themselves (a ``UniTuple``
+of ``FunctionType``) worked and cached, but every call from Python typed each of its 45
+dispatchers and looked up their addresses again (2 ms; with wrappers that keep the address,
+0.13 ms: ``forward`` + ``backward`` on a small batch still 1.4× slower); the addresses in an
+integer array cost what any array costs.
 
 A row function is compiled for its one signature when :func:`table` first needs it: kinds a
 network lacks never compile (their entries hold :func:`~loopprop.rows.common.none_row`, which
-costs nothing to compile), and a new network of kinds already compiled compiles nothing.
+costs nothing to compile), and a new network of kinds already compiled compiles nothing. With
+the JIT off (``NUMBA_DISABLE_JIT=1``) the "addresses" number the Python functions instead.
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ from __future__ import annotations
 import warnings
 from typing import Callable, Iterable
 
+import numba
 import numpy as np
+from numba.core import cgutils, types
+from numba.core.dispatcher import Dispatcher
 from numba.core.errors import NumbaExperimentalFeatureWarning
+from numba.extending import intrinsic
 
 from . import bundles
 from ._jit import kernel
@@ -47,20 +59,87 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=_EXPERIMENTAL,
                             category=NumbaExperimentalFeatureWarning)
 
-#: (row function, dtype name) -> its compiled dispatcher: what this process has compiled
+#: (row function, dtype name) -> its compiled dispatcher (the function, with the JIT off)
 _COMPILED: dict[tuple[Callable, str], Callable] = {}
 _TABLES: dict[tuple[frozenset, str, bool], bundles.Table] = {}
+#: with the JIT off, the functions the tables number
+_PYTHON: list[Callable] = []
 
 
 def compiled_row(fn: Callable, dtype, decode: bool = False) -> Callable:
     """``fn`` (a row function, or a decode row with ``decode``) compiled for buffers of
-    ``dtype`` (njit, cached): once per process, loaded from Numba's cache when it is there."""
+    ``dtype`` (njit, cached): once per process, loaded from Numba's cache when it is there.
+    With the JIT off, ``fn`` itself."""
     name = np.dtype(dtype).name
     key = (fn, name)
     if key not in _COMPILED:
         sig = bundles.decode_signature(name) if decode else bundles.row_signature(name)
         _COMPILED[key] = kernel(fn, signature=sig)
     return _COMPILED[key]
+
+
+def _addresses(compiled: Callable) -> tuple[int, int]:
+    """A compiled row's two addresses: its C wrapper's and its own (Numba's calling
+    convention, which passes errors on); with the JIT off, its number in ``_PYTHON``."""
+    if not isinstance(compiled, Dispatcher):
+        if compiled not in _PYTHON:
+            _PYTHON.append(compiled)
+        return _PYTHON.index(compiled), 0
+    (cres,) = compiled.overloads.values()  # compiled for its one signature
+    lib = cres.library
+    return (lib.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name),
+            lib.get_pointer_to_function(cres.fndesc.llvm_func_name))
+
+
+def _function_type(like, decode: bool) -> types.FunctionType:
+    name = np.dtype(like.dtype.name).name
+    return types.FunctionType(bundles.decode_signature(name) if decode
+                              else bundles.row_signature(name))
+
+
+def _from_addresses(fty):
+    def codegen(context, builder, sig, args):
+        table, code = args[0], args[1]
+        arr = context.make_array(sig.args[0])(context, builder, table)
+        c_addr = cgutils.get_item_pointer2(context, builder, arr.data,
+                                           cgutils.unpack_tuple(builder, arr.shape, 2),
+                                           cgutils.unpack_tuple(builder, arr.strides, 2),
+                                           "C", [code, context.get_constant(types.intp, 0)])
+        jit_addr = cgutils.get_item_pointer2(context, builder, arr.data,
+                                             cgutils.unpack_tuple(builder, arr.shape, 2),
+                                             cgutils.unpack_tuple(builder, arr.strides, 2),
+                                             "C", [code, context.get_constant(types.intp, 1)])
+        voidptr = context.get_value_type(types.voidptr)
+        fn = cgutils.create_struct_proxy(fty)(context, builder)
+        fn.c_addr = builder.inttoptr(builder.load(c_addr), voidptr)
+        fn.py_addr = cgutils.get_null_value(voidptr)
+        fn.jit_addr = builder.inttoptr(builder.load(jit_addr), voidptr)
+        return fn._getvalue()
+
+    return codegen
+
+
+@intrinsic
+def row_at(typingctx, addresses, code, like):
+    """The row function at ``addresses[code]`` (a table's ``forward`` or ``backward``) as a
+    first-class function of the row signature for buffers of ``like``'s dtype."""
+    fty = _function_type(like, decode=False)
+    return fty(addresses, types.intp, like), _from_addresses(fty)
+
+
+@intrinsic
+def decode_at(typingctx, addresses, code, like):
+    """As :func:`row_at`, for the decode rows (the decode signature)."""
+    fty = _function_type(like, decode=True)
+    return fty(addresses, types.intp, like), _from_addresses(fty)
+
+
+if numba.config.DISABLE_JIT:
+    def row_at(addresses, code, like):  # noqa: F811 - the pure-Python twin
+        """The Python row function numbered ``addresses[code, 0]``."""
+        return _PYTHON[addresses[code, 0]]
+
+    decode_at = row_at
 
 
 def table(codes: Iterable[int], dtype, decode: bool = False) -> bundles.Table:
@@ -88,8 +167,13 @@ def table(codes: Iterable[int], dtype, decode: bool = False) -> bundles.Table:
     if unknown:
         raise ValueError(f"plan: kind codes {sorted(unknown)} are not in the registry "
                          "(loopprop/layers/registry.py)")
-    _TABLES[key] = bundles.Table(tuple(forward), tuple(backward), tuple(dec), has_decode)
-    return _TABLES[key]
+    def addresses(functions):
+        return np.array([_addresses(f) for f in functions], np.int64).reshape(N_CODES, 2)
+
+    made = bundles.Table(addresses(forward), addresses(backward), addresses(dec), has_decode,
+                         np.zeros(0, name))
+    _TABLES[key] = made
+    return made
 
 
 def compiled_kinds() -> set[tuple[str, str]]:

@@ -29,6 +29,7 @@ from . import plan as _plan
 from ._jit import kernel, use_threads
 from .layers import CausalSelfAttention
 from .plan import H0, KIND, OUT_OFF
+from .dispatch import decode_at, row_at
 from .train import _step
 
 
@@ -42,9 +43,9 @@ def _decode_step(plan, fplan, b, kv, kv_offs, pos, threads, table):
     for r in range(plan.shape[0]):
         code = plan[r, KIND]
         if table.has_decode[code]:
-            table.decode[code](r, plan, fplan, b, s, kv, kv_offs[r], pos)
+            decode_at(table.decode, code, table.like)(r, plan, fplan, b, s, kv, kv_offs[r], pos)
         else:
-            table.forward[code](r, plan, fplan, b, s)
+            row_at(table.forward, code, table.like)(r, plan, fplan, b, s)
 
 
 class _Stepper:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ._jit import kernel, runtime_flag
 from .bundles import Batch, Optim, Step
+from .dispatch import row_at
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import (SCHEDULES, _adam_threads, _adamw_threads, _add_weight_decay,
@@ -59,8 +60,8 @@ def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, threads, table):
     its output. ``training`` switches dropout on and batch norm to the batch's statistics (and
     updates the running ones in ``b.state``); ``seed`` seeds dropout's masks."""
     for r in range(n_rows):
-        table.forward[plan[r, KIND]](r, plan, fplan, b,
-                                     _step(mb, training, seed * 64 + r, False, threads))
+        row_at(table.forward, plan[r, KIND], table.like)(
+            r, plan, fplan, b, _step(mb, training, seed * 64 + r, False, threads))
 
 
 @kernel
@@ -83,7 +84,8 @@ def _backward_batch(plan, fplan, b, mb, last, training, threads, table):
         fresh = _first_to_add(plan, r, plan[r, IN_OFF], last)
         if fresh and plan[r, WRITES_DX] == 0:
             _zero(_vec(b.dacts, plan[r, IN_OFF] * mb, plan[r, IN_SIZE] * mb))
-        table.backward[plan[r, KIND]](r, plan, fplan, b, _step(mb, training, 0, fresh, threads))
+        row_at(table.backward, plan[r, KIND], table.like)(
+            r, plan, fplan, b, _step(mb, training, 0, fresh, threads))
 
 
 @kernel
