@@ -152,7 +152,7 @@ def table(codes: Iterable[int], dtype, decode: bool = False) -> bundles.Table:
         return _TABLES[key]
     present, name, _ = key
     none = compiled_row(none_row, name)
-    none_d = compiled_row(none_decode, name, decode=True)
+    none_d = compiled_row(none_decode, name, decode=True) if decode else None
     forward, backward, dec = [none] * N_CODES, [none] * N_CODES, [none_d] * N_CODES
     has_decode = np.zeros(N_CODES, np.int64)
     for kind in REGISTRY:
@@ -167,8 +167,9 @@ def table(codes: Iterable[int], dtype, decode: bool = False) -> bundles.Table:
     if unknown:
         raise ValueError(f"plan: kind codes {sorted(unknown)} are not in the registry "
                          "(loopprop/layers/registry.py)")
-    def addresses(functions):
-        return np.array([_addresses(f) for f in functions], np.int64).reshape(N_CODES, 2)
+    def addresses(functions):  # no decode rows in training: zeros, never called
+        return np.array([_addresses(f) if f is not None else (0, 0) for f in functions],
+                        np.int64).reshape(N_CODES, 2)
 
     made = bundles.Table(addresses(forward), addresses(backward), addresses(dec), has_decode,
                          np.zeros(0, name))

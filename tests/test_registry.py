@@ -135,7 +135,7 @@ def test_new_compositions_of_compiled_kinds_compile_no_new_epoch():
                          timeout=900, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["counts"] == [[1, 1]] * 3, got["counts"]
-    assert set(got["compiled"]) == {"none_row", "none_decode", "dense_forward",
+    assert set(got["compiled"]) == {"none_row", "dense_forward",
                                     "dense_backward", "activation_forward",
                                     "activation_backward"}, got["compiled"]
     assert "experimental" not in out.stderr
