@@ -152,3 +152,17 @@ def test_tables_are_shared_and_hold_no_ops_for_absent_kinds():
         assert not (column[dense.code] == column[0]).any()
     assert t.forward.shape == t.backward.shape == t.decode.shape == (registry.N_CODES, 2)
     assert isinstance(t, bundles.Table) and t.like.dtype == net.dtype
+
+
+def test_a_network_with_a_bare_activation_saves_and_loads(tmp_path):
+    """``Activation()`` (the identity, the base of every activation) is a layer class a model
+    file may name: it could be saved but not loaded ("unknown layer")."""
+    import numpy as np
+
+    net = lp.Network([lp.layers.Dense(3), lp.layers.Activation(), lp.layers.Dense(2),
+                      lp.layers.Softmax()], loss="cross_entropy", input_shape=(4,), seed=1)
+    net.save(tmp_path / "act.npz")
+    back = lp.Network.load(tmp_path / "act.npz")
+    X = np.random.default_rng(0).standard_normal((4, 5))
+    assert [type(v).__name__ for v in back.layers] == ["Dense", "Activation", "Dense", "Softmax"]
+    np.testing.assert_array_equal(back.forward(X), net.forward(X))
