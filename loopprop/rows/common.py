@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .._jit import kernel
 from ..kernels.views import borrowed_flat, borrowed_image, borrowed_matrix
+from ..plan import IN_OFF, OUT_OFF, P_OFF
 
 
 @kernel
@@ -24,6 +25,13 @@ def _vec(buf, off, n):
 def _img(buf, off, c, h, w, m):
     """``buf[off : off + c·h·w·m]`` as an image batch ``(c, h, w, m)``, without a reference."""
     return borrowed_image(buf, off, c, h, w, m)
+
+
+@kernel
+def _offsets(plan, r, mb):
+    """Row ``r``'s input and output offsets for a batch of ``mb`` (per-example offsets times
+    ``mb``: :mod:`loopprop.plan`) and its parameters' offset: ``(x_off, y_off, p)``."""
+    return plan[r, IN_OFF] * mb, plan[r, OUT_OFF] * mb, plan[r, P_OFF]
 
 
 @kernel

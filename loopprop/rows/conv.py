@@ -6,20 +6,25 @@ from __future__ import annotations
 from ..kernels.conv import _conv2d_backward_tuned, _conv2d_forward_tuned
 from ..kernels.pool import (_avgpool2d_backward, _avgpool2d_forward, _maxpool2d_backward,
                             _maxpool2d_forward)
-from ..plan import H0, IC_OFF, IN_OFF, OUT_OFF, P_OFF, WF_OFF, WK_OFF
-from .common import _img, _vec, _view
+from .._jit import kernel
+from ..plan import H0, IC_OFF, IN_OFF, OUT_OFF, WF_OFF, WK_OFF
+from .common import _img, _offsets, _vec, _view
+
+
+@kernel
+def _conv_dims(plan, r):
+    """A ``Conv2d`` row's integers: ``(c_in, H, W, c_out, kh, kw, s_h, s_w, pad_h, pad_w,
+    H_out, W_out)``."""
+    h = plan[r, H0:]
+    return h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11]
 
 
 def conv2d_forward(r, plan, fplan, b, s):
     """``Z[o, y, x, k] = Σ_(c,p,q) W[o, c, p, q]·A[c, y·s_h + p − pad_h, x·s_w + q − pad_w, k]
     + b[o]`` for a ``Conv2d`` row, as one product with the im2col columns (kept for backward)."""
     mb = s.mb
-    x_off = plan[r, IN_OFF] * mb
-    y_off = plan[r, OUT_OFF] * mb
-    p = plan[r, P_OFF]
-    h = plan[r, H0:]
-    c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
-    s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+    x_off, y_off, p = _offsets(plan, r, mb)
+    c_in, H, W, c_out, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out = _conv_dims(plan, r)
     K = c_in * kh * kw
     N = H_out * W_out * mb
     wk = plan[r, WK_OFF] * mb
@@ -35,12 +40,8 @@ def conv2d_backward(r, plan, fplan, b, s):
     """``dW += dZ·colsᵀ``, ``db += Σ dZ``, and (not for row 0) ``dA`` by scattering
     ``Wᵀ·dZ`` back through the columns (col2im)."""
     mb = s.mb
-    x_off = plan[r, IN_OFF] * mb
-    y_off = plan[r, OUT_OFF] * mb
-    p = plan[r, P_OFF]
-    h = plan[r, H0:]
-    c_in, H, W, c_out, kh, kw = h[0], h[1], h[2], h[3], h[4], h[5]
-    s_h, s_w, pad_h, pad_w, H_out, W_out = h[6], h[7], h[8], h[9], h[10], h[11]
+    x_off, y_off, p = _offsets(plan, r, mb)
+    c_in, H, W, c_out, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out = _conv_dims(plan, r)
     K = c_in * kh * kw
     N = H_out * W_out * mb
     wk = plan[r, WK_OFF] * mb
@@ -53,48 +54,50 @@ def conv2d_backward(r, plan, fplan, b, s):
                            s_h, s_w, pad_h, pad_w, H_out, W_out, r > 0, s.threads)
 
 
+@kernel
+def _pool_io(buf, plan, r, mb):
+    """A pooling row's input ``(C, H, W, mb)`` and output ``(C, H_out, W_out, mb)`` in ``buf``
+    (the activations or their gradients)."""
+    h = plan[r, H0:]
+    C, H, W, H_out, W_out = h[0], h[1], h[2], h[7], h[8]
+    return (_img(buf, plan[r, IN_OFF] * mb, C, H, W, mb),
+            _img(buf, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb))
+
+
+@kernel
+def _winners(icache, plan, r, mb):
+    """A max-pooling row's winners (their flat input index), ``(C, H_out, W_out, mb)``."""
+    h = plan[r, H0:]
+    return _img(icache, plan[r, IC_OFF] * mb, h[0], h[7], h[8], mb)
+
+
 def maxpool2d_forward(r, plan, fplan, b, s):
     """``A[c, y, x, k] = max over the window`` for a ``MaxPool2d`` row; each winner's index in
-    the integer cache."""
-    mb = s.mb
-    h = plan[r, H0:]
-    C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
-        h[7], h[8]
-    _maxpool2d_forward(_img(b.acts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb),
-                       _img(b.icache, plan[r, IC_OFF] * mb, C, H_out, W_out, mb),
-                       _img(b.acts, plan[r, IN_OFF] * mb, C, H, W, mb), kh, kw, s_h, s_w)
+    the integer cache. The row's integers: ``C, H, W, kh, kw, s_h, s_w, H_out, W_out``."""
+    x, y = _pool_io(b.acts, plan, r, s.mb)
+    kh, kw, s_h, s_w = plan[r, H0 + 3], plan[r, H0 + 4], plan[r, H0 + 5], plan[r, H0 + 6]
+    _maxpool2d_forward(y, _winners(b.icache, plan, r, s.mb), x, kh, kw, s_h, s_w)
 
 
 def maxpool2d_backward(r, plan, fplan, b, s):
     """``dZ[winner] += dA`` (not for row 0)."""
     if r > 0:
-        mb = s.mb
-        h = plan[r, H0:]
-        C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
-            h[7], h[8]
-        _maxpool2d_backward(_img(b.dacts, plan[r, IN_OFF] * mb, C, H, W, mb),
-                            _img(b.dacts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb),
-                            _img(b.icache, plan[r, IC_OFF] * mb, C, H_out, W_out, mb), kh, kw,
-                            s_h, s_w)
+        dx, dy = _pool_io(b.dacts, plan, r, s.mb)
+        kh, kw, s_h, s_w = plan[r, H0 + 3], plan[r, H0 + 4], plan[r, H0 + 5], plan[r, H0 + 6]
+        _maxpool2d_backward(dx, dy, _winners(b.icache, plan, r, s.mb), kh, kw, s_h, s_w)
 
 
 def avgpool2d_forward(r, plan, fplan, b, s):
-    """``A[c, y, x, k] = mean over the window`` for an ``AvgPool2d`` row."""
-    mb = s.mb
-    h = plan[r, H0:]
-    C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
-        h[7], h[8]
-    _avgpool2d_forward(_img(b.acts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb),
-                       _img(b.acts, plan[r, IN_OFF] * mb, C, H, W, mb), kh, kw, s_h, s_w)
+    """``A[c, y, x, k] = mean over the window`` for an ``AvgPool2d`` row (integers as
+    :func:`maxpool2d_forward`'s)."""
+    x, y = _pool_io(b.acts, plan, r, s.mb)
+    kh, kw, s_h, s_w = plan[r, H0 + 3], plan[r, H0 + 4], plan[r, H0 + 5], plan[r, H0 + 6]
+    _avgpool2d_forward(y, x, kh, kw, s_h, s_w)
 
 
 def avgpool2d_backward(r, plan, fplan, b, s):
     """``dZ[window] += dA / (kh·kw)`` (not for row 0)."""
     if r > 0:
-        mb = s.mb
-        h = plan[r, H0:]
-        C, H, W, kh, kw, s_h, s_w, H_out, W_out = h[0], h[1], h[2], h[3], h[4], h[5], h[6], \
-            h[7], h[8]
-        _avgpool2d_backward(_img(b.dacts, plan[r, IN_OFF] * mb, C, H, W, mb),
-                            _img(b.dacts, plan[r, OUT_OFF] * mb, C, H_out, W_out, mb), kh, kw,
-                            s_h, s_w)
+        dx, dy = _pool_io(b.dacts, plan, r, s.mb)
+        kh, kw, s_h, s_w = plan[r, H0 + 3], plan[r, H0 + 4], plan[r, H0 + 5], plan[r, H0 + 6]
+        _avgpool2d_backward(dx, dy, kh, kw, s_h, s_w)
