@@ -884,13 +884,14 @@ class Network:
             XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
         _transpose(XT, X)  # one example per row: minibatch gathers copy rows
         data = Data(XT, Yf, labels, perm, one_hot)
+        flat, optim = self._flat(buf), opt.bundle(decay)  # the same for every epoch
 
         def epoch(gnorm, dropout_seed, stop, threads):
             shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
             return _train._train_epoch(
-                self._plan, self._fplan, self._flat(buf), opt.bundle(decay), opt.t, losses,
-                data, Norms(self._norm_spans, gnorm),
-                Run(bs, shuffle_seed, dropout_seed, threads), stop, self._table())
+                self._plan, self._fplan, flat, optim, opt.t, losses, data,
+                Norms(self._norm_spans, gnorm), Run(bs, shuffle_seed, dropout_seed, threads),
+                stop, self._table())
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
                            labels.shape[0])  # every output position of a sequence counts
@@ -954,12 +955,13 @@ class Network:
         labbuf = np.zeros(T * bs, np.int64)
         o.threads = use_threads(parallel)
         window_rng = np.random.default_rng([o.seed, 2])
+        flat, optim = self._flat(buf), opt.bundle(decay)  # the same for every epoch
+        losses = LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2)
 
         def epoch(gnorm, dropout_seed, stop, threads):
             return _train._train_text_epoch(
-                self._plan, self._fplan, self._flat(buf), opt.bundle(decay), opt.t,
-                LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2),
-                corpus, steps, Norms(self._norm_spans, gnorm),
+                self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
+                Norms(self._norm_spans, gnorm),
                 Run(bs, int(window_rng.integers(0, 2**62)), dropout_seed, threads), stop,
                 self._table())
 
