@@ -59,6 +59,7 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=_EXPERIMENTAL,
                             category=NumbaExperimentalFeatureWarning)
 
+
 #: (row function, dtype name) -> its compiled dispatcher (the function, with the JIT off)
 _COMPILED: dict[tuple[Callable, str], Callable] = {}
 _TABLES: dict[tuple[frozenset, str, bool], bundles.Table] = {}
@@ -91,29 +92,39 @@ def _addresses(compiled: Callable) -> tuple[int, int]:
             lib.get_pointer_to_function(cres.fndesc.llvm_func_name))
 
 
-def _function_type(like, decode: bool) -> types.FunctionType:
-    name = np.dtype(like.dtype.name).name
+def _function_type(addresses, like, decode: bool) -> types.FunctionType | None:
+    """The first-class function type of a row (or decode row) for buffers of ``like``'s dtype;
+    ``None`` (a typing error) unless ``addresses`` is a table's ``(N_CODES, 2)`` int64 array and
+    ``like`` a float array."""
+    if not (isinstance(addresses, types.Array) and addresses.ndim == 2
+            and addresses.dtype == types.int64 and addresses.layout == "C"
+            and isinstance(like, types.Array) and like.dtype in (types.float32, types.float64)):
+        return None
+    name = str(like.dtype)
     return types.FunctionType(bundles.decode_signature(name) if decode
                               else bundles.row_signature(name))
 
 
 def _from_addresses(fty):
+    """Code that reads ``addresses[code, 0]`` (the C wrapper) and ``addresses[code, 1]`` (the
+    function itself) and makes a first-class function of type ``fty`` of them; Numba calls
+    it through the second, with its own calling convention."""
     def codegen(context, builder, sig, args):
         table, code = args[0], args[1]
         arr = context.make_array(sig.args[0])(context, builder, table)
-        c_addr = cgutils.get_item_pointer2(context, builder, arr.data,
-                                           cgutils.unpack_tuple(builder, arr.shape, 2),
-                                           cgutils.unpack_tuple(builder, arr.strides, 2),
-                                           "C", [code, context.get_constant(types.intp, 0)])
-        jit_addr = cgutils.get_item_pointer2(context, builder, arr.data,
-                                             cgutils.unpack_tuple(builder, arr.shape, 2),
-                                             cgutils.unpack_tuple(builder, arr.strides, 2),
-                                             "C", [code, context.get_constant(types.intp, 1)])
+        shape = cgutils.unpack_tuple(builder, arr.shape, 2)
+        strides = cgutils.unpack_tuple(builder, arr.strides, 2)
         voidptr = context.get_value_type(types.voidptr)
+
+        def address(column):
+            ptr = cgutils.get_item_pointer2(context, builder, arr.data, shape, strides, "C",
+                                            [code, context.get_constant(types.intp, column)])
+            return builder.inttoptr(builder.load(ptr), voidptr)
+
         fn = cgutils.create_struct_proxy(fty)(context, builder)
-        fn.c_addr = builder.inttoptr(builder.load(c_addr), voidptr)
+        fn.c_addr = address(0)
         fn.py_addr = cgutils.get_null_value(voidptr)
-        fn.jit_addr = builder.inttoptr(builder.load(jit_addr), voidptr)
+        fn.jit_addr = address(1)
         return fn._getvalue()
 
     return codegen
@@ -123,14 +134,18 @@ def _from_addresses(fty):
 def row_at(typingctx, addresses, code, like):
     """The row function at ``addresses[code]`` (a table's ``forward`` or ``backward``) as a
     first-class function of the row signature for buffers of ``like``'s dtype."""
-    fty = _function_type(like, decode=False)
+    fty = _function_type(addresses, like, decode=False)
+    if fty is None:
+        return None
     return fty(addresses, types.intp, like), _from_addresses(fty)
 
 
 @intrinsic
 def decode_at(typingctx, addresses, code, like):
     """As :func:`row_at`, for the decode rows (the decode signature)."""
-    fty = _function_type(like, decode=True)
+    fty = _function_type(addresses, like, decode=True)
+    if fty is None:
+        return None
     return fty(addresses, types.intp, like), _from_addresses(fty)
 
 
