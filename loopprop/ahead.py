@@ -22,7 +22,6 @@ from .layers.registry import kind_of
 
 #: the models ``loopprop compile`` knows, as ``loopprop train --model`` names them
 MODELS = ("mlp", "cnn", "resnet", "gpt")
-DTYPES = ("float32", "float64")
 
 
 def network(model: str, dtype: str):
@@ -53,12 +52,13 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
         if kind.code in seen:
             continue
         seen.add(kind.code)
-        fns = [kind.forward, kind.backward] + ([kind.decode] if model == "gpt" and kind.decode
-                                                else [])
+        pairs = [(kind.forward, False), (kind.backward, False)]
+        if model == "gpt" and kind.decode is not None:  # sampling decodes position by position
+            pairs.append((kind.decode, True))
 
-        def rows(fns=fns, decode=bool(kind.decode)):
-            for i, fn in enumerate(fns):
-                _dispatch.compiled_row(fn, dtype, decode=decode and i == 2)
+        def rows(pairs=pairs):
+            for fn, decode in pairs:
+                _dispatch.compiled_row(fn, dtype, decode=decode)
         out.append((f"{kind.name} rows", rows))
     rng = np.random.default_rng(0)
     if model == "gpt":

@@ -713,6 +713,10 @@ class Network:
         return Flat(self._theta, self._grad, self._state, buf.acts, buf.dacts, buf.cache,
                     buf.icache, buf.work, buf.fwork)
 
+    def _losses(self, Ybuf: np.ndarray, labbuf: np.ndarray, buf) -> LossBufs:
+        """This network's loss and its buffers (targets, labels, ``buf``'s two columns)."""
+        return LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2)
+
     def _region(self, buf, off: int, size: int, m: int) -> np.ndarray:
         return buf.acts[off * m:(off + size) * m].reshape(size, m)
 
@@ -878,7 +882,7 @@ class Network:
         o.threads = use_threads(parallel)
         rng = np.random.default_rng(o.seed) if shuffle else None
         scratch = self._fit_scratch
-        losses = LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2)
+        losses = self._losses(Ybuf, labbuf, buf)
         XT = scratch.get("XT")
         if XT is None or XT.shape[0] != n:
             XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
@@ -956,7 +960,7 @@ class Network:
         o.threads = use_threads(parallel)
         window_rng = np.random.default_rng([o.seed, 2])
         flat, optim = self._flat(buf), opt.bundle(decay)  # the same for every epoch
-        losses = LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2)
+        losses = self._losses(Ybuf, labbuf, buf)
 
         def epoch(gnorm, dropout_seed, stop, threads):
             return _train._train_text_epoch(
@@ -1196,7 +1200,7 @@ class Network:
         labbuf = np.zeros(labels.shape[0] * chunk, np.int64)
         total, correct = _train._evaluate(
             self._plan, self._fplan, self._flat(buf),
-            LossBufs(_train.LOSS_CODES[self.loss], Ybuf, labbuf, buf.col1, buf.col2),
+            self._losses(Ybuf, labbuf, buf),
             Data(X, Yf, labels, np.arange(n, dtype=np.int64), one_hot), chunk, out, training,
             use_threads(True), self._table())
         result: dict[str, Any] = {"loss": total / n, "output": out.reshape(*self.output_shape, n)}
