@@ -28,7 +28,7 @@ from typing import Callable, TypeVar
 
 import numba
 
-from . import _cache
+from . import _cache, _separate
 
 F = TypeVar("F", bound=Callable)
 
@@ -96,7 +96,7 @@ numba.get_num_threads()
 
 
 def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = False,
-           inline: bool = False, signature=None):
+           inline: bool = False, signature=None, separate: bool = False):
     """Compile ``fn`` as a loopprop kernel (``nopython``, cached, GIL released).
 
     ``fast=True`` enables the :data:`FASTMATH` subset (``fast="contract"``: :data:`CONTRACT`,
@@ -106,6 +106,11 @@ def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = Fa
     ``inline=True`` inlines a small scalar helper into its callers at Numba-IR level, so that
     the loop calling it can be vectorized (LLVM does not inline large helpers on its own, and a
     call in a loop body stops vectorization).
+
+    ``separate=True`` compiles ``fn`` on its own and lets compiled callers call it by name
+    (:mod:`loopprop._separate`): its machine code is made once per signature instead of being
+    linked and optimized again inside every caller. For large kernels called once per layer,
+    chunk or batch; never for a helper called inside a loop (it cannot be inlined).
 
     ``signature`` compiles ``fn`` for that one signature at once (loaded from the cache when it
     is there): a row function, called through a table of compiled functions
@@ -118,9 +123,8 @@ def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = Fa
 
     def wrap(f: F) -> F:
         def compile_with(cache: bool):
-            return numba.njit(
-                *([signature] if signature is not None else []),
-                cache=cache,
+            disp = numba.njit(
+                cache=False,
                 nogil=True,
                 fastmath=(set(CONTRACT) if fast == "contract" else set(FASTMATH) if fast
                           else False),
@@ -128,6 +132,16 @@ def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = Fa
                 error_model="numpy",
                 inline="always" if inline else "never",
             )(f)
+            if numba.config.DISABLE_JIT:
+                return disp  # the Python function
+            if cache:
+                disp.enable_caching()
+                # the cache that links separate kernels before it loads a caller
+                disp._cache = _separate.LinkedFunctionCache(disp.py_func)
+            if signature is not None:
+                disp.compile(signature)
+                disp.disable_compile()
+            return _separate.Separate(disp) if separate else disp
 
         if _CACHE["enabled"]:
             try:

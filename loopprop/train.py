@@ -51,7 +51,7 @@ def _step(mb, training, seed, fresh, threads):
     return Step(int(mb), bool(training), int(seed), bool(fresh), int(threads))
 
 
-@kernel
+@kernel(separate=True)
 def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, threads, table):
     """Forward through rows ``0 … n_rows − 1`` (§5): each row's forward function from
     ``table`` reads its input from ``b.acts``, writes its output there and fills its caches;
@@ -64,7 +64,7 @@ def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, threads, table):
             r, plan, fplan, b, _step(mb, training, seed * 64 + r, False, threads))
 
 
-@kernel
+@kernel(separate=True)
 def _backward_batch(plan, fplan, b, mb, last, training, threads, table):
     """Backward from row ``last`` down to row 0 (docs/formulas.md §5): the seed must already be in
     ``b.dacts`` (the gradient of row ``last``'s output). Each row's backward function adds its
@@ -108,7 +108,7 @@ def _fused(loss_code):
     return loss_code != MSE
 
 
-@kernel
+@kernel(separate=True)
 def _loss_seed(plan, acts, dacts, mb, loss_code, Y, labels, one_hot, col1, col2):
     """The loss of the batch and the seed of the backward pass (docs/formulas.md §9).
 
@@ -179,7 +179,7 @@ def _count_correct(ZL, loss_code, Y, labels, one_hot):
     return correct
 
 
-@kernel
+@kernel(separate=True)
 def _update(theta, grad, opt, t, threads):
     """Optimizer step number ``t + 1`` on the flat parameter vector (§10), in PyTorch's
     order: clip the gradient's global norm, take the step's rate from the schedule, add L2
@@ -249,7 +249,7 @@ def _gather_labels(labbuf, labels, perm, start, mb):
     return labbuf[:P * mb]
 
 
-@kernel
+@kernel(separate=True)
 def _train_step(plan, fplan, b, opt, t, lb, batch, norms, table):
     """One optimizer step on the batch already in ``b.acts`` (``A^(0)``, ``batch.mb`` examples)
     with its targets ``batch.Y`` / labels ``batch.labels``: forward through the plan (§5–§6),

@@ -361,7 +361,7 @@ def _gelu_tanh_backward_rows(dz, da, z, acc):
         vstoren(dz, full, vadd(vloadn(dz, full, r), g) if acc else g, r)
 
 
-@kernel
+@kernel(separate=True)
 def _activation_forward_tuned(A, Z, code, alpha):
     """``A = f(Z)`` (docs/formulas.md §5, §8), tuned: one flat, vectorizable loop per activation.
 
@@ -410,7 +410,7 @@ def _activation_forward_tuned(A, Z, code, alpha):
             a[p] = z[p]
 
 
-@kernel
+@kernel(separate=True)
 def _activation_backward_tuned(dZ, dA, Z, A, code, alpha, acc):
     """``dZ = dA ⊙ f'(Z)`` (docs/formulas.md §5, §8), tuned like the forward kernel; with
     ``acc`` the result is *added* to dZ (``dZ += dA ⊙ f'(Z)``: input gradients accumulate when

@@ -147,7 +147,7 @@ def _embedding_forward_tuned(X, E, ids):
             out[n] = row[int(ids[n])]
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _embedding_backward_tuned(dE, dX, ids, threads):
     """``dE[j, ids[n]] += dX[j, n]``: the thread of row ``j`` owns ``dE[j]``, so repeated
     tokens add in a fixed order (bitwise reproducible). Shapes: dE (d, V); dX (d, N); ids (N,).
@@ -544,7 +544,7 @@ def _item_workspaces(d, T, dtype_of):
             np.empty(MR * NR, dtype_of.dtype), np.empty(T * T, dtype_of.dtype))
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _attention_head_forward(O, P, Q, K, V, causal, Qt, Kt, Vt, Ot, S, Xp, Yp, Pp, tile):
     """One head for every example of the batch: each example's ``(d_head, T)`` block copied
     out contiguously (:func:`_to_items`), attention per example
@@ -565,7 +565,7 @@ def _attention_head_forward(O, P, Q, K, V, causal, Qt, Kt, Vt, Ot, S, Xp, Yp, Pp
     _from_items(O.reshape(d_head * T, m), Ot, runtime_flag(False))
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _attention_forward_items(O, P, Q, K, V, causal, threads):
     """:func:`_attention_forward_naive` as packed products on the causal triangle, one head per
     thread (:func:`_attention_head_forward`): each example's block copied out, its products
@@ -585,7 +585,7 @@ def _attention_forward_items(O, P, Q, K, V, causal, threads):
                                     Xp, Yp, Pp, tile)
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, causal, add, Qt, Kt, Vt, dOt, G, Pk,
                              dS, Xp, Yp, Pp, tile):
     """The backward of one head for every example, on contiguous ``(d_head, T)`` copies
@@ -609,7 +609,7 @@ def _attention_head_backward(dQ, dK, dV, dO, Q, K, V, P, causal, add, Qt, Kt, Vt
     _from_items(dV.reshape(d_head * T, m), G[2], add)
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _attention_backward_items(dQ, dK, dV, dO, Q, K, V, P, causal, add, threads):
     """:func:`_attention_backward_naive` as packed products on the causal triangle (``causal``:
     P is zero above its diagonal), one head per thread (:func:`_attention_head_backward`);
@@ -811,7 +811,7 @@ def _lane_tasks(n_head, m, L, threads):
     return tasks, max(1, min(threads, tasks))
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _attention_forward_lanes(O, P, Q, K, V, causal, threads):
     """:func:`_attention_forward_naive` with the examples in the lanes (``m`` a multiple of
     the lane count L): for each head and group of L examples, ``S = α·QᵀK`` written into P
@@ -845,7 +845,7 @@ def _attention_forward_lanes(O, P, Q, K, V, causal, threads):
                            causal, SUM_UPTO, False, 1.0, False)
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _attention_backward_lanes(dQ, dK, dV, dO, Q, K, V, P, causal, add, threads):
     """:func:`_attention_backward_naive` with the examples in the lanes (``m`` a multiple of
     L), per head and group of L examples: ``dP = dOᵀ·V`` into a workspace, ``dS`` row by row
@@ -901,7 +901,7 @@ def _use_lanes(Q):
     return Q.shape[3] % lanes(borrowed_flat(Q)) == 0 and Q.shape[1] * Q.shape[2] <= LANES_MAX_TD
 
 
-@kernel
+@kernel(separate=True)
 def _attention_forward_tuned(O, P, Q, K, V, causal, threads):
     """The tuned forward: the examples in the lanes when ``m`` is a whole number of registers
     (:func:`_attention_forward_lanes`; :func:`_use_lanes`), otherwise one example's block at a
@@ -912,7 +912,7 @@ def _attention_forward_tuned(O, P, Q, K, V, causal, threads):
         _attention_forward_items(O, P, Q, K, V, causal, threads)
 
 
-@kernel
+@kernel(separate=True)
 def _attention_backward_tuned(dQ, dK, dV, dO, Q, K, V, P, causal, add, threads):
     """The tuned backward, dispatched as :func:`_attention_forward_tuned`; ``dQ, dK, dV`` add
     (``add``) or are written. Shapes: as :func:`_attention_backward_naive`."""

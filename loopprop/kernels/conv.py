@@ -188,7 +188,7 @@ def _im2col_channels(cols, A_prev, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out,
                                 cols[r, base + k] = A_prev[c, u, v, k]
 
 
-@kernel(parallel=True)
+@kernel(parallel=True, separate=True)
 def _im2col_untransposed(cols, A_prev, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, threads):
     """:func:`_im2col_channels` over every input channel, one range of channels per thread."""
     c_in = A_prev.shape[0]
@@ -224,7 +224,7 @@ def _col2im_channels(dA_prev, dcolsT, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_o
                             dA_prev[c, u, v, k] += dcolsT[base + k, r]
 
 
-@kernel(parallel=True)
+@kernel(parallel=True, separate=True)
 def _im2col(colsT, A_prev, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, threads):
     """:func:`_im2col_rows` over every output row, one contiguous range of rows per thread
     when the copy is large enough to pay."""
@@ -238,7 +238,7 @@ def _im2col(colsT, A_prev, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, threads
                      H_out)
 
 
-@kernel(parallel=True)
+@kernel(parallel=True, separate=True)
 def _col2im(dA_prev, dcolsT, kh, kw, s_h, s_w, pad_h, pad_w, H_out, W_out, threads):
     """:func:`_col2im_channels` over every input channel; threads own whole channels of
     dA_prev, so no two write one element and the sums do not depend on the thread count."""
@@ -265,7 +265,7 @@ def _direct(c_out, K, T):
     return c_out * K * T < DIRECT_MAX_WORK
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _conv2d_direct_forward(Z, W, b, A_prev, s_h, s_w, pad_h, pad_w):
     """``Z[i, y, x, k] = b[i] + Σ_c Σ_p Σ_q W[i, c, p, q] · A_prev[c, u, v, k]``: the naive
     kernel's sum with the batch index ``k`` innermost, so each step is one weight times a
@@ -299,7 +299,7 @@ def _conv2d_direct_forward(Z, W, b, A_prev, s_h, s_w, pad_h, pad_w):
                                 z[k] += w * a[k]
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _conv2d_direct_backward(dW, db, dA_prev, dZ, W, A_prev, s_h, s_w, pad_h, pad_w,
                             need_dA_prev):
     """The naive kernel's backward sums with ``k`` innermost; every gradient accumulates.
@@ -490,7 +490,7 @@ def _fwd_tile4(Zf, Wf, b, Af, i0, y, x, k0, c_in, H, Wd, m, kh, kw, s_h, s_w, pa
     vstore(Zf, z + 3 * L, z33)
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _fwd_plain(Z, W, b, A_prev, i0, i1, k0, k1, y0, y1, s_h, s_w, pad_h, pad_w):
     """``Z[i, y, x, k]`` for ``i0 ≤ i < i1``, ``y0 ≤ y < y1``, ``k0 ≤ k < k1``: the sums with
     the examples innermost (what the register tiles leave over)."""
@@ -519,7 +519,7 @@ def _fwd_plain(Z, W, b, A_prev, i0, i1, k0, k1, y0, y1, s_h, s_w, pad_h, pad_w):
                                 z[k] += wt * a[k]
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _fwd_row_tiles(Zf, Wf, b, Af, i0, y, n4, two, c_in, H, Wd, m, kh, kw, s_h, s_w, pad_h,
                    pad_w, H_out, W_out):
     """Every register tile of output row ``y``, channels ``i0 : i0 + 4``."""
@@ -533,7 +533,7 @@ def _fwd_row_tiles(Zf, Wf, b, Af, i0, y, n4, two, c_in, H, Wd, m, kh, kw, s_h, s
                       pad_h, pad_w, H_out, W_out)
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _conv2d_simd_forward(Z, W, b, A_prev, s_h, s_w, pad_h, pad_w, threads):
     """Forward without im2col: tiles of 4 output channels × 2L examples
     (:func:`_fwd_tile`) over every output pixel, threads splitting (channel tile, output row)
@@ -705,7 +705,7 @@ def _dx_tile4(dAf, Wf, dZf, c0, y, x, k0, c_out, c_in, H, Wd, m, kh, kw, s_h, s_
             vstore(dAf, a + 3 * L, vadd(vload(dAf, a + 3 * L), d33))
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _dx_plain(dA_prev, W, dZ, c0, c1, k0, k1, s_h, s_w, pad_h, pad_w):
     """``dA_prev[c, u, v, k] += Σ_i W[i, c, p, q] · dZ[i, y, x, k]`` for ``c0 ≤ c < c1`` and
     ``k0 ≤ k < k1`` (what the register tiles leave over), examples innermost."""
@@ -732,7 +732,7 @@ def _dx_plain(dA_prev, W, dZ, c0, c1, k0, k1, s_h, s_w, pad_h, pad_w):
                                 d[k] += wt * g[k]
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _dx_job(dAf, Wf, dZf, c0, kt, n4, c_out, c_in, H, Wd, m, kh, kw, s_h, s_w, pad_h, pad_w,
             H_out, W_out):
     """Input channels ``c0 : c0 + 4``, example tile ``kt`` (of four vectors below ``n4``, else
@@ -748,7 +748,7 @@ def _dx_job(dAf, Wf, dZf, c0, kt, n4, c_out, c_in, H, Wd, m, kh, kw, s_h, s_w, p
                          s_h, s_w, pad_h, pad_w, H_out, W_out)
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _conv2d_simd_backward_dx(dA_prev, W, dZ, s_h, s_w, pad_h, pad_w, threads):
     """``dA_prev += `` the input gradient without im2col or col2im: tiles of 4 input channels
     × 2L examples (:func:`_dx_tile`). Examples never mix, so threads split (channel tile,
@@ -993,7 +993,7 @@ def _dw_tile1_2(Pf, dZf, Af, i0, c, p, q, y, c_in, H, Wd, m, kh, kw, s_h, s_w, p
     vstore(Pf, base + 3 * si, vadd(vload(Pf, base + 3 * si), vadd(s30, s31)))
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _dw_plain(dW, dZ, A_prev, i0, i1, c0, c1, k0, k1, s_h, s_w, pad_h, pad_w):
     """``dW[i, c, p, q] += Σ_y Σ_x Σ_k dZ[i, y, x, k] · A_prev[c, u, v, k]`` for
     ``i0 ≤ i < i1``, ``c0 ≤ c < c1``, ``k0 ≤ k < k1`` (what the register tiles leave over)."""
@@ -1021,7 +1021,7 @@ def _dw_plain(dW, dZ, A_prev, i0, i1, c0, c1, k0, k1, s_h, s_w, pad_h, pad_w):
                     dW[i, c, p, q] += acc
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _conv2d_simd_backward_dw(dW, db, dZ, A_prev, partial, s_h, s_w, pad_h, pad_w, threads):
     """``dW += Σ_y Σ_x Σ_k dZ · A_prev`` and ``db += Σ dZ`` without im2col: the output rows
     outermost (one row of ``dZ`` and the input rows it reads stay in L2), every tile of
@@ -1088,7 +1088,7 @@ def _conv2d_simd_backward_dw(dW, db, dZ, A_prev, partial, s_h, s_w, pad_h, pad_w
         db[i] += acc
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _conv2d_forward_tuned(Z2, W2, b, A_prev, colsT, ZT, WT, kh, kw, s_h, s_w, pad_h, pad_w,
                           H_out, W_out, threads):
     """``Zᵀ = colsT · Wᵀ``, ``Z[i, t] = b[i] + Zᵀ[t, i]`` (see the module docstring).
@@ -1127,7 +1127,7 @@ def _conv2d_forward_tuned(Z2, W2, b, A_prev, colsT, ZT, WT, kh, kw, s_h, s_w, pa
                 Z2[i, t] = bi + ZT[t, i]
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _conv2d_backward_tuned(dW2, db, dA_prev, dZ2, W2, A_prev, dcolsT, dZT, dWT, kh, kw, s_h,
                            s_w, pad_h, pad_w, H_out, W_out, need_dA_prev, threads):
     """The backward sums as products; every gradient accumulates (``+=``).

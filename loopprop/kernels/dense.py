@@ -191,7 +191,7 @@ def _abt_rows(C, X, Y, r, s0, s1, p0, p1):
                 C[rr, ss] += acc
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _abt_blocks(C, X, Y, b0, b1):
     """``C[r, s] += Σ_p X[r, p] · Y[s, p]`` (C += X·Yᵀ) for the 4-row blocks ``b0 ≤ r/4 < b1``.
 
@@ -217,7 +217,7 @@ def _abt_blocks(C, X, Y, b0, b1):
                 _abt_rows(C, X, Y, rb * _MR, s0, s1, p0, p1)
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _abt(C, X, Y, threads):
     """``C += X·Yᵀ`` on ``threads`` threads when the product is large enough to pay.
 
@@ -324,7 +324,7 @@ def _ab_row(C, X, Y, r, s0, s1):
             cr[s] += x * yq[s]
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _ab_blocks(C, X, Y, b0, b1):
     """``C[r, s] += Σ_p X[r, p] · Y[p, s]`` (C += X·Y) for the 4-row blocks ``b0 ≤ r/4 < b1``.
 
@@ -347,7 +347,7 @@ def _ab_blocks(C, X, Y, b0, b1):
                     _ab_row(C, X, Y, rr, s0, s1)
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _ab(C, X, Y, threads):
     """``C[r, s] += Σ_p X[r, p] · Y[p, s]`` (C += X·Y) on ``threads`` threads when the product
     is large enough to pay; one contiguous range of 4-row blocks per thread, as in :func:`_abt`
@@ -434,7 +434,7 @@ def _dense_forward_from_T(Z, W, b, A_T, threads):
         _abt(Z, W, A_T, threads)
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
     """``Z[i, k] = b[i] + Σ_j W[i, j] · A_prev[j, k]`` (docs/formulas.md §5), register-blocked.
 
@@ -455,7 +455,7 @@ def _dense_forward_tuned(Z, W, b, A_prev, A_T, threads):
         _dense_forward_from_T(Z, W, b, A_T, threads)
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _dense_backward_tuned(dW, db, dA_prev, dZ, W, A_prev, A_T, W_T, dZ_T, need_dA_prev,
                           a_t_valid, threads):
     """The dense layer's backward formulas, register-blocked; every gradient accumulates.

@@ -319,7 +319,7 @@ def _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1):
                        min(NR, s1 - s), tileb)
 
 
-@kernel
+@kernel(separate=True)
 def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
     """Row tiles ``u0 ≤ r/MR < u1`` of C, columns ``c0 ≤ s < c1``, over the whole product: for
     each panel of p and of columns, pack the panel of Y into ``Yp``, then run the tiles
@@ -333,7 +333,7 @@ def _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp, Xp, tile, u0, u1, c0, c1):
             _row_tiles(C, Xf, X, x_trans, P, Yp, Xp, tile, u0, u1, p0, p1, s0, s1)
 
 
-@kernel(parallel=True)
+@kernel(parallel=True, separate=True)
 def _gemm(C, X, Y, x_trans, y_trans, threads):
     """``C += op(X) · op(Y)`` (see the module docstring for the blocking).
 
@@ -374,3 +374,4 @@ def _gemm(C, X, Y, x_trans, y_trans, threads):
         # int(0), not 0: a constant would compile a second specialization (_jit.runtime_flag)
         _gemm_rows(C, Xf, X, Y, x_trans, y_trans, P, Yp[0], Xp[0], tile[0], int(0), n_tiles,
                    int(0), ns)
+

@@ -120,7 +120,7 @@ def _bn_row_forward(y, x, g, b, eps):
     return mu, r
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _batchnorm_forward(Y, mean, rstd, X, gamma, beta, eps, threads):
     """Tuned :func:`_batchnorm_forward_naive`: one pass for the statistics (shifted sums, see
     :func:`_bn_row_forward`), one for the output; rows split between threads. Same shapes."""
@@ -156,7 +156,7 @@ def _bn_row_backward(dx, dy, x, g, mu, r, acc):
     return sum_g, sum_gx
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _batchnorm_backward(dX, dgamma, dbeta, dY, X, gamma, mean, rstd, acc, threads):
     """Tuned :func:`_batchnorm_backward_naive`: two passes per row (the two sums, then
     ``dX``, written as ``a·dY − c1·(X − μ) + c0`` per row); rows split between threads.
@@ -265,7 +265,7 @@ def _layernorm_backward_naive(dX, dgamma, dbeta, dY, X, gamma, mean, rstd):
             dX[j, k] += rstd[k] / n * (n * gamma[j] * dY[j, k] - sum_g - xhat * sum_gx)
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _ln_columns_forward(Y, mean, rstd, X, gamma, beta, eps, k0, k1):
     """Columns ``k0 ≤ k < k1`` of :func:`_layernorm_forward`: the loops run over the features
     ``i`` outside and the columns ``k`` inside, so every pass reads contiguous rows and the
@@ -306,7 +306,7 @@ def _ln_columns_forward(Y, mean, rstd, X, gamma, beta, eps, k0, k1):
 LN_BLOCK = 256
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _layernorm_forward(Y, mean, rstd, X, gamma, beta, eps, threads):
     """Tuned :func:`_layernorm_forward_naive`: blocks of :data:`LN_BLOCK` columns, features
     outside and columns inside (vectorized), blocks split between threads. Same shapes."""
@@ -322,7 +322,7 @@ def _layernorm_forward(Y, mean, rstd, X, gamma, beta, eps, threads):
                                 min(M, (blk + 1) * LN_BLOCK))
 
 
-@kernel(fast=True)
+@kernel(fast=True, separate=True)
 def _ln_columns_backward(dX, dY, X, gamma, mean, rstd, k0, k1, acc):
     """Columns ``k0 ≤ k < k1`` of :func:`_layernorm_backward`'s ``dX``, a register of columns
     at a time: ``Σ_i ĝ`` and ``Σ_i ĝ·x̂`` (``ĝ = γ_i·dY``) summed over the features in two
@@ -366,7 +366,7 @@ def _ln_params_backward(dgamma, dbeta, dY, X, mean, rstd, i0, i1):
         dgamma[i] += sg
 
 
-@kernel(fast=True, parallel=True)
+@kernel(fast=True, parallel=True, separate=True)
 def _layernorm_backward(dX, dgamma, dbeta, dY, X, gamma, mean, rstd, acc, threads):
     """Tuned :func:`_layernorm_backward_naive`: ``dX`` by blocks of columns, a register of
     columns at a time with the features inside (the column sums in registers), then ``dγ, dβ``
