@@ -98,11 +98,13 @@ def _register_typing(sep: Separate) -> None:
 
     @type_callable(sep)
     def typer(context):
-        def typed(*args):
-            if any(isinstance(a, types.Omitted) for a in args):
+        def typed(*args, **kws):
+            bound = params.bind(*args, **kws)  # keywords in the kernel's order
+            if len(bound.arguments) < len(params.parameters) or any(
+                    isinstance(a, types.Omitted) for a in bound.arguments.values()):
                 raise TypingError(f"{sep.__name__} is compiled separately: pass every "
                                   "argument (its defaults are not filled in compiled code)")
-            return sep.link(tuple(types.unliteral(a) for a in args))
+            return sep.link(tuple(types.unliteral(a) for a in bound.arguments.values()))
 
         typed.__signature__ = params  # Numba folds keyword arguments by this signature
         return typed
