@@ -15,10 +15,16 @@ cache stays where Numba would put it (``__pycache__`` beside the package, or
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import re
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; a lost index entry is then a later cache miss
+    fcntl = None
 
 from numba.core import caching
 
@@ -122,6 +128,39 @@ class PackageInTreeLocator(_PackageStamp, _numba("InTreeCacheLocator")):
 
 class PackageUserWideLocator(_PackageStamp, _numba("UserWideCacheLocator")):
     """The user's cache directory (a read-only system-wide install)."""
+
+
+class SharedIndexDataCacheFile(_numba("IndexDataCacheFile")):
+    """Numba's index and data files of one function, safe for two processes saving entries of
+    the same function at once (the first ``loopprop train`` compiles in two: loopprop/_helper.py).
+
+    Numba numbers a function's data files 1, 2, … in the order entries are added, reading the
+    index to pick the next number: two processes adding different signatures at once both take
+    the same number, and the index one leaves can name the machine code the other wrote -- a
+    wrong function loaded later. Here a data file is named by a digest of its key (signature,
+    target, code), written whole before the index names it, and the index is read, updated and
+    written under a lock."""
+
+    def save(self, key, data):
+        base = self._index_name[:-len(".nbi")]
+        name = f"{base}.{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.nbc"
+        self._save_data(name, data)  # a temporary file, then a rename (Numba's)
+        with self._locked():
+            overloads = self._load_index()
+            overloads[key] = name
+            self._save_index(overloads)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        if fcntl is None:
+            yield
+            return
+        with open(self._index_path + ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 LOCATORS = (PackageUserProvidedLocator, PackageInTreeLocator, PackageUserWideLocator)

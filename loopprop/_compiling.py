@@ -51,16 +51,22 @@ class CompileWatch(ev.Listener):
         return self.depth > 0
 
     def on_start(self, event: ev.Event) -> None:
-        if not _ours(event):
-            return
+        if _ours(event):
+            self.enter()
+
+    def on_end(self, event: ev.Event) -> None:
+        if _ours(event):
+            self.leave()
+
+    def enter(self) -> None:
         self.depth += 1
         if self.depth == 1:
             self.started = time.perf_counter()
             for callback in list(self.subscribers):
                 callback("start", 0.0)
 
-    def on_end(self, event: ev.Event) -> None:
-        if not _ours(event) or self.depth == 0:
+    def leave(self) -> None:
+        if self.depth == 0:
             return
         self.depth -= 1
         if self.depth == 0:
@@ -80,6 +86,17 @@ def seconds() -> float:
     progress included)."""
     extra = time.perf_counter() - WATCH.started if WATCH.depth else 0.0
     return WATCH.seconds + extra
+
+
+@contextlib.contextmanager
+def elsewhere() -> Iterator[None]:
+    """Count the block as compiling: this process waits for another that compiles for it
+    (loopprop/_helper.py)."""
+    WATCH.enter()
+    try:
+        yield
+    finally:
+        WATCH.leave()
 
 
 @contextlib.contextmanager

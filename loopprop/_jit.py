@@ -134,9 +134,8 @@ def kernel(fn: F | None = None, *, fast: bool | str = False, parallel: bool = Fa
             )(f)
             if numba.config.DISABLE_JIT:
                 return disp  # the Python function
-            if cache:
-                disp.enable_caching()
-                # the cache that links separate kernels before it loads a caller
+            if cache:  # Numba's enable_caching(), with the cache that first registers the
+                # separate kernels a cached caller calls (raises when there is no locator)
                 disp._cache = _separate.LinkedFunctionCache(disp.py_func)
             if signature is not None:
                 disp.compile(signature)

@@ -37,6 +37,8 @@ from numba.core.errors import TypingError
 from numba.core.typing import signature as make_signature
 from numba.extending import lower_builtin, type_callable
 
+from . import _cache
+
 #: symbol name -> address, for the symbols registered in this process
 _REGISTERED: dict[str, int] = {}
 #: the symbol names of separate kernels inside machine code
@@ -168,9 +170,16 @@ class _LinkedImpl(CompileResultCacheImpl):
 
 class LinkedFunctionCache(FunctionCache):
     """Numba's function cache, which registers the separate kernels a cached function calls
-    before loading it, and treats a caller whose callee is missing as not cached."""
+    before loading it, treats a caller whose callee is missing as not cached, and saves safely
+    when two processes compile the same function (:class:`~loopprop._cache.SharedIndexDataCacheFile`)."""
 
     _impl_class = _LinkedImpl
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file = _cache.SharedIndexDataCacheFile(
+            cache_path=self._cache_path, filename_base=self._impl.filename_base,
+            source_stamp=self._impl.locator.get_source_stamp())
 
     def load_overload(self, sig, target_context):
         try:

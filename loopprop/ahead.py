@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _compiling
+from . import _compiling, _helper
 from . import dispatch as _dispatch
 from .layers.registry import kind_of
 
@@ -41,11 +41,28 @@ def network(model: str, dtype: str):
 
 
 def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
-    """What compiling ``model`` for ``dtype`` takes, in order: ``(what, do it)`` pairs."""
+    """What compiling ``model`` for ``dtype`` takes, in order: ``(what, do it)`` pairs. The
+    first starts a second process compiling the training epoch (loopprop/_helper.py) while the
+    rows compile here; the epoch's step waits for it, then finds the epoch in the cache."""
     from .generate import sample
 
     net = network(model, dtype)
     out: list[tuple[str, Callable[[], object]]] = []
+    # the epoch does not depend on the layers: a second process compiles it meanwhile
+    helper: dict[str, _helper.Helper | None] = {}
+    def start() -> str:
+        helper["h"] = _helper.start_epochs(dtype, text=model == "gpt")
+        return "started" if helper["h"] is not None else "compiled here, later"
+
+    out.append(("the training epoch in a second process", start))
+
+    def joined(fn: Callable[[], object]) -> Callable[[], object]:
+        def run():
+            if helper.get("h") is not None:
+                helper.pop("h").join()
+            return fn()
+        return run
+
     seen = set()
     for row in net._rows:
         kind = kind_of(row)
@@ -63,15 +80,15 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
     rng = np.random.default_rng(0)
     if model == "gpt":
         ids = rng.integers(0, 5, 64)
-        out.append(("the training epoch", lambda: net.fit_text(
+        out.append(("the training epoch", joined(lambda: net.fit_text(
             ids, epochs=1, steps_per_epoch=1, batch_size=2, progress=False,
-            validation=ids[:16])))
+            validation=ids[:16]))))
         out.append(("sampling", lambda: sample(net, ids[:2], 2)))
         return out
     X = rng.standard_normal((*net.input_shape, 8))
     y = rng.integers(0, net.output_size, 8)
-    out.append(("the training epoch", lambda: net.fit(X, y, epochs=1, batch_size=4,
-                                                      progress=False)))
+    out.append(("the training epoch", joined(lambda: net.fit(X, y, epochs=1, batch_size=4,
+                                                             progress=False))))
     out.append(("evaluation", lambda: net.evaluate(X, y)))
     out.append(("forward and backward", lambda: (net.forward(X), net.backward(y))))
     return out
@@ -92,11 +109,12 @@ def compile_models(models: list[str], dtypes: list[str], progress: bool = True,
             bar.set_description_str(label)
         before = _compiling.seconds()
         t0 = time.perf_counter()
-        fn()
+        status = fn()
         took = _compiling.seconds() - before
         spent[f"{m} {d}"] = spent.get(f"{m} {d}", 0.0) + took
         line = (f"[{i}/{len(todo)}] {label}: "
-                + (f"compiled in {took:.1f} s" if took > 0.05 else
+                + (status if isinstance(status, str) else
+                   f"compiled in {took:.1f} s" if took > 0.05 else
                    f"cached ({time.perf_counter() - t0:.2f} s)"))
         if bar is not None:
             bar.update(1)

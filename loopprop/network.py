@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _checks, _compiling, _files
+from . import _checks, _compiling, _files, _helper
 from . import dispatch as _dispatch
 from . import plan as _plan
 from . import interrupt as _interrupt
@@ -707,6 +707,17 @@ class Network:
         (:func:`loopprop.dispatch.table`: compiled, or loaded from the cache, on first use)."""
         return _dispatch.table(self._plan[:, _plan.KIND], self.dtype, decode)
 
+    def _table_beside(self, epoch, args: tuple):
+        """:meth:`_table`, compiled here while a second process compiles ``epoch`` for
+        ``args`` and a table, when the epoch is neither compiled nor cached yet
+        (loopprop/_helper.py: the rows and the epoch compile at once on two cores)."""
+        helper = _helper.start(epoch, (*args, _dispatch.table((), self.dtype)))
+        try:
+            return self._table()
+        finally:
+            if helper is not None:
+                helper.join()
+
     def _flat(self, buf) -> Flat:
         """The flat buffers the compiled rows take: the parameters, their gradients and the
         state, and ``buf``'s batch buffers (:class:`~loopprop.plan.Buffers`)."""
@@ -892,10 +903,10 @@ class Network:
 
         def epoch(gnorm, dropout_seed, stop, threads):
             shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
-            return _train._train_epoch(
-                self._plan, self._fplan, flat, optim, opt.t, losses, data,
-                Norms(self._norm_spans, gnorm), Run(bs, shuffle_seed, dropout_seed, threads),
-                stop, self._table())
+            args = (self._plan, self._fplan, flat, optim, opt.t, losses, data,
+                    Norms(self._norm_spans, gnorm), Run(bs, shuffle_seed, dropout_seed, threads),
+                    stop)
+            return _train._train_epoch(*args, self._table_beside(_train._train_epoch, args))
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
                            labels.shape[0])  # every output position of a sequence counts
@@ -963,11 +974,11 @@ class Network:
         losses = self._losses(Ybuf, labbuf, buf)
 
         def epoch(gnorm, dropout_seed, stop, threads):
-            return _train._train_text_epoch(
-                self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
-                Norms(self._norm_spans, gnorm),
-                Run(bs, int(window_rng.integers(0, 2**62)), dropout_seed, threads), stop,
-                self._table())
+            args = (self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
+                    Norms(self._norm_spans, gnorm),
+                    Run(bs, int(window_rng.integers(0, 2**62)), dropout_seed, threads), stop)
+            return _train._train_text_epoch(*args,
+                                            self._table_beside(_train._train_text_epoch, args))
 
         return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
                             tokens=steps * bs * T)

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import numba
 import numpy as np
@@ -147,3 +148,76 @@ def test_a_separate_kernel_called_from_python_is_its_dispatcher():
     assert gemm._gemm.signatures  # the dispatcher's
     with pytest.raises(AttributeError):
         gemm._gemm._numba_type_  # never taken for a dispatcher by Numba
+
+
+SAVER = '''
+import sys
+from loopprop._cache import SharedIndexDataCacheFile
+folder, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import os, time
+open(os.path.join(folder, 'ready-' + who), 'w').close()
+while not os.path.exists(os.path.join(folder, 'go')):
+    time.sleep(0.001)
+f = SharedIndexDataCacheFile(cache_path=folder, filename_base="fn-1.py311",
+                             source_stamp=("stamp",))
+for i in range(n):
+    f.save(("sig", who, i), (who, i, "machine code of " + who + str(i)))
+'''
+
+
+def test_two_processes_saving_one_functions_entries_at_once_lose_and_mix_nothing(tmp_path):
+    """Numba numbers a function's data files in the order entries are added: two processes
+    adding entries at once took the same numbers, and an index entry could name the other
+    process's machine code. Every entry must load its own data, none lost."""
+    from loopprop._cache import SharedIndexDataCacheFile
+
+    n = 200
+    procs = [subprocess.Popen([sys.executable, "-c", SAVER, str(tmp_path), who, str(n)])
+             for who in ("a", "b")]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready-{who}").exists() for who in "ab"):
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    (tmp_path / "go").touch()  # both save at once from here
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    f = SharedIndexDataCacheFile(cache_path=str(tmp_path), filename_base="fn-1.py311",
+                                 source_stamp=("stamp",))
+    for who in ("a", "b"):
+        for i in range(n):
+            assert f.load(("sig", who, i)) == (who, i, f"machine code of {who}{i}")
+
+
+FIRST_FIT = '''
+import json
+import numpy as np
+import loopprop as lp
+from loopprop import train
+X = np.random.default_rng(0).standard_normal((6, 40))
+y = np.arange(40) % 3
+net = lp.Network([6, 5, 3], ["tanh", "softmax"], "cross_entropy", seed=0)
+h = net.fit(X, y, epochs=2, batch_size=8, progress=False)
+stats = train._train_epoch.stats
+print(json.dumps({"hits": sum(stats.cache_hits.values()),
+                  "misses": sum(stats.cache_misses.values()),
+                  "loss": h["loss"][-1], "compile": sum(h["compile_time"])}))
+'''
+
+
+@pytest.mark.heavy
+def test_a_first_fit_compiles_the_epoch_in_a_second_process_and_loads_it(tmp_path):
+    """From an empty cache, the epoch is compiled by the helper process while this one
+    compiles the rows, then loaded from the cache; with the helper off it is compiled here,
+    and both train alike."""
+    runs = {}
+    for helper in ("1", "0"):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / helper), NUMBA_DISABLE_JIT="0",
+                   LOOPPROP_COMPILE_HELPER=helper)
+        done = subprocess.run([sys.executable, "-c", FIRST_FIT], env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[helper] = json.loads(done.stdout.strip().splitlines()[-1])
+    if (os.cpu_count() or 1) >= 2:
+        assert runs["1"]["hits"] == 1 and runs["1"]["misses"] == 0, runs
+    assert runs["0"]["hits"] == 0 and runs["0"]["misses"] == 1, runs
+    assert runs["1"]["loss"] == runs["0"]["loss"]
+    assert runs["1"]["compile"] > 0  # the wait for the helper counts as compiling
