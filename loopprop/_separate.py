@@ -170,8 +170,9 @@ class _LinkedImpl(CompileResultCacheImpl):
 
 class LinkedFunctionCache(FunctionCache):
     """Numba's function cache, which registers the separate kernels a cached function calls
-    before loading it, treats a caller whose callee is missing as not cached, and saves safely
-    when two processes compile the same function (:class:`~loopprop._cache.SharedIndexDataCacheFile`)."""
+    before loading it, treats a caller whose callee is missing as not cached, and saves
+    safely when two processes compile the same function
+    (:class:`~loopprop._cache.SharedIndexDataCacheFile`)."""
 
     _impl_class = _LinkedImpl
 

@@ -147,7 +147,7 @@ def test_a_separate_kernel_called_from_python_is_its_dispatcher():
     np.testing.assert_allclose(C, X @ Y, rtol=1e-12, atol=1e-12)
     assert gemm._gemm.signatures  # the dispatcher's
     with pytest.raises(AttributeError):
-        gemm._gemm._numba_type_  # never taken for a dispatcher by Numba
+        getattr(gemm._gemm, "_numba_type_")  # never taken for a dispatcher by Numba
 
 
 SAVER = '''
