@@ -1,15 +1,17 @@
-"""The first epoch compiled in a second process while this one compiles the rows.
+"""Compiling on two cores: a second process takes a share of a first run's compiling.
 
-A first ``fit`` compiles two things that do not depend on each other: the rows of the network's
-layer kinds (:mod:`loopprop.dispatch`) and the epoch, which calls the rows only through a
-table of addresses (:mod:`loopprop.train`). Numba compiles on one thread, so on a machine with
-two cores or more :func:`start` hands the epoch to a second Python process -- it compiles the
-epoch for the exact argument types of this call and saves it in Numba's cache -- while this
-process compiles the rows; :meth:`Helper.join` waits for it, and the epoch then loads from the
-cache. Nothing else changes: a helper that fails or cannot start leaves the epoch to be
-compiled here, as it would have been.
+Numba compiles on one thread. A first ``fit`` (or ``loopprop compile``) compiles pieces that
+do not depend on each other: the training epoch, which calls the rows only through a table of
+addresses (:mod:`loopprop.train`), and each layer kind's row functions
+(:mod:`loopprop.dispatch`). On a machine with two cores or more, :func:`start` writes the list
+of pieces -- the rows, then the epoch -- and starts a second Python process on it. This process
+walks the list from the start, the second from the end (the epoch first); both and compile a piece only after *claiming* it (a file created exclusively in
+a shared folder), so no piece is compiled twice; each saves what it compiled in Numba's cache.
+:meth:`Helper.join` waits for the second process (the wait counts as compiling); everything
+then loads from the cache. A helper that fails, or cannot start, leaves its pieces to be
+compiled here, as they would have been.
 
-Two processes may compile and save one function at once (a small helper both need): loopprop's
+Two processes may compile and save one function at once (a kernel two pieces call): loopprop's
 cache files are safe for that (:class:`loopprop._cache.SharedIndexDataCacheFile`).
 
 ``LOOPPROP_COMPILE_HELPER=0`` turns the second process off.
@@ -17,12 +19,14 @@ cache files are safe for that (:class:`loopprop._cache.SharedIndexDataCacheFile`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numba
 
@@ -32,8 +36,10 @@ from . import _compiling
 ENV = "LOOPPROP_COMPILE_HELPER"
 
 
-def _argtypes(args: Sequence) -> tuple:
-    return tuple(numba.typeof(a) for a in args)
+def enabled() -> bool:
+    """Whether a second process may compile: the JIT on, two cores, ``ENV`` not 0."""
+    return (not numba.config.DISABLE_JIT and os.environ.get(ENV, "1") != "0"
+            and (os.cpu_count() or 1) >= 2)
 
 
 def compiled_or_cached(disp, argtypes: tuple) -> bool:
@@ -48,70 +54,98 @@ def compiled_or_cached(disp, argtypes: tuple) -> bool:
     return key in cache._cache_file._load_index()
 
 
-class Helper:
-    """A second process compiling one dispatcher for one signature (see the module docstring)."""
+def epoch_job(disp, args: Sequence) -> tuple | None:
+    """The piece "compile ``disp`` (an epoch) for the types of ``args``", or ``None`` when it is
+    compiled or cached already."""
+    argtypes = tuple(numba.typeof(a) for a in args)
+    if compiled_or_cached(disp, argtypes):
+        return None
+    return ("dispatcher", disp.py_func.__module__, disp.py_func.__name__, argtypes)
 
-    def __init__(self, proc: subprocess.Popen, path: str) -> None:
+
+def epochs_job(dtype: str, text: bool) -> tuple:
+    """The piece "compile the training epoch and evaluation of ``dtype``" by training a network
+    whose rows cost nothing to compile (the epoch's types do not depend on the layers)."""
+    return ("epochs", str(dtype), "text" if text else "examples")
+
+
+def row_job(fn: Callable, dtype: str, decode: bool = False) -> tuple:
+    """The piece "compile the row function ``fn`` for ``dtype``"."""
+    return ("row", fn.__module__, fn.__name__, str(dtype), bool(decode))
+
+
+class Helper:
+    """The second process and the folder of claims the two share."""
+
+    def __init__(self, proc: subprocess.Popen | None, folder: str) -> None:
         self.proc = proc
-        self.path = path
+        self.folder = folder
+
+    def claim(self, job: tuple) -> bool:
+        """Whether this process takes ``job`` (the first to claim it does)."""
+        return _claim(self.folder, job)
 
     def join(self) -> bool:
-        """Wait for the helper (the time counts as compiling); whether it succeeded."""
+        """Wait for the second process (the time counts as compiling); whether it succeeded."""
         try:
+            if self.proc is None:
+                return False
             with _compiling.elsewhere():
                 return self.proc.wait() == 0
         except BaseException:
-            self.proc.kill()
+            if self.proc is not None:
+                self.proc.kill()
             raise
         finally:
-            if self.path:
-                try:
-                    os.unlink(self.path)
-                except OSError:
-                    pass
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start(disp, args: Sequence) -> Helper | None:
-    """Start compiling ``disp`` for the types of ``args`` in a second process, unless it is
-    compiled or cached already, the JIT is off, the machine has one core, or ``ENV`` is 0."""
-    if (numba.config.DISABLE_JIT or os.environ.get(ENV, "1") == "0"
-            or (os.cpu_count() or 1) < 2):
-        return None
-    argtypes = _argtypes(args)
-    if compiled_or_cached(disp, argtypes):
-        return None
-    py = disp.py_func
+def _claim(folder: str, job: tuple) -> bool:
+    name = "claim-" + hashlib.sha256(repr(job).encode()).hexdigest()[:24]
     try:
-        fd, path = tempfile.mkstemp(prefix="loopprop-helper-", suffix=".pickle")
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump((py.__module__, py.__name__, argtypes), fh)
-        proc = subprocess.Popen([sys.executable, "-m", "loopprop._helper", path],
+        os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def start(jobs: Sequence[tuple]) -> Helper | None:
+    """Start a second process on ``jobs`` (it takes them from the end; this process takes them
+    from the start, claiming each through :meth:`Helper.claim`: put the epoch last). ``None``
+    when fewer than two jobs need doing or a second process may not run (:func:`enabled`)."""
+    jobs = [j for j in jobs if j is not None]
+    if len(jobs) < 2 or not enabled():
+        return None
+    try:
+        folder = tempfile.mkdtemp(prefix="loopprop-helper-")
+        with open(os.path.join(folder, "jobs.pickle"), "wb") as fh:
+            pickle.dump(jobs, fh)
+        proc = subprocess.Popen([sys.executable, "-m", "loopprop._helper", folder],
                                 env=dict(os.environ, **{ENV: "0"}),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     except (OSError, pickle.PicklingError):
         return None  # compiled here instead
-    return Helper(proc, path)
+    return Helper(proc, folder)
 
 
-def start_epochs(dtype: str, text: bool = False) -> Helper | None:
-    """Start compiling the training epoch and evaluation for ``dtype`` (with ``text``, the
-    language model's) in a second process, for ``loopprop compile``, which compiles the rows
-    meanwhile: the helper trains a network whose rows compile in no time (a ``Flatten``; an
-    ``Embedding`` for text) -- the epoch's types do not depend on the layers. ``None`` where
-    :func:`start` would not start one."""
-    if (numba.config.DISABLE_JIT or os.environ.get(ENV, "1") == "0"
-            or (os.cpu_count() or 1) < 2):
-        return None
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "loopprop._helper", "--epochs", dtype,
-                                 "text" if text else "examples"],
-                                env=dict(os.environ, **{ENV: "0"}),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    except OSError:
-        return None
-    return Helper(proc, "")
+def run(job: tuple) -> None:
+    """Compile one piece (in whichever process claimed it)."""
+    import importlib
+
+    what = job[0]
+    if what == "dispatcher":
+        _, module, name, argtypes = job
+        getattr(importlib.import_module(module), name).compile(argtypes)
+    elif what == "row":
+        from . import dispatch
+
+        _, module, name, dtype, decode = job
+        dispatch.compiled_row(getattr(importlib.import_module(module), name), dtype, decode)
+    elif what == "epochs":
+        _epochs(job[1], job[2])
+    else:
+        raise ValueError(f"unknown job {job!r}")
 
 
 def _epochs(dtype: str, kind: str) -> None:
@@ -123,7 +157,8 @@ def _epochs(dtype: str, kind: str) -> None:
 
     rng = np.random.default_rng(0)
     if kind == "text":
-        net = Network([Embedding(5, 5), Softmax()], loss="cross_entropy", dtype=dtype)
+        net = Network([Embedding(5, 5), Softmax()], loss="cross_entropy", input_shape=(4,),
+                      dtype=dtype)
         ids = rng.integers(0, 5, 64)
         net.fit_text(ids, epochs=1, steps_per_epoch=1, batch_size=2, progress=False,
                      validation=ids[:16])
@@ -134,20 +169,15 @@ def _epochs(dtype: str, kind: str) -> None:
     net.evaluate(X, Y)
 
 
-def _main(argv: list[str]) -> int:
-    """The helper: ``PATH`` (a pickled dispatcher name and signature: compile it) or
-    ``--epochs DTYPE text|examples``; what it compiles goes to Numba's cache."""
-    import importlib
-
-    if argv[0] == "--epochs":
-        _epochs(argv[1], argv[2])
-        return 0
-    with open(argv[0], "rb") as fh:
-        module, name, argtypes = pickle.load(fh)
-    disp = getattr(importlib.import_module(module), name)
-    disp.compile(argtypes)
+def _main(folder: str) -> int:
+    """The second process: take the jobs in ``folder`` from the end, claiming each."""
+    with open(os.path.join(folder, "jobs.pickle"), "rb") as fh:
+        jobs = pickle.load(fh)
+    for job in reversed(jobs):
+        if _claim(folder, job):
+            run(job)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(_main(sys.argv[1]))

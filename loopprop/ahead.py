@@ -41,20 +41,48 @@ def network(model: str, dtype: str):
 
 
 def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
-    """What compiling ``model`` for ``dtype`` takes, in order: ``(what, do it)`` pairs. The
-    first starts a second process compiling the training epoch (loopprop/_helper.py) while the
-    rows compile here; the epoch's step waits for it, then finds the epoch in the cache."""
+    """What compiling ``model`` for ``dtype`` takes, in order: ``(what, do it)`` pairs.
+
+    The first starts a second process (loopprop/_helper.py) on the same pieces: it compiles
+    the training epoch first (a network of cheap rows: the epoch's types do not depend on the
+    layers), then the kinds' row functions from the last; this process compiles them from the
+    first, each piece claimed by one process only. The epoch's step waits for the second
+    process, then finds everything in the cache."""
     from .generate import sample
 
     net = network(model, dtype)
     out: list[tuple[str, Callable[[], object]]] = []
-    # the epoch does not depend on the layers: a second process compiles it meanwhile
+    kinds: list[tuple[str, list[tuple]]] = []  # (kind name, its row jobs)
+    seen = set()
+    for row in net._rows:
+        kind = kind_of(row)
+        if kind.code in seen:
+            continue
+        seen.add(kind.code)
+        decode = model == "gpt"  # sampling decodes position by position
+        kinds.append((kind.name, [_helper.row_job(fn, dtype, d) for fn, d
+                                  in _dispatch.row_functions([kind.code], decode)]))
+    jobs = [job for _, rows in kinds for job in rows]
+    jobs.append(_helper.epochs_job(dtype, text=model == "gpt"))
     helper: dict[str, _helper.Helper | None] = {}
-    def start() -> str:
-        helper["h"] = _helper.start_epochs(dtype, text=model == "gpt")
-        return "started" if helper["h"] is not None else "compiled here, later"
 
-    out.append(("the training epoch in a second process", start))
+    def start() -> str:
+        helper["h"] = _helper.start(jobs)
+        return "started" if helper["h"] is not None else "not started (compiled here)"
+
+    out.append(("a second process", start))
+
+    def rows(row_jobs: list[tuple]) -> str | None:
+        mine = 0
+        for job in row_jobs:  # claimed one at a time: the other process may take the next
+            if helper.get("h") is None or helper["h"].claim(job):
+                _helper.run(job)
+                mine += 1
+        return (None if mine == len(row_jobs) else "compiled in the second process" if not mine
+                else f"{mine} of {len(row_jobs)} here, the rest in the second process")
+
+    for name, row_jobs in kinds:
+        out.append((f"{name} rows", lambda row_jobs=row_jobs: rows(row_jobs)))
 
     def joined(fn: Callable[[], object]) -> Callable[[], object]:
         def run():
@@ -63,20 +91,6 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
             return fn()
         return run
 
-    seen = set()
-    for row in net._rows:
-        kind = kind_of(row)
-        if kind.code in seen:
-            continue
-        seen.add(kind.code)
-        pairs = [(kind.forward, False), (kind.backward, False)]
-        if model == "gpt" and kind.decode is not None:  # sampling decodes position by position
-            pairs.append((kind.decode, True))
-
-        def rows(pairs=pairs):
-            for fn, decode in pairs:
-                _dispatch.compiled_row(fn, dtype, decode=decode)
-        out.append((f"{kind.name} rows", rows))
     rng = np.random.default_rng(0)
     if model == "gpt":
         ids = rng.integers(0, 5, 64)
@@ -112,10 +126,11 @@ def compile_models(models: list[str], dtypes: list[str], progress: bool = True,
         status = fn()
         took = _compiling.seconds() - before
         spent[f"{m} {d}"] = spent.get(f"{m} {d}", 0.0) + took
-        line = (f"[{i}/{len(todo)}] {label}: "
-                + (status if isinstance(status, str) else
-                   f"compiled in {took:.1f} s" if took > 0.05 else
-                   f"cached ({time.perf_counter() - t0:.2f} s)"))
+        said = (f"compiled in {took:.1f} s" if took > 0.05 else
+                f"cached ({time.perf_counter() - t0:.2f} s)")
+        if isinstance(status, str):  # what the step says of itself
+            said = status if took <= 0.05 else f"{said}; {status}"
+        line = f"[{i}/{len(todo)}] {label}: {said}"
         if bar is not None:
             bar.update(1)
             bar.write(line, file=sys.stderr)

@@ -157,6 +157,19 @@ if numba.config.DISABLE_JIT:
     decode_at = row_at
 
 
+def row_functions(codes: Iterable[int], decode: bool = False) -> list[tuple[Callable, bool]]:
+    """The row functions :func:`table` compiles for the kind codes ``codes``, as ``(function,
+    is a decode row)`` pairs in registry order (for loopprop/_helper.py, which shares them out)."""
+    present = {int(c) for c in codes}
+    out = []
+    for kind in REGISTRY:
+        if kind.code in present:
+            out += [(kind.forward, False), (kind.backward, False)]
+            if decode and kind.decode is not None:
+                out.append((kind.decode, True))
+    return out
+
+
 def table(codes: Iterable[int], dtype, decode: bool = False) -> bundles.Table:
     """The :class:`~loopprop.bundles.Table` for a plan holding the kind codes ``codes``, for
     buffers of ``dtype``: those kinds' forward and backward rows (and, with ``decode``, their

@@ -708,15 +708,24 @@ class Network:
         return _dispatch.table(self._plan[:, _plan.KIND], self.dtype, decode)
 
     def _table_beside(self, epoch, args: tuple):
-        """:meth:`_table`, compiled here while a second process compiles ``epoch`` for
-        ``args`` and a table, when the epoch is neither compiled nor cached yet
-        (loopprop/_helper.py: the rows and the epoch compile at once on two cores)."""
-        helper = _helper.start(epoch, (*args, _dispatch.table((), self.dtype)))
-        try:
+        """:meth:`_table`; when ``epoch`` is neither compiled nor cached for ``args`` and a
+        table, a second process compiles it meanwhile and shares the rows with this one
+        (loopprop/_helper.py: the first epoch compiles on two cores)."""
+        epoch_job = _helper.epoch_job(epoch, (*args, _dispatch.table((), self.dtype)))
+        if epoch_job is None or not _helper.enabled():  # the epoch is there: load it
             return self._table()
+        rows = [_helper.row_job(fn, self.dtype, decode) for fn, decode
+                in _dispatch.row_functions(self._plan[:, _plan.KIND])]
+        helper = _helper.start([*rows, epoch_job])  # the epoch last: the helper's first
+        if helper is None:
+            return self._table()
+        try:
+            for job in rows:
+                if helper.claim(job):
+                    _helper.run(job)
         finally:
-            if helper is not None:
-                helper.join()
+            helper.join()
+        return self._table()
 
     def _flat(self, buf) -> Flat:
         """The flat buffers the compiled rows take: the parameters, their gradients and the
