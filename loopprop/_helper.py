@@ -5,8 +5,9 @@ do not depend on each other: the training epoch, which calls the rows only throu
 addresses (:mod:`loopprop.train`), and each layer kind's row functions
 (:mod:`loopprop.dispatch`). On a machine with two cores or more, :func:`start` writes the list
 of pieces -- the rows, then the epoch -- and starts a second Python process on it. This process
-walks the list from the start, the second from the end (the epoch first); both and compile a piece only after *claiming* it (a file created exclusively in
-a shared folder), so no piece is compiled twice; each saves what it compiled in Numba's cache.
+walks the list from the start, the second from the end (the epoch first); each compiles a piece
+only after *claiming* it (a file created exclusively in a shared folder), so no piece is
+compiled twice, and saves what it compiled in Numba's cache.
 :meth:`Helper.join` waits for the second process (the wait counts as compiling); everything
 then loads from the cache. A helper that fails, or cannot start, leaves its pieces to be
 compiled here, as they would have been.
@@ -120,8 +121,11 @@ def start(jobs: Sequence[tuple]) -> Helper | None:
         folder = tempfile.mkdtemp(prefix="loopprop-helper-")
         with open(os.path.join(folder, "jobs.pickle"), "wb") as fh:
             pickle.dump(jobs, fh)
+        # the same loopprop as this process (its cache entries are the ones wanted here)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         proc = subprocess.Popen([sys.executable, "-m", "loopprop._helper", folder],
-                                env=dict(os.environ, **{ENV: "0"}),
+                                env=dict(os.environ, **{ENV: "0", "PYTHONPATH": path}),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     except (OSError, pickle.PicklingError):
