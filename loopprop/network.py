@@ -711,8 +711,10 @@ class Network:
         """:meth:`_table`; when ``epoch`` is neither compiled nor cached for ``args`` and a
         table, a second process compiles it meanwhile and shares the rows with this one
         (loopprop/_helper.py: the first epoch compiles on two cores)."""
+        if not _helper.enabled():
+            return self._table()
         epoch_job = _helper.epoch_job(epoch, (*args, _dispatch.table((), self.dtype)))
-        if epoch_job is None or not _helper.enabled():  # the epoch is there: load it
+        if epoch_job is None:  # the epoch is compiled or cached: load it
             return self._table()
         rows = [_helper.row_job(fn, self.dtype, decode) for fn, decode
                 in _dispatch.row_functions(self._plan[:, _plan.KIND])]
