@@ -73,12 +73,6 @@ def _below(state, bound):
 
 
 @kernel
-def _uniform(state):
-    """A random float64 in ``[0, 1)`` from the top 53 bits of a draw."""
-    return np.float64(_next(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@kernel
 def _shuffle(perm, seed):
     """Fisher–Yates shuffle of ``perm`` in place, from a stream seeded with ``seed`` (≥ 0).
 

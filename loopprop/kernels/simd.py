@@ -408,10 +408,6 @@ def _literal_count(m) -> int | None:
     return None
 
 
-def _strided(seq, stride):
-    return [seq[i::stride] for i in range(stride)]
-
-
 def _deinterleave(builder, regs, lanes):
     """``regs`` hold the sequence ``x[0], x[1], …`` (``lanes`` per register, ``m`` registers,
     ``m`` a power of two); returns ``m`` registers, register ``k`` holding ``x[k], x[k + m],
