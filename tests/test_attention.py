@@ -141,6 +141,7 @@ def test_lanes_attention_matches_the_naive_loops(rng, shape, dtype, causal, thre
     with NaN first so that an entry left unwritten fails; added gradients add."""
     from loopprop._jit import runtime_flag
     from loopprop.kernels import attention as A
+    from loopprop.kernels import attention_lanes as AL
 
     Q, K, V, dO = (rng.standard_normal(shape) for _ in range(4))
     O, P = lp.attention_forward(Q, K, V, causal, impl="naive")
@@ -148,18 +149,18 @@ def test_lanes_attention_matches_the_naive_loops(rng, shape, dtype, causal, thre
     q, k, v, do, p = (a.astype(dtype) for a in (Q, K, V, dO, P))
     assert A._use_lanes(q)
     Ol, Pl = np.full(Q.shape, np.nan, dtype), np.full(P.shape, np.nan, dtype)
-    A._attention_forward_lanes(Ol, Pl, q, k, v, runtime_flag(causal), threads)
+    AL._attention_forward_lanes(Ol, Pl, q, k, v, runtime_flag(causal), threads)
     rtol = RTOL[np.dtype(dtype)] / 100  # float64 1e-12, float32 2e-6
     assert_close("O", Ol, O, rtol)
     assert_close("P", Pl, P, rtol)
     if causal:
         assert (Pl[:, np.triu_indices(shape[2], 1)[0], np.triu_indices(shape[2], 1)[1]] == 0).all()
     out = [np.full(Q.shape, np.nan, dtype) for _ in range(3)]
-    A._attention_backward_lanes(*out, do, q, k, v, p, runtime_flag(causal), runtime_flag(False),
+    AL._attention_backward_lanes(*out, do, q, k, v, p, runtime_flag(causal), runtime_flag(False),
                                 threads)
     for name, mine, ref in zip(("dQ", "dK", "dV"), out, grads):
         assert_close(name, mine, ref, rtol)
-    A._attention_backward_lanes(*out, do, q, k, v, p, runtime_flag(causal), runtime_flag(True),
+    AL._attention_backward_lanes(*out, do, q, k, v, p, runtime_flag(causal), runtime_flag(True),
                                 threads)
     for name, mine, ref in zip(("dQ", "dK", "dV"), out, grads):
         assert_close(name + " added", mine, 2 * ref, rtol)
@@ -191,29 +192,29 @@ def test_batch_transposes_match_numpy(rng, dtype, m):
     rows)`` -- blocks of a register's lanes transposed in registers when ``m`` is a power of
     two up to 32, the rest one number at a time -- against NumPy's transpose; the causal
     variants read and write only ``s ≤ t`` and zero the rest of each row they promise."""
-    from loopprop.kernels import attention as A
+    from loopprop.kernels import attention_items as AI
 
     rows = 16 * 5 + 7  # whole blocks of 8 and 16 lanes, and a tail
     src = rng.standard_normal((rows, m)).astype(dtype)
     dst = np.full((m, rows), np.nan, dtype)
-    A._to_items(dst, src)
+    AI._to_items(dst, src)
     np.testing.assert_array_equal(dst, src.T)
     back = np.full((rows, m), np.nan, dtype)
-    A._from_items(back, dst, False)
+    AI._from_items(back, dst, False)
     np.testing.assert_array_equal(back, src)
-    A._from_items(back, dst, True)
+    AI._from_items(back, dst, True)
     np.testing.assert_array_equal(back, 2 * src)
 
     T = 37  # rows of up to 37 keys: whole blocks and tails
     P = rng.standard_normal((T, T, m)).astype(dtype) * np.tril(np.ones((T, T), dtype))[:, :, None]
     items = np.full((m, T * T), np.nan, dtype)
-    A._to_items_causal(items, P.reshape(T * T, m), T)
+    AI._to_items_causal(items, P.reshape(T * T, m), T)
     NR = 128 // np.dtype(dtype).itemsize
     for t in range(T):
         end = min(T, (t // NR + 1) * NR)
         np.testing.assert_array_equal(items[:, t * T:t * T + end], P[t, :end].T)
     out = np.full((T * T, m), np.nan, dtype)
-    A._from_items_causal(out, items, T)
+    AI._from_items_causal(out, items, T)
     np.testing.assert_array_equal(out.reshape(T, T, m), P)
 
 
