@@ -65,9 +65,11 @@ def epoch_job(disp, args: Sequence) -> tuple | None:
 
 
 def epochs_job(dtype: str, text: bool) -> tuple:
-    """The piece "compile the training epoch and evaluation of ``dtype``" by training a network
-    whose rows cost nothing to compile (the epoch's types do not depend on the layers)."""
-    return ("epochs", str(dtype), "text" if text else "examples")
+    """The piece "compile the training epoch and evaluation of ``dtype``": a call of
+    :func:`loopprop.ahead.compile_epochs`, which trains a network whose rows cost nothing to
+    compile (the epoch's types do not depend on the layers)."""
+    kind = "text" if text else "examples"
+    return ("call", "loopprop.ahead", "compile_epochs", (str(dtype), kind))
 
 
 def row_job(fn: Callable, dtype: str, decode: bool = False) -> tuple:
@@ -146,31 +148,11 @@ def run(job: tuple) -> None:
 
         _, module, name, dtype, decode = job
         dispatch.compiled_row(getattr(importlib.import_module(module), name), dtype, decode)
-    elif what == "epochs":
-        _epochs(job[1], job[2])
+    elif what == "call":  # by name: this module imports nothing that imports it
+        _, module, name, args = job
+        getattr(importlib.import_module(module), name)(*args)
     else:
         raise ValueError(f"unknown job {job!r}")
-
-
-def _epochs(dtype: str, kind: str) -> None:
-    """Train (and evaluate) a network of cheap rows once: the epoch of ``kind`` compiles."""
-    import numpy as np
-
-    from .layers import Embedding, Flatten, Softmax
-    from .network import Network
-
-    rng = np.random.default_rng(0)
-    if kind == "text":
-        net = Network([Embedding(5, 5), Softmax()], loss="cross_entropy", input_shape=(4,),
-                      dtype=dtype)
-        ids = rng.integers(0, 5, 64)
-        net.fit_text(ids, epochs=1, steps_per_epoch=1, batch_size=2, progress=False,
-                     validation=ids[:16])
-        return
-    net = Network([Flatten()], input_shape=(3,), loss="mse", dtype=dtype)
-    X, Y = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
-    net.fit(X, Y, epochs=1, batch_size=4, progress=False)
-    net.evaluate(X, Y)
 
 
 def _main(folder: str) -> int:

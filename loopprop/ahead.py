@@ -108,6 +108,27 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
     return out
 
 
+def compile_epochs(dtype: str, kind: str) -> None:
+    """Train (and evaluate) a network of cheap rows once, so that the training epoch of ``kind``
+    (``"examples"``: ``fit``; ``"text"``: ``fit_text``) and evaluation compile for ``dtype``
+    (loopprop/_helper.py runs it in its second process)."""
+    from .layers import Embedding, Flatten, Softmax
+    from .network import Network
+
+    rng = np.random.default_rng(0)
+    if kind == "text":
+        net = Network([Embedding(5, 5), Softmax()], loss="cross_entropy", input_shape=(4,),
+                      dtype=dtype)
+        ids = rng.integers(0, 5, 64)
+        net.fit_text(ids, epochs=1, steps_per_epoch=1, batch_size=2, progress=False,
+                     validation=ids[:16])
+        return
+    net = Network([Flatten()], input_shape=(3,), loss="mse", dtype=dtype)
+    X, Y = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
+    net.fit(X, Y, epochs=1, batch_size=4, progress=False)
+    net.evaluate(X, Y)
+
+
 def compile_models(models: list[str], dtypes: list[str], progress: bool = True,
                    write: Callable[[str], None] | None = None) -> dict[str, float]:
     """Compile (or load from the cache) what each of ``models`` needs for each of ``dtypes``;

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._numbers import _fmt, _p, _vec
 from .kernels.neuron import neuron_step
 
 _F_PRIME = {
@@ -29,19 +30,6 @@ _F_PRIME = {
 }
 _F = {"sigmoid": "σ(z)", "tanh": "tanh(z)", "relu": "max(z, 0)", "leaky_relu": "leaky_relu(z)",
       "identity": "z"}
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.6g}"
-
-
-def _p(v: float) -> str:
-    """A factor in a product: negative numbers in parentheses, so ``a·(−b)`` reads as one."""
-    return f"({_fmt(v)})" if v < 0 else _fmt(v)
-
-
-def _vec(v) -> str:
-    return "[" + ", ".join(_fmt(float(x)) for x in np.atleast_1d(v)) + "]"
 
 
 def explain_neuron(x=2.0, w=0.5, b=1.0, y=1.0, activation: str = "sigmoid",

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .explain import _fmt, _p
+from ._numbers import _fmt, _p
 
 #: the sections of docs/formulas.md each sum is derived in
 CONV = 'docs/formulas.md, "Convolution"'

@@ -59,3 +59,27 @@ def test_compile_refuses_all_with_a_model(capsys):
 def test_an_unknown_model_is_refused():
     with pytest.raises(ValueError, match="model: expected one of mlp, cnn, resnet, gpt"):
         ahead.network("lstm", "float64")
+
+
+def test_the_second_process_compiles_the_epochs_real_models_use():
+    """The helper's "epochs" job trains a network of cheap rows; the epochs it compiles must be
+    the ones a real model calls (the same signature), or the helper works for nothing."""
+    import numpy as np
+
+    from loopprop import _helper, models, train
+    from loopprop.network import Network
+
+    for text in (False, True):
+        _helper.run(_helper.epochs_job("float32", text))  # runs (JIT on or off) without error
+    if numba.config.DISABLE_JIT:
+        return
+    epoch, text_epoch = set(train._train_epoch.signatures), set(train._train_text_epoch.signatures)
+    rng = np.random.default_rng(0)
+    mlp = Network([4, 3, 2], ["relu", "softmax"], "cross_entropy", dtype="float32")
+    mlp.fit(rng.standard_normal((4, 8)), np.arange(8) % 2, epochs=1, batch_size=4,
+            progress=False)
+    gpt = models.gpt(5, 4, 1, 1, 4, dtype="float32")
+    gpt.fit_text(rng.integers(0, 5, 64), epochs=1, steps_per_epoch=1, batch_size=2,
+                 progress=False)
+    assert set(train._train_epoch.signatures) == epoch
+    assert set(train._train_text_epoch.signatures) == text_epoch
