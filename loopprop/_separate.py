@@ -141,8 +141,8 @@ def link_symbols(machine_code: bytes) -> None:
     """Register every separate kernel ``machine_code`` calls (compiling or loading it for the
     signature its symbol names, which must be among the signatures in the kernel's cache
     index or compiled in this process); :class:`MissingCallee` if one cannot be found."""
-    for match in set(_SYMBOL.finditer(machine_code)):
-        name = match.group(0).decode()
+    named = {m.group(0).decode(): m for m in _SYMBOL.finditer(machine_code)}  # each name once
+    for name, match in named.items():
         if name in _REGISTERED:
             continue
         sep = _separate_named(match.group(1).decode(), match.group(2).decode())

@@ -53,13 +53,13 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
     net = network(model, dtype)
     out: list[tuple[str, Callable[[], object]]] = []
     kinds: list[tuple[str, list[tuple]]] = []  # (kind name, its row jobs)
+    decode = model == "gpt"  # sampling decodes position by position
     seen = set()
     for row in net._rows:
         kind = kind_of(row)
         if kind.code in seen:
             continue
         seen.add(kind.code)
-        decode = model == "gpt"  # sampling decodes position by position
         kinds.append((kind.name, [_helper.row_job(fn, dtype, d) for fn, d
                                   in _dispatch.row_functions([kind.code], decode)]))
     jobs = [job for _, rows in kinds for job in rows]
