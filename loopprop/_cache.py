@@ -45,10 +45,10 @@ _RELATIVE_IMPORT = re.compile(r"^from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+"
 
 def compiled_sources() -> list[str]:
     """The package's files that compiled code depends on: those that define compiled functions
-    (``@kernel``, ``kernel(…)``, ``njit``, ``overload``, ``@intrinsic``) and, transitively, every package file
-    they import from (whose functions they call and whose constants Numba freezes into machine
-    code). A file outside this set (the command line, plots, explain) changes no machine code,
-    so editing it leaves the cache valid."""
+    (``@kernel``, ``kernel(…)``, ``njit``, ``overload``, ``@intrinsic``) and, transitively,
+    every package file they import from (whose functions they call and whose constants Numba
+    freezes into machine code). A file outside this set (the command line, plots, explain)
+    changes no machine code, so editing it leaves the cache valid."""
     texts = {}
     for folder, dirs, files in os.walk(PACKAGE_DIR):
         dirs[:] = [d for d in dirs if d != "__pycache__"]

@@ -115,7 +115,8 @@ def to_dtype(arr: np.ndarray, dtype: np.dtype, name: str, check_finite: bool = T
         where = tuple(int(v) for v in bad)
         if np.isfinite(arr[where]):
             raise ValueError(
-                f"{name}: the value {float(arr[where]):g} at index {where} overflows {np.dtype(dtype)} "
+                f"{name}: the value {float(arr[where]):g} at index {where} overflows "
+                f"{np.dtype(dtype)} "
                 f"(largest finite value {np.finfo(dtype).max:.3g}); rescale the data or use "
                 "float64"
             )

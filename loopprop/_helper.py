@@ -159,10 +159,14 @@ def _main(folder: str) -> int:
     """The second process: take the jobs in ``folder`` from the end, claiming each."""
     with open(os.path.join(folder, "jobs.pickle"), "rb") as fh:
         jobs = pickle.load(fh)
+    failed = 0
     for job in reversed(jobs):
         if _claim(folder, job):
-            run(job)
-    return 0
+            try:
+                run(job)
+            except Exception:  # e.g. a row function in a module this process cannot import
+                failed += 1  # the first process compiles it when it builds its table
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
     kinds: list[tuple[str, list[tuple]]] = []  # (kind name, its row jobs)
     decode = model == "gpt"  # sampling decodes position by position
     seen = set()
-    for row in net._rows:
+    for row in net.rows:
         kind = kind_of(row)
         if kind.code in seen:
             continue

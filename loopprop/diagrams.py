@@ -12,7 +12,8 @@ Kinds:
 A network built from sizes and activation names (``Network([64, 32, 10], ["relu", "softmax"],
 …)``) is drawn in the notation of docs/formulas.md (``Z`` and ``A`` per layer). Any other
 network -- a CNN, or any list of layers -- is drawn one layer per node, with the formulas each
-layer kind states (:meth:`loopprop.layers.base.Layer.formulas`): ``A1 … AL`` are the layers' outputs.
+layer kind states (:meth:`loopprop.layers.base.Layer.formulas`): ``A1 … AL`` are the layers'
+outputs.
 
 Labels are quoted (``id["…"]``) so that sizes, primes and arrows in the text never collide with
 Mermaid's syntax; the output renders on GitHub inside a ```` ```mermaid ```` block.

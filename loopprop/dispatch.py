@@ -39,7 +39,7 @@ from numba.extending import intrinsic
 
 from . import bundles
 from ._jit import kernel
-from .layers.registry import N_CODES, REGISTRY
+from .layers import registry as _registry
 from .rows.common import none_decode, none_row
 
 #: Numba calls first-class function types experimental and says so on the first compile of a
@@ -162,7 +162,7 @@ def row_functions(codes: Iterable[int], decode: bool = False) -> list[tuple[Call
     is a decode row)`` pairs in registry order (for loopprop/_helper.py, which shares them out)."""
     present = {int(c) for c in codes}
     out = []
-    for kind in REGISTRY:
+    for kind in _registry.REGISTRY:
         if kind.code in present:
             out += [(kind.forward, False), (kind.backward, False)]
             if decode and kind.decode is not None:
@@ -181,9 +181,10 @@ def table(codes: Iterable[int], dtype, decode: bool = False) -> bundles.Table:
     present, name, _ = key
     none = compiled_row(none_row, name)
     none_d = compiled_row(none_decode, name, decode=True) if decode else None
-    forward, backward, dec = [none] * N_CODES, [none] * N_CODES, [none_d] * N_CODES
-    has_decode = np.zeros(N_CODES, np.int64)
-    for kind in REGISTRY:
+    n_codes = _registry.N_CODES
+    forward, backward, dec = [none] * n_codes, [none] * n_codes, [none_d] * n_codes
+    has_decode = np.zeros(n_codes, np.int64)
+    for kind in _registry.REGISTRY:
         if kind.code not in present:
             continue
         forward[kind.code] = compiled_row(kind.forward, name)
@@ -191,13 +192,13 @@ def table(codes: Iterable[int], dtype, decode: bool = False) -> bundles.Table:
         if decode and kind.decode is not None:
             dec[kind.code] = compiled_row(kind.decode, name, decode=True)
             has_decode[kind.code] = 1
-    unknown = present - {kind.code for kind in REGISTRY}
+    unknown = present - {kind.code for kind in _registry.REGISTRY}
     if unknown:
         raise ValueError(f"plan: kind codes {sorted(unknown)} are not in the registry "
                          "(loopprop/layers/registry.py)")
     def addresses(functions):  # no decode rows in training: zeros, never called
         return np.array([_addresses(f) if f is not None else (0, 0) for f in functions],
-                        np.int64).reshape(N_CODES, 2)
+                        np.int64).reshape(n_codes, 2)
 
     made = bundles.Table(addresses(forward), addresses(backward), addresses(dec), has_decode,
                          np.zeros(0, name))

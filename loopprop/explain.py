@@ -226,14 +226,14 @@ def explain(network=None, *args, **kwargs):
     """With no ``network``: :func:`explain_neuron` (docs/formulas.md §11 by default). With sizes
     such as ``[2, 3, 1]``: :func:`explain_weight`. With a :class:`~loopprop.Network` and a
     batch, ``explain(net, X, Y, layer=1, param="W", index=(3, 0, 1, 2))``: any parameter of any
-    layer kind (:func:`loopprop.explain_layers.explain_param`). Returns text (neuron) or an
+    layer kind (:func:`loopprop.explain_param.explain_param`). Returns text (neuron) or an
     explanation whose ``str()`` is the text."""
     if network is None:
         return explain_neuron(**kwargs)
     from .network import Network
 
     if isinstance(network, Network):
-        from .explain_layers import explain_param
+        from .explain_param import explain_param
 
         return explain_param(network, *args, **kwargs)
     return explain_weight(network, *args, **kwargs)

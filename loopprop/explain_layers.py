@@ -2,10 +2,11 @@
 sum, checked against ``backward`` and centered finite differences (docs/formulas.md has each
 sum's derivation).
 
-:func:`explain_param` runs a network forward and backward on a batch, reads the gradient that
-reached the chosen layer's output (``dY``) and the values that fed it (its input ``X``), and
-rebuilds ``∂L/∂θ`` for one entry θ of one parameter array as the sum the formula writes, term
-by term, with NumPy in float64 from those arrays:
+:func:`loopprop.explain_param.explain_param` runs a network forward and backward on a batch,
+reads the gradient that reached the chosen layer's output (``dY``) and the values that fed it
+(its input ``X``), and rebuilds ``∂L/∂θ`` for one entry θ of one parameter array as the sum the
+formula writes, term by term, with NumPy in float64 from those arrays; the functions below are
+those sums, one per kind (paired with the kind in :mod:`loopprop.layers.registry`):
 
 * ``Dense``: ``dW[i, j] = Σ_(t,k) dY[i, t, k]·X[j, t, k]``, ``db[i] = Σ dY[i, t, k]``
 * ``Conv2d``: ``dW[o, c, p, q] = Σ_(y,x,k) dY[o, y, x, k]·X[c, y·s + p − pad, x·s + q − pad, k]``
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
 
 import numpy as np
 
@@ -265,104 +265,3 @@ def _attention(layer, param, index, X, dY, extra):
 
 
 _layernorm = _norm("features")
-
-
-# -- the driver -------------------------------------------------------------------------------
-
-
-def _region(buf: np.ndarray, off: int, shape: tuple, m: int) -> np.ndarray:
-    size = int(np.prod(shape))
-    return buf[off * m:(off + size) * m].reshape(*shape, m).astype(np.float64)
-
-
-def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
-                  index: Sequence[int] | None = None, top: int = 8,
-                  eps: float = 1e-6) -> ParamExplanation:
-    """Explain ``∂L/∂θ`` for ``θ = param[index]`` of the ``layer``-th parameterized layer
-    (1-based, as ``gradcheck`` counts) on the batch ``X, Y``: the formula, the forward values
-    and the gradient that feed each term, the ``top`` largest terms (and the count and sum of
-    the rest), the total, ``backward``'s value and the centered finite difference.
-
-    The network should be float64 (float32 differences are noise). Its weights, gradients and
-    state are as before afterwards, except that its gradients hold this batch's.
-    """
-    from . import _checks
-    from .gradcheck import _centered_difference, _check_eps, _refuse_dropout
-    from .layers.registry import kind_of
-    from .plan import IN_OFF, OUT_OFF, P_OFF
-
-    eps = _check_eps(eps)
-    top = _checks.check_positive_int(top, "top")
-    n_layers = len(net._param_rows)
-    layer = _checks.check_int(layer, "layer", 1)
-    if layer > n_layers:
-        raise ValueError(f"layer: the network has {n_layers} layers with parameters (1 … "
-                         f"{n_layers}), got {layer}")
-    r = net._param_rows[layer - 1]
-    row = net._rows[r]
-    kind = type(row).__name__
-    sums = kind_of(row).explain  # the registry pairs each kind with its sum
-    if sums is None:
-        raise ValueError(f"layer {layer} is a {kind}: no explanation is written for it")
-    names, shapes = list(row.param_names), row.param_shapes()
-    if param not in names:
-        raise ValueError(f"param: layer {layer} ({kind}) has {', '.join(names)}; got {param!r}")
-    a = names.index(param)
-    shape = tuple(shapes[a])
-    index = tuple(0 for _ in shape) if index is None else tuple(int(v) for v in index)
-    if len(index) != len(shape) or any(not 0 <= v < n for v, n in zip(index, shape)):
-        raise ValueError(f"index: {param} of layer {layer} has shape {shape}; got {index} "
-                         f"(one index per axis, each in range, e.g. "
-                         f"{','.join('0' for _ in shape)})")
-    _refuse_dropout(net, "explain")
-    Xc = net._check_X(X)
-    target = net._check_targets(Y, Xc.shape[1])
-    saved = net._state.copy()
-    try:
-        net.zero_grad()
-        net.forward(X)
-        net.backward(Y)
-        grads = dict(zip(names, (np.asarray(g, np.float64) for g in net.grads[layer - 1])))
-        buf, m, _ = net._cache
-        plan = net._plan
-        Xin = _region(buf.acts, int(plan[r, IN_OFF]), row.in_shape, m)
-        dY = _region(buf.dacts, int(plan[r, OUT_OFF]), row.out_shape, m)
-        extra: dict[str, Any] = {"notes": [], "training": net.training, "params": {
-            n: np.asarray(v, np.float64) for n, v in zip(names, net.params[layer - 1])},
-            "state": [np.asarray(v, np.float64) for v in net._state_views(r)]}
-        for rr, other in enumerate(net._rows):  # a tied output layer reading this E
-            if getattr(other, "shares_params_of", None) is not None and \
-                    int(plan[rr, P_OFF]) == int(plan[r, P_OFF]) and rr != r:
-                extra["tied"] = (_region(buf.acts, int(plan[rr, IN_OFF]), other.in_shape, m),
-                                 _region(buf.dacts, int(plan[rr, OUT_OFF]), other.out_shape, m))
-        formula, factor_names, terms = sums(row, param, index, Xin, dY, extra)
-        backward = float(grads[param][index])
-        off = int(plan[r, P_OFF]) + sum(int(np.prod(s)) for s in shapes[:a]) + \
-            int(np.ravel_multi_index(index, shape))
-        numeric = _centered_difference(net, Xc, target, off, eps)
-    finally:
-        net._state[:] = saved
-    total = math.fsum(t.value for t in terms)
-    index_text = ", ".join(map(str, index))
-    lines = [f"∂L/∂{param}[{index_text}] of layer {layer} ({row!r}), a batch of {m}",
-             f"  {formula}",
-             f"  the layer's input X has shape {row.in_shape + (m,)}, the gradient reaching its "
-             f"output dY shape {row.out_shape + (m,)}"]
-    lines += [f"  {note}" for note in extra["notes"]]
-    ranked = sorted(terms, key=lambda t: -abs(t.value))
-    shown = ranked[:top]
-    lines.append(f"{len(terms)} terms; the {len(shown)} largest:" if len(terms) > top
-                 else f"{len(terms)} terms:")
-    for t in shown:
-        factors = " · ".join(f"{n}={_p(v)}" for n, v in zip(t.names or factor_names, t.factors))
-        lines.append(f"  at {t.where}: {factors} = {_fmt(t.value)}")
-    if len(terms) > top:
-        rest = math.fsum(t.value for t in ranked[top:])
-        lines.append(f"  … and {len(terms) - top} more terms, summing to {_fmt(rest)}")
-    scale = max(abs(backward), abs(numeric), 1e-300)
-    lines += [f"total            = {total:.12g}",
-              f"backward gives   = {backward:.12g}   (|Δ|/scale "
-              f"{abs(total - backward) / scale:.1e})",
-              f"finite differences = {numeric:.12g}   (|Δ|/scale "
-              f"{abs(total - numeric) / scale:.1e}, ε = {eps:g})"]
-    return ParamExplanation(layer, kind, param, index, terms, total, backward, numeric, lines)

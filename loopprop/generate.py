@@ -19,7 +19,6 @@ draw the same tokens for a seed (the tests check it).
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -52,24 +51,19 @@ class _Stepper:
     """The model built for one position, sharing the network's parameters, and its caches."""
 
     def __init__(self, net) -> None:
-        from .network import Network
-
-        layers = copy.deepcopy(net.layers)
-        self.one = Network(layers, loss=net.loss, input_shape=(1,), dtype=net.dtype)
-        self.one._theta = net._theta  # the same parameter vector (same layout: T-free shapes)
-        self.one._state = net._state
+        self.one = net.sharing((1,))  # the same parameter vector (same layout: T-free shapes)
         self.block = net.input_shape[0]
-        plan = self.one._plan.copy()
+        plan = self.one.plan.copy()
         self.kv_offs = np.zeros(len(plan), np.int64)
         size = 0
-        for r, layer in enumerate(self.one._rows):
+        for r, layer in enumerate(self.one.rows):
             if isinstance(layer, CausalSelfAttention):
                 plan[r, H0 + 3] = self.block  # T_max: the cache's length (the decode row's)
                 self.kv_offs[r] = size
                 size += 2 * layer.C * self.block
         self.plan = plan
         self.kv = np.zeros(max(size, 1), net.dtype)
-        self.buf = _plan.Buffers(self.one._layout, 1, net.dtype)
+        self.buf = _plan.Buffers(self.one.layout, 1, net.dtype)
         self.threads = use_threads(True)
 
     def step(self, token: int, pos: int) -> np.ndarray:
@@ -111,7 +105,7 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
     :data:`GREEDY_TEMPERATURE`, 0 included, the most probable token every time); ``seed``
     makes the draw reproducible. ``use_cache=False`` recomputes the whole context for every
     token (the reference the cache is tested against)."""
-    T = net._sequence_model("sample")
+    T = net.check_language_model("sample")
     n_tokens = _checks.check_int(n_tokens, "n_tokens", 0, "non-negative number of tokens")
     temperature = _checks.check_fraction(temperature, "temperature", 0.0, math.inf,
                                          example=" such as 0.8 (0: greedy)")
@@ -120,7 +114,7 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
     if prompt.ndim != 1 or prompt.size == 0:
         raise ValueError(f"prompt: expected a non-empty 1-D array of token ids, got shape "
                          f"{prompt.shape}")
-    net._rows[0].check_input(prompt, "prompt", net.dtype)
+    net.rows[0].check_input(prompt, "prompt", net.dtype)
     ctx = [int(v) for v in prompt[-T:]]
     rng = np.random.default_rng(seed)
     out = []
@@ -134,7 +128,7 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
         else:
             X = np.zeros((T, 1), np.int64)
             X[:len(ctx), 0] = ctx
-            probs = net._evaluate_checked(net._check_X(X), np.zeros((0, 1), net.dtype),
+            probs = net.evaluate_checked(net.check_inputs(X), np.zeros((0, 1), net.dtype),
                                           np.zeros((T, 1), np.int64), False)["output"]
             probs = probs[:, len(ctx) - 1, 0].astype(np.float64)
         tok = _draw(probs, temperature, rng)

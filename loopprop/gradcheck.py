@@ -65,14 +65,12 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
 def _loss(net, X, target) -> float:
     """The loss of the batch in the network's mode -- the mode its backward pass differentiates
     (batch norm's batch statistics in training mode)."""
-    return float(net._evaluate_checked(X, *target, training=net.training)["loss"])
+    return float(net.evaluate_checked(X, *target, training=net.training)["loss"])
 
 
 def _refuse_dropout(net, who: str) -> None:
     """Finite differences need the same loss at every evaluation: no random dropout masks."""
-    from .layers import Dropout
-
-    if net.training and any(isinstance(layer, Dropout) and layer.p > 0 for layer in net.rows):
+    if net.training and any(layer.random_in_training() for layer in net.rows):
         raise ValueError(f"{who}: the network has Dropout layers, whose random masks make "
                          "the loss differ between evaluations; check a copy without them, or "
                          "call net.eval() first (dropout is then the identity)")
@@ -81,7 +79,7 @@ def _refuse_dropout(net, who: str) -> None:
 def _centered_difference(net, X, target, p: int, eps: float) -> float:
     """``(L(θ + ε e_p) − L(θ − ε e_p)) / 2ε`` for the flat parameter index ``p``; θ is left as
     it was."""
-    theta = net._theta
+    theta = net.flat_params
     old = theta[p]
     try:
         theta[p] = old + eps
@@ -106,28 +104,28 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
     The network's weights and state (batch norm's running statistics, which every training-mode
     pass updates) are restored exactly afterwards; its gradients hold the analytic gradient of
     this batch. The loss is differentiated in the network's mode (:meth:`Network.train`, the
-    default, or :meth:`Network.eval`). A NaN or Inf in either gradient makes that layer's error, and the
-    result, NaN: ``gradcheck(...) < 1e-6`` is then False, as a check should be.
+    default, or :meth:`Network.eval`). A NaN or Inf in either gradient makes that layer's error,
+    and the result, NaN: ``gradcheck(...) < 1e-6`` is then False, as a check should be.
     """
     eps = _check_eps(eps)
     _refuse_dropout(net, "gradcheck")
-    X = net._check_X(X)
-    target = net._check_targets(Y, X.shape[1])
-    saved_state = net._state.copy()
+    X = net.check_inputs(X)
+    target = net.check_targets(Y, X.shape[1])
+    saved_state = net.flat_state.copy()
     try:
         net.zero_grad()
         net.forward(X)
         net.backward(Y)
-        analytic = net._grad.astype(np.float64)
+        analytic = net.flat_grads.astype(np.float64)
         numeric = np.array([_centered_difference(net, X, target, p, eps)
-                            for p in range(net._theta.size)])
+                            for p in range(net.flat_params.size)])
     finally:
-        net._state[:] = saved_state
+        net.flat_state[:] = saved_state
     layers = []
     from .plan import P_OFF, P_SIZE
 
-    for layer, r in enumerate(net._param_rows, 1):
-        off, size = int(net._plan[r, P_OFF]), int(net._plan[r, P_SIZE])
+    for layer, r in enumerate(net.param_rows, 1):
+        off, size = int(net.plan[r, P_OFF]), int(net.plan[r, P_SIZE])
         a, nu = analytic[off:off + size], numeric[off:off + size]
         layers.append(LayerReport(layer, a.size, relative_error(a, nu),
                                   float(np.max(np.abs(a - nu)))))

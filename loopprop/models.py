@@ -1,6 +1,8 @@
-"""Ready-made networks built from :mod:`loopprop.layers`: the GPT (GPT-2's pre-norm block
-stack, as llm.c's ``train_gpt2.c`` and nanoGPT write it) and the layers of the command line's
-CNN and residual CNN."""
+"""Every ready-made network, and the training defaults that suit it on each dataset: the MLP
+(dense layers), the CNN (a small one for 8×8 digits, a LeNet-sized one for 28×28 images), the
+residual CNN with batch norm, and the GPT (GPT-2's pre-norm block stack, as llm.c's
+``train_gpt2.c`` and nanoGPT write it). ``loopprop train --model NAME``, ``loopprop compile``
+and the benchmarks build their networks here."""
 
 from __future__ import annotations
 
@@ -11,6 +13,51 @@ from .layers import (BatchNorm, CausalSelfAttention, Conv2d, Dense, Dropout, Emb
                      GELUTanh, LayerNorm, MaxPool2d, PositionEmbedding, ReLU, Residual, Softmax,
                      TiedOutput)
 from .network import Network
+
+#: the default learning rate of Adam and AdamW, whatever the model
+ADAM_LR = 0.001
+#: ``mlp``'s training defaults by task: what trains each dataset well out of the box
+MLP_DEFAULTS = {
+    # digits: 97.5 % test accuracy with these (the README's headline run)
+    "classification": {"hidden": [512], "optimizer": "momentum", "lr": 0.02, "epochs": 40},
+    # diabetes: a small network and plain SGD; a wide one with momentum overfits or diverges
+    "regression": {"hidden": [64], "optimizer": "sgd", "lr": 0.01, "epochs": 40},
+}
+#: ``cnn``'s training defaults per image dataset. digits: AdamW (λ 0.1) with a cosine schedule
+#: over 100 epochs held ≥ 98 % over seeds 0–9 (98.05–98.61 %), where Adam at a constant 0.002
+#: for 50 epochs gave 97.49–98.05 %
+CNN_DEFAULTS = {
+    "digits": {"optimizer": "adamw", "lr": 0.004, "epochs": 100, "batch_size": 32,
+               "schedule": "cosine", "weight_decay": 0.1},
+    "mnist5k": {"optimizer": "adam", "lr": 0.001, "epochs": 10, "batch_size": 64,
+                "schedule": "constant", "weight_decay": None},
+}
+#: ``resnet``'s training defaults per image dataset (AdamW's default weight decay, 0.01)
+RESNET_DEFAULTS = {
+    "digits": {"optimizer": "adamw", "lr": 0.005, "epochs": 30, "batch_size": 32,
+               "schedule": "cosine", "weight_decay": None},
+    "mnist5k": {"optimizer": "adamw", "lr": 0.005, "epochs": 5, "batch_size": 32,
+                "schedule": "cosine", "weight_decay": None},
+}
+#: ``gpt``'s size and data defaults (``loopprop train --model gpt``'s options)
+GPT_SIZES = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "steps_per_epoch": 200,
+             "val_tokens": 65536}
+#: ``gpt``'s training defaults (AdamW, β₂ 0.95; the optimizer is AdamW)
+GPT_DEFAULTS = {"lr": 2e-3, "epochs": 5, "batch_size": 16, "weight_decay": 0.1,
+                "warmup_epochs": 0.5, "clip_grad_norm": 1.0}
+
+
+def mlp(n_in: int, hidden: list[int], n_out: int, *, activation: str = "relu",
+        loss: str = "cross_entropy", dtype: str = "float64", seed: int = 0) -> Network:
+    """Dense layers ``n_in → hidden… → n_out``: ``activation`` after every hidden layer, the
+    output activation the loss pairs with (softmax for cross-entropy, sigmoid for binary
+    cross-entropy, identity for mse), He initialization for ReLU-like activations and Xavier
+    for the others (``loopprop train --model mlp``)."""
+    output = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}.get(loss, "identity")
+    hidden = list(hidden)
+    init = "xavier" if activation in ("tanh", "sigmoid", "identity") else "he"
+    return Network([n_in, *hidden, n_out], [activation] * len(hidden) + [output], loss,
+                   dtype=dtype, seed=seed, init=init)
 
 
 def gpt_layers(vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
@@ -66,13 +113,21 @@ def gpt(vocab_size: int, block_size: int, n_layer: int = 4, n_head: int = 4,
     return net
 
 
-def cnn_layers(dataset: str):
-    """The CNN of ``loopprop train --model cnn``: a small one for 8×8 digits (two 3×3
-    convolutions with padding, each followed by ReLU and 2×2 max pooling), a LeNet-sized one
-    for 28×28 mnist5k (two 5×5 convolutions, 16 and 32 channels, then dense 128)."""
-    if dataset == "digits":
-        return [Conv2d(16, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(32, 3, padding=1), ReLU(),
-                MaxPool2d(2), Flatten(), Dropout(0.25), Dense(10), Softmax()]
+def cnn_layers(dataset: str = "digits", *, dropout: float = 0.25) -> list:
+    """The CNN of ``loopprop train --model cnn``: for 8×8 ``"digits"`` two 3×3 convolutions
+    with padding (16 and 32 channels), each followed by ReLU and 2×2 max pooling, then
+    ``Dropout(dropout)`` (left out at 0) and the dense output; for 28×28 images
+    (``"mnist5k"``) the LeNet-sized CNN (:func:`lenet_layers`)."""
+    if dataset != "digits":
+        return lenet_layers()
+    drop = [Dropout(dropout)] if dropout else []
+    return [Conv2d(16, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(32, 3, padding=1), ReLU(),
+            MaxPool2d(2), Flatten(), *drop, Dense(10), Softmax()]
+
+
+def lenet_layers() -> list:
+    """A LeNet-sized CNN for 28×28 images: two 5×5 convolutions (16 and 32 channels), each
+    followed by ReLU and 2×2 max pooling, then dense 128, ReLU and the dense output."""
     return [Conv2d(16, 5), ReLU(), MaxPool2d(2), Conv2d(32, 5), ReLU(), MaxPool2d(2), Flatten(),
             Dense(128), ReLU(), Dense(10), Softmax()]
 
@@ -94,4 +149,6 @@ def resnet_layers(dataset: str):
             BatchNorm(), ReLU(), MaxPool2d(2), *block(32), Flatten(), Dense(10), Softmax()]
 
 
-__all__ = ["cnn_layers", "gpt", "gpt_layers", "resnet_layers"]
+__all__ = ["ADAM_LR", "CNN_DEFAULTS", "GPT_DEFAULTS", "GPT_SIZES", "MLP_DEFAULTS",
+           "RESNET_DEFAULTS", "cnn_layers", "gpt", "gpt_layers", "lenet_layers", "mlp",
+           "resnet_layers"]

@@ -70,9 +70,12 @@ def build(layers, input_shape, kinds) -> dict:
 
     ``layers`` are the rows (:func:`expand`), each already built (:meth:`Layer.build`) in
     order; ``kinds`` their registry entries (:func:`loopprop.layers.registry.kind_of`).
-    Returns a dict with ``plan (L, N_COLS) int64``, ``fplan (L, N_FLOAT) float64`` and the
-    per-example sizes of the buffers (``acts``, ``cache``, ``icache``, ``work``) and the
-    absolute ones (``params``, ``fwork``, ``state``).
+    Returns a dict with ``plan (L, N_COLS) int64``, ``fplan (L, N_FLOAT) float64``, the
+    per-example sizes of the buffers (``acts``, ``cache``, ``icache``, ``work``), the
+    absolute ones (``params``, ``fwork``, ``state``), and each row's named arrays:
+    ``arrays[r]`` maps a parameter array's name to its ``(offset, shape)`` in ``theta``,
+    ``states[r]`` a state array's in ``state`` (every other module reads these instead of
+    adding up shapes).
     """
     L = len(layers)
     plan = np.zeros((L, N_COLS), np.int64)
@@ -82,6 +85,8 @@ def build(layers, input_shape, kinds) -> dict:
     in_off, in_size = 0, a_off
     c_off = ic_off = wk_off = wf_off = s_off = 0
     input_of: dict[int, int] = {}  # id(row) -> its input's offset, for second inputs
+    arrays: list[dict] = []  # per row: parameter name -> (offset in theta, shape)
+    states: list[dict] = []  # per row: state name -> (offset in state, shape)
     for r, layer in enumerate(layers):
         out_size = int(np.prod(layer.out_shape))
         row = plan[r]
@@ -97,6 +102,8 @@ def build(layers, input_shape, kinds) -> dict:
                                  "none; add one (or use an untied layer such as Dense)")
             layer.check_shared(owner)
             row[P_OFF] = plan[layers.index(owner), P_OFF]
+        arrays.append(_named(layer, layer.param_names, layer.param_shapes(), p_off))
+        states.append(_named(layer, layer.state_names, layer.state_shapes(), s_off))
         p_off += n_params
         row[IN_OFF], row[IN_SIZE] = in_off, in_size
         input_of[id(layer)] = in_off
@@ -128,7 +135,22 @@ def build(layers, input_shape, kinds) -> dict:
     last = layers[-1].out_shape
     return {"plan": plan, "fplan": fplan, "params": p_off, "acts": a_off, "cache": c_off,
             "icache": ic_off, "work": wk_off, "fwork": wf_off, "state": s_off,
-            "positions": int(np.prod(last[1:]))}
+            "positions": int(np.prod(last[1:])), "arrays": arrays, "states": states}
+
+
+def _named(layer, names, shapes, off: int) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """A layer's arrays by name: ``{name: (offset, shape)}``, laid out one after another from
+    ``off`` in the order the layer declares them (:attr:`Layer.param_names` with
+    :meth:`Layer.param_shapes`; :attr:`Layer.state_names` with :meth:`Layer.state_shapes`)."""
+    shapes = [tuple(int(v) for v in shape) for shape in shapes]
+    if shapes and len(names) != len(shapes):  # pragma: no cover - a layer author's mistake
+        raise RuntimeError(f"{type(layer).__name__} names {len(names)} arrays {names} but "
+                           f"declares {len(shapes)} shapes")
+    out = {}
+    for name, shape in zip(names, shapes):
+        out[name] = (off, shape)
+        off += int(np.prod(shape))
+    return out
 
 
 class Buffers:

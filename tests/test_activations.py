@@ -6,6 +6,7 @@ from helpers import DTYPES, RTOL, SIZES, assert_close, numeric_grad, rand, torch
 
 import loopprop as lp
 from loopprop import vectorized as vec
+import numba
 
 NAMES = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax"]
 
@@ -112,7 +113,6 @@ def test_tuned_float32_gelu_tanh_error_bounds():
     1.2e-38). The derivative within 3e-7
     (it is of order 1). PyTorch's float32 ``gelu(approximate="tanh")`` is 8 000 ulp off at z =
     −3 and returns 0 or noise below −4 (``½z(1 + tanh u)`` cancels)."""
-    import numba
 
     n = 4_000 if numba.config.DISABLE_JIT else 1_000_000
     rng = np.random.default_rng(13)
@@ -161,7 +161,6 @@ def test_tuned_equals_naive_over_the_whole_range(name, dtype):
 def test_threaded_activations_split_without_changing_a_bit(rng, name, dtype):
     """The training rows run activations split across threads: every element must come out
     with the same bits as the one-call kernel, on any thread count (the GPT's GELU rows)."""
-    import numba
 
     from loopprop.kernels.activations import (ELEMENTWISE_MIN, _activation_backward_threads,
                                               _activation_backward_tuned,
@@ -184,3 +183,34 @@ def test_threaded_activations_split_without_changing_a_bit(rng, name, dtype):
         dZ = dZ0.copy()
         _activation_backward_threads(dZ, dA, Z, A, code, 0.01, True, threads)
         assert np.array_equal(dZ, dZ1), threads
+
+
+SPECIAL = np.array([[np.nan, np.inf, -np.inf, 0.0, -0.0, 2.5, -2.5]])
+
+
+@pytest.mark.parametrize("impl", ["tuned", "naive"])
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "identity"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activations_propagate_nan_and_inf_as_their_formula(impl, name, dtype):
+    Z = SPECIAL.astype(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = {"relu": np.maximum(Z, 0),  # NumPy: NaN stays NaN, relu(−inf) = 0
+                "leaky_relu": np.where(np.isnan(Z), Z, np.where(Z > 0, Z, 0.01 * Z)),
+                "sigmoid": 1 / (1 + np.exp(-Z.astype(np.float64))),
+                "tanh": np.tanh(Z), "identity": Z}[name]
+    got = lp.activation_forward(name, Z, impl=impl, check_finite=False)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-6)
+    dZ = lp.activation_backward(name, np.ones_like(Z), Z, impl=impl, check_finite=False)
+    if name != "identity":  # identity' = 1 whatever z is: dZ = dA
+        assert np.isnan(dZ[0, 0]), f"{name}'(NaN) must be NaN, got {dZ[0, 0]}"
+
+
+def test_activations_match_torch_on_nan_and_inf():
+    torch = torch_or_skip()
+    t = torch.tensor(SPECIAL)
+    for name, fn in (("relu", torch.relu), ("sigmoid", torch.sigmoid), ("tanh", torch.tanh),
+                     ("leaky_relu", lambda v: torch.nn.functional.leaky_relu(v, 0.01))):
+        for impl in ("tuned", "naive"):
+            got = lp.activation_forward(name, SPECIAL, impl=impl, check_finite=False)
+            np.testing.assert_allclose(got, fn(t).numpy(), rtol=1e-12, err_msg=f"{name} {impl}")

@@ -251,7 +251,7 @@ def test_register_exp_gives_the_scalar_exps_bits(dtype):
     import numba
 
     from loopprop._jit import CONTRACT
-    from loopprop.kernels.activations import _exp, _exp_f32
+    from loopprop.kernels.exp import _exp, _exp_f32
     from loopprop.kernels.simd import vexp, vload, vstore
 
     scalar = _exp_f32 if dtype == np.float32 else _exp
@@ -282,7 +282,7 @@ def test_register_exp_gives_the_scalar_exps_bits(dtype):
 
 def test_float32_exp_is_within_a_few_hundredths_of_an_ulp_over_one():
     """Attention's float32 softmax computes e^x in float32 arithmetic
-    (``activations._exp_f32``), compiled as the softmax is, without reassociation. Against the
+    (``exp._exp_f32``), compiled as the softmax is, without reassociation. Against the
     exact value (float64 exp) it must stay within 1.05 ulp of the float32 result over the whole
     range of normal results, including the arguments where |n| is largest (a reassociated
     reduction was 4.5 ulp off there); subnormal results within one subnormal step; overflow to
@@ -290,7 +290,7 @@ def test_float32_exp_is_within_a_few_hundredths_of_an_ulp_over_one():
     import numba
 
     from loopprop._jit import CONTRACT
-    from loopprop.kernels.activations import _exp_f32
+    from loopprop.kernels.exp import _exp_f32
 
     def apply(out, x):
         for i in range(x.size):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from loopprop import bench
+import math
+import numpy as np
+from loopprop import vectorized as vec
 
 
 def test_bench_runs_the_rows_it_is_asked_for(capsys):
@@ -34,3 +37,53 @@ def test_warm_start_imports_the_running_loopprop_from_any_folder(tmp_path, monke
     (fake / "__init__.py").write_text("raise ImportError('the wrong loopprop')\n")
     monkeypatch.chdir(tmp_path)
     assert bench.warm_start_seconds() > 0
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+def test_lean_numpy_epoch_equals_the_readable_twin(act):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 45)), rng.integers(0, 3, 45)
+    acts = [act, "softmax"]
+    W1, W2 = rng.standard_normal((5, 8)), rng.standard_normal((3, 5))
+    p1 = [(W1.copy(), np.zeros(5)), (W2.copy(), np.zeros(3))]
+    p2 = [(W1.copy(), np.zeros(5)), (W2.copy(), np.zeros(3))]
+    l1 = vec.train_epoch(p1, X, y, 7, 0.1, acts)
+    l2 = vec.train_epoch_lean(p2, X, y, 7, 0.1, acts)
+    assert abs(l1 - l2) <= 1e-12 * abs(l1)
+    for (a, b), (c, d) in zip(p1, p2):
+        np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(d, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["alloc", "out"])
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_bench_elementwise_workloads_compute_the_same_thing(name, mode):
+    """Both sides of a benchmark row compute dZ = dA ⊙ f'(Z), like for like."""
+    from loopprop.bench import elementwise_workload
+
+    fns = elementwise_workload(name, 4000, "float64", mode)
+    np.testing.assert_allclose(fns["loopprop"](), fns["numpy"](), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["alloc", "out"])
+def test_bench_dense_workloads_compute_the_same_thing(mode):
+    from loopprop.bench import dense_workload
+
+    fns = dense_workload(40, 30, 20, "float64", mode)
+    for mine, ref in zip(fns["loopprop"](), fns["numpy"]()):
+        np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.heavy  # three steps of a small GPT: minutes with the JIT off
+def test_gpt_workload_reports_one_time_per_step():
+    """The GPT benchmark rows time single steps and leave each call's first step out (it pays
+    the optimizer moments' first touch): both sides must report one time per step."""
+    from loopprop.bench import best_step_time, gpt_workload
+
+    fns = gpt_workload("small", steps=3, with_torch=False)
+    seconds = fns["loopprop"]()
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    best = best_step_time(fns, rounds=1)
+    assert set(best) == {"loopprop"} and math.isfinite(best["loopprop"])
+    with pytest.raises(ValueError, match="two steps"):
+        best_step_time({"one": lambda: [1.0]}, rounds=1)

@@ -147,3 +147,34 @@ def test_regression_predictions_are_in_the_targets_units(tmp_path):
     net = lp.Network.load(tmp_path / "d.npz")
     want = net.predict(((d.data[:3] - mu) / sd).T) * d.target[tr].std() + d.target[tr].mean()
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-10)
+
+
+_one_line_error = one_line_error
+
+
+def test_cli_save_adds_npz_then_evaluate_and_predict(tmp_path):
+    pytest.importorskip("sklearn")
+    r = run_cli("train", "--dataset", "iris", "--epochs", "1", "--no-progress", "--save",
+                "mymodel", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mymodel.npz").exists()
+    assert "1 epoch" in r.stdout and "1 epochs" not in r.stdout
+    assert "later epochs" not in r.stdout  # one epoch: nothing to average after the first
+    r = run_cli("evaluate", "mymodel.npz", "--dataset", "iris", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, _, Xte, yte = lp.datasets.load("iris")
+    net = lp.Network.load(tmp_path / "mymodel.npz")
+    acc = net.evaluate(Xte, yte)["accuracy"]
+    assert f"accuracy {100 * acc:.2f}%" in r.stdout
+    np.savetxt(tmp_path / "x.csv", Xte.T[:3], delimiter=",")
+    r = run_cli("predict", "mymodel.npz", "--input", "x.csv", "--output", "p.npy",
+                "--standardized", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), net.predict(Xte[:, :3]), rtol=1e-12)
+    classes = net.predict_classes(Xte[:, :3])
+    for k in range(3):
+        assert f"{k}: class {classes[k]}" in r.stdout
+    _one_line_error(run_cli("predict", "mymodel.npz", "--input", "x.csv", "--columns",
+                            cwd=tmp_path), "--input")
+    _one_line_error(run_cli("evaluate", "mymodel.npz", "--dataset", "digits", cwd=tmp_path),
+                    "--dataset")

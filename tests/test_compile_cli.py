@@ -27,7 +27,7 @@ def test_compile_steps_cover_every_kind_of_each_model():
     for model in ahead.MODELS:
         names = [what for what, _ in ahead.steps(model, "float32")]
         net = ahead.network(model, "float32")
-        kinds = list(dict.fromkeys(kind_of(row).name for row in net._rows))
+        kinds = list(dict.fromkeys(kind_of(row).name for row in net.rows))
         assert names[0] == "a second process"
         assert names[1:1 + len(kinds)] == [f"{k} rows" for k in kinds], model
         assert "the training epoch" in names

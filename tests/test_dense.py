@@ -122,3 +122,14 @@ def test_inputs_are_not_modified(rng):
     lp.dense_backward(dZ, W, A_prev)
     for x, c in zip((W, b, A_prev, dZ), copies):
         np.testing.assert_array_equal(x, c)
+
+
+@pytest.mark.parametrize("impl", ["tuned", "naive"])
+@pytest.mark.parametrize("shape", [(3, 0, 4), (0, 3, 4), (3, 4, 0), (0, 0, 0)])
+def test_dense_with_zero_size_dimensions_matches_numpy(impl, shape):
+    n_out, n_in, m = shape
+    W, b, A = np.ones((n_out, n_in)), np.arange(n_out, dtype=float), np.ones((n_in, m))
+    np.testing.assert_array_equal(lp.dense_forward(W, b, A, impl=impl), W @ A + b[:, None])
+    dZ = np.ones((n_out, m))
+    for mine, ref in zip(lp.dense_backward(dZ, W, A, impl=impl), vec.dense_backward(dZ, W, A)):
+        np.testing.assert_array_equal(mine, ref)

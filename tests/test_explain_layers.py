@@ -10,7 +10,7 @@ import pytest
 from helpers import torch_or_skip
 
 import loopprop as lp
-from loopprop.explain_layers import explain_param
+from loopprop.explain_param import explain_param
 from loopprop.layers import (AvgPool2d, BatchNorm, CausalSelfAttention, Conv2d, Dense,
                              Embedding, Flatten, LayerNorm, PositionEmbedding, Residual, Softmax,
                              Tanh, TiedOutput)
@@ -28,7 +28,7 @@ def gpt(seed=0):
                       Residual([LayerNorm(), CausalSelfAttention(2)]), LayerNorm(),
                       TiedOutput(7), Softmax()], loss="cross_entropy", input_shape=(6,),
                      seed=seed)
-    net._theta *= 8.0  # attention far from uniform: gradients well above the FD noise
+    net.flat_params[:] *= 8.0  # attention far from uniform: gradients well above the FD noise
     return net
 
 
@@ -40,7 +40,7 @@ def batch(net, rng, m=3):
 
 def region(net, buf, r, off_col, shape):
     _, m, _ = net._cache
-    off = int(net._plan[r, off_col])
+    off = int(net.plan[r, off_col])
     return buf[off * m:(off + int(np.prod(shape))) * m].reshape(*shape, m)
 
 
@@ -49,7 +49,7 @@ def largest(net, X, y, layer, param):
     net.zero_grad()
     net.forward(X)
     net.backward(y)
-    names = net._rows[net._param_rows[layer - 1]].param_names
+    names = net.rows[net.param_rows[layer - 1]].param_names
     g = np.asarray(net.grads[layer - 1][names.index(param)])
     return tuple(int(v) for v in np.unravel_index(np.argmax(np.abs(g)), g.shape))
 
@@ -89,7 +89,7 @@ def test_every_convolution_term_is_dY_times_the_input_pixel_it_reads(rng, index)
     X, y = batch(net, rng)
     e = explain_param(net, X, y, layer=1, param="W", index=index)
     buf, m, _ = net._cache
-    r = net._param_rows[0]
+    r = net.param_rows[0]
     A = region(net, buf.acts, r, IN_OFF, (2, 7, 7))
     dZ = region(net, buf.dacts, r, OUT_OFF, (3, 4, 4))
     o, c, p, q = index
@@ -110,7 +110,7 @@ def test_batchnorm_terms_use_the_batch_statistics_and_show_the_three_paths(rng):
     c = largest(net, X, y, 2, "gamma")[0]
     e = explain_param(net, X, y, layer=2, param="gamma", index=(c,))
     buf, m, _ = net._cache
-    r = net._param_rows[1]
+    r = net.param_rows[1]
     Z = region(net, buf.acts, r, IN_OFF, (3, 4, 4))[c].ravel()
     g = region(net, buf.dacts, r, OUT_OFF, (3, 4, 4))[c]
     xhat = ((Z - Z.mean()) / np.sqrt(Z.var() + 1e-5)).reshape(4, 4, m)
@@ -147,7 +147,7 @@ def test_embedding_terms_are_its_lookups_plus_the_tied_output(rng):
     buf, m, _ = net._cache
     dX = region(net, buf.dacts, 0, OUT_OFF, (8, 6))
     lookups = {("lookup", t, k): dX[3, t, k] for t in range(6) for k in range(m) if X[t, k] == v}
-    tied = next(r for r, row in enumerate(net._rows) if isinstance(row, TiedOutput))
+    tied = next(r for r, row in enumerate(net.rows) if isinstance(row, TiedOutput))
     Xo = region(net, buf.acts, tied, IN_OFF, (8, 6))
     dZ = region(net, buf.dacts, tied, OUT_OFF, (7, 6))
     outputs = {("output", t, k): Xo[3, t, k] * dZ[v, t, k] for t in range(6) for k in range(m)}
@@ -164,7 +164,7 @@ def test_attention_terms_follow_the_softmax_path_as_torch_computes_it(rng, row):
     e = explain_param(net, X, y, layer=4, param="W_qkv", index=(row, 2))
     assert ("of head" in str(e)) and ("dS = P ⊙ (dP − Σ_s P·dP)" in str(e))
     buf, m, _ = net._cache
-    r = net._param_rows[3]
+    r = net.param_rows[3]
     A = torch.tensor(region(net, buf.acts, r, IN_OFF, (8, 6)))
     dY = torch.tensor(region(net, buf.dacts, r, OUT_OFF, (8, 6)))
     W_qkv, b_qkv, W_o, b_o = (torch.tensor(np.asarray(p)) for p in net.params[3])
@@ -231,13 +231,13 @@ def test_dense_layernorm_position_and_output_projection_terms(rng):
     X, y = batch(net, rng)
     e = explain_param(net, X, y, layer=3, param="W", index=(2, 7))
     buf, m, _ = net._cache
-    r = net._param_rows[2]
+    r = net.param_rows[2]
     A = region(net, buf.acts, r, IN_OFF, (12,))
     dZ = region(net, buf.dacts, r, OUT_OFF, (5,))
     assert {t.where: t.value for t in e.terms} == pytest.approx(
         {(k,): dZ[2, k] * A[7, k] for k in range(m)}, rel=1e-15)
     e = explain_param(net, X, y, layer=4, param="gamma", index=(3,))
-    r = net._param_rows[3]
+    r = net.param_rows[3]
     Z = region(net, buf.acts, r, IN_OFF, (5,))
     g = region(net, buf.dacts, r, OUT_OFF, (5,))
     xhat = (Z - Z.mean(axis=0)) / np.sqrt(Z.var(axis=0) + 1e-5)
@@ -253,7 +253,7 @@ def test_dense_layernorm_position_and_output_projection_terms(rng):
         {(k,): dP[5, 4, k] for k in range(m)}, rel=1e-15)
     torch = torch_or_skip()
     e = explain_param(net, X, y, layer=4, param="W_o", index=(1, 6))
-    r = net._param_rows[3]
+    r = net.param_rows[3]
     A = torch.tensor(region(net, buf.acts, r, IN_OFF, (8, 6)))
     dY = region(net, buf.dacts, r, OUT_OFF, (8, 6))
     W_qkv, b_qkv = (torch.tensor(np.asarray(p)) for p in net.params[3][:2])

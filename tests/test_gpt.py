@@ -164,7 +164,7 @@ def test_gpt_is_bitwise_reproducible_across_thread_counts(rng):
         try:
             net = models.gpt(V, BLOCK, N_LAYER, N_HEAD, N_EMBD, dtype="float32", seed=0)
             net.fit(X, Y, epochs=3, batch_size=4, optimizer="adamw", lr=1e-3, progress=False)
-            weights.append(net._theta.copy())
+            weights.append(net.flat_params.copy())
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert np.array_equal(weights[0], weights[1])
@@ -270,7 +270,7 @@ def test_a_nan_parameter_of_any_kind_stops_fit_text_naming_it(where):
     ids = np.random.default_rng(0).integers(0, 11, 400)
     rows = list(dict.fromkeys(int(name.split(":")[0]) for name in net._param_names))
     off = net._norm_spans[net._param_names.index(where)][0]
-    net._theta[off] = np.nan
+    net.flat_params[off] = np.nan
     layer = rows.index(int(where.split(":")[0])) + 1
     with pytest.raises(FloatingPointError, match=rf"layer {layer} \({where}\) hold NaN or Inf "
                        "before training"):

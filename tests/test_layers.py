@@ -65,7 +65,7 @@ def test_fit_equals_the_python_loop_of_steps(rng):
     b = lp.Network(small_cnn(), loss="cross_entropy", input_shape=(2, 8, 8), seed=4)
     a.fit(X, y, epochs=2, batch_size=6, lr=0.05, shuffle=False, progress=False)
     python_loop(b, X, y, 2, 6, 0.05)
-    np.testing.assert_allclose(a._theta, b._theta, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.flat_params, b.flat_params, rtol=1e-12, atol=1e-14)
 
 
 def test_same_seed_same_bits_on_any_thread_count(rng):
@@ -80,14 +80,14 @@ def test_same_seed_same_bits_on_any_thread_count(rng):
             numba.set_num_threads(threads)
             net = lp.Network(layers, loss="cross_entropy", input_shape=(2, 8, 8), seed=5)
             net.fit(X, y, epochs=2, batch_size=8, lr=0.05, progress=False, seed=7)
-            runs.append(net._theta.copy())
+            runs.append(net.flat_params.copy())
     finally:
         numba.set_num_threads(saved)
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
     other = lp.Network(layers, loss="cross_entropy", input_shape=(2, 8, 8), seed=5)
     other.fit(X, y, epochs=2, batch_size=8, lr=0.05, progress=False, seed=8)
-    assert not np.array_equal(other._theta, runs[0])  # another seed: other masks and order
+    assert not np.array_equal(other.flat_params, runs[0])  # another seed: other masks and order
 
 
 def test_dropout_is_off_in_evaluation_and_scales_in_training(rng):
@@ -112,7 +112,7 @@ def test_save_load_round_trips_every_layer_kind(tmp_path, rng):
             epochs=1, batch_size=4, progress=False)
     net.save(tmp_path / "m.npz")
     back = lp.Network.load(tmp_path / "m.npz")
-    np.testing.assert_array_equal(back._theta, net._theta)
+    np.testing.assert_array_equal(back.flat_params, net.flat_params)
     assert [repr(a) for a in back.layers] == [repr(b) for b in net.layers]
     assert back.input_shape == net.input_shape and back.dtype == net.dtype
     X = rng.standard_normal((2, 6, 6, 5))
@@ -236,15 +236,15 @@ def test_layer_objects_need_an_input_shape():
 def test_lean_numpy_cnn_epoch_equals_fit(name):
     """The benchmark's NumPy baseline computes the same epoch as loopprop's fit."""
     from loopprop import vectorized as vec
-    from loopprop.bench import cnn_arch, cnn_layers
+    from loopprop.bench import cnn_layers, lean_arch
 
     shape = (1, 8, 8) if name == "digits" else (1, 28, 28)
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((*shape, 21)), rng.integers(0, 10, 21)
     net = lp.Network(cnn_layers(name), loss="cross_entropy", input_shape=shape, seed=2)
     params = [(W.copy(), b.copy()) for W, b in net.params]
-    loss = vec.cnn_epoch_lean(params, cnn_arch(name), np.ascontiguousarray(np.moveaxis(X, -1, 0)),
-                              y, 8, 0.05)
+    loss = vec.cnn_epoch_lean(params, lean_arch(net.layers),
+                              np.ascontiguousarray(np.moveaxis(X, -1, 0)), y, 8, 0.05)
     hist = net.fit(X, y, epochs=1, batch_size=8, lr=0.05, shuffle=False, progress=False)
     assert abs(loss - hist["loss"][0]) <= 1e-12 * abs(loss)
     for (W, b), (W2, b2) in zip(params, net.params):

@@ -90,3 +90,17 @@ def test_sgd_update_in_place(rng, dtype, layout):
     if layout == "strided":
         assert_close("holder", holder[:, ::2], expected, 1e-6 if dtype == np.float32 else 1e-15)
         assert (holder[:, 1::2] == 0).all()
+
+
+def test_sgd_update_on_overlapping_views_matches_numpy():
+    a = np.arange(6.0)
+    lp.sgd_update(a[1:], a[:-1], 1.0)
+    b = np.arange(6.0)
+    b[1:] -= 1.0 * b[:-1]
+    np.testing.assert_array_equal(a, b)  # [0, 1, 1, 1, 1, 1]
+
+
+def test_sgd_update_on_0d_arrays():
+    p = np.array(2.0)
+    lp.sgd_update(p, np.array(1.0), 0.5)
+    assert p[()] == 1.5

@@ -78,7 +78,7 @@ def test_residual_step_matches_torch_gradient_by_gradient(rng, name):
     tl.backward()
     assert abs(loss - tl.item()) <= 1e-12 * abs(tl.item())
     assert_close("P", P, torch.softmax(out, 1).detach().numpy().T, 1e-10)
-    for l, (grads, mod, row) in enumerate(zip(net.grads, mods, net._param_rows), 1):
+    for l, (grads, mod, row) in enumerate(zip(net.grads, mods, net.param_rows), 1):
         layer = net.rows[row]
         # a bias followed by batch norm has a gradient of exactly 0 (the mean is removed):
         # both sides then hold rounding noise, measured against the layer's weight gradient
@@ -100,7 +100,7 @@ def test_residual_step_matches_torch_gradient_by_gradient(rng, name):
 
 
 def _batchnorms(net, mods):
-    return [(net.rows[r], mod) for r, mod in zip(net._param_rows, mods)
+    return [(net.rows[r], mod) for r, mod in zip(net.param_rows, mods)
             if isinstance(net.rows[r], BatchNorm)]
 
 
@@ -153,9 +153,9 @@ def test_gradcheck_in_both_modes(rng, name, mode):
     if name == "batchnorm":  # give the running statistics values of their own
         net.fit(X, y, epochs=1, batch_size=3, lr=0.01, progress=False)
     net.train(mode == "train")
-    state = net._state.copy()
+    state = net.flat_state.copy()
     assert lp.gradcheck(net, X, y) < 1e-6
-    np.testing.assert_array_equal(net._state, state)  # restored
+    np.testing.assert_array_equal(net.flat_state, state)  # restored
 
 
 @pytest.mark.parametrize("name", ["batchnorm", "layernorm"])
@@ -164,8 +164,8 @@ def test_fit_equals_the_python_loop_of_steps(rng, name):
     a, b = make(name, seed=4), make(name, seed=4)
     a.fit(X, y, epochs=2, batch_size=6, lr=0.05, shuffle=False, progress=False)
     python_loop(b, X, y, 2, 6, 0.05)
-    np.testing.assert_allclose(a._theta, b._theta, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(a._state, b._state, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.flat_params, b.flat_params, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.flat_state, b.flat_state, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", ["batchnorm", "layernorm"])
@@ -180,7 +180,7 @@ def test_same_seed_same_bits_on_any_thread_count(rng, name):
             net.fit(X, y, epochs=2, batch_size=8, lr=0.05, progress=False, seed=7,
                     optimizer="adamw", clip_grad_norm=1.0, lr_schedule="cosine",
                     warmup_epochs=1)
-            runs.append(np.concatenate([net._theta, net._state]))
+            runs.append(np.concatenate([net.flat_params, net.flat_state]))
     finally:
         numba.set_num_threads(saved)
     np.testing.assert_array_equal(runs[0], runs[1])
@@ -194,8 +194,8 @@ def test_save_and_load_round_trip_running_statistics_bitwise(rng, tmp_path):
     path = tmp_path / "resnet.npz"
     net.save(path)
     back = lp.Network.load(path)
-    np.testing.assert_array_equal(back._theta, net._theta)
-    np.testing.assert_array_equal(back._state, net._state)
+    np.testing.assert_array_equal(back.flat_params, net.flat_params)
+    np.testing.assert_array_equal(back.flat_state, net.flat_state)
     assert [repr(v) for v in back.layers] == [repr(v) for v in net.layers]
     assert isinstance(back.layers[3], Residual) and len(back.layers[3].layers) == 5
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
@@ -214,7 +214,7 @@ def test_a_file_with_damaged_state_is_refused(rng, tmp_path):
         meta = json.loads(str(saved["meta"][()]))
         theta = saved["theta"]
     for state, pattern in ((np.ones(3), "stored state: shape"),
-                           (np.full(net._state.size, np.nan), "state contains NaN")):
+                           (np.full(net.flat_state.size, np.nan), "state contains NaN")):
         bad = tmp_path / "bad.npz"
         np.savez(bad, meta=np.array(json.dumps(meta)), theta=theta, state=state)
         with pytest.raises(lp.ModelFileError, match=pattern):
@@ -346,8 +346,8 @@ def test_schedule_kernel_matches_torch_schedulers():
 def test_weight_decay_spares_biases_and_normalization_unless_asked(rng):
     net = make("batchnorm")
     mask = net._decay_mask(False)
-    for r, arrays in zip(net._param_rows, net.params):
-        off = int(net._plan[r, lp.plan.P_OFF])
+    for r, arrays in zip(net.param_rows, net.params):
+        off = int(net.plan[r, lp.plan.P_OFF])
         layer = net.rows[r]
         w = arrays[0].size
         expect_w = 0.0 if isinstance(layer, BatchNorm) else 1.0
@@ -426,9 +426,9 @@ def test_bad_input_is_a_clear_error(rng):
         bn.fit(X, y, batch_size=1, **kw)
     with pytest.raises(ValueError, match="X: a batch of 1 example .* net.eval()"):
         bn.forward(X[:, :1])
-    theta = bn._theta.copy()
+    theta = bn.flat_params.copy()
     bn.fit(X, y, batch_size=3, **kw)  # 9 = 3·3: fine
-    assert not np.array_equal(bn._theta, theta)
+    assert not np.array_equal(bn.flat_params, theta)
     # dropout in evaluation mode: its backward is the identity's
     dn = lp.Network([Dense(4), Dropout(0.5), Dense(2), Softmax()], loss="cross_entropy",
                     input_shape=(3,)).eval()

@@ -75,10 +75,10 @@ def test_an_unregistered_layer_class_is_refused_with_the_fix():
 
 def test_the_plan_records_which_backward_rows_write_their_input_gradient():
     net = lp.models.gpt(11, 8, 1, 2, 8)
-    for r, row in enumerate(net._rows):
+    for r, row in enumerate(net.rows):
         entry = registry.kind_of(row)
-        assert net._plan[r, P.KIND] == entry.code
-        assert net._plan[r, P.WRITES_DX] == isinstance(row, (lp.layers.Activation,
+        assert net.plan[r, P.KIND] == entry.code
+        assert net.plan[r, P.WRITES_DX] == isinstance(row, (lp.layers.Activation,
                                                              lp.layers.LayerNorm))
 
 

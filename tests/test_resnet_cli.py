@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loopprop import cli
+from loopprop import models
 from helpers import one_line_error, run_cli
 
 
@@ -51,7 +51,7 @@ def test_mlp_trains_with_adamw_cosine_warmup_and_clipping():
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout
     # AdamW starts from Adam's learning rate, not SGD's (it once trained at momentum's 0.02)
-    assert f"adamw, lr {cli.ADAM_LR:g}," in r.stdout
+    assert f"adamw, lr {models.ADAM_LR:g}," in r.stdout
 
 
 @pytest.mark.parametrize("args,pattern", [

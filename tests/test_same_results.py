@@ -68,24 +68,24 @@ def run(name: str, parallel: bool):
         net = lp.Network([64, 32, 10], ["tanh", "softmax"], "cross_entropy", seed=3)
         h = net.fit(X, y, epochs=3, batch_size=16, lr=0.1, optimizer="momentum", seed=5,
                     progress=False, parallel=parallel)
-        return hexes(h["loss"] + [net._theta.sum()])
+        return hexes(h["loss"] + [net.flat_params.sum()])
     if name == "mlp_dropout32":
         net = lp.Network([Dense(32), ReLU(), Dropout(0.2), Dense(10), Softmax()],
                          loss="cross_entropy", input_shape=(64,), dtype="float32", seed=3)
         h = net.fit(X, y, epochs=3, batch_size=16, lr=0.01, optimizer="adam", seed=5,
                     progress=False, parallel=parallel)
-        return hexes(h["loss"] + [net._theta.sum()])
+        return hexes(h["loss"] + [net.flat_params.sum()])
     if name in ("cnn", "resnet"):
         layers = models.cnn_layers("digits") if name == "cnn" else models.resnet_layers("digits")
         net = lp.Network(layers, loss="cross_entropy", input_shape=(1, 8, 8), seed=3)
         h = net.fit(X, y, epochs=2, batch_size=32, lr=0.01, optimizer="adamw", seed=5,
                     progress=False, parallel=parallel, validation=(X[..., :40], y[:40]))
-        return hexes(h["loss"] + h["val_loss"] + [net._theta.sum()])
+        return hexes(h["loss"] + h["val_loss"] + [net.flat_params.sum()])
     ids = np.random.default_rng(9).integers(0, 11, 500)
     net = models.gpt(11, 16, 2, 2, 16, seed=3)
     h = net.fit_text(ids, epochs=2, steps_per_epoch=5, batch_size=4, lr=3e-3, seed=5,
                      progress=False, parallel=parallel, validation=ids[:100])
-    got = hexes(h["loss"] + h["val_loss"] + [net._theta.astype(np.float64).sum()])
+    got = hexes(h["loss"] + h["val_loss"] + [net.flat_params.astype(np.float64).sum()])
     if name == "gpt_sample":
         return [int(v) for v in lp.generate.sample(net, ids[:5], 8, seed=1)]
     return got

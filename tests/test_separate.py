@@ -220,3 +220,22 @@ def test_a_first_fit_compiles_the_epoch_in_a_second_process_and_loads_it(tmp_pat
     assert runs["0"]["hits"] == 0 and runs["0"]["misses"] == 1, runs
     assert runs["1"]["loss"] == runs["0"]["loss"]
     assert runs["1"]["compile"] > 0  # the wait for the helper counts as compiling
+
+
+def test_the_second_process_goes_on_after_a_piece_it_cannot_compile(tmp_path):
+    """A row function in a module the second process cannot import (a kind registered by a
+    script) once stopped it at that piece: every piece after it was left undone. Now it goes
+    on, and says that a piece failed; the first process compiles that one itself."""
+    import pickle
+
+    from loopprop import _helper
+
+    done = tmp_path / "the-next-piece-ran"
+    jobs = [("call", "os", "mkdir", (str(done),)),  # taken second (the list runs from the end)
+            ("row", "no_such_module_for_loopprop", "row", "float64", False)]
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    with open(folder / "jobs.pickle", "wb") as fh:
+        pickle.dump(jobs, fh)
+    assert _helper._main(str(folder)) == 1
+    assert done.is_dir()

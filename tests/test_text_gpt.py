@@ -78,7 +78,7 @@ def test_fit_text_equals_the_python_loop():
             twin.forward(X)
             twin.backward(Y)
             twin.step(lr)
-    assert np.array_equal(net._theta, twin._theta)
+    assert np.array_equal(net.flat_params, twin.flat_params)
 
 
 @pytest.mark.heavy  # trains: minutes with the JIT off
@@ -242,12 +242,12 @@ def test_ctrl_c_stops_a_long_epoch_between_two_steps():
     net, tok = small_gpt()
     ids = tok.encode(CORPUS)
     net.fit_text(ids, epochs=1, steps_per_epoch=2, batch_size=4, progress=False)  # compiled
-    before = net._theta.copy()
+    before = net.flat_params.copy()
     _interrupt_after(2.0)
     with pytest.raises(KeyboardInterrupt):
         net.fit_text(ids, epochs=1, steps_per_epoch=10**7, batch_size=4, progress=False)
     assert net.interrupted["epoch"] == 1 and 0 < net.interrupted["steps"] < 10**7
-    assert np.isfinite(net._theta).all() and not np.array_equal(net._theta, before)
+    assert np.isfinite(net.flat_params).all() and not np.array_equal(net.flat_params, before)
 
 
 @pytest.mark.heavy  # trains: slow with the JIT off
@@ -273,4 +273,4 @@ def test_cli_ctrl_c_saves_the_last_complete_state(tmp_path):
     assert proc.returncode == 130, err
     assert "the last complete state is saved to g.npz" in err
     net = Network.load(tmp_path / "g.npz")
-    assert net.metadata["tokenizer"]["kind"] == "char" and np.isfinite(net._theta).all()
+    assert net.metadata["tokenizer"]["kind"] == "char" and np.isfinite(net.flat_params).all()

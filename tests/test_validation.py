@@ -69,7 +69,8 @@ dZ = np.ones((3, 5))
     (lambda: lp.sgd_update(np.ones(3), np.ones(3), float("nan")), ValueError, r"lr: .*finite"),
     (lambda: lp.sgd_update(np.ones(3), np.ones(3), float("inf")), ValueError, r"lr:"),
     (lambda: lp.sgd_update(np.ones(3), np.ones(3), -0.1), ValueError, r"non-negative"),
-    (lambda: lp.sgd_update(np.ones(3), np.ones(3), "fast"), TypeError, r"lr: expected a real number"),
+    (lambda: lp.sgd_update(np.ones(3), np.ones(3), "fast"), TypeError,
+     r"lr: expected a real number"),
     (lambda: lp.sgd_update([1.0, 2.0], np.ones(2), 0.1), TypeError, r"in place"),
     (lambda: lp.sgd_update(np.ones(3, dtype=int), np.ones(3), 0.1), TypeError, r"param"),
     (lambda: lp.sgd_update(np.ones(3), np.ones(4), 0.1), ValueError, r"grad: expected shape"),
@@ -111,3 +112,48 @@ def test_finite_check_finds_one_bad_value_among_huge_finite_ones(dtype, bad):
     A[6, 3] = bad
     with pytest.raises(ValueError, match=r"A_prev: contains NaN or Inf \(first at index \(6, 3\)"):
         lp.dense_forward(W, b, A)
+
+
+def test_float32_overflow_of_inputs_is_an_error():
+    net = lp.Network([1, 1], ["identity"], "mse", dtype="float32")
+    with pytest.raises(ValueError, match=r"X: .*overflows float32"):
+        net.predict(np.full((1, 2), 1e39))
+    with pytest.raises(ValueError, match=r"Y: .*overflows float32"):
+        lp.mse_loss(np.ones((1, 1), np.float32), np.full((1, 1), 1e39))
+
+
+@pytest.mark.parametrize("kwargs,exc,pattern", [
+    ({"alpha": float("nan")}, ValueError, "alpha"),
+    ({"alpha": "abc"}, TypeError, "alpha"),
+    ({"seed": -1}, ValueError, "seed"),
+    ({"seed": 1.5}, TypeError, "seed"),
+])
+def test_network_hyperparameters_are_validated(kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        lp.Network([2, 1], ["leaky_relu"], "mse", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    ({"optimizer": "adam", "beta1": 1.0}, "beta1"),
+    ({"optimizer": "adam", "beta2": 1.0}, "beta2"),
+    ({"optimizer": "adam", "eps": -1}, "eps"),
+    ({"optimizer": "momentum", "momentum": float("nan")}, "momentum"),
+    ({"optimizer": "momentum", "momentum": 5}, "momentum"),
+    ({"seed": -1}, "seed"),
+])
+def test_fit_hyperparameters_are_validated(kwargs, pattern):
+    net = lp.Network([2, 1], ["identity"], "mse")
+    with pytest.raises(ValueError, match=pattern):
+        net.fit(np.ones((2, 4)), np.ones((1, 4)), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("call,exc,pattern", [
+    (lambda: lp.neuron_step(1j, 0.5, 1, 1), TypeError, "x: expected a float32 or float64"),
+    (lambda: lp.sgd_update(np.ones(3), np.ones(3), lr=True), TypeError, "lr: expected a real"),
+    (lambda: lp.activation_forward(np.ones((300, 300)), "relu"), TypeError,
+     "order of the arguments"),
+])
+def test_scalar_arguments_get_clear_errors(call, exc, pattern):
+    with pytest.raises(exc, match=pattern) as err:
+        call()
+    assert len(str(err.value)) < 300  # the message never prints a whole array

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .._jit import kernel, prange, runtime_flag
-from .activations import _exp, _exp_f32
+from .exp import _exp, _exp_f32
 from .gemm import MR, _micro, _pack_x_trans, _pack_y
 from .simd import (
     lanes,
@@ -234,8 +234,8 @@ def _softmax_rows(S, alpha, causal):
     over whole registers up to :func:`_padded` (the keys after ``t`` in the last register set
     to 0 by a mask before the sum), the exponentials a register at a time
     (:func:`~loopprop.kernels.simd.vexp`: float32 scores in float32 arithmetic, 16 lanes; the
-    same bits as :func:`~loopprop.kernels.activations._exp_f32` and
-    :func:`~loopprop.kernels.activations._exp`). No reassociation here (``fast="contract"``): it
+    same bits as :func:`~loopprop.kernels.exp._exp_f32` and
+    :func:`~loopprop.kernels.exp._exp`). No reassociation here (``fast="contract"``): it
     would regroup the exponentials' argument reduction."""
     T = S.shape[0]
     single = S.itemsize == 4

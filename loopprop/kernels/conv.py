@@ -55,8 +55,8 @@ forward pass keeps ``Z[i : i + 4, y, x, k : k + 4L]`` in sixteen registers
 ``Σ_i W[i, c, p, q] · dZ[i, y, x, k : k + 4L]`` for four input channels in registers and adds
 it into ``dA_prev`` once per ``(p, q)`` (:func:`~loopprop.kernels.conv_tiles._dx_tile4`);
 ``dW`` keeps per-lane partial sums of 4 × 4 channel tiles for one ``(p, q)``, output rows
-outermost (:func:`~loopprop.kernels.conv_tiles_dw._dw_tile`). Channels and examples that fill no tile
-run the same sums as plain loops. These are the sums of the naive kernels, regrouped; the
+outermost (:func:`~loopprop.kernels.conv_tiles_dw._dw_tile`). Channels and examples that fill
+no tile run the same sums as plain loops. These are the sums of the naive kernels, regrouped; the
 tests hold them to the naive twin and to PyTorch.
 """
 

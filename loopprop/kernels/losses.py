@@ -24,7 +24,8 @@ import numpy as np
 
 from .. import _checks
 from .._jit import kernel
-from .activations import _column_max, _exp, _sigmoid
+from .activations import _column_max, _sigmoid
+from .exp import _exp
 
 
 @kernel

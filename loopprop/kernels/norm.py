@@ -498,8 +498,9 @@ def layernorm_forward(X, gamma, beta, eps: float = 1e-5, *, check_finite: bool =
     """Layer normalization: ``(Y, mean, rstd)``; each example over its features.
 
     ``X (n, m)`` normalizes each column over its ``n`` features; ``X (C, T, m)`` each ``(t, k)``
-    over its ``C`` channels (``(C, H, W, m)``: each pixel of each example over its channels). ``gamma, beta (n,)`` or ``(C,)``; ``mean, rstd`` have the shape
-    ``X.shape[1:]``. As PyTorch's ``layer_norm`` over the feature axis (biased variance).
+    over its ``C`` channels (``(C, H, W, m)``: each pixel of each example over its channels).
+    ``gamma, beta (n,)`` or ``(C,)``; ``mean, rstd`` have the shape ``X.shape[1:]``. As
+    PyTorch's ``layer_norm`` over the feature axis (biased variance).
     """
     X = _checks.as_float_array(X, "X", (2, 3, 4), check_finite=check_finite,
                                hint="layer norm takes (n, m), (C, T, m) or (C, H, W, m)")

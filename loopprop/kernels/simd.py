@@ -32,6 +32,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+from . import exp as ex
+
 #: bits in one vector register
 BITS = 512
 
@@ -271,8 +273,8 @@ def vprefetch(typingctx, arr, i):
 
 @intrinsic
 def vexp(typingctx, a):
-    """``e^x`` in every lane: the steps of :func:`~loopprop.kernels.activations._exp_f32`
-    (float32, Cephes' ``expf``) or :func:`~loopprop.kernels.activations._exp` (float64, degree
+    """``e^x`` in every lane: the steps of :func:`~loopprop.kernels.exp._exp_f32`
+    (float32, Cephes' ``expf``) or :func:`~loopprop.kernels.exp._exp` (float64, degree
     13), written as the instructions those functions compile to without reassociation --
     clamp (a NaN passes), ``n = ⌊x·log₂e + ½⌋``, ``r = x − n·ln2_hi − n·ln2_lo`` (two fused
     steps), the polynomial by Horner, ``2^n`` from exponent bits in two halves. The same bits
@@ -280,16 +282,14 @@ def vexp(typingctx, a):
     length add remainder loops and checks each time), this is one register per call, always."""
     if not isinstance(a, Vec):
         return None
-    from . import activations as act
-
     single = a.dtype == types.float32
     if single:
-        lo_x, hi_x, log2e, ln2_hi, ln2_lo = -104.0, 89.0, act._LOG2E_F32, act._LN2_HI_F32, \
-            act._LN2_LO_F32
-        poly, bits, bias, shift = act._EXPF_POLY, 32, 127, 23
+        lo_x, hi_x, log2e, ln2_hi, ln2_lo = -104.0, 89.0, ex._LOG2E_F32, ex._LN2_HI_F32, \
+            ex._LN2_LO_F32
+        poly, bits, bias, shift = ex._EXPF_POLY, 32, 127, 23
     else:
-        lo_x, hi_x, log2e, ln2_hi, ln2_lo = -746.0, 710.0, act._LOG2E, act._LN2_HI, act._LN2_LO
-        poly, bits, bias, shift = act._INV_FACT[13::-1], 64, 1023, 52
+        lo_x, hi_x, log2e, ln2_hi, ln2_lo = -746.0, 710.0, ex._LOG2E, ex._LN2_HI, ex._LN2_LO
+        poly, bits, bias, shift = ex._INV_FACT[13::-1], 64, 1023, 52
     width = a.dtype.bitwidth
 
     def codegen(context, builder, sig, args):
@@ -597,9 +597,7 @@ if numba.config.DISABLE_JIT:
 
     def vexp(a):  # noqa: F811
         """``e^x`` lane by lane, by the scalar exponential of the lanes' dtype."""
-        from .activations import _exp, _exp_f32
-
-        f = _exp_f32 if a.dtype == np.float32 else _exp
+        f = ex._exp_f32 if a.dtype == np.float32 else ex._exp
         return np.array([f(v) for v in a], dtype=a.dtype)
 
     def like(arr, x):  # noqa: F811

@@ -103,6 +103,11 @@ class Layer:
     def init_params(self, views: list[np.ndarray], rng: np.random.Generator, init: str) -> None:
         """Initialize this layer's parameter views in place."""
 
+    def random_in_training(self) -> bool:
+        """Whether the training-mode forward pass draws random numbers (dropout's masks): the
+        loss then differs between two evaluations, which finite differences cannot use."""
+        return False
+
     def check_shared(self, owner: "Layer") -> None:
         """With ``shares_params_of``: raise ``ValueError`` when ``owner``'s parameters do not
         fit this layer."""

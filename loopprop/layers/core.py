@@ -179,6 +179,9 @@ class Dropout(Layer):
         self.cache_size = int(np.prod(in_shape))  # the mask
         return in_shape
 
+    def random_in_training(self) -> bool:
+        return self.p > 0
+
     def floats(self):
         return [self.p]
 

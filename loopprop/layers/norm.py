@@ -143,12 +143,8 @@ class Residual(Layer):
     param_names = ()
 
     def __init__(self, layers: Sequence[Any]) -> None:
-        from . import KINDS
-
         items = []
         for v in list(layers):
-            if isinstance(v, dict) and v.get("kind") in KINDS:  # a saved model's spec
-                v = KINDS[v["kind"]](**v.get("config", {}))
             if not isinstance(v, Layer):
                 raise TypeError(f"Residual: layers must be layer objects (Dense(…), ReLU(), …), "
                                 f"got {_checks._describe(v)}")

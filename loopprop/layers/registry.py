@@ -11,7 +11,10 @@ The plan (:mod:`loopprop.plan`) takes each row's code and ``writes_dx`` from her
 (:mod:`loopprop.dispatch`) compiles the rows of the kinds a network holds, ``explain`` finds
 the sums here, and save/load knows every layer class by name (:data:`CLASSES`). Adding a kind
 is its kernels, its two row functions, its layer class and one entry below;
-``tests/test_registry.py`` checks that every entry is complete.
+``tests/test_registry.py`` checks that every entry is complete. A kind defined outside the
+package enters through :func:`register` (``tests/test_house.py`` trains one). Read
+``REGISTRY`` and ``N_CODES`` as attributes of this module (``registry.REGISTRY``): they grow
+when a kind is registered.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ CLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     PositionEmbedding, CausalSelfAttention, TiedOutput)}
 
 _BY_CLASS = {k.layer: k for k in REGISTRY}
+#: the kinds defined here; :func:`register` appends others after them
+_BUILT_IN = len(REGISTRY)
 
 
 def kind_of(layer: Layer) -> Kind:
@@ -107,6 +112,46 @@ def kind_of(layer: Layer) -> Kind:
             return entry
     raise TypeError(f"{type(layer).__name__} is not a registered layer kind: add an entry for "
                     "it to loopprop/layers/registry.py (its code, class and row functions)")
+
+
+def register(kind: Kind) -> Kind:
+    """Add a layer kind defined outside this file (a plugin, an experiment, a test's toy kind):
+    from then on networks may hold ``kind.layer``, save/load knows it by its class name and the
+    dispatch compiles its rows when a network first uses it. The code must be unused and the
+    class unregistered; returns ``kind``. :func:`unregister` takes it out again."""
+    global REGISTRY, N_CODES
+    if not isinstance(kind, Kind):
+        raise TypeError(f"kind: expected a registry.Kind, got {type(kind).__name__}")
+    if not (isinstance(kind.code, int) and kind.code >= 1):
+        raise ValueError(f"kind.code: expected an integer ≥ 1, got {kind.code!r}")
+    taken = next((k for k in REGISTRY if k.code == kind.code), None)
+    if taken is not None:
+        raise ValueError(f"kind.code: {kind.code} is {taken.name}'s; the next free code is "
+                         f"{N_CODES}")
+    if not (isinstance(kind.layer, type) and issubclass(kind.layer, Layer)):
+        raise TypeError(f"kind.layer: expected a subclass of loopprop.layers.Layer, got "
+                        f"{kind.layer!r}")
+    if kind.layer in _BY_CLASS or kind.layer.__name__ in CLASSES:
+        raise ValueError(f"kind.layer: {kind.layer.__name__} is registered already")
+    if not (callable(kind.forward) and callable(kind.backward)):
+        raise TypeError("kind.forward, kind.backward: expected the two row functions "
+                        "row(r, plan, fplan, b, s)")
+    REGISTRY = REGISTRY + (kind,)
+    N_CODES = max(N_CODES, kind.code + 1)
+    CLASSES[kind.layer.__name__] = kind.layer
+    _BY_CLASS[kind.layer] = kind
+    return kind
+
+
+def unregister(kind: Kind) -> None:
+    """Take a kind added by :func:`register` out of the registry again."""
+    global REGISTRY, N_CODES
+    if kind not in REGISTRY[_BUILT_IN:]:
+        raise ValueError(f"{kind.name} was not added by register()")
+    REGISTRY = tuple(k for k in REGISTRY if k is not kind)
+    N_CODES = max(k.code for k in REGISTRY) + 1
+    del CLASSES[kind.layer.__name__]
+    del _BY_CLASS[kind.layer]
 
 
 def by_code(code: int) -> Kind:

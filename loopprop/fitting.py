@@ -1,0 +1,463 @@
+"""Training a :class:`~loopprop.Network`: ``fit`` (minibatches of examples), ``fit_text`` (random
+windows of a token corpus), the optimizer :meth:`~Fitting.step` takes, and what every run
+shares -- its options checked, its buffers kept between calls, the history, the progress bar,
+validation, and the divergence check that names the parameter array at fault.
+
+Each epoch is one compiled call (:mod:`loopprop.train`): this module prepares its arguments and
+reads its results; nothing here runs per batch. :class:`Fitting` is a part of ``Network``
+(a mixin): it reads the network's plan, buffers and layers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from . import _checks, _compiling, _helper
+from . import dispatch as _dispatch
+from . import interrupt as _interrupt
+from . import optimizer as _optim
+from . import plan as _plan
+from . import progress as _progress
+from . import train as _train
+from ._jit import threads_for_load, use_threads
+from .bundles import Data, Norms, Run
+from .kernels.dense import _transpose
+
+#: fit keeps its transposed copy of X for the next call only up to this size
+_KEEP_XT_BYTES = 1 << 24
+
+
+class Fitting:
+    """``Network``'s training methods (:class:`loopprop.Network` inherits them)."""
+
+    def set_optimizer(self, optimizer: str = "sgd", *, lr: float = 0.1, momentum: float = 0.9,
+                      beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                      weight_decay: float | None = None, decay_all: bool = False,
+                      clip_grad_norm: float | None = None, lr_schedule: str = "constant",
+                      warmup_steps: int = 0, total_steps: int | None = None,
+                      step_size: int = 1, lr_gamma: float = 0.1) -> _optim.Optimizer:
+        """Choose the optimizer :meth:`step` takes, with fresh state (step count 0, zero
+        velocity and moments); the options are :meth:`fit`'s, counted in steps rather than
+        epochs: ``warmup_steps`` of linear warm-up, the cosine schedule's ``total_steps``
+        (needed for it), the step schedule's ``step_size``. Returns the optimizer (also
+        :attr:`optimizer`)."""
+        if lr_schedule == "cosine" and total_steps is None:
+            raise ValueError("total_steps: the cosine schedule decays to 0 at total_steps; give "
+                             "the number of steps you will take")
+        total = _checks.check_positive_int(total_steps if total_steps is not None else
+                                           max(1, warmup_steps + 1), "total_steps")
+        warmup_steps = _checks.check_int(warmup_steps, "warmup_steps", 0, "number of steps")
+        o = self._fit_options(
+            epochs=total, batch_size=1, lr=lr, optimizer=optimizer, seed=0, momentum=momentum,
+            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, decay_all=decay_all,
+            clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule, warmup_epochs=warmup_steps,
+            step_epochs=step_size, lr_gamma=lr_gamma)
+        state, decay = self._optimizer(o, 1)
+        self.optimizer = _optim.Optimizer(state, decay)
+        return self.optimizer
+
+    def fit(self, X: Any, y: Any, *, epochs: int = 10, batch_size: int = 32, lr: float = 0.1,
+            optimizer: str = "sgd", shuffle: bool = True, seed: int = 0, progress: bool = True,
+            validation: tuple[Any, Any] | None = None, momentum: float = 0.9,
+            beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+            weight_decay: float | None = None, decay_all: bool = False,
+            clip_grad_norm: float | None = None, lr_schedule: str = "constant",
+            warmup_epochs: float = 0, step_epochs: int = 10, lr_gamma: float = 0.1,
+            parallel: bool = True) -> dict[str, list]:
+        """Train with minibatches; every epoch runs in one compiled call (no Python per batch).
+
+        Parameters
+        ----------
+        X : (n_features, n_samples); examples are columns (pass ``X.T`` for rows-as-examples);
+            converted to the network's dtype. fit keeps one transposed copy of X, so that a
+            shuffled minibatch is gathered as contiguous rows.
+        y : labels ``(n,)`` or one-hot ``(n_L, n)`` for cross-entropy; ``(n_L, n)`` (or ``(n,)``
+            with one output) for mse and binary cross-entropy
+        epochs, batch_size, lr : the loop; the last partial batch is used, not dropped
+        optimizer : ``"sgd"``, ``"momentum"`` (``momentum`` = β in [0, 1); PyTorch's SGD with
+            momentum: ``v ← βv + g``, ``θ ← θ − ηv``), ``"adam"`` or ``"adamw"`` (``beta1``,
+            ``beta2`` in [0, 1), ``eps`` > 0)
+        weight_decay : λ ≥ 0. For ``"adamw"`` decoupled, ``θ ← θ(1 − ηλ)`` before each step
+            (default 0.01, as ``torch.optim.AdamW``); for the others L2 added to the gradient,
+            ``g ← g + λθ`` (default 0, as ``torch.optim.SGD``/``Adam``). Only weights decay:
+            biases and normalization gains and shifts are excluded, as common practice does
+            (each layer's :meth:`~loopprop.layers.base.Layer.decays`); ``decay_all=True``
+            decays every parameter (PyTorch's behaviour when all parameters form one group)
+        clip_grad_norm : c > 0 clips the gradient's global norm before each step:
+            ``g ← g·min(1, c/(‖g‖ + 10⁻⁶))``, as ``torch.nn.utils.clip_grad_norm_``
+        lr_schedule : the rate of every step (per batch, inside the compiled epoch):
+            ``"constant"``, ``"step"`` (× ``lr_gamma`` every ``step_epochs`` epochs after the
+            warm-up) or ``"cosine"`` (from ``lr`` to 0 over the steps after the warm-up);
+            ``warmup_epochs`` (may be fractional) ramps linearly up to ``lr`` first: step ``t``
+            (0-based) of the ``W`` warm-up steps uses ``lr·(t + 1)/W``
+        shuffle, seed : reshuffle the examples each epoch from ``seed`` (same seed, same thread
+            count: bitwise-identical weights)
+        progress : show a progress bar over epochs with the running loss
+        validation : optional ``(X_val, y_val)`` evaluated after every epoch
+
+        Returns
+        -------
+        history : dict of per-epoch lists: ``loss``, ``accuracy`` (classification), ``val_loss``,
+            ``val_accuracy`` (with validation), ``grad_norm`` (mean ‖dW^(l)‖ per layer, before
+            clipping), ``lr`` (the rate of the epoch's last step), ``time`` (seconds),
+            ``compile_time`` (of which compiling the kernels: a first epoch without a cache);
+            and ``grad_norms``, a dict from every parameter array, named ``"row:Kind.name"``
+            (``"3:BatchNorm.gamma"``, ``"4:CausalSelfAttention.W_qkv"``), to its per-epoch mean
+            gradient norm ``‖∂L/∂θ‖`` (before clipping).
+
+        ``fit`` trains in training mode and leaves the network's mode as it found it.
+        """
+        o = self._fit_options(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+            momentum=momentum, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            decay_all=decay_all, clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs, step_epochs=step_epochs, lr_gamma=lr_gamma)
+        X = self.check_inputs(X)
+        n = X.shape[1]
+        Yf, labels, one_hot = self.check_targets(y, n, "y")
+        val = self._check_validation(validation)
+        bs = min(o.batch_size, n)
+        self._check_batch_norm_batch(bs, "batch_size")
+        if n % bs:
+            self._check_batch_norm_batch(n % bs, f"the last batch ({n} examples, batch_size "
+                                         f"{bs}); batch_size")
+        n_batches = -(-n // bs)
+        buf = self._fit_buffers(bs)
+        opt, decay = self._optimizer(o, n_batches)
+        perm = np.arange(n, dtype=np.int64)
+        Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
+        labbuf = np.zeros(labels.shape[0] * bs, np.int64)
+        o.threads = use_threads(parallel)
+        rng = np.random.default_rng(o.seed) if shuffle else None
+        scratch = self._fit_scratch
+        losses = self._losses(Ybuf, labbuf, buf)
+        XT = scratch.get("XT")
+        if XT is None or XT.shape[0] != n:
+            XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
+        _transpose(XT, X)  # one example per row: minibatch gathers copy rows
+        data = Data(XT, Yf, labels, perm, one_hot)
+        flat, optim = self._flat(buf), opt.bundle(decay)  # the same for every epoch
+
+        def epoch(gnorm, dropout_seed, stop, threads):
+            shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
+            args = (self._plan, self._fplan, flat, optim, opt.t, losses, data,
+                    Norms(self._norm_spans, gnorm), Run(bs, shuffle_seed, dropout_seed, threads),
+                    stop)
+            return _train._train_epoch(*args, self._table_beside(_train._train_epoch, args))
+
+        per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
+                           labels.shape[0])  # every output position of a sequence counts
+        try:
+            return self._epochs(o, epoch, opt, n, per_example, n_batches, val, progress)
+        finally:
+            if XT.nbytes > _KEEP_XT_BYTES:
+                scratch.pop("XT", None)  # a large copy of the data is not worth keeping
+
+    def fit_text(self, ids: Any, *, epochs: int = 10, steps_per_epoch: int = 100,
+                 batch_size: int = 16, lr: float = 1e-3, optimizer: str = "adamw",
+                 seed: int = 0, progress: bool = True, validation: Any = None,
+                 beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
+                 weight_decay: float | None = 0.1, decay_all: bool = False,
+                 clip_grad_norm: float | None = 1.0, lr_schedule: str = "cosine",
+                 warmup_epochs: float = 0, parallel: bool = True) -> dict[str, list]:
+        """Train a language model (an :class:`~loopprop.layers.Embedding` first, one
+        distribution per position last: :func:`loopprop.models.gpt`) on a corpus of token ids.
+
+        Each step draws ``batch_size`` windows of ``T`` tokens at random offsets *inside the
+        compiled epoch* (loopprop's own generator, seeded from ``seed`` and the epoch): the
+        inputs are ``ids[s : s + T]``, the labels the next token at each position,
+        ``ids[s + 1 : s + T + 1]``. An epoch is ``steps_per_epoch`` steps, in one compiled call.
+
+        Parameters
+        ----------
+        ids : 1-D integer token ids (:meth:`loopprop.text.CharTokenizer.encode`), longer than
+            the block ``T``
+        validation : optional 1-D ids held out; after every epoch the mean loss over its
+            non-overlapping windows (``val_loss``, in nats per token)
+        optimizer, lr, beta1, beta2, eps, weight_decay, decay_all, clip_grad_norm,
+        lr_schedule, warmup_epochs : as :meth:`fit`; the defaults are GPT training's (AdamW,
+            β₂ = 0.95, λ = 0.1 on the weight matrices and token embedding, clipping at 1,
+            cosine schedule)
+
+        Returns
+        -------
+        history : per-epoch lists ``loss``, ``accuracy`` (next-token accuracy over every
+            position), ``val_loss`` (with validation), ``grad_norm``, ``grad_norms``, ``lr``,
+            ``time`` (seconds per epoch), ``compile_time`` (of which compiling: a first epoch
+            compiles its kernels unless they are cached) and ``tokens_per_s`` (training
+            positions per second, compiling left out).
+        """
+        o = self._fit_options(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+            momentum=0.9, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            decay_all=decay_all, clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs, step_epochs=1, lr_gamma=0.1)
+        steps = _checks.check_positive_int(steps_per_epoch, "steps_per_epoch")
+        T = self.check_language_model("fit_text")
+        corpus = self._check_ids(ids, "ids", T + 1)
+        val = None
+        if validation is not None:
+            windows = self._windows(self._check_ids(validation, "validation", T + 1), T)
+            val = (self.check_inputs(windows[0], "validation"),
+                   *self.check_targets(windows[1], windows[0].shape[1], "validation"))
+        bs = o.batch_size
+        buf = self._fit_buffers(bs)
+        opt, decay = self._optimizer(o, steps)
+        Ybuf = np.zeros(1, self.dtype)
+        labbuf = np.zeros(T * bs, np.int64)
+        o.threads = use_threads(parallel)
+        window_rng = np.random.default_rng([o.seed, 2])
+        flat, optim = self._flat(buf), opt.bundle(decay)  # the same for every epoch
+        losses = self._losses(Ybuf, labbuf, buf)
+
+        def epoch(gnorm, dropout_seed, stop, threads):
+            args = (self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
+                    Norms(self._norm_spans, gnorm),
+                    Run(bs, int(window_rng.integers(0, 2**62)), dropout_seed, threads), stop)
+            return _train._train_text_epoch(*args,
+                                            self._table_beside(_train._train_text_epoch, args))
+
+        return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
+                            tokens=steps * bs * T)
+
+    def _fit_options(self, *, epochs, batch_size, lr, optimizer, seed, momentum, beta1, beta2,
+                     eps, weight_decay, decay_all, clip_grad_norm, lr_schedule, warmup_epochs,
+                     step_epochs, lr_gamma) -> SimpleNamespace:
+        """fit's options, each checked (a clear error names the argument)."""
+        epochs = _checks.check_positive_int(epochs, "epochs")
+        batch_size = _checks.check_positive_int(batch_size, "batch_size")
+        lr = _checks.check_lr(lr)
+        _checks.check_choice(optimizer, "optimizer", tuple(_train.OPTIMIZERS))
+        seed = _checks.check_int(seed, "seed", 0, "non-negative integer seed")
+        momentum = _checks.check_fraction(momentum, "momentum", 0.0, 1.0,
+                                          example=" such as 0.9 (the velocity's decay β)")
+        beta1 = _checks.check_fraction(beta1, "beta1", 0.0, 1.0,
+                                       example=" such as 0.9 (Adam's first-moment decay)")
+        beta2 = _checks.check_fraction(beta2, "beta2", 0.0, 1.0,
+                                       example=" such as 0.999 (Adam's second-moment decay)")
+        eps = _checks.check_fraction(eps, "eps", 0.0, math.inf, lo_open=True,
+                                     example=" such as 1e-8 (Adam's denominator guard)")
+        if weight_decay is None:
+            weight_decay = 0.01 if optimizer == "adamw" else 0.0
+        weight_decay = _checks.check_fraction(weight_decay, "weight_decay", 0.0, math.inf,
+                                              example=" such as 1e-4 (the decay's strength λ)")
+        if not isinstance(decay_all, bool):
+            raise TypeError(f"decay_all: expected True or False, got "
+                            f"{_checks._describe(decay_all)}")
+        clip = 0.0
+        if clip_grad_norm is not None:
+            clip = _checks.check_fraction(clip_grad_norm, "clip_grad_norm", 0.0, math.inf,
+                                          lo_open=True,
+                                          example=" such as 1.0 (the largest gradient norm)")
+        _checks.check_choice(lr_schedule, "lr_schedule", ("constant", "step", "cosine"))
+        warmup_epochs = _checks.check_fraction(warmup_epochs, "warmup_epochs", 0.0, math.inf,
+                                               example=" such as 1 (epochs of linear warm-up)")
+        if warmup_epochs >= epochs and warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs: the warm-up ({warmup_epochs:g} epochs) must be "
+                             f"shorter than training (epochs={epochs}); use fewer warm-up "
+                             "epochs or more epochs")
+        step_epochs = _checks.check_positive_int(step_epochs, "step_epochs")
+        lr_gamma = _checks.check_fraction(lr_gamma, "lr_gamma", 0.0, 1.0, lo_open=True,
+                                          hi_open=False,
+                                          example=" such as 0.1 (the step schedule's factor)")
+        return SimpleNamespace(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+            beta=momentum if optimizer == "momentum" else beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, decay_all=decay_all, clip=clip, lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs, step_epochs=step_epochs, lr_gamma=lr_gamma)
+
+    def _check_validation(self, validation):
+        if validation is None:
+            return None
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise TypeError("validation: expected a pair (X_val, y_val)")
+        Xv = self.check_inputs(validation[0], "validation X")
+        return (Xv, *self.check_targets(validation[1], Xv.shape[1], "validation y"))
+
+    def _fit_buffers(self, bs: int):
+        """The batch buffers for batches of ``bs``, kept between fit calls."""
+        buf = self._fit_scratch.get("buffers")
+        if buf is None or buf.m != bs:
+            buf = self._fit_scratch["buffers"] = _plan.Buffers(self._layout, bs, self.dtype)
+        return buf
+
+    def _optimizer(self, o, n_batches: int):
+        """The optimizer's state for ``o.epochs`` epochs of ``n_batches`` steps, and the
+        weight-decay mask."""
+        opt = _train.OptimizerState(
+            o.optimizer, self._theta.size, self.dtype, o.lr, o.beta, o.beta2, o.eps,
+            o.weight_decay, o.clip, o.lr_schedule,
+            warmup=int(round(o.warmup_epochs * n_batches)), total=o.epochs * n_batches,
+            step_size=o.step_epochs * n_batches, gamma=o.lr_gamma)
+        return opt, self._decay_mask(o.decay_all)
+
+    def _epochs(self, o, epoch, opt, n: int, per_example: int, n_batches: int, val,
+                progress: bool, tokens: int = 0) -> dict[str, list]:
+        """Run ``epoch(gnorm, dropout_seed)`` (one compiled epoch, returning ``(Σ loss × batch
+        size, correct, step count, last rate)``) ``o.epochs`` times: the history, the progress
+        bar, validation and the divergence check. With ``tokens`` (positions per epoch) the
+        history and the bar report tokens per second."""
+        self.interrupted = None
+        bad = self._nonfinite_arrays(self._theta)
+        if bad:  # before the first step: the array at fault, not those it spreads to
+            raise FloatingPointError(
+                f"the parameters of layer {bad[0][0]} ({bad[0][1]}) hold NaN or Inf before "
+                "training: set them to finite values (net.params, or a new Network)")
+        classify = self.loss != "mse"
+        hist: dict[str, Any] = {"loss": [], "grad_norm": [], "lr": [], "time": [],
+                                "compile_time": [],
+                                "grad_norms": {name: [] for name in self._param_names}}
+        if tokens:
+            hist["tokens_per_s"] = []
+        if classify:
+            hist["accuracy"] = []
+        if val is not None:
+            hist["val_loss"] = []
+            if classify:
+                hist["val_accuracy"] = []
+        bar = _progress.Progress(o.epochs, progress)
+        # dropout masks: their own stream of seeds, so that shuffle=False keeps them random
+        drop_rng = np.random.default_rng([o.seed, 1])
+        try:
+            for e in range(1, o.epochs + 1):
+                t0, c0 = time.perf_counter(), _compiling.seconds()
+                gnorm = np.zeros(len(self._norm_spans), np.float64)
+                dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
+                stop = np.zeros(1, np.int64)
+                try:
+                    total, correct, opt.t, last_lr = _interrupt.run(
+                        functools.partial(epoch, gnorm, dropout_seed, stop,
+                                          threads_for_load(o.threads)), stop)
+                except _interrupt.Interrupted as exc:  # Ctrl-C: stopped between two steps
+                    if exc.result is not None:
+                        opt.t = int(exc.result[2])
+                    self.interrupted = {"epoch": e, "steps": opt.t}
+                    raise KeyboardInterrupt from None
+                hist["time"].append(time.perf_counter() - t0)
+                hist["compile_time"].append(_compiling.seconds() - c0)
+                hist["lr"].append(float(last_lr))
+                hist["loss"].append(total / n)
+                norms = gnorm / n_batches
+                hist["grad_norm"].append([float(norms[a]) for a in self._first_arrays])
+                for name, value in zip(self._param_names, norms):
+                    hist["grad_norms"][name].append(float(value))
+                info = {"loss": total / n}
+                if tokens:
+                    # the rate of training, not of compiling (a first epoch compiles)
+                    run = max(hist["time"][-1] - hist["compile_time"][-1], 1e-9)
+                    hist["tokens_per_s"].append(tokens / run)
+                    info["tok/s"] = hist["tokens_per_s"][-1]
+                if classify:
+                    hist["accuracy"].append(correct / per_example)
+                    info["acc"] = correct / per_example
+                if val is not None:
+                    ev = self.evaluate_checked(*val)
+                    hist["val_loss"].append(ev["loss"])
+                    info["val_loss"] = ev["loss"]
+                    if classify:
+                        hist["val_accuracy"].append(ev["accuracy"])
+                        info["val_acc"] = ev["accuracy"]
+                self._check_diverged(e, total / n, o.lr)
+                bar.update(e, info)
+        finally:
+            bar.close()
+        self.history = hist
+        return hist
+
+    def _table_beside(self, epoch, args: tuple):
+        """:meth:`_table`; when ``epoch`` is neither compiled nor cached for ``args`` and a
+        table, a second process compiles it meanwhile and shares the rows with this one
+        (loopprop/_helper.py: the first epoch compiles on two cores)."""
+        if not _helper.enabled():
+            return self._table()
+        epoch_job = _helper.epoch_job(epoch, (*args, _dispatch.table((), self.dtype)))
+        if epoch_job is None:  # the epoch is compiled or cached: load it
+            return self._table()
+        rows = [_helper.row_job(fn, self.dtype, decode) for fn, decode
+                in _dispatch.row_functions(self._plan[:, _plan.KIND])]
+        helper = _helper.start([*rows, epoch_job])  # the epoch last: the helper's first
+        if helper is None:
+            return self._table()
+        try:
+            for job in rows:
+                if helper.claim(job):
+                    _helper.run(job)
+        finally:
+            helper.join()
+        return self._table()
+
+    def check_language_model(self, what: str) -> int:
+        """``T`` for a language model (token ids in, a distribution per position out)."""
+        from .layers import Embedding
+
+        if not (isinstance(self._rows[0], Embedding) and len(self.output_shape) == 2
+                and self.loss == "cross_entropy"):
+            raise TypeError(f"{what}: needs a language model (an Embedding first, a "
+                            "distribution per position last, cross-entropy): build one with "
+                            "loopprop.models.gpt")
+        return self.input_shape[0]
+
+    def _check_ids(self, ids: Any, name: str, minimum: int) -> np.ndarray:
+        """A 1-D corpus of token ids in the embedding's vocabulary, at least ``minimum`` long."""
+        arr = np.asarray(ids)
+        if arr.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D array of token ids (a corpus), got shape "
+                             f"{arr.shape}")
+        if arr.shape[0] < minimum:
+            raise ValueError(f"{name}: {arr.shape[0]} tokens are too few for windows of "
+                             f"{minimum - 1} tokens and their next tokens (at least {minimum} "
+                             "needed); use a longer text or a smaller block_size")
+        self._rows[0].check_input(arr, name, self.dtype)
+        return np.ascontiguousarray(arr, dtype=np.int64)
+
+    @staticmethod
+    def _windows(ids: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+        """Non-overlapping windows of ``ids``: inputs and next tokens, ``(T, n)`` each."""
+        n = (ids.shape[0] - 1) // T
+        X = ids[:n * T].reshape(n, T).T
+        Y = ids[1:n * T + 1].reshape(n, T).T
+        return np.ascontiguousarray(X), np.ascontiguousarray(Y)
+
+    def _nonfinite_arrays(self, flat: np.ndarray) -> list[tuple[int, str]]:
+        """``(l, "row:Kind.name")`` of every parameter array of ``flat`` (:attr:`_theta` or
+        :attr:`_grad`) holding NaN or Inf, in plan order; ``l`` counts parameterized layers
+        from 1, as ``W^(l)`` does."""
+        bad, layer = [], 0
+        for i, (name, (off, size)) in enumerate(zip(self._param_names, self._norm_spans)):
+            layer += i in self._first_arrays
+            if not np.isfinite(flat[off:off + size]).all():
+                bad.append((layer, name))
+        return bad
+
+    def _check_diverged(self, epoch: int, loss: float, lr: float) -> None:
+        """Raise ``FloatingPointError`` when the loss, a parameter or a gradient is NaN or Inf
+        after ``epoch``, naming the first parameter array that holds one in plan order (the
+        forward pass meets it first), else the last gradient in plan order (the backward pass
+        computes it first). Any layer kind: every parameter array is named by
+        ``"row:Kind.name"``.
+
+        The loss alone is not enough: a NaN weight can hide behind a finite loss (an output
+        that does not depend on it, or an activation that maps it away)."""
+        bad_theta = not _checks._all_finite(self._theta)
+        bad_grad = not _checks._all_finite(self._grad)
+        if math.isfinite(loss) and not bad_theta and not bad_grad:
+            return
+        where = ""
+        bad = self._nonfinite_arrays(self._theta)
+        if bad:  # the first in plan order: the forward pass met it first
+            where = f"; the parameters of layer {bad[0][0]} ({bad[0][1]}) hold NaN or Inf"
+        else:
+            bad = self._nonfinite_arrays(self._grad)
+            if bad:  # the last in plan order: the backward pass computed it first
+                where = (f"; the gradients of layer {bad[-1][0]} ({bad[-1][1]}) went NaN or Inf "
+                         "first (the backward pass runs from the output back)")
+        raise FloatingPointError(
+            f"training diverged at epoch {epoch}: the training loss is {loss:g}{where}. The "
+            f"learning rate lr={lr:g} is probably too large; try lr={lr / 10:g}"
+        )
