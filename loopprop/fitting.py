@@ -28,6 +28,7 @@ from . import train as _train
 from ._jit import threads_for_load, use_threads
 from .bundles import Data, Norms, Run
 from .kernels.dense import _transpose
+from .layers import Embedding
 
 #: fit keeps its transposed copy of X for the next call only up to this size
 _KEEP_XT_BYTES = 1 << 24
@@ -393,9 +394,8 @@ class Fitting:
         return self._table()
 
     def check_language_model(self, what: str) -> int:
-        """``T`` for a language model (token ids in, a distribution per position out)."""
-        from .layers import Embedding
-
+        """``T`` for a language model (token ids in, a distribution per position out); a
+        ``TypeError`` naming ``what`` for any other network."""
         if not (isinstance(self._rows[0], Embedding) and len(self.output_shape) == 2
                 and self.loss == "cross_entropy"):
             raise TypeError(f"{what}: needs a language model (an Embedding first, a "

@@ -27,9 +27,11 @@ from . import _checks
 from . import plan as _plan
 from ._jit import kernel, use_threads
 from .layers import CausalSelfAttention
-from .plan import H0, KIND, OUT_OFF
+from .plan import KIND, OUT_OFF
 from .dispatch import decode_at, row_at
 from .train import _step
+
+T_MAX = CausalSelfAttention.column("t_max")
 
 
 @kernel
@@ -58,7 +60,7 @@ class _Stepper:
         size = 0
         for r, layer in enumerate(self.one.rows):
             if isinstance(layer, CausalSelfAttention):
-                plan[r, H0 + 3] = self.block  # T_max: the cache's length (the decode row's)
+                plan[r, T_MAX] = self.block  # the cache's length (the decode row's)
                 self.kv_offs[r] = size
                 size += 2 * layer.C * self.block
         self.plan = plan

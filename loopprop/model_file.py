@@ -19,7 +19,8 @@ import numpy as np
 
 from . import _files
 from . import plan as _plan
-from .layers import KINDS, Layer
+from .layers import Layer
+from .layers.registry import CLASSES as KINDS
 
 #: version 3 adds the state (batch norm's running statistics); version 2 stores the list of
 #: layers (kind and hyperparameters); version 1 files (dense layer sizes and activation names)

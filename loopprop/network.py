@@ -510,8 +510,11 @@ class Network(Fitting, Inputs):
 
     def evaluate_checked(self, X, Yf, labels, one_hot, training: bool = False
                           ) -> dict[str, Any]:
-        """The loss (and outputs) over X in chunks; evaluation mode unless ``training`` (one
-        chunk then: batch statistics are the whole batch's)."""
+        """The loss (and outputs) over ``X`` in chunks, from inputs already checked: ``X`` as
+        :meth:`check_inputs` returns it, ``(Yf, labels, one_hot)`` as :meth:`check_targets`
+        does. Evaluation mode unless ``training`` (one chunk then: batch statistics are the
+        whole batch's). Returns ``{"loss", "output"}`` and, for classification, ``"accuracy"``;
+        the network is unchanged."""
         n = X.shape[1]
         positions = int(np.prod(self.output_shape[1:]))  # a sequence's columns per example
         chunk = n if training else min(n, max(1, 1024 // positions))

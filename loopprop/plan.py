@@ -42,6 +42,13 @@ expands them into the rows they run.
 A row may read the parameters of an earlier row (``shares_params_of``): GPT-2's output layer
 reads the token embedding's ``E`` (:class:`loopprop.layers.TiedOutput`). Its ``P_OFF`` is the
 owner's and its ``P_SIZE`` 0; both rows' backward kernels add into the one gradient.
+
+Everything after the fixed columns is named by the layer: its integer settings from ``H0``
+(:attr:`Layer.settings`), the absolute offsets of its parameter arrays in ``theta`` from
+``ARRAY0`` (:attr:`Layer.param_names`) and the offsets of the named parts of its cache and
+workspaces from ``PART0`` (``cache_parts``, ``work_parts``, ``fixed_work_parts``). A row
+function finds each by :meth:`Layer.column` -- ``plan[r, Dense.column("n_in")]`` -- never by
+adding up shapes; :func:`build` computes every offset once, from what the layers declare.
 """
 
 from __future__ import annotations
@@ -52,10 +59,19 @@ import numpy as np
 # its backward row writes its input's gradient (the registry's ``writes_dx``), then the offsets
 (KIND, WRITES_DX, P_OFF, P_SIZE, IN_OFF, IN_SIZE, OUT_OFF, OUT_SIZE, C_OFF, IC_OFF, WK_OFF,
  WF_OFF, S_OFF, IN2_OFF) = range(14)
-#: the first column of the layer's integer hyperparameters; there are ``N_HYPER`` of them
+#: the first column of the layer's integer settings (:attr:`Layer.settings`); ``N_HYPER`` of them
 H0 = 14
 N_HYPER = 12
-N_COLS = H0 + N_HYPER
+#: the first column of the absolute offsets of the row's parameter arrays in ``theta``
+#: (:attr:`Layer.param_names`, in order); ``N_ARRAYS`` of them
+ARRAY0 = H0 + N_HYPER
+N_ARRAYS = 4
+#: the first column of the offsets of the row's named parts of its cache, workspace and fixed
+#: workspace (:attr:`Layer.cache_parts`, ``work_parts``, ``fixed_work_parts``, in that order):
+#: per example for the first two, absolute for the fixed one; ``N_PARTS`` of them
+PART0 = ARRAY0 + N_ARRAYS
+N_PARTS = 12
+N_COLS = PART0 + N_PARTS
 #: float hyperparameters per row
 N_FLOAT = 2
 
@@ -126,9 +142,17 @@ def build(layers, input_shape, kinds) -> dict:
         row[S_OFF] = s_off
         s_off += layer.state_size
         ints = layer.ints()
-        if len(ints) > N_HYPER:  # pragma: no cover - a layer author's mistake
-            raise RuntimeError(f"{type(layer).__name__} has more than {N_HYPER} integers")
+        if len(ints) > N_HYPER or (layer.settings and len(ints) != len(layer.settings)):
+            raise RuntimeError(f"{type(layer).__name__}: ints() gave {len(ints)} values for the "
+                               f"settings {layer.settings} (at most {N_HYPER})")
         row[H0:H0 + len(ints)] = ints
+        own = arrays[-1] if layer.shares_params_of is None else {}
+        if len(own) > N_ARRAYS:  # pragma: no cover - a layer author's mistake
+            raise RuntimeError(f"{type(layer).__name__} has more than {N_ARRAYS} arrays")
+        row[ARRAY0:ARRAY0 + N_ARRAYS] = -1
+        row[ARRAY0:ARRAY0 + len(own)] = [off for off, _ in own.values()]
+        row[PART0:PART0 + N_PARTS] = -1
+        _place_parts(layer, row)
         floats = layer.floats()
         fplan[r, :len(floats)] = floats
         in_off, in_size = out_off, out_size
@@ -136,6 +160,29 @@ def build(layers, input_shape, kinds) -> dict:
     return {"plan": plan, "fplan": fplan, "params": p_off, "acts": a_off, "cache": c_off,
             "icache": ic_off, "work": wk_off, "fwork": wf_off, "state": s_off,
             "positions": int(np.prod(last[1:])), "arrays": arrays, "states": states}
+
+
+def _place_parts(layer, row) -> None:
+    """Write the offsets of ``layer``'s named parts (:meth:`Layer.part_sizes`) into its plan
+    row: each region's parts one after another from the region's start, per example for the
+    cache and the workspace, absolute for the fixed workspace; their sizes must add up to the
+    region's."""
+    groups = ((layer.cache_parts, C_OFF, layer.cache_size),
+              (layer.work_parts, WK_OFF, layer.work_size),
+              (layer.fixed_work_parts, WF_OFF, layer.fixed_work_size))
+    sizes = layer.part_sizes() if any(names for names, _, _ in groups) else {}
+    col = PART0
+    for names, start, total in groups:
+        off = int(row[start])
+        for name in names:
+            row[col] = off
+            off += int(sizes[name])
+            col += 1
+        if names and off - int(row[start]) != total:  # pragma: no cover - an author's mistake
+            raise RuntimeError(f"{type(layer).__name__}: the parts {names} add up to "
+                               f"{off - int(row[start])} values, the region holds {total}")
+    if col > PART0 + N_PARTS:  # pragma: no cover - a layer author's mistake
+        raise RuntimeError(f"{type(layer).__name__} has more than {N_PARTS} parts")
 
 
 def _named(layer, names, shapes, off: int) -> dict[str, tuple[int, tuple[int, ...]]]:

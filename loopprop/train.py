@@ -26,8 +26,12 @@ from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross
 from .kernels.optim import (SCHEDULES, _adam_threads, _adamw_threads, _add_weight_decay,
                             _clip_grad_norm_threads, _momentum, _scheduled_lr, _sgd)
 from .kernels.rng import _below, _shuffle
-from .plan import H0, IN2_OFF, IN_OFF, IN_SIZE, KIND, OUT_OFF, OUT_SIZE, WRITES_DX
+from .layers.core import Activation
+from .plan import IN2_OFF, IN_OFF, IN_SIZE, KIND, OUT_OFF, OUT_SIZE, WRITES_DX
 from .rows.common import _vec, _view, _zero
+
+#: a fused loss's last row is an activation: its features are the classes
+FEATURES = Activation.column("features")
 
 MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2
 LOSS_CODES = {"mse": MSE, "cross_entropy": CROSS_ENTROPY,
@@ -121,7 +125,7 @@ def _loss_seed(plan, acts, dacts, mb, loss_code, Y, labels, one_hot, col1, col2)
         n = plan[r, OUT_SIZE]
         off = plan[r, OUT_OFF] * mb
         return _mse(_view(dacts, off, n, mb), _view(acts, off, n, mb), Y)
-    n = plan[r, H0 + 1]  # the classes: the first axis of the output
+    n = plan[r, FEATURES]  # the classes: the first axis of the output
     N = plan[r, IN_SIZE] // n * mb  # a column per example and output position
     off = plan[r, IN_OFF] * mb
     dZ = _view(dacts, off, n, N)
@@ -137,7 +141,7 @@ def _loss_seed(plan, acts, dacts, mb, loss_code, Y, labels, one_hot, col1, col2)
 def _logits(plan, acts, mb):
     """The last layer's input (the logits of a fused loss), ``(n_L, positions · mb)``."""
     r = plan.shape[0] - 1
-    n = plan[r, H0 + 1]
+    n = plan[r, FEATURES]
     return _view(acts, plan[r, IN_OFF] * mb, n, plan[r, IN_SIZE] // n * mb)
 
 

@@ -87,3 +87,20 @@ def python_loop(net, X, y, epochs: int, bs: int, lr: float) -> None:
             net.forward(X[..., s:s + bs])
             net.backward(y[s:s + bs])
             net.step(lr)
+
+
+#: the hidden activations and the (loss, output activation) pairs every whole-network test runs
+HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
+HEADS = [("mse", "identity"), ("mse", "sigmoid"), ("mse", "softmax"),
+         ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")]
+
+
+def problem(rng, loss, sizes, m):
+    """Inputs ``(sizes[0], m)`` and targets as ``loss`` takes them: labels for cross-entropy,
+    0/1 for binary cross-entropy, real values for mse."""
+    X = rand(rng, (sizes[0], m))
+    if loss == "cross_entropy":
+        return X, rng.integers(0, sizes[-1], m)
+    if loss == "binary_cross_entropy":
+        return X, rng.integers(0, 2, (sizes[-1], m)).astype(float)
+    return X, rand(rng, (sizes[-1], m))

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import rand
+from helpers import HEADS, HIDDEN, problem, rand
 
 import loopprop as lp
 
@@ -29,20 +29,6 @@ def test_gradcheck_validates_eps(eps, exc):
         lp.gradcheck(net, np.ones((2, 3)), np.zeros((2, 3)), eps=eps)
 
 
-HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
-
-
-HEADS = [("mse", "identity"), ("mse", "sigmoid"), ("mse", "softmax"),
-         ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")]
-
-
-def problem(rng, loss, sizes, m):
-    X = rand(rng, (sizes[0], m))
-    if loss == "cross_entropy":
-        return X, rng.integers(0, sizes[-1], m)
-    if loss == "binary_cross_entropy":
-        return X, rng.integers(0, 2, (sizes[-1], m)).astype(float)
-    return X, rand(rng, (sizes[-1], m))
 
 
 @pytest.mark.parametrize("hidden", HIDDEN)

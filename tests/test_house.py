@@ -15,7 +15,6 @@ import pytest
 import loopprop as lp
 from loopprop.explain_layers import Term
 from loopprop.layers import Dense, Layer, Softmax, Tanh, registry
-from loopprop.plan import H0
 from loopprop.rows.common import _offsets, _vec, _view
 
 PACKAGE = Path(lp.__file__).resolve().parent
@@ -150,12 +149,37 @@ def test_code_and_docstrings_carry_no_dates_or_run_labels():
 # ``Scale``: ``Y[i, k] = a[i]·X[i, k]``, ``da[i] += Σ_k dY[i, k]·X[i, k]``,
 # ``dX[i, k] += a[i]·dY[i, k]``. Its rows, its class and its registry entry live here only.
 
+class Scale(Layer):
+    """A gain per feature: ``Y[i, k] = a[i]·X[i, k]``."""
+
+    kernels = ("test_house.scale_forward", "test_house.scale_backward")
+    param_names = ("a",)
+    settings = ("n",)  # ints() gives self.n: the features
+
+    def _build(self, in_shape):
+        self._need(in_shape, 1, "a vector")
+        self.n = in_shape[0]
+        return in_shape
+
+    def param_shapes(self):
+        return [(self.n,)]
+
+    def decays(self):
+        return [False]
+
+    def init_params(self, views, rng, init):
+        views[0][...] = 1.0 + 0.5 * rng.standard_normal(views[0].shape)
+
+
+N_COL, A_COL = Scale.columns("n", "a")  # its setting and its array, by name
+
+
 def scale_forward(r, plan, fplan, b, s):
     """``Y[i, k] = a[i]·X[i, k]`` for a ``Scale`` row."""
-    x_off, y_off, p = _offsets(plan, r, s.mb)
-    n = plan[r, H0]
+    x_off, y_off, _ = _offsets(plan, r, s.mb)
+    n = plan[r, N_COL]
     X, Y = _view(b.acts, x_off, n, s.mb), _view(b.acts, y_off, n, s.mb)
-    a = _vec(b.theta, p, n)
+    a = _vec(b.theta, plan[r, A_COL], n)
     for i in range(n):
         for k in range(s.mb):
             Y[i, k] = a[i] * X[i, k]
@@ -163,11 +187,11 @@ def scale_forward(r, plan, fplan, b, s):
 
 def scale_backward(r, plan, fplan, b, s):
     """``da[i] += Σ_k dY[i, k]·X[i, k]``; ``dX[i, k] += a[i]·dY[i, k]`` (not for row 0)."""
-    x_off, y_off, p = _offsets(plan, r, s.mb)
-    n = plan[r, H0]
+    x_off, y_off, _ = _offsets(plan, r, s.mb)
+    n = plan[r, N_COL]
     X, dY = _view(b.acts, x_off, n, s.mb), _view(b.dacts, y_off, n, s.mb)
     dX = _view(b.dacts, x_off, n, s.mb)
-    a, da = _vec(b.theta, p, n), _vec(b.grad, p, n)
+    a, da = _vec(b.theta, plan[r, A_COL], n), _vec(b.grad, plan[r, A_COL], n)
     for i in range(n):
         for k in range(s.mb):
             da[i] += dY[i, k] * X[i, k]
@@ -181,29 +205,6 @@ def scale_explain(layer, param, index, X, dY, extra):
     terms = [Term((k,), (float(dY[i, k]), float(X[i, k])), float(dY[i, k] * X[i, k]))
              for k in range(X.shape[-1])]
     return f"da[{i}] = Σ_k dY[{i}, k] · X[{i}, k]", ("dY", "X"), terms
-
-
-class Scale(Layer):
-    """A gain per feature: ``Y[i, k] = a[i]·X[i, k]``."""
-
-    kernels = ("test_house.scale_forward", "test_house.scale_backward")
-    param_names = ("a",)
-
-    def _build(self, in_shape):
-        self._need(in_shape, 1, "a vector")
-        return in_shape
-
-    def param_shapes(self):
-        return [(self.in_shape[0],)]
-
-    def decays(self):
-        return [False]
-
-    def ints(self):
-        return [self.in_shape[0]]
-
-    def init_params(self, views, rng, init):
-        views[0][...] = 1.0 + 0.5 * rng.standard_normal(views[0].shape)
 
 
 @pytest.fixture
@@ -289,3 +290,45 @@ def test_register_refuses_a_taken_code_and_a_known_class(scale_kind):
 def test_without_its_entry_the_kind_is_refused_by_name():
     with pytest.raises(TypeError, match="Scale is not a registered layer kind"):
         _toy_net()
+
+
+def test_the_plan_fills_every_named_column_with_the_layout_it_computes():
+    """Each row's named columns hold what the layout says: settings, the offsets of its arrays
+    (equal to ``layout["arrays"]``) and of its parts (inside the row's regions, adding up to
+    them) -- for a network of every kind that has names."""
+    from loopprop.layers import (BatchNorm, CausalSelfAttention, Conv2d, Dropout, Embedding,
+                                 Flatten, LayerNorm, MaxPool2d, PositionEmbedding, ReLU,
+                                 Residual, TiedOutput)
+    from loopprop.plan import C_OFF, WF_OFF, WK_OFF
+
+    nets = [lp.Network([Conv2d(4, 3, padding=1), BatchNorm(), ReLU(), MaxPool2d(2), Flatten(),
+                        Dropout(0.1), Dense(5), Softmax()], loss="cross_entropy",
+                       input_shape=(2, 6, 6)),
+            lp.Network([Embedding(9, 8), PositionEmbedding(5),
+                        Residual([LayerNorm(), CausalSelfAttention(2)]), LayerNorm(),
+                        TiedOutput(9), Softmax()], loss="cross_entropy", input_shape=(5,))]
+    seen = set()
+    for net in nets:
+        for r, layer in enumerate(net.rows):
+            cls = type(layer)
+            for name, value in zip(cls.settings, layer.ints()):
+                assert net.plan[r, cls.column(name)] == value, (cls.__name__, name)
+            for name, (off, _) in net.layout["arrays"][r].items():
+                assert net.plan[r, cls.column(name)] == off, (cls.__name__, name)
+            sizes = layer.part_sizes()
+            for names, start, total in ((cls.cache_parts, C_OFF, layer.cache_size),
+                                        (cls.work_parts, WK_OFF, layer.work_size),
+                                        (cls.fixed_work_parts, WF_OFF, layer.fixed_work_size)):
+                at = int(net.plan[r, start])
+                for name in names:
+                    assert net.plan[r, cls.column(name)] == at, (cls.__name__, name)
+                    at += sizes[name]
+                assert not names or at - int(net.plan[r, start]) == total, cls.__name__
+            seen.add(cls.__name__)
+    assert {"Conv2d", "BatchNorm", "Dense", "CausalSelfAttention", "LayerNorm", "Embedding",
+            "PositionEmbedding", "TiedOutput", "Dropout", "MaxPool2d"} <= seen
+    with pytest.raises(KeyError, match="no setting, parameter array or part 'Q'"):
+        CausalSelfAttention.column("Q")
+    clash = type("Clash", (Layer,), {"settings": ("W",), "param_names": ("W", "b")})
+    with pytest.raises(KeyError, match="declares 'W' twice"):
+        clash.column("W")

@@ -4,23 +4,11 @@ determinism, gradient accumulation, gradcheck, save/load, and a real dataset."""
 
 import numpy as np
 import pytest
-from helpers import assert_close, rand, torch_or_skip
+from helpers import HEADS, HIDDEN, assert_close, problem, rand, torch_or_skip
 
 import loopprop as lp
 from loopprop import vectorized as vec
 
-HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
-HEADS = [("mse", "identity"), ("mse", "sigmoid"), ("mse", "softmax"),
-         ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")]
-
-
-def problem(rng, loss, sizes, m):
-    X = rand(rng, (sizes[0], m))
-    if loss == "cross_entropy":
-        return X, rng.integers(0, sizes[-1], m)
-    if loss == "binary_cross_entropy":
-        return X, rng.integers(0, 2, (sizes[-1], m)).astype(float)
-    return X, rand(rng, (sizes[-1], m))
 
 
 def torch_step(torch, net, X, Y, lr):

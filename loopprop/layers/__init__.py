@@ -12,7 +12,18 @@ from .core import (ACTIVATIONS, GELU, Activation, Dense, Dropout, Flatten, GELUT
                    LeakyReLU, ReLU, Sigmoid, Softmax, Tanh)
 from .norm import BatchNorm, LayerNorm, Residual
 from .sequence import CausalSelfAttention, Embedding, PositionEmbedding, TiedOutput
-from .registry import CLASSES as KINDS  # layer class name -> class (save/load)
+
+
+
+def __getattr__(name: str):
+    """``KINDS``: every layer class by name (save/load), from the registry, which imports the
+    row functions -- and they import the layer classes: loaded on first use, not here."""
+    if name == "KINDS":
+        from .registry import CLASSES
+
+        return CLASSES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ACTIVATIONS", "Activation", "AvgPool2d", "BatchNorm", "CausalSelfAttention",
            "Conv2d", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GELUTanh", "Identity",

@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..plan import ARRAY0, H0, PART0
+
 
 class Layer:
     """Base class of every layer kind.
@@ -72,6 +74,44 @@ class Layer:
     param_names: ClassVar[tuple[str, ...]] = ("W", "b")
     #: names of the state arrays (views into the network's state), in layout order
     state_names: ClassVar[tuple[str, ...]] = ()
+    #: names of :meth:`ints`' values, in order: the row reads setting ``name`` at
+    #: ``plan[r, cls.column(name)]``
+    settings: ClassVar[tuple[str, ...]] = ()
+    #: names of the parts of the per-example cache, the per-example workspace and the fixed
+    #: workspace, each in layout order (:meth:`part_sizes` gives their sizes; they fill
+    #: ``cache_size``, ``work_size``, ``fixed_work_size``): the row finds part ``name`` at
+    #: ``plan[r, cls.column(name)]``
+    cache_parts: ClassVar[tuple[str, ...]] = ()
+    work_parts: ClassVar[tuple[str, ...]] = ()
+    fixed_work_parts: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def column(cls, name: str) -> int:
+        """The plan column that holds ``name`` for a row of this kind: an integer setting
+        (:attr:`settings`), the offset of a parameter array in ``theta``
+        (:attr:`param_names`) or the offset of a named part of the cache or the workspaces
+        (per example, as the region's). Row functions take these once, as module constants:
+        ``N_IN, N_OUT = Dense.columns("n_in", "n_out")``, then ``plan[r, N_IN]``."""
+        parts = cls.cache_parts + cls.work_parts + cls.fixed_work_parts
+        if (name in cls.settings) + (name in cls.param_names) + (name in parts) > 1:
+            raise KeyError(f"{cls.__name__} declares {name!r} twice (a setting, an array or a "
+                           "part): every name of a kind must be one thing")
+        if name in cls.settings:
+            return H0 + cls.settings.index(name)
+        if name in cls.param_names:
+            return ARRAY0 + cls.param_names.index(name)
+        if name in parts:
+            return PART0 + parts.index(name)
+        raise KeyError(f"{cls.__name__} declares no setting, parameter array or part {name!r}")
+
+    @classmethod
+    def columns(cls, *names: str) -> tuple[int, ...]:
+        """:meth:`column` of each name."""
+        return tuple(cls.column(name) for name in names)
+
+    def part_sizes(self) -> dict[str, int]:
+        """The size of each named part (per example for the cache and the workspace)."""
+        return {}
 
     def rows(self) -> list["Layer"]:
         """The plan rows this layer runs: itself. Containers (a residual block) return their
@@ -93,8 +133,9 @@ class Layer:
         """Initialize the state views in place (running mean 0, running variance 1)."""
 
     def ints(self) -> list[int]:
-        """Integer hyperparameters for the plan row (shapes, kernel sizes, strides…)."""
-        return []
+        """The integer settings for the plan row (shapes, kernel sizes, strides…), one per
+        name of :attr:`settings`; by default each the attribute of that name."""
+        return [int(getattr(self, name)) for name in self.settings]
 
     def floats(self) -> list[float]:
         """Float hyperparameters for the plan row."""

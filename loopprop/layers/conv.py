@@ -20,6 +20,12 @@ class Conv2d(Layer):
     """
 
     kernels = ("conv._conv2d_forward_tuned", "conv._conv2d_backward_tuned")
+    settings = ("c_in", "H_in", "W_in", "c_out", "kh", "kw", "s_h", "s_w", "pad_h", "pad_w",
+                "H_out", "W_out")
+    #: the (transposed) im2col matrix or its gradient, and Zᵀ or dZᵀ
+    work_parts = ("cols", "ZT")
+    #: Wᵀ; dWᵀ, or the register tiles' partial sums of dW (up to 16 lanes each)
+    fixed_work_parts = ("WT", "dW_tiles")
 
     def __init__(self, c_out: int, kernel=3, stride=1, padding=0) -> None:
         self.c_out = _checks.check_positive_int(c_out, "c_out")
@@ -48,6 +54,11 @@ class Conv2d(Layer):
 
     def param_shapes(self):
         return [(self.c_out, self.c_in, *self.kernel), (self.c_out,)]
+
+    def part_sizes(self):
+        K, positions = self.c_in * self.kernel[0] * self.kernel[1], self.H_out * self.W_out
+        return {"cols": K * positions, "ZT": self.c_out * positions, "WT": K * self.c_out,
+                "dW_tiles": 16 * K * self.c_out}
 
     def ints(self):
         c_in, H, W = self.in_shape
@@ -80,6 +91,8 @@ class Conv2d(Layer):
 
 
 class _Pool2d(Layer):
+    settings = ("C", "H_in", "W_in", "kh", "kw", "s_h", "s_w", "H_out", "W_out")
+
     def __init__(self, size=2, stride=None) -> None:
         self.size = pair(size, "size", 1)
         self.stride = pair(stride, "stride", 1) if stride is not None else self.size

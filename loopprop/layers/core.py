@@ -23,6 +23,10 @@ class Dense(Layer):
     """
 
     kernels = ("dense._dense_layer_forward", "dense._dense_layer_backward")
+    settings = ("n_in", "n_out", "positions")
+    cache_parts = ("A_prevT",)
+    work_parts = ("dZT",)
+    fixed_work_parts = ("WT",)
 
     def __init__(self, n_out: int) -> None:
         self.n_out = _checks.check_positive_int(n_out, "n_out")
@@ -40,8 +44,8 @@ class Dense(Layer):
     def param_shapes(self):
         return [(self.n_out, self.n_in), (self.n_out,)]
 
-    def ints(self):
-        return [self.n_in, self.n_out, self.positions]
+    def part_sizes(self):
+        return {"A_prevT": self.cache_size, "dZT": self.work_size, "WT": self.fixed_work_size}
 
     def init_params(self, views, rng, init):
         W, b = views
@@ -65,12 +69,14 @@ class Activation(Layer):
     kernels = ("activations._activation_forward_tuned", "activations._activation_backward_tuned")
     #: the activation's name in :data:`loopprop.kernels.activations.CODES`
     function: ClassVar[str] = "identity"
+    #: the activation's code, and the features (the first axis: softmax runs over them at
+    #: every other index)
+    settings = ("code", "features")
 
     def _build(self, in_shape):
         return in_shape
 
     def ints(self):
-        # the features (the first axis): softmax runs over them at every other index
         return [CODES[self.function], self.in_shape[0]]
 
     def floats(self):
@@ -169,6 +175,7 @@ class Dropout(Layer):
     epoch's seed, the batch and the layer: ``fit`` is reproducible for a seed."""
 
     kernels = ("dropout._dropout_forward", "dropout._dropout_backward")
+    cache_parts = ("mask",)
 
     def __init__(self, p: float = 0.5) -> None:
         from ..kernels.dropout import check_p
@@ -181,6 +188,9 @@ class Dropout(Layer):
 
     def random_in_training(self) -> bool:
         return self.p > 0
+
+    def part_sizes(self):
+        return {"mask": self.cache_size}
 
     def floats(self):
         return [self.p]

@@ -30,6 +30,9 @@ class BatchNorm(Layer):
     kernels = ("norm._batchnorm_forward", "norm._batchnorm_backward")
     param_names = ("gamma", "beta")
     state_names = ("running_mean", "running_var")
+    settings = ("channels", "per_example")
+    #: the batch's mean and 1/σ per channel
+    fixed_work_parts = ("mean", "rstd")
 
     def __init__(self, eps: float = 1e-5, momentum: float = 0.1) -> None:
         self.eps = check_eps(eps)
@@ -61,8 +64,8 @@ class BatchNorm(Layer):
         views[0][...] = 0.0
         views[1][...] = 1.0
 
-    def ints(self):
-        return [self.channels, self.per_example]
+    def part_sizes(self):
+        return {"mean": self.channels, "rstd": self.channels}
 
     def floats(self):
         return [self.eps, self.momentum]
@@ -92,6 +95,9 @@ class LayerNorm(Layer):
 
     kernels = ("norm._layernorm_forward", "norm._layernorm_backward")
     param_names = ("gamma", "beta")
+    settings = ("features", "steps")
+    #: μ and 1/σ of each column
+    cache_parts = ("mean", "rstd")
 
     def __init__(self, eps: float = 1e-5) -> None:
         self.eps = check_eps(eps)
@@ -112,8 +118,8 @@ class LayerNorm(Layer):
         views[0][...] = 1.0
         views[1][...] = 0.0
 
-    def ints(self):
-        return [self.features, self.steps]
+    def part_sizes(self):
+        return {"mean": self.steps, "rstd": self.steps}
 
     def floats(self):
         return [self.eps]

@@ -26,6 +26,7 @@ class Embedding(Layer):
 
     kernels = ("attention._embedding_forward_tuned", "attention._embedding_backward_tuned")
     param_names = ("E",)
+    settings = ("vocab_size", "n_embd", "T")
     first_only = True
 
     def __init__(self, vocab_size: int, n_embd: int) -> None:
@@ -42,9 +43,6 @@ class Embedding(Layer):
 
     def decays(self):
         return [True]
-
-    def ints(self):
-        return [self.vocab_size, self.n_embd, self.T]
 
     def init_params(self, views, rng, init):
         views[0][...] = rng.standard_normal(views[0].shape) * 0.02
@@ -97,6 +95,7 @@ class PositionEmbedding(Layer):
 
     kernels = ("attention._position_forward", "attention._position_backward")
     param_names = ("W",)
+    settings = ("d", "T", "block_size")
 
     def __init__(self, block_size: int) -> None:
         self.block_size = _checks.check_positive_int(block_size, "block_size")
@@ -115,9 +114,6 @@ class PositionEmbedding(Layer):
 
     def decays(self):
         return [False]
-
-    def ints(self):
-        return [self.d, self.T, self.block_size]
 
     def init_params(self, views, rng, init):
         views[0][...] = rng.standard_normal(views[0].shape) * 0.01
@@ -143,6 +139,18 @@ class CausalSelfAttention(Layer):
 
     kernels = ("attention._attention_forward_tuned", "attention._attention_backward_tuned")
     param_names = ("W_qkv", "b_qkv", "W_o", "b_o")
+    #: ``t_max``: the length of the key/value cache when decoding one position at a time (set
+    #: by :mod:`loopprop.generate` in its own plan; 0 in training)
+    settings = ("C", "T", "n_head", "t_max")
+    t_max = 0
+    #: per example: ``Xᵀ``, ``Q, K, V`` (one ``(3C, T)`` block), the probabilities
+    #: ``P (n_head, T, T)``, the heads' output ``O`` and ``Oᵀ``
+    cache_parts = ("XT", "QKV", "P", "O", "OT")
+    #: per example: the QKV projection's ``dZᵀ``, the output projection's ``dZᵀ``, ``dO`` and
+    #: ``dQKV``
+    work_parts = ("dZT_qkv", "dZT_o", "dO", "dQKV")
+    #: ``W_qkvᵀ`` and ``W_oᵀ``
+    fixed_work_parts = ("W_qkvT", "W_oT")
 
     def __init__(self, n_head: int) -> None:
         self.n_head = _checks.check_positive_int(n_head, "n_head")
@@ -167,8 +175,11 @@ class CausalSelfAttention(Layer):
     def decays(self):
         return [True, False, True, False]
 
-    def ints(self):
-        return [self.C, self.T, self.n_head]
+    def part_sizes(self):
+        C, T, H = self.C, self.T, self.n_head
+        return {"XT": C * T, "QKV": 3 * C * T, "P": H * T * T, "O": C * T, "OT": C * T,
+                "dZT_qkv": 3 * C * T, "dZT_o": C * T, "dO": C * T, "dQKV": 3 * C * T,
+                "W_qkvT": 3 * C * C, "W_oT": C * C}
 
     def init_params(self, views, rng, init):
         W_qkv, b_qkv, W_o, b_o = views
@@ -218,6 +229,7 @@ class TiedOutput(Layer):
     param_names = ()
     #: the plan gives this row the parameters of the network's Embedding row
     shares_params_of = Embedding
+    settings = ("d", "vocab_size", "T")
 
     def __init__(self, vocab_size: int) -> None:
         self.vocab_size = _checks.check_positive_int(vocab_size, "vocab_size")
@@ -236,9 +248,6 @@ class TiedOutput(Layer):
 
     def config(self):
         return {"vocab_size": self.vocab_size}
-
-    def ints(self):
-        return [self.d, self.vocab_size, self.T]
 
     def formulas(self, x, y, l):
         return {"forward": f"{y}[v, t, k] = Σ_j E[j, v]·{x}[j, t, k] (the embedding's E)",

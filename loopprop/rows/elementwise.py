@@ -8,19 +8,23 @@ from ..kernels.activations import (_activation_backward_threads, _activation_bac
                                    _activation_forward_threads, _activation_forward_tuned)
 from ..kernels.dropout import _dropout_backward, _dropout_forward
 from ..kernels.residual import _residual_backward, _residual_forward
-from ..plan import C_OFF, H0, IN2_OFF, IN_OFF, IN_SIZE, OUT_OFF
+from ..layers.core import Activation, Dropout
+from ..plan import IN2_OFF, IN_OFF, IN_SIZE, OUT_OFF
 from .common import _view
+
+CODE, FEATURES = Activation.columns("code", "features")
+MASK = Dropout.column("mask")
 
 
 def activation_forward(r, plan, fplan, b, s):
-    """``A[i, k] = g(Z[i, k])`` (``g``: the row's activation code ``h[0]``; the leaky slope in
-    ``fplan[r, 0]``); a softmax normalizes each column of its ``h[1]`` features."""
+    """``A[i, k] = g(Z[i, k])`` (``g``: the row's activation code; the leaky slope in
+    ``fplan[r, 0]``); a softmax normalizes each column of its features."""
     mb = s.mb
-    h = plan[r, H0:]
-    n, N = h[1], plan[r, IN_SIZE] // h[1] * mb  # features × (positions · examples)
+    n = plan[r, FEATURES]
+    N = plan[r, IN_SIZE] // n * mb  # features × (positions · examples)
     _activation_forward_threads(_view(b.acts, plan[r, OUT_OFF] * mb, n, N),
-                                _view(b.acts, plan[r, IN_OFF] * mb, n, N), h[0], fplan[r, 0],
-                                s.threads)
+                                _view(b.acts, plan[r, IN_OFF] * mb, n, N), plan[r, CODE],
+                                fplan[r, 0], s.threads)
 
 
 def activation_backward(r, plan, fplan, b, s):
@@ -30,11 +34,11 @@ def activation_backward(r, plan, fplan, b, s):
         mb = s.mb
         x_off = plan[r, IN_OFF] * mb
         y_off = plan[r, OUT_OFF] * mb
-        h = plan[r, H0:]
-        n, N = h[1], plan[r, IN_SIZE] // h[1] * mb
+        n = plan[r, FEATURES]
+        N = plan[r, IN_SIZE] // n * mb
         _activation_backward_threads(_view(b.dacts, x_off, n, N), _view(b.dacts, y_off, n, N),
                                      _view(b.acts, x_off, n, N), _view(b.acts, y_off, n, N),
-                                     h[0], fplan[r, 0], not s.fresh, s.threads)
+                                     plan[r, CODE], fplan[r, 0], not s.fresh, s.threads)
 
 
 def dropout_forward(r, plan, fplan, b, s):
@@ -45,7 +49,7 @@ def dropout_forward(r, plan, fplan, b, s):
     out = _view(b.acts, plan[r, OUT_OFF] * mb, n, mb)
     inp = _view(b.acts, plan[r, IN_OFF] * mb, n, mb)
     if s.training:
-        _dropout_forward(out, _view(b.cache, plan[r, C_OFF] * mb, n, mb), inp, fplan[r, 0],
+        _dropout_forward(out, _view(b.cache, plan[r, MASK] * mb, n, mb), inp, fplan[r, 0],
                          s.seed)
     else:
         _activation_forward_tuned(out, inp, 0, 0.0)  # identity: a copy
@@ -60,7 +64,7 @@ def dropout_backward(r, plan, fplan, b, s):
         n = plan[r, IN_SIZE]
         if s.training:
             _dropout_backward(_view(b.dacts, x_off, n, mb), _view(b.dacts, y_off, n, mb),
-                              _view(b.cache, plan[r, C_OFF] * mb, n, mb))
+                              _view(b.cache, plan[r, MASK] * mb, n, mb))
         else:  # evaluation mode ran the identity: its gradient
             _activation_backward_tuned(_view(b.dacts, x_off, n, mb),
                                        _view(b.dacts, y_off, n, mb),

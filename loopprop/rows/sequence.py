@@ -14,27 +14,34 @@ from ..kernels.attention import (_attention_backward_tuned, _attention_forward_t
                                  _embedding_backward_tuned, _embedding_forward_tuned,
                                  _position_backward, _position_forward)
 from ..kernels.dense import _dense_layer_backward, _dense_layer_forward
-from ..plan import C_OFF, H0, IN_OFF, OUT_OFF, P_OFF, WF_OFF, WK_OFF
+from ..layers.sequence import CausalSelfAttention, Embedding, PositionEmbedding
+from ..plan import IN_OFF, OUT_OFF
 from .common import _img, _vec, _view, _zero
+
+E_V, E_D, E_T, E_E = Embedding.columns("vocab_size", "n_embd", "T", "E")
+P_D, P_T, P_BLOCK, P_W = PositionEmbedding.columns("d", "T", "block_size", "W")
+A_C, A_T, A_HEADS, A_TMAX = CausalSelfAttention.columns("C", "T", "n_head", "t_max")
+W_QKV, B_QKV, W_O, B_O = CausalSelfAttention.columns("W_qkv", "b_qkv", "W_o", "b_o")
+X_T, QKV, PROBS, ATT, ATT_T = CausalSelfAttention.columns("XT", "QKV", "P", "O", "OT")
+DZ_T_QKV, DZ_T_O, D_ATT, D_QKV = CausalSelfAttention.columns("dZT_qkv", "dZT_o", "dO", "dQKV")
+W_QKV_T, W_O_T = CausalSelfAttention.columns("W_qkvT", "W_oT")
 
 
 def embedding_forward(r, plan, fplan, b, s):
     """``X[j, t, k] = E[j, ids[t, k]]`` for an ``Embedding`` row (the ids are its input,
     ``(T, mb)`` as floats)."""
     mb = s.mb
-    h = plan[r, H0:]
-    V, d, N = h[0], h[1], h[2] * mb
+    V, d, N = plan[r, E_V], plan[r, E_D], plan[r, E_T] * mb
     _embedding_forward_tuned(_view(b.acts, plan[r, OUT_OFF] * mb, d, N),
-                             _view(b.theta, plan[r, P_OFF], d, V),
+                             _view(b.theta, plan[r, E_E], d, V),
                              _vec(b.acts, plan[r, IN_OFF] * mb, N))
 
 
 def embedding_backward(r, plan, fplan, b, s):
     """``dE[j, ids[t, k]] += dX[j, t, k]``. The ids have no gradient."""
     mb = s.mb
-    h = plan[r, H0:]
-    V, d, N = h[0], h[1], h[2] * mb
-    _embedding_backward_tuned(_view(b.grad, plan[r, P_OFF], d, V),
+    V, d, N = plan[r, E_V], plan[r, E_D], plan[r, E_T] * mb
+    _embedding_backward_tuned(_view(b.grad, plan[r, E_E], d, V),
                               _view(b.dacts, plan[r, OUT_OFF] * mb, d, N),
                               _vec(b.acts, plan[r, IN_OFF] * mb, N), s.threads)
 
@@ -42,27 +49,25 @@ def embedding_backward(r, plan, fplan, b, s):
 def position_forward(r, plan, fplan, b, s):
     """``Y[j, t, k] = X[j, t, k] + W[j, t]`` for a ``PositionEmbedding`` row."""
     mb = s.mb
-    h = plan[r, H0:]
-    d, T = h[0], h[1]
+    d, T = plan[r, P_D], plan[r, P_T]
     _position_forward(_view(b.acts, plan[r, OUT_OFF] * mb, d * T, mb),
                       _view(b.acts, plan[r, IN_OFF] * mb, d * T, mb),
-                      _view(b.theta, plan[r, P_OFF], d, h[2]), T)
+                      _view(b.theta, plan[r, P_W], d, plan[r, P_BLOCK]), T)
 
 
 def position_backward(r, plan, fplan, b, s):
     """``dW[j, t] += Σ_k dY[j, t, k]``, ``dX += dY`` (not for row 0)."""
     mb = s.mb
-    h = plan[r, H0:]
-    d, T = h[0], h[1]
-    _position_backward(_view(b.grad, plan[r, P_OFF], d, h[2]),
+    d, T = plan[r, P_D], plan[r, P_T]
+    _position_backward(_view(b.grad, plan[r, P_W], d, plan[r, P_BLOCK]),
                        _view(b.dacts, plan[r, IN_OFF] * mb, d * T, mb),
                        _view(b.dacts, plan[r, OUT_OFF] * mb, d * T, mb), T, r > 0)
 
 
 def position_decode(r, plan, fplan, b, s, kv, kv_off, pos):
     """One position: ``y[j] = x[j] + W[j, pos]``."""
-    d, t_max = plan[r, H0], plan[r, H0 + 2]
-    W = _view(b.theta, plan[r, P_OFF], d, t_max)
+    d, t_max = plan[r, P_D], plan[r, P_BLOCK]
+    W = _view(b.theta, plan[r, P_W], d, t_max)
     x, y = plan[r, IN_OFF], plan[r, OUT_OFF]
     for j in range(d):
         b.acts[y + j] = b.acts[x + j] + W[j, pos]
@@ -72,51 +77,46 @@ def attention_forward(r, plan, fplan, b, s):
     """A ``CausalSelfAttention`` row: ``QKV = W_qkv·X + b_qkv``, attention per head,
     ``Y = W_o·O + b_o`` (the cache layout is the layer's docstring's)."""
     mb = s.mb
-    C, T, n_head = plan[r, H0], plan[r, H0 + 1], plan[r, H0 + 2]
+    C, T, n_head = plan[r, A_C], plan[r, A_T], plan[r, A_HEADS]
     N = T * mb
-    p = plan[r, P_OFF]
-    c = plan[r, C_OFF] * mb
-    qkv, probs, att = c + C * N, c + 4 * C * N, c + 4 * C * N + n_head * T * T * mb
+    qkv, probs, att = plan[r, QKV] * mb, plan[r, PROBS] * mb, plan[r, ATT] * mb
     dh = C // n_head
     cache = b.cache
-    _dense_layer_forward(_view(cache, qkv, 3 * C, N), _view(b.theta, p, 3 * C, C),
-                         _vec(b.theta, p + 3 * C * C, 3 * C),
-                         _view(b.acts, plan[r, IN_OFF] * mb, C, N), _view(cache, c, N, C),
-                         s.threads)
+    _dense_layer_forward(_view(cache, qkv, 3 * C, N), _view(b.theta, plan[r, W_QKV], 3 * C, C),
+                         _vec(b.theta, plan[r, B_QKV], 3 * C),
+                         _view(b.acts, plan[r, IN_OFF] * mb, C, N),
+                         _view(cache, plan[r, X_T] * mb, N, C), s.threads)
     _attention_forward_tuned(_img(cache, att, n_head, dh, T, mb),
                              _img(cache, probs, n_head, T, T, mb),
                              _img(cache, qkv, n_head, dh, T, mb),
                              _img(cache, qkv + C * N, n_head, dh, T, mb),
                              _img(cache, qkv + 2 * C * N, n_head, dh, T, mb), runtime_flag(True),
                              s.threads)
-    po = p + 3 * C * C + 3 * C
-    _dense_layer_forward(_view(b.acts, plan[r, OUT_OFF] * mb, C, N), _view(b.theta, po, C, C),
-                         _vec(b.theta, po + C * C, C), _view(cache, att, C, N),
-                         _view(cache, att + C * N, N, C), s.threads)
+    _dense_layer_forward(_view(b.acts, plan[r, OUT_OFF] * mb, C, N),
+                         _view(b.theta, plan[r, W_O], C, C), _vec(b.theta, plan[r, B_O], C),
+                         _view(cache, att, C, N), _view(cache, plan[r, ATT_T] * mb, N, C),
+                         s.threads)
 
 
 def attention_backward(r, plan, fplan, b, s):
     """Backward through a ``CausalSelfAttention`` row: the output projection, attention per
     head, the QKV projection (each adds into its gradients)."""
     mb = s.mb
-    C, T, n_head = plan[r, H0], plan[r, H0 + 1], plan[r, H0 + 2]
+    C, T, n_head = plan[r, A_C], plan[r, A_T], plan[r, A_HEADS]
     N = T * mb
-    p = plan[r, P_OFF]
-    c = plan[r, C_OFF] * mb
-    w = plan[r, WK_OFF] * mb
-    wf = plan[r, WF_OFF]
     x_off = plan[r, IN_OFF] * mb
-    qkv, probs, att = c + C * N, c + 4 * C * N, c + 4 * C * N + n_head * T * T * mb
+    qkv, probs, att = plan[r, QKV] * mb, plan[r, PROBS] * mb, plan[r, ATT] * mb
     dh = C // n_head
-    datt, dqkv = w + 4 * C * N, w + 5 * C * N
-    po = p + 3 * C * C + 3 * C
+    datt, dqkv = plan[r, D_ATT] * mb, plan[r, D_QKV] * mb
+    w_o, w_qkv = plan[r, W_O], plan[r, W_QKV]
     cache, work = b.cache, b.work
     _zero(_vec(work, datt, C * N))  # dO: the output projection's backward adds into it
-    _dense_layer_backward(_view(b.grad, po, C, C), _vec(b.grad, po + C * C, C),
+    _dense_layer_backward(_view(b.grad, w_o, C, C), _vec(b.grad, plan[r, B_O], C),
                           _view(work, datt, C, N), _view(b.dacts, plan[r, OUT_OFF] * mb, C, N),
-                          _view(b.theta, po, C, C), _view(cache, att, C, N),
-                          _view(cache, att + C * N, N, C), _view(b.fwork, wf + 3 * C * C, C, C),
-                          _view(work, w + 3 * C * N, N, C), runtime_flag(True), s.threads)
+                          _view(b.theta, w_o, C, C), _view(cache, att, C, N),
+                          _view(cache, plan[r, ATT_T] * mb, N, C),
+                          _view(b.fwork, plan[r, W_O_T], C, C),
+                          _view(work, plan[r, DZ_T_O] * mb, N, C), runtime_flag(True), s.threads)
     _attention_backward_tuned(_img(work, dqkv, n_head, dh, T, mb),
                               _img(work, dqkv + C * N, n_head, dh, T, mb),
                               _img(work, dqkv + 2 * C * N, n_head, dh, T, mb),
@@ -126,27 +126,26 @@ def attention_backward(r, plan, fplan, b, s):
                               _img(cache, qkv + 2 * C * N, n_head, dh, T, mb),
                               _img(cache, probs, n_head, T, T, mb), runtime_flag(True),
                               runtime_flag(False), s.threads)  # dQKV written
-    _dense_layer_backward(_view(b.grad, p, 3 * C, C), _vec(b.grad, p + 3 * C * C, 3 * C),
+    _dense_layer_backward(_view(b.grad, w_qkv, 3 * C, C), _vec(b.grad, plan[r, B_QKV], 3 * C),
                           _view(b.dacts, x_off, C, N), _view(work, dqkv, 3 * C, N),
-                          _view(b.theta, p, 3 * C, C), _view(b.acts, x_off, C, N),
-                          _view(cache, c, N, C), _view(b.fwork, wf, C, 3 * C),
-                          _view(work, w, N, 3 * C), r > 0, s.threads)
+                          _view(b.theta, w_qkv, 3 * C, C), _view(b.acts, x_off, C, N),
+                          _view(cache, plan[r, X_T] * mb, N, C),
+                          _view(b.fwork, plan[r, W_QKV_T], C, 3 * C),
+                          _view(work, plan[r, DZ_T_QKV] * mb, N, 3 * C), r > 0, s.threads)
 
 
 def attention_decode(r, plan, fplan, b, s, kv, kv_off, pos):
     """A ``CausalSelfAttention`` row on one position ``pos``: project, append ``k, v`` to the
     row's cache ``kv[kv_off : kv_off + 2·C·T_max]`` (``K (C, T_max)`` then ``V``), attend over
     positions ``0 … pos``, project back."""
-    C, n_head = plan[r, H0], plan[r, H0 + 2]
-    t_max = plan[r, H0 + 3]  # set by generate._Stepper: the cache's length
-    p = plan[r, P_OFF]
-    c = plan[r, C_OFF]
+    C, n_head = plan[r, A_C], plan[r, A_HEADS]
+    t_max = plan[r, A_TMAX]  # set by generate._Stepper: the cache's length
     cache = b.cache
-    qkv = c + C  # the T = 1 plan's cache: Xᵀ (C), QKV (3C), P (n_head), O (C), Oᵀ (C)
-    att = c + 4 * C + n_head
-    _dense_layer_forward(_view(cache, qkv, 3 * C, 1), _view(b.theta, p, 3 * C, C),
-                         _vec(b.theta, p + 3 * C * C, 3 * C), _view(b.acts, plan[r, IN_OFF], C, 1),
-                         _view(cache, c, 1, C), 1)
+    qkv, att = plan[r, QKV], plan[r, ATT]  # the T = 1 plan's parts (one example)
+    _dense_layer_forward(_view(cache, qkv, 3 * C, 1), _view(b.theta, plan[r, W_QKV], 3 * C, C),
+                         _vec(b.theta, plan[r, B_QKV], 3 * C),
+                         _view(b.acts, plan[r, IN_OFF], C, 1), _view(cache, plan[r, X_T], 1, C),
+                         1)
     K = _view(kv, kv_off, C, t_max)
     Vc = _view(kv, kv_off + C * t_max, C, t_max)
     for i in range(C):
@@ -172,7 +171,6 @@ def attention_decode(r, plan, fplan, b, s, kv, kv_off, pos):
             for t in range(pos + 1):
                 acc += scores[t] * Vc[h * dh + e, t]
             cache[att + h * dh + e] = acc / total
-    po = p + 3 * C * C + 3 * C
-    _dense_layer_forward(_view(b.acts, plan[r, OUT_OFF], C, 1), _view(b.theta, po, C, C),
-                         _vec(b.theta, po + C * C, C), _view(cache, att, C, 1),
-                         _view(cache, att + C, 1, C), 1)
+    _dense_layer_forward(_view(b.acts, plan[r, OUT_OFF], C, 1),
+                         _view(b.theta, plan[r, W_O], C, C), _vec(b.theta, plan[r, B_O], C),
+                         _view(cache, att, C, 1), _view(cache, plan[r, ATT_T], 1, C), 1)
