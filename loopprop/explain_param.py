@@ -13,7 +13,7 @@ import numpy as np
 from . import _checks
 from ._numbers import _fmt, _p
 from .explain_layers import ParamExplanation
-from .gradcheck import _centered_difference, _check_eps, _refuse_dropout
+from .gradcheck import _centered_difference, _check_eps, backward_on
 from .layers.registry import kind_of
 from .plan import P_OFF
 
@@ -52,14 +52,7 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
         raise ValueError(f"index: {param} of layer {layer} has shape {shape}; got {index} "
                          f"(one index per axis, each in range, e.g. "
                          f"{','.join('0' for _ in shape)})")
-    _refuse_dropout(net, "explain")
-    Xc = net.check_inputs(X)
-    target = net.check_targets(Y, Xc.shape[1])
-    saved = net.flat_state.copy()
-    try:
-        net.zero_grad()
-        net.forward(X)
-        net.backward(Y)
+    with backward_on(net, X, Y, "explain") as (Xc, target):
         grads = dict(zip(names, (np.asarray(g, np.float64) for g in net.grads[layer - 1])))
         m = Xc.shape[1]
         Xin = net.last_batch(r, "input").astype(np.float64)
@@ -76,8 +69,6 @@ def explain_param(net, X: Any, Y: Any, *, layer: int = 1, param: str = "W",
         backward = float(grads[param][index])
         off = net.array_span(r, param)[0] + int(np.ravel_multi_index(index, shape))
         numeric = _centered_difference(net, Xc, target, off, eps)
-    finally:
-        net.flat_state[:] = saved
     total = math.fsum(t.value for t in terms)
     index_text = ", ".join(map(str, index))
     lines = [f"∂L/∂{param}[{index_text}] of layer {layer} ({row!r}), a batch of {m}",

@@ -7,12 +7,14 @@ that :meth:`Network.backward` accumulates. No dependency beyond the network itse
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import _checks
+from .plan import P_OFF, P_SIZE
 
 
 @dataclass
@@ -76,6 +78,25 @@ def _refuse_dropout(net, who: str) -> None:
                          "call net.eval() first (dropout is then the identity)")
 
 
+@contextmanager
+def backward_on(net, X: Any, Y: Any, who: str):
+    """Check ``X`` and ``Y`` (``who`` names the caller in errors), run ``forward`` and
+    ``backward`` on them from zeroed gradients, and yield ``(X, targets)`` as checked; the
+    network's state (batch norm's running statistics, which every training-mode pass updates,
+    finite differences included) is restored on leaving. Its gradients then hold this batch's."""
+    _refuse_dropout(net, who)
+    Xc = net.check_inputs(X)
+    target = net.check_targets(Y, Xc.shape[1])
+    saved = net.flat_state.copy()
+    try:
+        net.zero_grad()
+        net.forward(Xc)
+        net.backward(Y)
+        yield Xc, target
+    finally:
+        net.flat_state[:] = saved
+
+
 def _centered_difference(net, X, target, p: int, eps: float) -> float:
     """``(L(θ + ε e_p) − L(θ − ε e_p)) / 2ε`` for the flat parameter index ``p``; θ is left as
     it was."""
@@ -108,22 +129,11 @@ def gradcheck(net, X: Any, Y: Any, eps: float = 1e-6, *, report: bool = False):
     and the result, NaN: ``gradcheck(...) < 1e-6`` is then False, as a check should be.
     """
     eps = _check_eps(eps)
-    _refuse_dropout(net, "gradcheck")
-    X = net.check_inputs(X)
-    target = net.check_targets(Y, X.shape[1])
-    saved_state = net.flat_state.copy()
-    try:
-        net.zero_grad()
-        net.forward(X)
-        net.backward(Y)
+    with backward_on(net, X, Y, "gradcheck") as (X, target):
         analytic = net.flat_grads.astype(np.float64)
         numeric = np.array([_centered_difference(net, X, target, p, eps)
                             for p in range(net.flat_params.size)])
-    finally:
-        net.flat_state[:] = saved_state
     layers = []
-    from .plan import P_OFF, P_SIZE
-
     for layer, r in enumerate(net.param_rows, 1):
         off, size = int(net.plan[r, P_OFF]), int(net.plan[r, P_SIZE])
         a, nu = analytic[off:off + size], numeric[off:off + size]

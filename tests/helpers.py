@@ -104,3 +104,15 @@ def problem(rng, loss, sizes, m):
     if loss == "binary_cross_entropy":
         return X, rng.integers(0, 2, (sizes[-1], m)).astype(float)
     return X, rand(rng, (sizes[-1], m))
+
+
+def python_sgd_epochs(net, X, y, epochs: int, batch_size: int, lr: float) -> None:
+    """What ``fit(shuffle=False)`` with plain SGD does, as a Python loop of ``zero_grad``,
+    ``forward``, ``backward`` and ``step(lr)`` over the batches in order (the last partial)."""
+    n = X.shape[-1]
+    for _ in range(epochs):
+        for s in range(0, n, batch_size):
+            net.zero_grad()
+            net.forward(X[..., s:s + batch_size])
+            net.backward(y[..., s:s + batch_size])
+            net.step(lr)

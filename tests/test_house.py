@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import python_sgd_epochs
 
 import loopprop as lp
 from loopprop.explain_layers import Term
@@ -257,12 +258,7 @@ def test_a_kind_registered_outside_the_package_trains_saves_and_explains(scale_k
     # the compiled epoch calls its rows: fit equals one Python loop of forward/backward/step
     twin = _toy_net()
     hist = net.fit(X, y, epochs=2, batch_size=8, lr=0.1, shuffle=False, progress=False)
-    for _ in range(2):
-        for s in range(0, 40, 8):
-            twin.zero_grad()
-            twin.forward(X[:, s:s + 8])
-            twin.backward(y[s:s + 8])
-            twin.step(0.1)
+    python_sgd_epochs(twin, X, y, epochs=2, batch_size=8, lr=0.1)
     np.testing.assert_allclose(net.flat_params, twin.flat_params, rtol=1e-12, atol=1e-14)
     assert hist["loss"][1] < hist["loss"][0]
 
@@ -296,9 +292,20 @@ def test_the_plan_fills_every_named_column_with_the_layout_it_computes():
     """Each row's named columns hold what the layout says: settings, the offsets of its arrays
     (equal to ``layout["arrays"]``) and of its parts (inside the row's regions, adding up to
     them) -- for a network of every kind that has names."""
-    from loopprop.layers import (BatchNorm, CausalSelfAttention, Conv2d, Dropout, Embedding,
-                                 Flatten, LayerNorm, MaxPool2d, PositionEmbedding, ReLU,
-                                 Residual, TiedOutput)
+    from loopprop.layers import (
+        BatchNorm,
+        CausalSelfAttention,
+        Conv2d,
+        Dropout,
+        Embedding,
+        Flatten,
+        LayerNorm,
+        MaxPool2d,
+        PositionEmbedding,
+        ReLU,
+        Residual,
+        TiedOutput,
+    )
     from loopprop.plan import C_OFF, WF_OFF, WK_OFF
 
     nets = [lp.Network([Conv2d(4, 3, padding=1), BatchNorm(), ReLU(), MaxPool2d(2), Flatten(),

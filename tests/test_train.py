@@ -10,7 +10,7 @@ import os
 import numba
 import numpy as np
 import pytest
-from helpers import assert_close, rand
+from helpers import assert_close, python_sgd_epochs, rand
 
 import loopprop as lp
 from loopprop import vectorized as vec
@@ -166,12 +166,7 @@ def test_fit_with_packed_layers_equals_python_loop_of_steps(rng):
     a = lp.Network(sizes, acts, "cross_entropy", seed=5)
     b = lp.Network(sizes, acts, "cross_entropy", seed=5)
     a.fit(X, y, epochs=2, batch_size=48, lr=0.05, shuffle=False, progress=False)
-    for _ in range(2):
-        for s in range(0, 100, 48):
-            b.zero_grad()
-            b.forward(X[:, s:s + 48])
-            b.backward(y[s:s + 48])
-            b.step(0.05)
+    python_sgd_epochs(b, X, y, epochs=2, batch_size=48, lr=0.05)
     for (Wa, ba), (Wb, bb) in zip(a.params, b.params):
         assert_close("W", Wa, Wb, 1e-12)
         assert_close("b", ba, bb, 1e-12)
