@@ -17,6 +17,7 @@ from .kernels.neuron import neuron_step
 from .kernels.norm import (batchnorm_backward, batchnorm_forward, layernorm_backward,
                            layernorm_forward)
 from .kernels.optim import sgd_update
+from .kernels.recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
 from .kernels.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
                            maxpool2d_forward)
 from .explain import explain  # the function; the module is loopprop.explain in sys.modules
@@ -71,10 +72,14 @@ __all__ = [
     "gradcheck",
     "layernorm_backward",
     "layernorm_forward",
+    "lstm_backward",
+    "lstm_forward",
     "maxpool2d_backward",
     "maxpool2d_forward",
     "mse_loss",
     "neuron_step",
+    "rnn_backward",
+    "rnn_forward",
     "sgd_update",
     "sigmoid_binary_cross_entropy",
     "softmax_cross_entropy",

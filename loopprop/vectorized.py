@@ -504,3 +504,84 @@ def attention_backward(dO, Q, K, V, P):
     dQ = alpha * np.einsum("htsk,hesk->hetk", dS, K)
     dK = alpha * np.einsum("htsk,hetk->hesk", dS, Q)
     return dQ, dK, dV
+
+
+# -- recurrent layers: the input projection of every step in one product, the recurrence one
+# product per step (the leanest NumPy a competent user writes) ------------------------------
+
+
+def _sig(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # σ(z), without overflow
+
+
+def rnn_forward(W_x, W_h, b, X, h0, nonlinearity="tanh"):
+    """``H (h, T, m)``: ``H[:, t] = f(W_x·X[:, t] + W_h·H[:, t − 1] + b)``."""
+    d, T, m = X.shape
+    A = (W_x @ X.reshape(d, T * m)).reshape(-1, T, m) + b[:, None, None]
+    H = np.empty_like(A)
+    h = h0
+    for t in range(T):
+        z = A[:, t] + W_h @ h
+        h = np.maximum(z, 0) if nonlinearity == "relu" else np.tanh(z)
+        H[:, t] = h
+    return H
+
+
+def rnn_backward(dH, W_x, W_h, X, h0, H, dh_T, nonlinearity="tanh"):
+    """``(dW_x, dW_h, db, dX, dh0)``: the carried ``dh`` from the last step back."""
+    d, T, m = X.shape
+    D = np.empty_like(H)  # δ of every step
+    dh = dh_T
+    for t in range(T - 1, -1, -1):
+        g = dH[:, t] + dh
+        D[:, t] = g * (H[:, t] > 0) if nonlinearity == "relu" else g * (1 - H[:, t] ** 2)
+        dh = W_h.T @ D[:, t]
+    Hprev = np.concatenate([h0[:, None], H[:, :-1]], axis=1)
+    n_h = H.shape[0]
+    Df = D.reshape(n_h, T * m)
+    dW_x = Df @ X.reshape(d, T * m).T
+    dW_h = Df @ Hprev.reshape(n_h, T * m).T
+    dX = (W_x.T @ Df).reshape(d, T, m)
+    return dW_x, dW_h, Df.sum(axis=1), dX, dh
+
+
+def lstm_forward(W_x, W_h, b, X, h0, c0):
+    """``(H, C, G)``: gates ``i, f, g, o`` stacked in ``G (4h, T, m)``."""
+    d, T, m = X.shape
+    n_h = h0.shape[0]
+    A = (W_x @ X.reshape(d, T * m)).reshape(4 * n_h, T, m) + b[:, None, None]
+    H, C, G = np.empty((n_h, T, m)), np.empty((n_h, T, m)), np.empty((4 * n_h, T, m))
+    h, c = h0, c0
+    for t in range(T):
+        a = A[:, t] + W_h @ h
+        i, f, g, o = _sig(a[:n_h]), _sig(a[n_h:2 * n_h]), np.tanh(a[2 * n_h:3 * n_h]), \
+            _sig(a[3 * n_h:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        G[:, t] = np.concatenate([i, f, g, o])
+        H[:, t], C[:, t] = h, c
+    return H, C, G
+
+
+def lstm_backward(dH, W_x, W_h, X, h0, c0, H, C, G, dh_T, dc_T):
+    """``(dW_x, dW_h, db, dX, dh0, dc0)``: the carried ``dh``, ``dc`` from the last step back."""
+    d, T, m = X.shape
+    n_h = H.shape[0]
+    D = np.empty((4 * n_h, T, m))
+    dh, dc = dh_T, dc_T
+    Cprev = np.concatenate([c0[:, None], C[:, :-1]], axis=1)
+    for t in range(T - 1, -1, -1):
+        i, f, g, o = (G[q * n_h:(q + 1) * n_h, t] for q in range(4))
+        tc = np.tanh(C[:, t])
+        dh_t = dH[:, t] + dh
+        dc_t = dc + dh_t * o * (1 - tc ** 2)
+        D[:, t] = np.concatenate([dc_t * g * i * (1 - i), dc_t * Cprev[:, t] * f * (1 - f),
+                                  dc_t * i * (1 - g ** 2), dh_t * tc * o * (1 - o)])
+        dh = W_h.T @ D[:, t]
+        dc = dc_t * f
+    Hprev = np.concatenate([h0[:, None], H[:, :-1]], axis=1)
+    Df = D.reshape(4 * n_h, T * m)
+    dW_x = Df @ X.reshape(d, T * m).T
+    dW_h = Df @ Hprev.reshape(n_h, T * m).T
+    dX = (W_x.T @ Df).reshape(d, T, m)
+    return dW_x, dW_h, Df.sum(axis=1), dX, dh, dc

@@ -1,0 +1,406 @@
+"""Recurrent layers as explicit loops over time steps, hidden units and batch items: the
+vanilla RNN and the LSTM, forward and backward through time (docs/formulas.md, "Recurrent
+networks", "The LSTM" and "Backpropagation through time").
+
+Layouts put the features first, the time step ``t`` next and the batch item ``k`` last:
+``X (d, T, m)``, ``H (h, T, m)``, states ``h0, c0 (h, m)``. Weights are PyTorch's
+(``nn.RNN``/``nn.LSTM`` with one layer): ``W_x`` is ``weight_ih_l0``, ``W_h`` is
+``weight_hh_l0``, ``b = bias_ih_l0 + bias_hh_l0`` (one bias: the two only ever appear summed);
+the LSTM's four gates are stacked in PyTorch's order ``i, f, g, o``, so weights copy one to one.
+
+The backward kernels run ``for t in reversed(range(T))`` with the gradient carried from step
+``t + 1`` into step ``t`` in plain sight (``dh``, and the LSTM's ``dc``): the sum over time
+steps that makes ``∂L/∂W_h`` is the loop, one step's contribution at a time. Parameter
+gradients *add* into the arrays they are given (docs/formulas.md §12); ``dX``, ``dh0`` and
+``dc0`` are written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _checks
+from .._jit import kernel
+
+#: the nonlinearities of the vanilla RNN, as PyTorch names them
+NONLINEARITIES = ("tanh", "relu")
+
+
+@kernel
+def _sigmoid(z):
+    """σ(z) without overflow for either sign (``exp`` of a non-positive number only)."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@kernel
+def _rnn_forward_naive(H, W_x, W_h, b, X, h0, relu):
+    """``H[i, t, k] = f(b[i] + Σ_j W_x[i, j]·X[j, t, k] + Σ_j W_h[i, j]·H[j, t − 1, k])`` with
+    ``H[:, −1, :] = h0`` and ``f`` tanh (or ReLU when ``relu``): docs/formulas.md, "Recurrent
+    networks". Shapes: ``H (h, T, m)`` written, ``W_x (h, d)``, ``W_h (h, h)``, ``b (h,)``,
+    ``X (d, T, m)``, ``h0 (h, m)``."""
+    n_h, T, m = H.shape
+    d = X.shape[0]
+    for t in range(T):
+        for i in range(n_h):
+            for k in range(m):
+                z = b[i]
+                for j in range(d):
+                    z += W_x[i, j] * X[j, t, k]
+                for j in range(n_h):
+                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
+                    z += W_h[i, j] * prev
+                H[i, t, k] = max(z, 0.0) if relu else math.tanh(z)
+
+
+@kernel
+def _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T, relu):
+    """Backpropagation through time for :func:`_rnn_forward_naive`, from the last step back:
+
+    ``dh[j, k]`` carries ``∂L/∂h_t`` from step ``t + 1`` (``dh_T`` after the last step);
+    ``δ[i, k] = (dH[i, t, k] + dh[i, k]) · f'(z)`` with ``f'`` = ``1 − H[i, t, k]²`` (tanh) or
+    ``[H[i, t, k] > 0]`` (ReLU); then ``dW_x[i, j] += Σ_k δ[i, k]·X[j, t, k]``, ``dW_h[i, j] +=
+    Σ_k δ[i, k]·h_{t−1}[j, k]``, ``db[i] += Σ_k δ[i, k]``, ``dX[j, t, k] = Σ_i W_x[i, j]·δ[i,
+    k]`` and the carried ``dh[j, k] = Σ_i W_h[i, j]·δ[i, k]`` for step ``t − 1``; at the end
+    ``dh0 = dh``. Shapes as the forward's; ``dH (h, T, m)``, ``dh_T (h, m)``."""
+    n_h, T, m = H.shape
+    d = X.shape[0]
+    dh = dh_T.copy()
+    delta = np.empty((n_h, m), H.dtype)
+    for t in range(T - 1, -1, -1):
+        for i in range(n_h):
+            for k in range(m):
+                g = dH[i, t, k] + dh[i, k]
+                y = H[i, t, k]
+                if relu:
+                    delta[i, k] = g if y > 0.0 else 0.0
+                else:
+                    delta[i, k] = g * (1.0 - y * y)
+        for i in range(n_h):
+            for k in range(m):
+                db[i] += delta[i, k]
+            for j in range(d):
+                for k in range(m):
+                    dW_x[i, j] += delta[i, k] * X[j, t, k]
+            for j in range(n_h):
+                for k in range(m):
+                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
+                    dW_h[i, j] += delta[i, k] * prev
+        for j in range(d):
+            for k in range(m):
+                acc = 0.0
+                for i in range(n_h):
+                    acc += W_x[i, j] * delta[i, k]
+                dX[j, t, k] = acc
+        for j in range(n_h):
+            for k in range(m):
+                acc = 0.0
+                for i in range(n_h):
+                    acc += W_h[i, j] * delta[i, k]
+                dh[j, k] = acc
+    for j in range(n_h):
+        for k in range(m):
+            dh0[j, k] = dh[j, k]
+
+
+@kernel
+def _lstm_forward_naive(H, C, G, W_x, W_h, b, X, h0, c0):
+    """The LSTM, one time step after another (docs/formulas.md, "The LSTM"): with ``h`` hidden
+    units and the gates stacked ``i, f, g, o`` (rows ``q·h + u`` of the weights for gate ``q``
+    and unit ``u``),
+
+    ``a[q·h + u, k] = b[q·h + u] + Σ_j W_x[q·h + u, j]·X[j, t, k] + Σ_j W_h[q·h + u, j]·
+    h_{t−1}[j, k]``, ``i = σ(a_i)``, ``f = σ(a_f)``, ``g = tanh(a_g)``, ``o = σ(a_o)``,
+    ``C[u, t, k] = f·c_{t−1}[u, k] + i·g``, ``H[u, t, k] = o·tanh(C[u, t, k])``.
+
+    Shapes: ``H, C (h, T, m)`` and the gates' values ``G (4h, T, m)`` written (the backward
+    pass reads them), ``W_x (4h, d)``, ``W_h (4h, h)``, ``b (4h,)``, ``X (d, T, m)``,
+    ``h0, c0 (h, m)``."""
+    n_h, T, m = H.shape
+    d = X.shape[0]
+    for t in range(T):
+        for r in range(4 * n_h):
+            for k in range(m):
+                a = b[r]
+                for j in range(d):
+                    a += W_x[r, j] * X[j, t, k]
+                for j in range(n_h):
+                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
+                    a += W_h[r, j] * prev
+                G[r, t, k] = math.tanh(a) if 2 * n_h <= r < 3 * n_h else _sigmoid(a)
+        for u in range(n_h):
+            for k in range(m):
+                c_prev = c0[u, k] if t == 0 else C[u, t - 1, k]
+                c = G[n_h + u, t, k] * c_prev + G[u, t, k] * G[2 * n_h + u, t, k]
+                C[u, t, k] = c
+                H[u, t, k] = G[3 * n_h + u, t, k] * math.tanh(c)
+
+
+@kernel
+def _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W_x, W_h, dh_T,
+                         dc_T):
+    """Backpropagation through time for :func:`_lstm_forward_naive`, every gate's derivative
+    written out (docs/formulas.md, "The LSTM"). At step ``t``, with ``dh``, ``dc`` carried from
+    step ``t + 1`` (``dh_T``, ``dc_T`` after the last step):
+
+    ``dh_t = dH[:, t, :] + dh``;  ``dc_t = dc + dh_t ⊙ o ⊙ (1 − tanh² c_t)``;
+    ``do = dh_t ⊙ tanh c_t``,  ``di = dc_t ⊙ g``,  ``dg = dc_t ⊙ i``,  ``df = dc_t ⊙ c_{t−1}``;
+    through the nonlinearities ``δ_i = di·i(1 − i)``, ``δ_f = df·f(1 − f)``,
+    ``δ_g = dg·(1 − g²)``, ``δ_o = do·o(1 − o)``; then ``dW_x += δ·X_tᵀ``,
+    ``dW_h += δ·h_{t−1}ᵀ``, ``db += Σ_k δ``, ``dX_t = W_xᵀ·δ``, and carried back
+    ``dh = W_hᵀ·δ``, ``dc = dc_t ⊙ f``. At the end ``dh0 = dh``, ``dc0 = dc``.
+    Shapes as the forward's; ``dH (h, T, m)``, ``dh_T, dc_T (h, m)``."""
+    n_h, T, m = H.shape
+    d = X.shape[0]
+    dh = dh_T.copy()
+    dc = dc_T.copy()
+    delta = np.empty((4 * n_h, m), H.dtype)
+    for t in range(T - 1, -1, -1):
+        for u in range(n_h):
+            for k in range(m):
+                i_ = G[u, t, k]
+                f_ = G[n_h + u, t, k]
+                g_ = G[2 * n_h + u, t, k]
+                o_ = G[3 * n_h + u, t, k]
+                tc = math.tanh(C[u, t, k])
+                c_prev = c0[u, k] if t == 0 else C[u, t - 1, k]
+                dh_t = dH[u, t, k] + dh[u, k]
+                dc_t = dc[u, k] + dh_t * o_ * (1.0 - tc * tc)
+                delta[u, k] = dc_t * g_ * i_ * (1.0 - i_)                 # δ_i
+                delta[n_h + u, k] = dc_t * c_prev * f_ * (1.0 - f_)       # δ_f
+                delta[2 * n_h + u, k] = dc_t * i_ * (1.0 - g_ * g_)       # δ_g
+                delta[3 * n_h + u, k] = dh_t * tc * o_ * (1.0 - o_)       # δ_o
+                dc[u, k] = dc_t * f_                                      # carried to t − 1
+        for r in range(4 * n_h):
+            for k in range(m):
+                db[r] += delta[r, k]
+            for j in range(d):
+                for k in range(m):
+                    dW_x[r, j] += delta[r, k] * X[j, t, k]
+            for j in range(n_h):
+                for k in range(m):
+                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
+                    dW_h[r, j] += delta[r, k] * prev
+        for j in range(d):
+            for k in range(m):
+                acc = 0.0
+                for r in range(4 * n_h):
+                    acc += W_x[r, j] * delta[r, k]
+                dX[j, t, k] = acc
+        for j in range(n_h):
+            for k in range(m):
+                acc = 0.0
+                for r in range(4 * n_h):
+                    acc += W_h[r, j] * delta[r, k]
+                dh[j, k] = acc
+    for j in range(n_h):
+        for k in range(m):
+            dh0[j, k] = dh[j, k]
+            dc0[j, k] = dc[j, k]
+
+
+# -- the public functions ----------------------------------------------------------------------
+
+
+class RNNCache(NamedTuple):
+    """What :func:`rnn_backward` reads: the forward pass's inputs and every hidden state."""
+    W_x: np.ndarray
+    W_h: np.ndarray
+    X: np.ndarray
+    h0: np.ndarray
+    H: np.ndarray
+    nonlinearity: str
+
+
+class LSTMCache(NamedTuple):
+    """What :func:`lstm_backward` reads: the inputs, every hidden and cell state, and the
+    gates' values ``G (4h, T, m)`` (``i, f, g, o`` stacked)."""
+    W_x: np.ndarray
+    W_h: np.ndarray
+    X: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray
+    H: np.ndarray
+    C: np.ndarray
+    G: np.ndarray
+
+
+def _recurrent_args(W_x, W_h, b, X, gates: int, check_finite: bool):
+    """The weights and the input of a recurrent layer of ``gates`` stacked blocks, checked:
+    ``W_x (gates·h, d)``, ``W_h (gates·h, h)``, ``b (gates·h,)``, ``X (d, T, m)``."""
+    W_x = _checks.as_float_array(W_x, "W_x", 2, check_finite=check_finite)
+    W_h = _checks.as_float_array(W_h, "W_h", 2, check_finite=check_finite)
+    b = _checks.as_float_array(b, "b", 1, check_finite=check_finite,
+                               hint="b is a vector (one bias: PyTorch's bias_ih + bias_hh)")
+    X = _checks.as_float_array(X, "X", 3, check_finite=check_finite,
+                               hint="X has shape (d, T, m): features, time steps, examples; "
+                               "a PyTorch batch_first input (m, T, d) is X.transpose(2, 1, 0)")
+    _checks.same_dtype(W_x=W_x, W_h=W_h, b=b, X=X)
+    rows, n_h = W_h.shape
+    if n_h == 0:
+        raise ValueError("W_h: the layer has no hidden units (shape "
+                         f"{W_h.shape}); give it at least one")
+    if rows != gates * n_h:
+        what = "(h, h)" if gates == 1 else f"({gates}h, h), the gates stacked i, f, g, o"
+        raise ValueError(f"W_h: expected shape {what}, got {W_h.shape}")
+    if W_x.shape[0] != rows:
+        raise ValueError(f"W_x: expected {rows} rows (as W_h: {W_h.shape}), got shape "
+                         f"{W_x.shape}")
+    if b.shape != (rows,):
+        raise ValueError(f"b: expected shape ({rows},), got {b.shape}")
+    if X.shape[0] != W_x.shape[1]:
+        hint = ("; X looks like PyTorch's batch_first (m, T, d): pass X.transpose(2, 1, 0)"
+                if X.shape[2] == W_x.shape[1] else "")
+        raise ValueError(f"X: expected {W_x.shape[1]} features on its first axis (W_x has shape "
+                         f"{W_x.shape}), got shape {X.shape}{hint}")
+    if X.shape[1] == 0:
+        raise ValueError(f"X: no time steps (shape {X.shape}); a sequence needs T ≥ 1")
+    if X.shape[2] == 0:
+        raise ValueError(f"X: no examples (shape {X.shape})")
+    return W_x, W_h, b, X
+
+
+def _state(s, name: str, n_h: int, m: int, dtype, check_finite: bool) -> np.ndarray:
+    """An initial state ``(h, m)`` (zeros when ``None``), checked."""
+    if s is None:
+        return np.zeros((n_h, m), dtype)
+    s = _checks.as_float_array(s, name, 2, check_finite=check_finite,
+                               hint=f"{name} has shape (h, m) = ({n_h}, {m})")
+    if s.shape != (n_h, m):
+        raise ValueError(f"{name}: expected shape (h, m) = ({n_h}, {m}), got {s.shape}"
+                         + ("; it looks transposed: pass its .T" if s.shape == (m, n_h) else ""))
+    if s.dtype != dtype:
+        raise TypeError(f"{name} is {s.dtype} but the weights are {dtype}: convert with "
+                        f"{name}.astype(np.{dtype})")
+    return s
+
+
+def _grad_like(x, name: str, shape: tuple, dtype, check_finite: bool) -> np.ndarray:
+    x = _checks.as_float_array(x, name, len(shape), check_finite=check_finite)
+    if x.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)} (as the forward pass's output), "
+                         f"got {x.shape}")
+    if x.dtype != dtype:
+        raise TypeError(f"{name} is {x.dtype} but the forward pass ran in {dtype}")
+    return x
+
+
+def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *,
+                check_finite: bool = True) -> tuple[np.ndarray, RNNCache]:
+    """A vanilla RNN over a sequence: ``H[:, t] = f(W_x·X[:, t] + W_h·H[:, t − 1] + b)``
+    (docs/formulas.md, "Recurrent networks"), as PyTorch's ``nn.RNN``.
+
+    Parameters
+    ----------
+    W_x : (h, d) input weights (``weight_ih_l0``); W_h : (h, h) recurrent weights
+        (``weight_hh_l0``); b : (h,) the bias (``bias_ih_l0 + bias_hh_l0``)
+    X : (d, T, m) features, time steps, examples
+    h0 : (h, m) the initial state (zeros when ``None``)
+    nonlinearity : ``"tanh"`` or ``"relu"``
+
+    Returns
+    -------
+    H : (h, T, m) every hidden state (``H[:, -1]`` is the final one)
+    cache : what :func:`rnn_backward` reads
+    """
+    _checks.check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+    W_x, W_h, b, X = _recurrent_args(W_x, W_h, b, X, 1, check_finite)
+    n_h, (_, T, m) = W_h.shape[0], X.shape
+    h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
+    H = np.empty((n_h, T, m), X.dtype)
+    _rnn_forward_naive(H, W_x, W_h, b, X, h0, nonlinearity == "relu")
+    return H, RNNCache(W_x, W_h, X, h0, H, nonlinearity)
+
+
+def rnn_backward(dH, cache: RNNCache, dh_T=None, *, check_finite: bool = True):
+    """Backpropagation through time for :func:`rnn_forward`.
+
+    Parameters
+    ----------
+    dH : (h, T, m) the loss's gradient w.r.t. every hidden state (zeros where the loss does not
+        read one)
+    cache : from :func:`rnn_forward`
+    dh_T : (h, m) a gradient reaching the final state from outside the sequence (the next
+        window's, in truncated BPTT); zeros when ``None``
+
+    Returns
+    -------
+    dW_x (h, d), dW_h (h, h), db (h,), dX (d, T, m), dh0 (h, m)
+    """
+    if not isinstance(cache, RNNCache):
+        raise TypeError(f"cache: expected the cache rnn_forward returned, got "
+                        f"{_checks._describe(cache)}")
+    W_x, W_h, X, h0, H, nonlinearity = cache
+    dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
+    dh_T = _state(dh_T, "dh_T", H.shape[0], H.shape[2], H.dtype, check_finite)
+    dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
+    db = np.zeros(W_h.shape[0], H.dtype)
+    dX, dh0 = np.empty_like(X), np.empty_like(h0)
+    _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T,
+                        nonlinearity == "relu")
+    return dW_x, dW_h, db, dX, dh0
+
+
+def lstm_forward(W_x, W_h, b, X, h0=None, c0=None, *, check_finite: bool = True
+                 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], LSTMCache]:
+    """An LSTM over a sequence (docs/formulas.md, "The LSTM"), as PyTorch's ``nn.LSTM``: gates
+    ``i, f, g, o`` from ``W_x·X[:, t] + W_h·h_{t−1} + b``, then ``c_t = f ⊙ c_{t−1} + i ⊙ g``,
+    ``h_t = o ⊙ tanh(c_t)``.
+
+    Parameters
+    ----------
+    W_x : (4h, d), W_h : (4h, h), b : (4h,) -- the gates stacked ``i, f, g, o`` as PyTorch's
+        ``weight_ih_l0``, ``weight_hh_l0`` and ``bias_ih_l0 + bias_hh_l0``
+    X : (d, T, m); h0, c0 : (h, m) initial states (zeros when ``None``)
+
+    Returns
+    -------
+    H : (h, T, m) every hidden state; (h_T, c_T) : the final states, (h, m) each;
+    cache : what :func:`lstm_backward` reads
+    """
+    W_x, W_h, b, X = _recurrent_args(W_x, W_h, b, X, 4, check_finite)
+    n_h, (_, T, m) = W_h.shape[1], X.shape
+    h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
+    c0 = _state(c0, "c0", n_h, m, X.dtype, check_finite)
+    H = np.empty((n_h, T, m), X.dtype)
+    C = np.empty((n_h, T, m), X.dtype)
+    G = np.empty((4 * n_h, T, m), X.dtype)
+    _lstm_forward_naive(H, C, G, W_x, W_h, b, X, h0, c0)
+    return H, (H[:, -1].copy(), C[:, -1].copy()), LSTMCache(W_x, W_h, X, h0, c0, H, C, G)
+
+
+def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, check_finite: bool = True):
+    """Backpropagation through time for :func:`lstm_forward`.
+
+    Parameters
+    ----------
+    dH : (h, T, m) the gradient w.r.t. every hidden state; cache : from :func:`lstm_forward`
+    dh_T, dc_T : (h, m) gradients reaching the final states from outside (zeros when ``None``)
+
+    Returns
+    -------
+    dW_x (4h, d), dW_h (4h, h), db (4h,), dX (d, T, m), dh0 (h, m), dc0 (h, m)
+    """
+    if not isinstance(cache, LSTMCache):
+        raise TypeError(f"cache: expected the cache lstm_forward returned, got "
+                        f"{_checks._describe(cache)}")
+    W_x, W_h, X, h0, c0, H, C, G = cache
+    n_h, m = H.shape[0], H.shape[2]
+    dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
+    dh_T = _state(dh_T, "dh_T", n_h, m, H.dtype, check_finite)
+    dc_T = _state(dc_T, "dc_T", n_h, m, H.dtype, check_finite)
+    dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
+    db = np.zeros(W_h.shape[0], H.dtype)
+    dX, dh0, dc0 = np.empty_like(X), np.empty_like(h0), np.empty_like(c0)
+    _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W_x, W_h, dh_T,
+                         dc_T)
+    return dW_x, dW_h, db, dX, dh0, dc0
+
+
+__all__ = ["LSTMCache", "NONLINEARITIES", "RNNCache", "lstm_backward", "lstm_forward",
+           "rnn_backward", "rnn_forward"]
