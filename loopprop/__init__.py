@@ -17,7 +17,8 @@ from .kernels.neuron import neuron_step
 from .kernels.norm import (batchnorm_backward, batchnorm_forward, layernorm_backward,
                            layernorm_forward)
 from .kernels.optim import sgd_update
-from .kernels.recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
+from .kernels.recurrent import (gru_backward, gru_forward, lstm_backward, lstm_forward,
+                                 rnn_backward, rnn_forward)
 from .kernels.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
                            maxpool2d_forward)
 from .explain import explain  # the function; the module is loopprop.explain in sys.modules
@@ -70,6 +71,8 @@ __all__ = [
     "embedding_forward",
     "explain",
     "gradcheck",
+    "gru_backward",
+    "gru_forward",
     "layernorm_backward",
     "layernorm_forward",
     "lstm_backward",

@@ -585,3 +585,44 @@ def lstm_backward(dH, W_x, W_h, X, h0, c0, H, C, G, dh_T, dc_T):
     dW_h = Df @ Hprev.reshape(n_h, T * m).T
     dX = (W_x.T @ Df).reshape(d, T, m)
     return dW_x, dW_h, Df.sum(axis=1), dX, dh, dc
+
+
+def gru_forward(W_x, W_h, b_x, b_h, X, h0):
+    """``(H, G)``: gates ``r, z, n`` and the recurrent product ``y_n`` stacked in ``G``."""
+    d, T, m = X.shape
+    n_h = h0.shape[0]
+    A = (W_x @ X.reshape(d, T * m)).reshape(3 * n_h, T, m) + b_x[:, None, None]
+    H, G = np.empty((n_h, T, m)), np.empty((4 * n_h, T, m))
+    h = h0
+    for t in range(T):
+        y = W_h @ h + b_h[:, None]
+        r = _sig(A[:n_h, t] + y[:n_h])
+        z = _sig(A[n_h:2 * n_h, t] + y[n_h:2 * n_h])
+        n = np.tanh(A[2 * n_h:, t] + r * y[2 * n_h:])
+        h = (1 - z) * n + z * h
+        G[:, t] = np.concatenate([r, z, n, y[2 * n_h:]])
+        H[:, t] = h
+    return H, G
+
+
+def gru_backward(dH, W_x, W_h, X, h0, H, G, dh_T):
+    """``(dW_x, dW_h, db_x, db_h, dX, dh0)``."""
+    d, T, m = X.shape
+    n_h = H.shape[0]
+    Dx, Dy = np.empty((3 * n_h, T, m)), np.empty((3 * n_h, T, m))
+    Hprev = np.concatenate([h0[:, None], H[:, :-1]], axis=1)
+    dh = dh_T
+    for t in range(T - 1, -1, -1):
+        r, z, n, y_n = (G[q * n_h:(q + 1) * n_h, t] for q in range(4))
+        dh_t = dH[:, t] + dh
+        d_n = dh_t * (1 - z) * (1 - n ** 2)
+        d_r = d_n * y_n * r * (1 - r)
+        d_z = dh_t * (Hprev[:, t] - n) * z * (1 - z)
+        Dx[:, t] = np.concatenate([d_r, d_z, d_n])
+        Dy[:, t] = np.concatenate([d_r, d_z, d_n * r])
+        dh = dh_t * z + W_h.T @ Dy[:, t]
+    Dxf, Dyf = Dx.reshape(3 * n_h, T * m), Dy.reshape(3 * n_h, T * m)
+    dW_x = Dxf @ X.reshape(d, T * m).T
+    dW_h = Dyf @ Hprev.reshape(n_h, T * m).T
+    dX = (W_x.T @ Dxf).reshape(d, T, m)
+    return dW_x, dW_h, Dxf.sum(axis=1), Dyf.sum(axis=1), dX, dh

@@ -1,6 +1,7 @@
-"""The recurrent kernels (loopprop/kernels/recurrent.py): the RNN and the LSTM against
-PyTorch's ``nn.RNN`` and ``nn.LSTM`` (weights copied, ``batch_first`` layouts converted here),
-centered finite differences, and the vectorized NumPy twin; edge sizes and bad input."""
+"""The recurrent kernels (loopprop/kernels/recurrent.py): the RNN, the LSTM and the GRU
+against PyTorch's ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` (weights copied, ``batch_first``
+layouts converted here), centered finite differences, and the vectorized NumPy twin; edge sizes
+and bad input."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from loopprop import vectorized as vec
 
 
 def _problem(rng, cell, d, n_h, T, m, dtype=np.float64):
-    rows = 4 * n_h if cell == "lstm" else n_h
+    rows = {"lstm": 4, "gru": 3}.get(cell, 1) * n_h
     W_x = rng.standard_normal((rows, d)) * 0.5
     W_h = rng.standard_normal((rows, n_h)) * 0.5
     b = rng.standard_normal(rows) * 0.2
     X = rng.standard_normal((d, T, m))
     h0 = rng.standard_normal((n_h, m)) * 0.5
-    c0 = rng.standard_normal((n_h, m)) * 0.5
+    c0 = rng.standard_normal((n_h, m)) * 0.5  # the LSTM's cell state; the GRU's second bias
+    if cell == "gru":
+        c0 = rng.standard_normal(rows) * 0.2
     return [a.astype(dtype) for a in (W_x, W_h, b, X, h0, c0)]
 
 
@@ -30,16 +33,18 @@ def _torch_run(torch, cell, W_x, W_h, b, X, h0, c0, dH, dh_T, dc_T, nonlinearity
     n_h = h0.shape[0]
     if cell == "lstm":
         mod = torch.nn.LSTM(d, n_h, batch_first=True).double()
+    elif cell == "gru":
+        mod = torch.nn.GRU(d, n_h, batch_first=True).double()
     else:
         mod = torch.nn.RNN(d, n_h, nonlinearity=nonlinearity, batch_first=True).double()
     with torch.no_grad():
         mod.weight_ih_l0[...] = torch.tensor(W_x)
         mod.weight_hh_l0[...] = torch.tensor(W_h)
         mod.bias_ih_l0[...] = torch.tensor(b)
-        mod.bias_hh_l0[...] = 0.0
+        mod.bias_hh_l0[...] = torch.tensor(c0) if cell == "gru" else 0.0
     x = torch.tensor(X.transpose(2, 1, 0).copy(), requires_grad=True)      # (m, T, d)
     h = torch.tensor(h0.T[None].copy(), requires_grad=True)                  # (1, m, h)
-    c = torch.tensor(c0.T[None].copy(), requires_grad=True)
+    c = torch.tensor(c0.T[None].copy(), requires_grad=True) if cell == "lstm" else None
     if cell == "lstm":
         out, (hT, cT) = mod(x, (h, c))
     else:
@@ -53,6 +58,8 @@ def _torch_run(torch, cell, W_x, W_h, b, X, h0, c0, dH, dh_T, dc_T, nonlinearity
     grads = {"dW_x": mod.weight_ih_l0.grad.numpy(), "dW_h": mod.weight_hh_l0.grad.numpy(),
              "db": mod.bias_ih_l0.grad.numpy(), "dX": x.grad.numpy().transpose(2, 1, 0),
              "dh0": h.grad.numpy()[0].T}
+    if cell == "gru":
+        grads["db_h"] = mod.bias_hh_l0.grad.numpy()
     if cell == "lstm":
         grads["dc0"] = c.grad.numpy()[0].T
     outs = {"H": out.detach().numpy().transpose(2, 1, 0), "h_T": hT.detach().numpy()[0].T}
@@ -62,6 +69,12 @@ def _torch_run(torch, cell, W_x, W_h, b, X, h0, c0, dH, dh_T, dc_T, nonlinearity
 
 
 def _ours(cell, W_x, W_h, b, X, h0, c0, dH, dh_T, dc_T, nonlinearity="tanh"):
+    """Ours, by the same names (``c0`` is the GRU's second bias ``b_h``)."""
+    if cell == "gru":
+        H, cache = lp.gru_forward(W_x, W_h, b, c0, X, h0)
+        g = lp.gru_backward(dH, cache, dh_T)
+        return {"H": H, "h_T": H[:, -1]}, dict(zip(("dW_x", "dW_h", "db", "db_h", "dX", "dh0"),
+                                                   g))
     if cell == "lstm":
         H, (hT, cT), cache = lp.lstm_forward(W_x, W_h, b, X, h0, c0)
         g = lp.lstm_backward(dH, cache, dh_T, dc_T)
@@ -73,8 +86,10 @@ def _ours(cell, W_x, W_h, b, X, h0, c0, dH, dh_T, dc_T, nonlinearity="tanh"):
 
 
 CASES = [("rnn", "tanh", 3, 4, 5, 2), ("rnn", "relu", 3, 4, 5, 2), ("lstm", "tanh", 3, 4, 5, 2),
+         ("gru", "tanh", 3, 4, 5, 2),
          ("rnn", "tanh", 2, 1, 1, 1), ("lstm", "tanh", 2, 1, 1, 1),      # hidden 1, T 1, m 1
-         ("rnn", "tanh", 1, 3, 7, 1), ("lstm", "tanh", 4, 2, 1, 3)]
+         ("gru", "tanh", 2, 1, 1, 1),
+         ("rnn", "tanh", 1, 3, 7, 1), ("lstm", "tanh", 4, 2, 1, 3), ("gru", "tanh", 1, 2, 6, 3)]
 
 
 @pytest.mark.parametrize("cell,nonlinearity,d,n_h,T,m", CASES)
@@ -95,26 +110,27 @@ def test_equals_pytorch_outputs_states_and_every_gradient(rng, cell, nonlinearit
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_two_stacked_layers_equal_pytorch(rng, cell):
     """Layer 2 reads layer 1's hidden states; dX of layer 2 is layer 1's dH."""
     torch = torch_or_skip()
     d, n_h, T, m = 3, 4, 6, 2
-    mod = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(d, n_h, num_layers=2,
-                                                              batch_first=True).double()
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](
+        d, n_h, num_layers=2, batch_first=True).double()
     X = rng.standard_normal((d, T, m))
     dH = rng.standard_normal((n_h, T, m))
     x = torch.tensor(X.transpose(2, 1, 0).copy(), requires_grad=True)
     out = mod(x)[0]
     (out * torch.tensor(dH.transpose(2, 1, 0).copy())).sum().backward()
     p = {name: v.detach().numpy() for name, v in mod.named_parameters()}
-    fwd = lp.lstm_forward if cell == "lstm" else lp.rnn_forward
-    bwd = lp.lstm_backward if cell == "lstm" else lp.rnn_backward
+    fwd = {"lstm": lp.lstm_forward, "gru": lp.gru_forward, "rnn": lp.rnn_forward}[cell]
+    bwd = {"lstm": lp.lstm_backward, "gru": lp.gru_backward, "rnn": lp.rnn_backward}[cell]
     layers = []
     A = X
     for layer in range(2):
-        b = p[f"bias_ih_l{layer}"] + p[f"bias_hh_l{layer}"]
-        res = fwd(p[f"weight_ih_l{layer}"], p[f"weight_hh_l{layer}"], b, A)
+        b_x, b_h = p[f"bias_ih_l{layer}"], p[f"bias_hh_l{layer}"]
+        biases = (b_x, b_h) if cell == "gru" else (b_x + b_h,)
+        res = fwd(p[f"weight_ih_l{layer}"], p[f"weight_hh_l{layer}"], *biases, A)
         A, cache = res[0], res[-1]
         layers.append(cache)
     np.testing.assert_allclose(A, out.detach().numpy().transpose(2, 1, 0), rtol=1e-10,
@@ -126,17 +142,21 @@ def test_two_stacked_layers_equal_pytorch(rng, cell):
                                    rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(grads[1], mod.get_parameter(f"weight_hh_l{layer}").grad,
                                    rtol=1e-10, atol=1e-12)
-        g = grads[3]
+        g = grads[4 if cell == "gru" else 3]
     np.testing.assert_allclose(g, x.grad.numpy().transpose(2, 1, 0), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("cell,nonlinearity", [("rnn", "tanh"), ("rnn", "relu"),
-                                               ("lstm", "tanh")])
+                                               ("lstm", "tanh"), ("gru", "tanh")])
 def test_equals_the_vectorized_twin(rng, cell, nonlinearity):
     W_x, W_h, b, X, h0, c0 = _problem(rng, cell, 5, 3, 4, 6)
     dH, dh_T, dc_T = (rng.standard_normal(s) for s in ((3, 4, 6), (3, 6), (3, 6)))
     out, grad = _ours(cell, W_x, W_h, b, X, h0, c0, dH, dh_T, dc_T, nonlinearity)
-    if cell == "lstm":
+    if cell == "gru":
+        H, G = vec.gru_forward(W_x, W_h, b, c0, X, h0)
+        want = vec.gru_backward(dH, W_x, W_h, X, h0, H, G, dh_T)
+        names = ("dW_x", "dW_h", "db", "db_h", "dX", "dh0")
+    elif cell == "lstm":
         H, C, G = vec.lstm_forward(W_x, W_h, b, X, h0, c0)
         want = vec.lstm_backward(dH, W_x, W_h, X, h0, c0, H, C, G, dh_T, dc_T)
         names = ("dW_x", "dW_h", "db", "dX", "dh0", "dc0")
@@ -149,7 +169,7 @@ def test_equals_the_vectorized_twin(rng, cell, nonlinearity):
         np.testing.assert_allclose(grad[name], w, rtol=1e-11, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_gradients_equal_finite_differences(rng, cell):
     """``L = Σ dH ⊙ H + Σ dh_T ⊙ h_T (+ Σ dc_T ⊙ c_T)``: every parameter, input and initial
     state entry by centered differences (float64)."""
@@ -163,7 +183,7 @@ def test_gradients_equal_finite_differences(rng, cell):
 
     args = [W_x, W_h, b, X, h0, c0]
     _, grad = _ours(cell, *args, dH, dh_T, dc_T)
-    names = ["dW_x", "dW_h", "db", "dX", "dh0"] + (["dc0"] if cell == "lstm" else [])
+    names = ["dW_x", "dW_h", "db", "dX", "dh0"] + {"lstm": ["dc0"], "gru": ["db_h"]}.get(cell, [])
     eps = 1e-6
     for a, name in enumerate(names):
         arr = args[a]

@@ -1,6 +1,6 @@
 """Recurrent layers as explicit loops over time steps, hidden units and batch items: the
-vanilla RNN and the LSTM, forward and backward through time (docs/formulas.md, "Recurrent
-networks", "The LSTM" and "Backpropagation through time").
+vanilla RNN, the LSTM and the GRU, forward and backward through time (docs/formulas.md,
+"Recurrent networks", "Backpropagation through time", "The LSTM", "The GRU").
 
 Layouts put the features first, the time step ``t`` next and the batch item ``k`` last:
 ``X (d, T, m)``, ``H (h, T, m)``, states ``h0, c0 (h, m)``. Weights are PyTorch's
@@ -204,6 +204,120 @@ def _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W
             dc0[j, k] = dc[j, k]
 
 
+@kernel
+def _input_sum(W_x, b, row, X, t, k):
+    """``b[row] + Σ_j W_x[row, j]·X[j, t, k]``: one gate row's input side."""
+    a = b[row]
+    for j in range(X.shape[0]):
+        a += W_x[row, j] * X[j, t, k]
+    return a
+
+
+@kernel
+def _state_sum(W_h, b, row, H, h0, t, k):
+    """``b[row] + Σ_j W_h[row, j]·h_{t−1}[j, k]`` (``h_{−1} = h0``): one gate row's recurrent
+    side."""
+    a = b[row]
+    for j in range(H.shape[0]):
+        a += W_h[row, j] * (h0[j, k] if t == 0 else H[j, t - 1, k])
+    return a
+
+
+@kernel
+def _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0):
+    """The GRU, one time step after another (docs/formulas.md, "The GRU"), as PyTorch's
+    ``nn.GRU``: gates stacked ``r, z, n`` (rows ``q·h + u``),
+
+    ``x_q = b_x[q] + Σ_j W_x[q, j]·X[j, t, k]`` and ``y_q = b_h[q] + Σ_j W_h[q, j]·
+    h_{t−1}[j, k]`` for every gate row ``q``; ``r = σ(x_r + y_r)``, ``z = σ(x_z + y_z)``,
+    ``n = tanh(x_n + r·y_n)``, ``H[u, t, k] = (1 − z)·n + z·h_{t−1}[u, k]``.
+
+    The two biases stay apart: ``b_h``'s ``n`` rows sit inside ``r·(…)``. Shapes: ``H (h, T,
+    m)`` and ``G (4h, T, m)`` written (``r, z, n`` and ``y_n``, which the backward pass reads),
+    ``W_x (3h, d)``, ``W_h (3h, h)``, ``b_x, b_h (3h,)``, ``X (d, T, m)``, ``h0 (h, m)``."""
+    n_h, T, m = H.shape
+    for t in range(T):
+        for u in range(n_h):
+            for k in range(m):
+                r = _sigmoid(_input_sum(W_x, b_x, u, X, t, k)
+                             + _state_sum(W_h, b_h, u, H, h0, t, k))
+                z = _sigmoid(_input_sum(W_x, b_x, n_h + u, X, t, k)
+                             + _state_sum(W_h, b_h, n_h + u, H, h0, t, k))
+                y_n = _state_sum(W_h, b_h, 2 * n_h + u, H, h0, t, k)
+                n = math.tanh(_input_sum(W_x, b_x, 2 * n_h + u, X, t, k) + r * y_n)
+                G[u, t, k] = r
+                G[n_h + u, t, k] = z
+                G[2 * n_h + u, t, k] = n
+                G[3 * n_h + u, t, k] = y_n
+        for u in range(n_h):  # then the state: h_t = (1 − z)·n + z·h_{t−1}
+            for k in range(m):
+                prev = h0[u, k] if t == 0 else H[u, t - 1, k]
+                z = G[n_h + u, t, k]
+                H[u, t, k] = (1.0 - z) * G[2 * n_h + u, t, k] + z * prev
+
+
+@kernel
+def _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W_h, dh_T):
+    """Backpropagation through time for :func:`_gru_forward_naive` (docs/formulas.md, "The
+    GRU"). At step ``t``, with ``dh`` carried from step ``t + 1`` (``dh_T`` after the last):
+
+    ``dh_t = dH[:, t, :] + dh``;  ``dn = dh_t ⊙ (1 − z)``,  ``dz = dh_t ⊙ (h_{t−1} − n)``;
+    ``δ_n = dn ⊙ (1 − n²)``,  ``δ_r = δ_n ⊙ y_n ⊙ r(1 − r)``,  ``δ_z = dz ⊙ z(1 − z)``;
+    the input side ``δx = (δ_r, δ_z, δ_n)``, the recurrent side ``δy = (δ_r, δ_z, δ_n ⊙ r)``:
+    ``dW_x += δx·X_tᵀ``, ``db_x += Σ_k δx``, ``dW_h += δy·h_{t−1}ᵀ``, ``db_h += Σ_k δy``,
+    ``dX_t = W_xᵀ·δx``, and carried back ``dh = dh_t ⊙ z + W_hᵀ·δy``; at the end ``dh0 = dh``.
+    Shapes as the forward's; ``dH (h, T, m)``, ``dh_T (h, m)``."""
+    n_h, T, m = H.shape
+    d = X.shape[0]
+    dh = dh_T.copy()
+    dx_ = np.empty((3 * n_h, m), H.dtype)  # δx
+    dy_ = np.empty((3 * n_h, m), H.dtype)  # δy
+    keep = np.empty((n_h, m), H.dtype)     # dh_t ⊙ z: the direct path to h_{t−1}
+    for t in range(T - 1, -1, -1):
+        for u in range(n_h):
+            for k in range(m):
+                r = G[u, t, k]
+                z = G[n_h + u, t, k]
+                n = G[2 * n_h + u, t, k]
+                y_n = G[3 * n_h + u, t, k]
+                prev = h0[u, k] if t == 0 else H[u, t - 1, k]
+                dh_t = dH[u, t, k] + dh[u, k]
+                d_n = dh_t * (1.0 - z) * (1.0 - n * n)
+                dx_[u, k] = d_n * y_n * r * (1.0 - r)                 # δ_r
+                dx_[n_h + u, k] = dh_t * (prev - n) * z * (1.0 - z)   # δ_z
+                dx_[2 * n_h + u, k] = d_n                             # δ_n
+                dy_[u, k] = dx_[u, k]
+                dy_[n_h + u, k] = dx_[n_h + u, k]
+                dy_[2 * n_h + u, k] = d_n * r
+                keep[u, k] = dh_t * z
+        for q in range(3 * n_h):
+            for k in range(m):
+                db_x[q] += dx_[q, k]
+                db_h[q] += dy_[q, k]
+            for j in range(d):
+                for k in range(m):
+                    dW_x[q, j] += dx_[q, k] * X[j, t, k]
+            for j in range(n_h):
+                for k in range(m):
+                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
+                    dW_h[q, j] += dy_[q, k] * prev
+        for j in range(d):
+            for k in range(m):
+                acc = 0.0
+                for q in range(3 * n_h):
+                    acc += W_x[q, j] * dx_[q, k]
+                dX[j, t, k] = acc
+        for j in range(n_h):
+            for k in range(m):
+                acc = keep[j, k]
+                for q in range(3 * n_h):
+                    acc += W_h[q, j] * dy_[q, k]
+                dh[j, k] = acc
+    for j in range(n_h):
+        for k in range(m):
+            dh0[j, k] = dh[j, k]
+
+
 # -- the public functions ----------------------------------------------------------------------
 
 
@@ -230,6 +344,17 @@ class LSTMCache(NamedTuple):
     G: np.ndarray
 
 
+class GRUCache(NamedTuple):
+    """What :func:`gru_backward` reads: the inputs, every hidden state, and ``G (4h, T, m)``:
+    the gates ``r, z, n`` and the recurrent product of the ``n`` rows, ``y_n``."""
+    W_x: np.ndarray
+    W_h: np.ndarray
+    X: np.ndarray
+    h0: np.ndarray
+    H: np.ndarray
+    G: np.ndarray
+
+
 def _recurrent_args(W_x, W_h, b, X, gates: int, check_finite: bool):
     """The weights and the input of a recurrent layer of ``gates`` stacked blocks, checked:
     ``W_x (gates·h, d)``, ``W_h (gates·h, h)``, ``b (gates·h,)``, ``X (d, T, m)``."""
@@ -246,7 +371,8 @@ def _recurrent_args(W_x, W_h, b, X, gates: int, check_finite: bool):
         raise ValueError("W_h: the layer has no hidden units (shape "
                          f"{W_h.shape}); give it at least one")
     if rows != gates * n_h:
-        what = "(h, h)" if gates == 1 else f"({gates}h, h), the gates stacked i, f, g, o"
+        order = {3: "r, z, n", 4: "i, f, g, o"}.get(gates, "")
+        what = "(h, h)" if gates == 1 else f"({gates}h, h), the gates stacked {order}"
         raise ValueError(f"W_h: expected shape {what}, got {W_h.shape}")
     if W_x.shape[0] != rows:
         raise ValueError(f"W_x: expected {rows} rows (as W_h: {W_h.shape}), got shape "
@@ -402,5 +528,57 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, check_finite: b
     return dW_x, dW_h, db, dX, dh0, dc0
 
 
-__all__ = ["LSTMCache", "NONLINEARITIES", "RNNCache", "lstm_backward", "lstm_forward",
-           "rnn_backward", "rnn_forward"]
+def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, check_finite: bool = True
+                ) -> tuple[np.ndarray, GRUCache]:
+    """A GRU over a sequence (docs/formulas.md, "The GRU"), as PyTorch's ``nn.GRU``: gates
+    ``r = σ(·)``, ``z = σ(·)``, ``n = tanh(W_x,n·x + b_x,n + r ⊙ (W_h,n·h + b_h,n))``, then
+    ``h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}``.
+
+    Parameters
+    ----------
+    W_x : (3h, d), W_h : (3h, h) -- the gates stacked ``r, z, n`` as PyTorch's
+        ``weight_ih_l0``, ``weight_hh_l0``
+    b_x, b_h : (3h,) ``bias_ih_l0`` and ``bias_hh_l0``: apart, since ``b_h``'s ``n`` rows are
+        multiplied by ``r``
+    X : (d, T, m); h0 : (h, m) the initial state (zeros when ``None``)
+
+    Returns
+    -------
+    H : (h, T, m) every hidden state; cache : what :func:`gru_backward` reads
+    """
+    W_x, W_h, b_x, X = _recurrent_args(W_x, W_h, b_x, X, 3, check_finite)
+    b_h = _checks.as_float_array(b_h, "b_h", 1, check_finite=check_finite)
+    if b_h.shape != b_x.shape:
+        raise ValueError(f"b_h: expected shape {b_x.shape} (as b_x), got {b_h.shape}")
+    _checks.same_dtype(W_x=W_x, b_h=b_h)
+    n_h, (_, T, m) = W_h.shape[1], X.shape
+    h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
+    H = np.empty((n_h, T, m), X.dtype)
+    G = np.empty((4 * n_h, T, m), X.dtype)
+    _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0)
+    return H, GRUCache(W_x, W_h, X, h0, H, G)
+
+
+def gru_backward(dH, cache: GRUCache, dh_T=None, *, check_finite: bool = True):
+    """Backpropagation through time for :func:`gru_forward`.
+
+    Returns
+    -------
+    dW_x (3h, d), dW_h (3h, h), db_x (3h,), db_h (3h,), dX (d, T, m), dh0 (h, m)
+    """
+    if not isinstance(cache, GRUCache):
+        raise TypeError(f"cache: expected the cache gru_forward returned, got "
+                        f"{_checks._describe(cache)}")
+    W_x, W_h, X, h0, H, G = cache
+    dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
+    dh_T = _state(dh_T, "dh_T", H.shape[0], H.shape[2], H.dtype, check_finite)
+    dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
+    db_x = np.zeros(W_h.shape[0], H.dtype)
+    db_h = np.zeros(W_h.shape[0], H.dtype)
+    dX, dh0 = np.empty_like(X), np.empty_like(h0)
+    _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W_h, dh_T)
+    return dW_x, dW_h, db_x, db_h, dX, dh0
+
+
+__all__ = ["GRUCache", "LSTMCache", "NONLINEARITIES", "RNNCache", "lstm_backward", "lstm_forward",
+           "gru_backward", "gru_forward", "rnn_backward", "rnn_forward"]
