@@ -513,6 +513,49 @@ def attention_workload(n_head: int = 12, d_head: int = 64, T: int = 256, m: int 
     return fns
 
 
+def lstm_workload(d: int = 128, n_h: int = 256, T: int = 64, m: int = 32,
+                  dtype: str = "float32", with_torch: bool = True) -> dict[str, Callable]:
+    """An LSTM layer's forward + backward through time: loopprop's tuned kernels (layout
+    ``(d, T, m)``) against the lean NumPy LSTM (one product for every step's input projection,
+    one per step for the recurrence: ``vectorized.lstm_forward``/``lstm_backward``) and
+    ``nn.LSTM`` with its autograd backward (layout ``(T, m, d)``)."""
+    from .kernels.recurrent import lstm_backward, lstm_forward
+
+    rng = np.random.default_rng(0)
+    W_x = (rng.standard_normal((4 * n_h, d)) / np.sqrt(d)).astype(dtype)
+    W_h = (rng.standard_normal((4 * n_h, n_h)) / np.sqrt(n_h)).astype(dtype)
+    b = np.zeros(4 * n_h, dtype)
+    X = rng.standard_normal((d, T, m)).astype(dtype)
+    dH = rng.standard_normal((n_h, T, m)).astype(dtype)
+    zeros = np.zeros((n_h, m), dtype)
+
+    def loops():
+        H, _, cache = lstm_forward(W_x, W_h, b, X, check_finite=False)
+        return lstm_backward(dH, cache, check_finite=False)
+
+    def lean():
+        H, C, G = vec.lstm_forward(W_x, W_h, b, X, zeros, zeros)
+        return vec.lstm_backward(dH, W_x, W_h, X, zeros, zeros, H, C, G, zeros, zeros)
+
+    fns: dict[str, Callable] = {"loopprop": loops, "numpy": lean}
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        mod = torch.nn.LSTM(d, n_h).to(torch.float32 if dtype == "float32" else torch.float64)
+        with torch.no_grad():
+            mod.weight_ih_l0[...] = torch.tensor(W_x)
+            mod.weight_hh_l0[...] = torch.tensor(W_h)
+        tX = torch.tensor(np.ascontiguousarray(X.transpose(1, 2, 0)), requires_grad=True)
+        tdH = torch.tensor(np.ascontiguousarray(dH.transpose(1, 2, 0)))
+
+        def torch_lstm():
+            mod.zero_grad()
+            tX.grad = None
+            mod(tX)[0].backward(tdH)
+
+        fns["torch"] = torch_lstm
+    return fns
+
+
 def warm_start_seconds() -> float:
     """Seconds for ``loopprop train --epochs 1`` (digits) in a fresh interpreter, Numba cache and
     dataset copy filled by a first run: process start, imports, loading, the first epoch and the
@@ -579,6 +622,8 @@ def rows(dtype: str = "float64", quick: bool = False):
         gpt_workload("small", dtype, steps=10), rounds))
     yield ("attention fwd+bwd 12 heads x 64, T 256, b 8", lambda: best_time(
         attention_workload(dtype=dtype), rounds))
+    yield ("LSTM fwd+bwd d 128, h 256, T 64, b 32", lambda: best_time(
+        lstm_workload(dtype=dtype), rounds))
     for name in ("sigmoid", "tanh"):
         for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
             yield (f"{name} fwd+bwd, 10^6 values, {label}", lambda name=name, mode=mode:

@@ -550,7 +550,7 @@ def lstm_forward(W_x, W_h, b, X, h0, c0):
     d, T, m = X.shape
     n_h = h0.shape[0]
     A = (W_x @ X.reshape(d, T * m)).reshape(4 * n_h, T, m) + b[:, None, None]
-    H, C, G = np.empty((n_h, T, m)), np.empty((n_h, T, m)), np.empty((4 * n_h, T, m))
+    H, C, G = (np.empty((rows, T, m), X.dtype) for rows in (n_h, n_h, 4 * n_h))
     h, c = h0, c0
     for t in range(T):
         a = A[:, t] + W_h @ h
@@ -567,7 +567,7 @@ def lstm_backward(dH, W_x, W_h, X, h0, c0, H, C, G, dh_T, dc_T):
     """``(dW_x, dW_h, db, dX, dh0, dc0)``: the carried ``dh``, ``dc`` from the last step back."""
     d, T, m = X.shape
     n_h = H.shape[0]
-    D = np.empty((4 * n_h, T, m))
+    D = np.empty((4 * n_h, T, m), X.dtype)
     dh, dc = dh_T, dc_T
     Cprev = np.concatenate([c0[:, None], C[:, :-1]], axis=1)
     for t in range(T - 1, -1, -1):
@@ -592,7 +592,7 @@ def gru_forward(W_x, W_h, b_x, b_h, X, h0):
     d, T, m = X.shape
     n_h = h0.shape[0]
     A = (W_x @ X.reshape(d, T * m)).reshape(3 * n_h, T, m) + b_x[:, None, None]
-    H, G = np.empty((n_h, T, m)), np.empty((4 * n_h, T, m))
+    H, G = np.empty((n_h, T, m), X.dtype), np.empty((4 * n_h, T, m), X.dtype)
     h = h0
     for t in range(T):
         y = W_h @ h + b_h[:, None]
@@ -609,7 +609,7 @@ def gru_backward(dH, W_x, W_h, X, h0, H, G, dh_T):
     """``(dW_x, dW_h, db_x, db_h, dX, dh0)``."""
     d, T, m = X.shape
     n_h = H.shape[0]
-    Dx, Dy = np.empty((3 * n_h, T, m)), np.empty((3 * n_h, T, m))
+    Dx, Dy = np.empty((3 * n_h, T, m), X.dtype), np.empty((3 * n_h, T, m), X.dtype)
     Hprev = np.concatenate([h0[:, None], H[:, :-1]], axis=1)
     dh = dh_T
     for t in range(T - 1, -1, -1):

@@ -87,3 +87,14 @@ def test_gpt_workload_reports_one_time_per_step():
     assert set(best) == {"loopprop"} and math.isfinite(best["loopprop"])
     with pytest.raises(ValueError, match="two steps"):
         best_step_time({"one": lambda: [1.0]}, rounds=1)
+
+
+def test_bench_lstm_workload_computes_the_same_thing():
+    """The LSTM row's three implementations compute one layer's gradients: loopprop's tuned
+    kernels and the lean NumPy LSTM agree (float64, a small size)."""
+    from loopprop import bench
+
+    fns = bench.lstm_workload(d=5, n_h=4, T=3, m=2, dtype="float64", with_torch=False)
+    ours, lean = fns["loopprop"](), fns["numpy"]()
+    for name, a, b in zip(("dW_x", "dW_h", "db", "dX", "dh0", "dc0"), ours, lean):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12, err_msg=name)

@@ -296,6 +296,32 @@ class Attention:
         self.fn()
 
 
+class Recurrent:
+    """An LSTM layer's forward + backward through time (d 128, hidden 256, T 64, batch 32),
+    loopprop's tuned kernels against the lean NumPy LSTM and ``nn.LSTM``
+    (``loopprop.bench.lstm_workload``); float32, all threads. n/a before the recurrent
+    kernels."""
+
+    params = (["loopprop", "numpy", "torch"],)
+    param_names = ["impl"]
+    timeout = 600
+
+    def setup(self, impl):
+        bench = lp.bench
+        if not hasattr(bench, "lstm_workload"):
+            raise NotImplementedError("this commit has no recurrent kernels")
+        fns = bench.lstm_workload()
+        if impl not in fns:
+            raise NotImplementedError("torch is not installed")
+        if impl == "torch":
+            torch_or_none().set_num_threads(2)
+        self.fn = fns[impl]
+        self.fn()
+
+    def time_step(self, *args):
+        self.fn()
+
+
 _BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
 

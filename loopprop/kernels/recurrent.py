@@ -23,19 +23,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel
+from .._jit import kernel, use_threads
+from .activations import _sigmoid
 
 #: the nonlinearities of the vanilla RNN, as PyTorch names them
 NONLINEARITIES = ("tanh", "relu")
-
-
-@kernel
-def _sigmoid(z):
-    """σ(z) without overflow for either sign (``exp`` of a non-positive number only)."""
-    if z >= 0.0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+#: ``"tuned"``: :mod:`loopprop.kernels.recurrent_tuned`; ``"naive"``: the formulas here
+IMPLS = ("tuned", "naive")
 
 
 @kernel
@@ -416,8 +410,9 @@ def _grad_like(x, name: str, shape: tuple, dtype, check_finite: bool) -> np.ndar
     return x
 
 
-def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *,
-                check_finite: bool = True) -> tuple[np.ndarray, RNNCache]:
+def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *, impl: str = "tuned",
+                check_finite: bool = True, parallel: bool = True
+                ) -> tuple[np.ndarray, RNNCache]:
     """A vanilla RNN over a sequence: ``H[:, t] = f(W_x·X[:, t] + W_h·H[:, t − 1] + b)``
     (docs/formulas.md, "Recurrent networks"), as PyTorch's ``nn.RNN``.
 
@@ -428,6 +423,10 @@ def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *,
     X : (d, T, m) features, time steps, examples
     h0 : (h, m) the initial state (zeros when ``None``)
     nonlinearity : ``"tanh"`` or ``"relu"``
+    impl : ``"tuned"`` (the input projection of all steps in one packed product, one per step
+        for the recurrence: :mod:`loopprop.kernels.recurrent_tuned`) or ``"naive"`` (the
+        formula as loops)
+    parallel : allow two threads in the products
 
     Returns
     -------
@@ -435,15 +434,22 @@ def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *,
     cache : what :func:`rnn_backward` reads
     """
     _checks.check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+    _checks.check_choice(impl, "impl", IMPLS)
     W_x, W_h, b, X = _recurrent_args(W_x, W_h, b, X, 1, check_finite)
-    n_h, (_, T, m) = W_h.shape[0], X.shape
+    n_h, (d, T, m) = W_h.shape[0], X.shape
     h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
     H = np.empty((n_h, T, m), X.dtype)
-    _rnn_forward_naive(H, W_x, W_h, b, X, h0, nonlinearity == "relu")
+    relu = nonlinearity == "relu"
+    if impl == "naive":
+        _rnn_forward_naive(H, W_x, W_h, b, X, h0, relu)
+    else:
+        _rnn_forward_tuned(H, np.empty((n_h, T * m), X.dtype), np.empty((T, n_h, m), X.dtype),
+                           W_x, W_h, b, X.reshape(d, T * m), h0, relu, use_threads(parallel))
     return H, RNNCache(W_x, W_h, X, h0, H, nonlinearity)
 
 
-def rnn_backward(dH, cache: RNNCache, dh_T=None, *, check_finite: bool = True):
+def rnn_backward(dH, cache: RNNCache, dh_T=None, *, impl: str = "tuned",
+                 check_finite: bool = True, parallel: bool = True):
     """Backpropagation through time for :func:`rnn_forward`.
 
     Parameters
@@ -453,6 +459,7 @@ def rnn_backward(dH, cache: RNNCache, dh_T=None, *, check_finite: bool = True):
     cache : from :func:`rnn_forward`
     dh_T : (h, m) a gradient reaching the final state from outside the sequence (the next
         window's, in truncated BPTT); zeros when ``None``
+    impl, parallel : as :func:`rnn_forward`'s
 
     Returns
     -------
@@ -461,18 +468,29 @@ def rnn_backward(dH, cache: RNNCache, dh_T=None, *, check_finite: bool = True):
     if not isinstance(cache, RNNCache):
         raise TypeError(f"cache: expected the cache rnn_forward returned, got "
                         f"{_checks._describe(cache)}")
+    _checks.check_choice(impl, "impl", IMPLS)
     W_x, W_h, X, h0, H, nonlinearity = cache
     dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
-    dh_T = _state(dh_T, "dh_T", H.shape[0], H.shape[2], H.dtype, check_finite)
+    n_h, (d, T, m) = H.shape[0], X.shape
+    dh_T = _state(dh_T, "dh_T", n_h, m, H.dtype, check_finite)
     dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
-    db = np.zeros(W_h.shape[0], H.dtype)
+    db = np.zeros(n_h, H.dtype)
     dX, dh0 = np.empty_like(X), np.empty_like(h0)
-    _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T,
-                        nonlinearity == "relu")
+    relu = nonlinearity == "relu"
+    if impl == "naive":
+        _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T, relu)
+    else:
+        dt = H.dtype
+        _rnn_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dH, H,
+                            X.reshape(d, T * m), h0, W_x, W_h, dh_T, relu,
+                            np.empty((T, n_h, m), dt), np.empty((n_h, T * m), dt),
+                            np.empty((n_h, m), dt), np.empty((n_h, m), dt),
+                            use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0
 
 
-def lstm_forward(W_x, W_h, b, X, h0=None, c0=None, *, check_finite: bool = True
+def lstm_forward(W_x, W_h, b, X, h0=None, c0=None, *, impl: str = "tuned",
+                 check_finite: bool = True, parallel: bool = True
                  ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], LSTMCache]:
     """An LSTM over a sequence (docs/formulas.md, "The LSTM"), as PyTorch's ``nn.LSTM``: gates
     ``i, f, g, o`` from ``W_x·X[:, t] + W_h·h_{t−1} + b``, then ``c_t = f ⊙ c_{t−1} + i ⊙ g``,
@@ -483,30 +501,41 @@ def lstm_forward(W_x, W_h, b, X, h0=None, c0=None, *, check_finite: bool = True
     W_x : (4h, d), W_h : (4h, h), b : (4h,) -- the gates stacked ``i, f, g, o`` as PyTorch's
         ``weight_ih_l0``, ``weight_hh_l0`` and ``bias_ih_l0 + bias_hh_l0``
     X : (d, T, m); h0, c0 : (h, m) initial states (zeros when ``None``)
+    impl, parallel : as :func:`rnn_forward`'s
 
     Returns
     -------
     H : (h, T, m) every hidden state; (h_T, c_T) : the final states, (h, m) each;
     cache : what :func:`lstm_backward` reads
     """
+    _checks.check_choice(impl, "impl", IMPLS)
     W_x, W_h, b, X = _recurrent_args(W_x, W_h, b, X, 4, check_finite)
-    n_h, (_, T, m) = W_h.shape[1], X.shape
+    n_h, (d, T, m) = W_h.shape[1], X.shape
     h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
     c0 = _state(c0, "c0", n_h, m, X.dtype, check_finite)
-    H = np.empty((n_h, T, m), X.dtype)
-    C = np.empty((n_h, T, m), X.dtype)
-    G = np.empty((4 * n_h, T, m), X.dtype)
-    _lstm_forward_naive(H, C, G, W_x, W_h, b, X, h0, c0)
+    dt = X.dtype
+    H = np.empty((n_h, T, m), dt)
+    C = np.empty((n_h, T, m), dt)
+    G = np.empty((4 * n_h, T, m), dt)
+    if impl == "naive":
+        _lstm_forward_naive(H, C, G, W_x, W_h, b, X, h0, c0)
+    else:
+        _lstm_forward_tuned(H, C, G, np.empty((4 * n_h, T * m), dt),
+                            np.empty((T, n_h, m), dt), np.empty((T, n_h, m), dt),
+                            np.empty((T, 4 * n_h, m), dt), W_x, W_h, b, X.reshape(d, T * m),
+                            h0, c0, use_threads(parallel))
     return H, (H[:, -1].copy(), C[:, -1].copy()), LSTMCache(W_x, W_h, X, h0, c0, H, C, G)
 
 
-def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, check_finite: bool = True):
+def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, impl: str = "tuned",
+                  check_finite: bool = True, parallel: bool = True):
     """Backpropagation through time for :func:`lstm_forward`.
 
     Parameters
     ----------
     dH : (h, T, m) the gradient w.r.t. every hidden state; cache : from :func:`lstm_forward`
     dh_T, dc_T : (h, m) gradients reaching the final states from outside (zeros when ``None``)
+    impl, parallel : as :func:`rnn_forward`'s
 
     Returns
     -------
@@ -515,16 +544,26 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, check_finite: b
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache: expected the cache lstm_forward returned, got "
                         f"{_checks._describe(cache)}")
+    _checks.check_choice(impl, "impl", IMPLS)
     W_x, W_h, X, h0, c0, H, C, G = cache
-    n_h, m = H.shape[0], H.shape[2]
+    n_h, (d, T, m) = H.shape[0], X.shape
     dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
     dh_T = _state(dh_T, "dh_T", n_h, m, H.dtype, check_finite)
     dc_T = _state(dc_T, "dc_T", n_h, m, H.dtype, check_finite)
     dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
     db = np.zeros(W_h.shape[0], H.dtype)
     dX, dh0, dc0 = np.empty_like(X), np.empty_like(h0), np.empty_like(c0)
-    _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W_x, W_h, dh_T,
-                         dc_T)
+    if impl == "naive":
+        _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W_x, W_h,
+                             dh_T, dc_T)
+    else:
+        dt = H.dtype
+        _lstm_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dc0, dH, H, C, G,
+                             X.reshape(d, T * m), h0, c0, W_x, W_h, dh_T, dc_T,
+                             np.empty((T, n_h, m), dt), np.empty((T, n_h, m), dt),
+                             np.empty((T, 4 * n_h, m), dt), np.empty((4 * n_h, T * m), dt),
+                             np.empty((4 * n_h, m), dt), np.empty((n_h, m), dt),
+                             np.empty((n_h, m), dt), use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0, dc0
 
 
@@ -579,6 +618,9 @@ def gru_backward(dH, cache: GRUCache, dh_T=None, *, check_finite: bool = True):
     _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W_h, dh_T)
     return dW_x, dW_h, db_x, db_h, dX, dh0
 
+
+from .recurrent_tuned import (_lstm_backward_tuned, _lstm_forward_tuned,  # noqa: E402
+                              _rnn_backward_tuned, _rnn_forward_tuned)
 
 __all__ = ["GRUCache", "LSTMCache", "NONLINEARITIES", "RNNCache", "lstm_backward", "lstm_forward",
            "gru_backward", "gru_forward", "rnn_backward", "rnn_forward"]

@@ -1,0 +1,199 @@
+"""The tuned twins of the RNN and LSTM kernels (:mod:`loopprop.kernels.recurrent` has the
+formulas as loops): the same sums, regrouped around the packed product
+(:func:`loopprop.kernels.gemm._gemm`).
+
+* The input projection of every time step is one product, ``A = b + W_x·X`` on the ``(d, T·m)``
+  view of ``X`` (features first, then time and examples: one matrix, no copy).
+* The recurrence is one product per step, ``a_t = A[:, t] + W_h·h_{t−1}``, on time-major
+  buffers (``(T, rows, m)``: each step's block is contiguous, as the product wants).
+* Backward, each step's ``δ_t`` is written into the ``(rows, T·m)`` matrix ``D``; the carried
+  gradient is one product per step, ``W_hᵀ·δ_t``, and so is ``dW_h += δ_t·h_{t−1}ᵀ``; after
+  the loop ``dW_x += D·Xᵀ`` and ``dX = W_xᵀ·D`` are one product each.
+
+The elementwise steps (the nonlinearity, the gates, the carried ``dc``) are the naive kernels'
+expressions. The sums are regrouped, so the results equal the naive kernels' to rounding, not
+bit for bit (tests/test_recurrent.py holds them to 1e-12).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .._jit import kernel, runtime_flag
+from .gemm import _gemm
+from .activations import _sigmoid
+
+
+@kernel
+def _input_projection(A, W_x, b, X2, threads):
+    """``A[r, c] = b[r] + Σ_j W_x[r, j]·X2[j, c]`` for every step's columns ``c = t·m + k``."""
+    for r in range(A.shape[0]):
+        for c in range(A.shape[1]):
+            A[r, c] = b[r]
+    _gemm(A, W_x, X2, runtime_flag(False), runtime_flag(False), threads)
+
+
+@kernel
+def _to_time_major(dst, src):
+    """``dst[t, r, k] = src[r, t, k]``."""
+    for r in range(src.shape[0]):
+        for t in range(src.shape[1]):
+            for k in range(src.shape[2]):
+                dst[t, r, k] = src[r, t, k]
+
+
+@kernel
+def _from_time_major(dst, src):
+    """``dst[r, t, k] = src[t, r, k]``."""
+    for t in range(src.shape[0]):
+        for r in range(src.shape[1]):
+            for k in range(src.shape[2]):
+                dst[r, t, k] = src[t, r, k]
+
+
+@kernel
+def _step_start(Z, A, t):
+    """``Z[r, k] = A[r, t·m + k]``: step ``t``'s input projection, contiguous."""
+    m = Z.shape[1]
+    for r in range(Z.shape[0]):
+        for k in range(m):
+            Z[r, k] = A[r, t * m + k]
+
+
+@kernel(separate=True)
+def _rnn_forward_tuned(H, A, Hs, W_x, W_h, b, X2, h0, relu, threads):
+    """:func:`~loopprop.kernels.recurrent._rnn_forward_naive`'s ``H (h, T, m)`` with the sums
+    as products. Scratch: ``A (h, T·m)``, ``Hs (T, h, m)``; ``X2 (d, T·m)`` is ``X``'s view."""
+    T = Hs.shape[0]
+    _input_projection(A, W_x, b, X2, threads)
+    for t in range(T):
+        z = Hs[t]
+        _step_start(z, A, t)
+        _gemm(z, W_h, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(False),
+              threads)
+        for i in range(z.shape[0]):
+            for k in range(z.shape[1]):
+                z[i, k] = max(z[i, k], 0.0) if relu else math.tanh(z[i, k])
+    _from_time_major(H, Hs)
+
+
+@kernel(separate=True)
+def _rnn_backward_tuned(dW_x, dW_h, db, dX2, dh0, dH, H, X2, h0, W_x, W_h, dh_T, relu, Hs, D,
+                        delta, dh, threads):
+    """:func:`~loopprop.kernels.recurrent._rnn_backward_naive` with the sums as products.
+    Scratch: ``Hs (T, h, m)``, ``D (h, T·m)``, ``delta, dh (h, m)``; ``dX2 (d, T·m)`` is
+    ``dX``'s view (written)."""
+    n_h, T, m = H.shape
+    _to_time_major(Hs, H)
+    for i in range(n_h):
+        for k in range(m):
+            dh[i, k] = dh_T[i, k]
+    for t in range(T - 1, -1, -1):
+        for i in range(n_h):
+            for k in range(m):
+                g = dH[i, t, k] + dh[i, k]
+                y = Hs[t, i, k]
+                if relu:
+                    v = g if y > 0.0 else 0.0
+                else:
+                    v = g * (1.0 - y * y)
+                delta[i, k] = v
+                D[i, t * m + k] = v
+                dh[i, k] = 0.0
+        _gemm(dW_h, delta, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(True),
+              threads)
+        _gemm(dh, W_h, delta, runtime_flag(True), runtime_flag(False), threads)
+    for i in range(n_h):
+        for k in range(m):
+            dh0[i, k] = dh[i, k]
+    _finish_input_side(dW_x, db, dX2, D, X2, W_x, threads)
+
+
+@kernel
+def _finish_input_side(dW_x, db, dX2, D, X2, W_x, threads):
+    """After the loop over steps: ``dW_x += D·Xᵀ``, ``db += Σ_c D[:, c]``, ``dX = W_xᵀ·D``."""
+    _gemm(dW_x, D, X2, runtime_flag(False), runtime_flag(True), threads)
+    for r in range(D.shape[0]):
+        acc = 0.0
+        for c in range(D.shape[1]):
+            acc += D[r, c]
+        db[r] += acc
+    for j in range(dX2.shape[0]):
+        for c in range(dX2.shape[1]):
+            dX2[j, c] = 0.0
+    _gemm(dX2, W_x, D, runtime_flag(True), runtime_flag(False), threads)
+
+
+@kernel(separate=True)
+def _lstm_forward_tuned(H, C, G, A, Hs, Cs, Gs, W_x, W_h, b, X2, h0, c0, threads):
+    """:func:`~loopprop.kernels.recurrent._lstm_forward_naive`'s ``H, C (h, T, m)`` and
+    ``G (4h, T, m)`` with the sums as products. Scratch: ``A (4h, T·m)``, ``Hs, Cs (T, h, m)``,
+    ``Gs (T, 4h, m)``."""
+    T, n_h, m = Hs.shape
+    _input_projection(A, W_x, b, X2, threads)
+    for t in range(T):
+        a = Gs[t]
+        _step_start(a, A, t)
+        _gemm(a, W_h, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(False),
+              threads)
+        for u in range(n_h):
+            for k in range(m):
+                i_ = _sigmoid(a[u, k])
+                f_ = _sigmoid(a[n_h + u, k])
+                g_ = math.tanh(a[2 * n_h + u, k])
+                o_ = _sigmoid(a[3 * n_h + u, k])
+                a[u, k] = i_
+                a[n_h + u, k] = f_
+                a[2 * n_h + u, k] = g_
+                a[3 * n_h + u, k] = o_
+                c_prev = c0[u, k] if t == 0 else Cs[t - 1, u, k]
+                c = f_ * c_prev + i_ * g_
+                Cs[t, u, k] = c
+                Hs[t, u, k] = o_ * math.tanh(c)
+    _from_time_major(H, Hs)
+    _from_time_major(C, Cs)
+    _from_time_major(G, Gs)
+
+
+@kernel(separate=True)
+def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0, W_x, W_h,
+                         dh_T, dc_T, Hs, Cs, Gs, D, delta, dh, dc, threads):
+    """:func:`~loopprop.kernels.recurrent._lstm_backward_naive` with the sums as products.
+    Scratch: ``Hs, Cs (T, h, m)``, ``Gs (T, 4h, m)``, ``D (4h, T·m)``, ``delta (4h, m)``,
+    ``dh, dc (h, m)``; ``dX2 (d, T·m)`` is ``dX``'s view (written)."""
+    n_h, T, m = H.shape
+    _to_time_major(Hs, H)
+    _to_time_major(Cs, C)
+    _to_time_major(Gs, G)
+    for u in range(n_h):
+        for k in range(m):
+            dh[u, k] = dh_T[u, k]
+            dc[u, k] = dc_T[u, k]
+    for t in range(T - 1, -1, -1):
+        for u in range(n_h):
+            for k in range(m):
+                i_ = Gs[t, u, k]
+                f_ = Gs[t, n_h + u, k]
+                g_ = Gs[t, 2 * n_h + u, k]
+                o_ = Gs[t, 3 * n_h + u, k]
+                tc = math.tanh(Cs[t, u, k])
+                c_prev = c0[u, k] if t == 0 else Cs[t - 1, u, k]
+                dh_t = dH[u, t, k] + dh[u, k]
+                dc_t = dc[u, k] + dh_t * o_ * (1.0 - tc * tc)
+                delta[u, k] = dc_t * g_ * i_ * (1.0 - i_)
+                delta[n_h + u, k] = dc_t * c_prev * f_ * (1.0 - f_)
+                delta[2 * n_h + u, k] = dc_t * i_ * (1.0 - g_ * g_)
+                delta[3 * n_h + u, k] = dh_t * tc * o_ * (1.0 - o_)
+                dc[u, k] = dc_t * f_
+                dh[u, k] = 0.0
+        for r in range(4 * n_h):
+            for k in range(m):
+                D[r, t * m + k] = delta[r, k]
+        _gemm(dW_h, delta, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(True),
+              threads)
+        _gemm(dh, W_h, delta, runtime_flag(True), runtime_flag(False), threads)
+    for u in range(n_h):
+        for k in range(m):
+            dh0[u, k] = dh[u, k]
+            dc0[u, k] = dc[u, k]
+    _finish_input_side(dW_x, db, dX2, D, X2, W_x, threads)
