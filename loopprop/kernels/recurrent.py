@@ -485,7 +485,7 @@ def rnn_backward(dH, cache: RNNCache, dh_T=None, *, impl: str = "tuned",
                             X.reshape(d, T * m), h0, W_x, W_h, dh_T, relu,
                             np.empty((T, n_h, m), dt), np.empty((n_h, T * m), dt),
                             np.empty((n_h, m), dt), np.empty((n_h, m), dt),
-                            use_threads(parallel))
+                            np.empty((n_h, n_h), dt), use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0
 
 
@@ -563,7 +563,8 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, impl: str = "tu
                              np.empty((T, n_h, m), dt), np.empty((T, n_h, m), dt),
                              np.empty((T, 4 * n_h, m), dt), np.empty((4 * n_h, T * m), dt),
                              np.empty((4 * n_h, m), dt), np.empty((n_h, m), dt),
-                             np.empty((n_h, m), dt), use_threads(parallel))
+                             np.empty((n_h, m), dt), np.empty((n_h, 4 * n_h), dt),
+                             use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0, dc0
 
 

@@ -11,17 +11,16 @@ formulas as loops): the same sums, regrouped around the packed product
   the loop ``dW_x += D·Xᵀ`` and ``dX = W_xᵀ·D`` are one product each.
 
 The elementwise steps (the nonlinearity, the gates, the carried ``dc``) are the naive kernels'
-expressions. The sums are regrouped, so the results equal the naive kernels' to rounding, not
-bit for bit (tests/test_recurrent.py holds them to 1e-12).
+expressions, with the vectorizable ``σ`` and ``tanh`` of :mod:`loopprop.kernels.activations`
+(within 2 ulp of libm's). The sums are regrouped, so the results equal the naive kernels' to
+rounding, not bit for bit (tests/test_recurrent.py holds them to 1e-12).
 """
 
 from __future__ import annotations
 
-import math
-
 from .._jit import kernel, runtime_flag
 from .gemm import _gemm
-from .activations import _sigmoid
+from .activations import _sigmoid_fast, _tanh_fast
 
 
 @kernel
@@ -52,6 +51,15 @@ def _from_time_major(dst, src):
 
 
 @kernel
+def _transpose_into(dst, src):
+    """``dst[j, r] = src[r, j]``: ``W_hᵀ`` once per backward pass, so that the carried
+    gradient's product (one per step) reads it row-major instead of packing it every step."""
+    for r in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[j, r] = src[r, j]
+
+
+@kernel
 def _step_start(Z, A, t):
     """``Z[r, k] = A[r, t·m + k]``: step ``t``'s input projection, contiguous."""
     m = Z.shape[1]
@@ -73,18 +81,19 @@ def _rnn_forward_tuned(H, A, Hs, W_x, W_h, b, X2, h0, relu, threads):
               threads)
         for i in range(z.shape[0]):
             for k in range(z.shape[1]):
-                z[i, k] = max(z[i, k], 0.0) if relu else math.tanh(z[i, k])
+                z[i, k] = max(z[i, k], 0.0) if relu else _tanh_fast(z[i, k])
     _from_time_major(H, Hs)
 
 
 @kernel(separate=True)
 def _rnn_backward_tuned(dW_x, dW_h, db, dX2, dh0, dH, H, X2, h0, W_x, W_h, dh_T, relu, Hs, D,
-                        delta, dh, threads):
+                        delta, dh, W_hT, threads):
     """:func:`~loopprop.kernels.recurrent._rnn_backward_naive` with the sums as products.
-    Scratch: ``Hs (T, h, m)``, ``D (h, T·m)``, ``delta, dh (h, m)``; ``dX2 (d, T·m)`` is
-    ``dX``'s view (written)."""
+    Scratch: ``Hs (T, h, m)``, ``D (h, T·m)``, ``delta, dh (h, m)``, ``W_hT (h, h)``; ``dX2
+    (d, T·m)`` is ``dX``'s view (written)."""
     n_h, T, m = H.shape
     _to_time_major(Hs, H)
+    _transpose_into(W_hT, W_h)
     for i in range(n_h):
         for k in range(m):
             dh[i, k] = dh_T[i, k]
@@ -102,7 +111,7 @@ def _rnn_backward_tuned(dW_x, dW_h, db, dX2, dh0, dH, H, X2, h0, W_x, W_h, dh_T,
                 dh[i, k] = 0.0
         _gemm(dW_h, delta, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(True),
               threads)
-        _gemm(dh, W_h, delta, runtime_flag(True), runtime_flag(False), threads)
+        _gemm(dh, W_hT, delta, runtime_flag(False), runtime_flag(False), threads)
     for i in range(n_h):
         for k in range(m):
             dh0[i, k] = dh[i, k]
@@ -138,10 +147,10 @@ def _lstm_forward_tuned(H, C, G, A, Hs, Cs, Gs, W_x, W_h, b, X2, h0, c0, threads
               threads)
         for u in range(n_h):
             for k in range(m):
-                i_ = _sigmoid(a[u, k])
-                f_ = _sigmoid(a[n_h + u, k])
-                g_ = math.tanh(a[2 * n_h + u, k])
-                o_ = _sigmoid(a[3 * n_h + u, k])
+                i_ = _sigmoid_fast(a[u, k])
+                f_ = _sigmoid_fast(a[n_h + u, k])
+                g_ = _tanh_fast(a[2 * n_h + u, k])
+                o_ = _sigmoid_fast(a[3 * n_h + u, k])
                 a[u, k] = i_
                 a[n_h + u, k] = f_
                 a[2 * n_h + u, k] = g_
@@ -149,7 +158,7 @@ def _lstm_forward_tuned(H, C, G, A, Hs, Cs, Gs, W_x, W_h, b, X2, h0, c0, threads
                 c_prev = c0[u, k] if t == 0 else Cs[t - 1, u, k]
                 c = f_ * c_prev + i_ * g_
                 Cs[t, u, k] = c
-                Hs[t, u, k] = o_ * math.tanh(c)
+                Hs[t, u, k] = o_ * _tanh_fast(c)
     _from_time_major(H, Hs)
     _from_time_major(C, Cs)
     _from_time_major(G, Gs)
@@ -157,11 +166,12 @@ def _lstm_forward_tuned(H, C, G, A, Hs, Cs, Gs, W_x, W_h, b, X2, h0, c0, threads
 
 @kernel(separate=True)
 def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0, W_x, W_h,
-                         dh_T, dc_T, Hs, Cs, Gs, D, delta, dh, dc, threads):
+                         dh_T, dc_T, Hs, Cs, Gs, D, delta, dh, dc, W_hT, threads):
     """:func:`~loopprop.kernels.recurrent._lstm_backward_naive` with the sums as products.
     Scratch: ``Hs, Cs (T, h, m)``, ``Gs (T, 4h, m)``, ``D (4h, T·m)``, ``delta (4h, m)``,
-    ``dh, dc (h, m)``; ``dX2 (d, T·m)`` is ``dX``'s view (written)."""
+    ``dh, dc (h, m)``, ``W_hT (h, 4h)``; ``dX2 (d, T·m)`` is ``dX``'s view (written)."""
     n_h, T, m = H.shape
+    _transpose_into(W_hT, W_h)
     _to_time_major(Hs, H)
     _to_time_major(Cs, C)
     _to_time_major(Gs, G)
@@ -176,7 +186,7 @@ def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0,
                 f_ = Gs[t, n_h + u, k]
                 g_ = Gs[t, 2 * n_h + u, k]
                 o_ = Gs[t, 3 * n_h + u, k]
-                tc = math.tanh(Cs[t, u, k])
+                tc = _tanh_fast(Cs[t, u, k])
                 c_prev = c0[u, k] if t == 0 else Cs[t - 1, u, k]
                 dh_t = dH[u, t, k] + dh[u, k]
                 dc_t = dc[u, k] + dh_t * o_ * (1.0 - tc * tc)
@@ -191,7 +201,7 @@ def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0,
                 D[r, t * m + k] = delta[r, k]
         _gemm(dW_h, delta, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(True),
               threads)
-        _gemm(dh, W_h, delta, runtime_flag(True), runtime_flag(False), threads)
+        _gemm(dh, W_hT, delta, runtime_flag(False), runtime_flag(False), threads)
     for u in range(n_h):
         for k in range(m):
             dh0[u, k] = dh[u, k]
