@@ -227,7 +227,7 @@ def test_bad_input_gets_a_clear_error(rng, call, exc, pattern):
 
 
 @pytest.mark.parametrize("cell,nonlinearity", [("rnn", "tanh"), ("rnn", "relu"),
-                                               ("lstm", "tanh")])
+                                               ("lstm", "tanh"), ("gru", "tanh")])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(3, 4, 5, 2), (2, 1, 1, 1), (17, 33, 6, 9)])
 def test_tuned_equals_naive(rng, cell, nonlinearity, dtype, shape):
@@ -238,7 +238,15 @@ def test_tuned_equals_naive(rng, cell, nonlinearity, dtype, shape):
     dH = rng.standard_normal((n_h, T, m)).astype(dtype)
     dh_T, dc_T = (rng.standard_normal((n_h, m)).astype(dtype) for _ in range(2))
     tol = 1e-12 if dtype == np.float64 else 2e-5
-    if cell == "lstm":
+    names = ("dW_x", "dW_h", "db", "dX", "dh0", "dc0")
+    if cell == "gru":
+        runs = [lp.gru_forward(W_x, W_h, b, c0, X, h0, impl=impl) for impl in ("naive", "tuned")]
+        for a, b_ in zip(runs[0][1][4:], runs[1][1][4:]):  # H, G
+            np.testing.assert_allclose(b_, a, rtol=tol, atol=tol)
+        grads = [lp.gru_backward(dH, run[1], dh_T, impl=impl)
+                 for run, impl in zip(runs, ("naive", "tuned"))]
+        names = ("dW_x", "dW_h", "db", "db_h", "dX", "dh0")
+    elif cell == "lstm":
         runs = [lp.lstm_forward(W_x, W_h, b, X, h0, c0, impl=impl) for impl in ("naive", "tuned")]
         for a, b_ in zip(runs[0][2][5:], runs[1][2][5:]):  # H, C, G
             np.testing.assert_allclose(b_, a, rtol=tol, atol=tol)
@@ -250,7 +258,7 @@ def test_tuned_equals_naive(rng, cell, nonlinearity, dtype, shape):
         np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=tol, atol=tol)
         grads = [lp.rnn_backward(dH, run[1], dh_T, impl=impl)
                  for run, impl in zip(runs, ("naive", "tuned"))]
-    for name, a, b_ in zip(("dW_x", "dW_h", "db", "dX", "dh0", "dc0"), *grads):
+    for name, a, b_ in zip(names, *grads):
         np.testing.assert_allclose(b_, a, rtol=tol, atol=tol * max(1.0, np.abs(a).max()),
                                    err_msg=name)
         assert b_.dtype == dtype

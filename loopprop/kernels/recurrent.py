@@ -568,7 +568,8 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, impl: str = "tu
     return dW_x, dW_h, db, dX, dh0, dc0
 
 
-def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, check_finite: bool = True
+def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, impl: str = "tuned",
+                check_finite: bool = True, parallel: bool = True
                 ) -> tuple[np.ndarray, GRUCache]:
     """A GRU over a sequence (docs/formulas.md, "The GRU"), as PyTorch's ``nn.GRU``: gates
     ``r = σ(·)``, ``z = σ(·)``, ``n = tanh(W_x,n·x + b_x,n + r ⊙ (W_h,n·h + b_h,n))``, then
@@ -581,6 +582,7 @@ def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, check_finite: bool = True
     b_x, b_h : (3h,) ``bias_ih_l0`` and ``bias_hh_l0``: apart, since ``b_h``'s ``n`` rows are
         multiplied by ``r``
     X : (d, T, m); h0 : (h, m) the initial state (zeros when ``None``)
+    impl, parallel : as :func:`rnn_forward`'s
 
     Returns
     -------
@@ -591,16 +593,25 @@ def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, check_finite: bool = True
     if b_h.shape != b_x.shape:
         raise ValueError(f"b_h: expected shape {b_x.shape} (as b_x), got {b_h.shape}")
     _checks.same_dtype(W_x=W_x, b_h=b_h)
-    n_h, (_, T, m) = W_h.shape[1], X.shape
+    _checks.check_choice(impl, "impl", IMPLS)
+    n_h, (d, T, m) = W_h.shape[1], X.shape
     h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
-    H = np.empty((n_h, T, m), X.dtype)
-    G = np.empty((4 * n_h, T, m), X.dtype)
-    _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0)
+    dt = X.dtype
+    H = np.empty((n_h, T, m), dt)
+    G = np.empty((4 * n_h, T, m), dt)
+    if impl == "naive":
+        _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0)
+    else:
+        _gru_forward_tuned(H, G, np.empty((3 * n_h, T * m), dt), np.empty((3 * n_h, m), dt),
+                           np.empty((T, n_h, m), dt), np.empty((T, 4 * n_h, m), dt), W_x, W_h,
+                           b_x, b_h, X.reshape(d, T * m), h0, use_threads(parallel))
     return H, GRUCache(W_x, W_h, X, h0, H, G)
 
 
-def gru_backward(dH, cache: GRUCache, dh_T=None, *, check_finite: bool = True):
-    """Backpropagation through time for :func:`gru_forward`.
+def gru_backward(dH, cache: GRUCache, dh_T=None, *, impl: str = "tuned",
+                 check_finite: bool = True, parallel: bool = True):
+    """Backpropagation through time for :func:`gru_forward` (``dh_T``, ``impl``, ``parallel``
+    as :func:`rnn_backward`'s).
 
     Returns
     -------
@@ -609,19 +620,30 @@ def gru_backward(dH, cache: GRUCache, dh_T=None, *, check_finite: bool = True):
     if not isinstance(cache, GRUCache):
         raise TypeError(f"cache: expected the cache gru_forward returned, got "
                         f"{_checks._describe(cache)}")
+    _checks.check_choice(impl, "impl", IMPLS)
     W_x, W_h, X, h0, H, G = cache
     dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
-    dh_T = _state(dh_T, "dh_T", H.shape[0], H.shape[2], H.dtype, check_finite)
+    n_h, (d, T, m) = H.shape[0], X.shape
+    dh_T = _state(dh_T, "dh_T", n_h, m, H.dtype, check_finite)
     dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
     db_x = np.zeros(W_h.shape[0], H.dtype)
     db_h = np.zeros(W_h.shape[0], H.dtype)
     dX, dh0 = np.empty_like(X), np.empty_like(h0)
-    _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W_h, dh_T)
+    if impl == "naive":
+        _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W_h, dh_T)
+    else:
+        dt = H.dtype
+        _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX.reshape(d, T * m), dh0, dH, H, G,
+                            X.reshape(d, T * m), h0, W_x, W_h, dh_T, np.empty((T, n_h, m), dt),
+                            np.empty((T, 4 * n_h, m), dt), np.empty((3 * n_h, T * m), dt),
+                            np.empty((3 * n_h, m), dt), np.empty((n_h, m), dt),
+                            np.empty((n_h, 3 * n_h), dt), use_threads(parallel))
     return dW_x, dW_h, db_x, db_h, dX, dh0
 
 
-from .recurrent_tuned import (_lstm_backward_tuned, _lstm_forward_tuned,  # noqa: E402
-                              _rnn_backward_tuned, _rnn_forward_tuned)
+from .recurrent_tuned import (_gru_backward_tuned, _gru_forward_tuned,  # noqa: E402
+                              _lstm_backward_tuned, _lstm_forward_tuned, _rnn_backward_tuned,
+                              _rnn_forward_tuned)
 
 __all__ = ["GRUCache", "LSTMCache", "NONLINEARITIES", "RNNCache", "lstm_backward", "lstm_forward",
            "gru_backward", "gru_forward", "rnn_backward", "rnn_forward"]

@@ -1,4 +1,4 @@
-"""The tuned twins of the RNN and LSTM kernels (:mod:`loopprop.kernels.recurrent` has the
+"""The tuned twins of the RNN, LSTM and GRU kernels (:mod:`loopprop.kernels.recurrent` has the
 formulas as loops): the same sums, regrouped around the packed product
 (:func:`loopprop.kernels.gemm._gemm`).
 
@@ -207,3 +207,81 @@ def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0,
             dh0[u, k] = dh[u, k]
             dc0[u, k] = dc[u, k]
     _finish_input_side(dW_x, db, dX2, D, X2, W_x, threads)
+
+
+@kernel(separate=True)
+def _gru_forward_tuned(H, G, A, Y, Hs, Gs, W_x, W_h, b_x, b_h, X2, h0, threads):
+    """:func:`~loopprop.kernels.recurrent._gru_forward_naive`'s ``H (h, T, m)`` and ``G (4h,
+    T, m)`` with the sums as products. Scratch: ``A (3h, T·m)`` (``b_x + W_x·X`` of every
+    step), ``Y (3h, m)`` (``b_h + W_h·h_{t−1}`` of one step), ``Hs (T, h, m)``, ``Gs (T, 4h,
+    m)``."""
+    T, n_h, m = Hs.shape
+    _input_projection(A, W_x, b_x, X2, threads)
+    for t in range(T):
+        for q in range(3 * n_h):
+            for k in range(m):
+                Y[q, k] = b_h[q]
+        prev = h0 if t == 0 else Hs[t - 1]
+        _gemm(Y, W_h, prev, runtime_flag(False), runtime_flag(False), threads)
+        g = Gs[t]
+        for u in range(n_h):
+            for k in range(m):
+                c = t * m + k
+                r = _sigmoid_fast(A[u, c] + Y[u, k])
+                z = _sigmoid_fast(A[n_h + u, c] + Y[n_h + u, k])
+                y_n = Y[2 * n_h + u, k]
+                n = _tanh_fast(A[2 * n_h + u, c] + r * y_n)
+                g[u, k] = r
+                g[n_h + u, k] = z
+                g[2 * n_h + u, k] = n
+                g[3 * n_h + u, k] = y_n
+                Hs[t, u, k] = (1.0 - z) * n + z * prev[u, k]
+    _from_time_major(H, Hs)
+    _from_time_major(G, Gs)
+
+
+@kernel(separate=True)
+def _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX2, dh0, dH, H, G, X2, h0, W_x, W_h, dh_T, Hs,
+                        Gs, Dx, dy, dh, W_hT, threads):
+    """:func:`~loopprop.kernels.recurrent._gru_backward_naive` with the sums as products.
+    Scratch: ``Hs (T, h, m)``, ``Gs (T, 4h, m)``, ``Dx (3h, T·m)`` (every step's ``δx``),
+    ``dy (3h, m)`` (one step's ``δy``), ``dh (h, m)``, ``W_hT (h, 3h)``; ``dX2 (d, T·m)`` is
+    ``dX``'s view (written)."""
+    n_h, T, m = H.shape
+    _to_time_major(Hs, H)
+    _to_time_major(Gs, G)
+    _transpose_into(W_hT, W_h)
+    for u in range(n_h):
+        for k in range(m):
+            dh[u, k] = dh_T[u, k]
+    for t in range(T - 1, -1, -1):
+        prev = h0 if t == 0 else Hs[t - 1]
+        for u in range(n_h):
+            for k in range(m):
+                r = Gs[t, u, k]
+                z = Gs[t, n_h + u, k]
+                n = Gs[t, 2 * n_h + u, k]
+                y_n = Gs[t, 3 * n_h + u, k]
+                dh_t = dH[u, t, k] + dh[u, k]
+                d_n = dh_t * (1.0 - z) * (1.0 - n * n)
+                d_r = d_n * y_n * r * (1.0 - r)
+                d_z = dh_t * (prev[u, k] - n) * z * (1.0 - z)
+                c = t * m + k
+                Dx[u, c] = d_r
+                Dx[n_h + u, c] = d_z
+                Dx[2 * n_h + u, c] = d_n
+                dy[u, k] = d_r
+                dy[n_h + u, k] = d_z
+                dy[2 * n_h + u, k] = d_n * r
+                dh[u, k] = dh_t * z  # the direct path; the gates' paths are added below
+        for q in range(3 * n_h):
+            acc = 0.0
+            for k in range(m):
+                acc += dy[q, k]
+            db_h[q] += acc
+        _gemm(dW_h, dy, prev, runtime_flag(False), runtime_flag(True), threads)
+        _gemm(dh, W_hT, dy, runtime_flag(False), runtime_flag(False), threads)
+    for u in range(n_h):
+        for k in range(m):
+            dh0[u, k] = dh[u, k]
+    _finish_input_side(dW_x, db_x, dX2, Dx, X2, W_x, threads)
