@@ -271,6 +271,21 @@ class GPT:
         return min(self.warm_up[1:] + self.fn()[1:])
 
 
+def _warm_workload(name: str, impl: str, missing: str):
+    """``loopprop.bench.<name>()[impl]``, called once (compiled, caches warm); asv's
+    ``NotImplementedError`` (an n/a cell) when this commit lacks the workload or torch."""
+    make = getattr(lp.bench, name, None)
+    if make is None:
+        raise NotImplementedError(missing)
+    fns = make()
+    if impl not in fns:
+        raise NotImplementedError("torch is not installed")
+    if impl == "torch":
+        torch_or_none().set_num_threads(2)
+    fns[impl]()
+    return fns[impl]
+
+
 class Attention:
     """Causal attention forward + backward (12 heads of 64, T 256, batch 8), loopprop's public
     functions against ``scaled_dot_product_attention`` (``loopprop.bench.attention_workload``);
@@ -281,16 +296,7 @@ class Attention:
     timeout = 600
 
     def setup(self, impl):
-        bench = lp.bench
-        if not hasattr(bench, "attention_workload"):
-            raise NotImplementedError("this commit has no attention")
-        fns = bench.attention_workload()
-        if impl not in fns:
-            raise NotImplementedError("torch is not installed")
-        if impl == "torch":
-            torch_or_none().set_num_threads(2)
-        self.fn = fns[impl]
-        self.fn()
+        self.fn = _warm_workload("attention_workload", impl, "this commit has no attention")
 
     def time_step(self, *args):
         self.fn()
@@ -307,16 +313,7 @@ class Recurrent:
     timeout = 600
 
     def setup(self, impl):
-        bench = lp.bench
-        if not hasattr(bench, "lstm_workload"):
-            raise NotImplementedError("this commit has no recurrent kernels")
-        fns = bench.lstm_workload()
-        if impl not in fns:
-            raise NotImplementedError("torch is not installed")
-        if impl == "torch":
-            torch_or_none().set_num_threads(2)
-        self.fn = fns[impl]
-        self.fn()
+        self.fn = _warm_workload("lstm_workload", impl, "this commit has no recurrent kernels")
 
     def time_step(self, *args):
         self.fn()

@@ -53,6 +53,47 @@ def _rnn_forward_naive(H, W_x, W_h, b, X, h0, relu):
 
 
 @kernel
+def _input_side(dW_x, db, dX, delta, X, W_x, t):
+    """The input side of one step ``t`` of backpropagation through time, once the step's
+    ``δ (rows, m)`` is known: ``db[r] += Σ_k δ[r, k]``, ``dW_x[r, j] += Σ_k δ[r, k]·X[j, t,
+    k]`` and ``dX[j, t, k] = Σ_r W_x[r, j]·δ[r, k]``."""
+    rows, m = delta.shape
+    d = X.shape[0]
+    for r in range(rows):
+        for k in range(m):
+            db[r] += delta[r, k]
+        for j in range(d):
+            for k in range(m):
+                dW_x[r, j] += delta[r, k] * X[j, t, k]
+    for j in range(d):
+        for k in range(m):
+            acc = 0.0
+            for r in range(rows):
+                acc += W_x[r, j] * delta[r, k]
+            dX[j, t, k] = acc
+
+
+@kernel
+def _recurrent_side(dW_h, dh, delta, H, h0, W_h, t):
+    """The recurrent side of step ``t``: ``dW_h[r, j] += Σ_k δ[r, k]·h_{t−1}[j, k]``
+    (``h_{−1} = h0``) and, into the gradient carried to step ``t − 1``, ``dh[j, k] += Σ_r
+    W_h[r, j]·δ[r, k]``."""
+    rows, m = delta.shape
+    n_h = H.shape[0]
+    for r in range(rows):
+        for j in range(n_h):
+            for k in range(m):
+                prev = h0[j, k] if t == 0 else H[j, t - 1, k]
+                dW_h[r, j] += delta[r, k] * prev
+    for j in range(n_h):
+        for k in range(m):
+            acc = 0.0
+            for r in range(rows):
+                acc += W_h[r, j] * delta[r, k]
+            dh[j, k] += acc
+
+
+@kernel
 def _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T, relu):
     """Backpropagation through time for :func:`_rnn_forward_naive`, from the last step back:
 
@@ -63,7 +104,6 @@ def _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T, r
     k]`` and the carried ``dh[j, k] = Σ_i W_h[i, j]·δ[i, k]`` for step ``t − 1``; at the end
     ``dh0 = dh``. Shapes as the forward's; ``dH (h, T, m)``, ``dh_T (h, m)``."""
     n_h, T, m = H.shape
-    d = X.shape[0]
     dh = dh_T.copy()
     delta = np.empty((n_h, m), H.dtype)
     for t in range(T - 1, -1, -1):
@@ -75,28 +115,9 @@ def _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T, r
                     delta[i, k] = g if y > 0.0 else 0.0
                 else:
                     delta[i, k] = g * (1.0 - y * y)
-        for i in range(n_h):
-            for k in range(m):
-                db[i] += delta[i, k]
-            for j in range(d):
-                for k in range(m):
-                    dW_x[i, j] += delta[i, k] * X[j, t, k]
-            for j in range(n_h):
-                for k in range(m):
-                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
-                    dW_h[i, j] += delta[i, k] * prev
-        for j in range(d):
-            for k in range(m):
-                acc = 0.0
-                for i in range(n_h):
-                    acc += W_x[i, j] * delta[i, k]
-                dX[j, t, k] = acc
-        for j in range(n_h):
-            for k in range(m):
-                acc = 0.0
-                for i in range(n_h):
-                    acc += W_h[i, j] * delta[i, k]
-                dh[j, k] = acc
+                dh[i, k] = 0.0  # consumed: step t − 1's carried gradient is summed below
+        _input_side(dW_x, db, dX, delta, X, W_x, t)
+        _recurrent_side(dW_h, dh, delta, H, h0, W_h, t)
     for j in range(n_h):
         for k in range(m):
             dh0[j, k] = dh[j, k]
@@ -150,7 +171,6 @@ def _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W
     ``dh = W_hᵀ·δ``, ``dc = dc_t ⊙ f``. At the end ``dh0 = dh``, ``dc0 = dc``.
     Shapes as the forward's; ``dH (h, T, m)``, ``dh_T, dc_T (h, m)``."""
     n_h, T, m = H.shape
-    d = X.shape[0]
     dh = dh_T.copy()
     dc = dc_T.copy()
     delta = np.empty((4 * n_h, m), H.dtype)
@@ -170,28 +190,9 @@ def _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W
                 delta[2 * n_h + u, k] = dc_t * i_ * (1.0 - g_ * g_)       # δ_g
                 delta[3 * n_h + u, k] = dh_t * tc * o_ * (1.0 - o_)       # δ_o
                 dc[u, k] = dc_t * f_                                      # carried to t − 1
-        for r in range(4 * n_h):
-            for k in range(m):
-                db[r] += delta[r, k]
-            for j in range(d):
-                for k in range(m):
-                    dW_x[r, j] += delta[r, k] * X[j, t, k]
-            for j in range(n_h):
-                for k in range(m):
-                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
-                    dW_h[r, j] += delta[r, k] * prev
-        for j in range(d):
-            for k in range(m):
-                acc = 0.0
-                for r in range(4 * n_h):
-                    acc += W_x[r, j] * delta[r, k]
-                dX[j, t, k] = acc
-        for j in range(n_h):
-            for k in range(m):
-                acc = 0.0
-                for r in range(4 * n_h):
-                    acc += W_h[r, j] * delta[r, k]
-                dh[j, k] = acc
+                dh[u, k] = 0.0                   # consumed: step t − 1's is summed below
+        _input_side(dW_x, db, dX, delta, X, W_x, t)
+        _recurrent_side(dW_h, dh, delta, H, h0, W_h, t)
     for j in range(n_h):
         for k in range(m):
             dh0[j, k] = dh[j, k]
@@ -262,11 +263,9 @@ def _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W
     ``dX_t = W_xᵀ·δx``, and carried back ``dh = dh_t ⊙ z + W_hᵀ·δy``; at the end ``dh0 = dh``.
     Shapes as the forward's; ``dH (h, T, m)``, ``dh_T (h, m)``."""
     n_h, T, m = H.shape
-    d = X.shape[0]
     dh = dh_T.copy()
     dx_ = np.empty((3 * n_h, m), H.dtype)  # δx
     dy_ = np.empty((3 * n_h, m), H.dtype)  # δy
-    keep = np.empty((n_h, m), H.dtype)     # dh_t ⊙ z: the direct path to h_{t−1}
     for t in range(T - 1, -1, -1):
         for u in range(n_h):
             for k in range(m):
@@ -283,30 +282,12 @@ def _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W
                 dy_[u, k] = dx_[u, k]
                 dy_[n_h + u, k] = dx_[n_h + u, k]
                 dy_[2 * n_h + u, k] = d_n * r
-                keep[u, k] = dh_t * z
+                dh[u, k] = dh_t * z  # the direct path; the gates' paths are added below
         for q in range(3 * n_h):
             for k in range(m):
-                db_x[q] += dx_[q, k]
                 db_h[q] += dy_[q, k]
-            for j in range(d):
-                for k in range(m):
-                    dW_x[q, j] += dx_[q, k] * X[j, t, k]
-            for j in range(n_h):
-                for k in range(m):
-                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
-                    dW_h[q, j] += dy_[q, k] * prev
-        for j in range(d):
-            for k in range(m):
-                acc = 0.0
-                for q in range(3 * n_h):
-                    acc += W_x[q, j] * dx_[q, k]
-                dX[j, t, k] = acc
-        for j in range(n_h):
-            for k in range(m):
-                acc = keep[j, k]
-                for q in range(3 * n_h):
-                    acc += W_h[q, j] * dy_[q, k]
-                dh[j, k] = acc
+        _input_side(dW_x, db_x, dX, dx_, X, W_x, t)
+        _recurrent_side(dW_h, dh, dy_, H, h0, W_h, t)
     for j in range(n_h):
         for k in range(m):
             dh0[j, k] = dh[j, k]
@@ -485,7 +466,8 @@ def rnn_backward(dH, cache: RNNCache, dh_T=None, *, impl: str = "tuned",
                             X.reshape(d, T * m), h0, W_x, W_h, dh_T, relu,
                             np.empty((T, n_h, m), dt), np.empty((n_h, T * m), dt),
                             np.empty((n_h, m), dt), np.empty((n_h, m), dt),
-                            np.empty((n_h, n_h), dt), use_threads(parallel))
+                            np.empty((n_h, n_h), dt), np.empty((n_h, T * m), dt),
+                            use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0
 
 
@@ -564,7 +546,7 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, impl: str = "tu
                              np.empty((T, 4 * n_h, m), dt), np.empty((4 * n_h, T * m), dt),
                              np.empty((4 * n_h, m), dt), np.empty((n_h, m), dt),
                              np.empty((n_h, m), dt), np.empty((n_h, 4 * n_h), dt),
-                             use_threads(parallel))
+                             np.empty((n_h, T * m), dt), use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0, dc0
 
 
@@ -637,7 +619,8 @@ def gru_backward(dH, cache: GRUCache, dh_T=None, *, impl: str = "tuned",
                             X.reshape(d, T * m), h0, W_x, W_h, dh_T, np.empty((T, n_h, m), dt),
                             np.empty((T, 4 * n_h, m), dt), np.empty((3 * n_h, T * m), dt),
                             np.empty((3 * n_h, m), dt), np.empty((n_h, m), dt),
-                            np.empty((n_h, 3 * n_h), dt), use_threads(parallel))
+                            np.empty((n_h, 3 * n_h), dt), np.empty((3 * n_h, T * m), dt),
+                            np.empty((n_h, T * m), dt), use_threads(parallel))
     return dW_x, dW_h, db_x, db_h, dX, dh0
 
 

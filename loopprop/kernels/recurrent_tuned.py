@@ -7,8 +7,8 @@ formulas as loops): the same sums, regrouped around the packed product
 * The recurrence is one product per step, ``a_t = A[:, t] + W_h·h_{t−1}``, on time-major
   buffers (``(T, rows, m)``: each step's block is contiguous, as the product wants).
 * Backward, each step's ``δ_t`` is written into the ``(rows, T·m)`` matrix ``D``; the carried
-  gradient is one product per step, ``W_hᵀ·δ_t``, and so is ``dW_h += δ_t·h_{t−1}ᵀ``; after
-  the loop ``dW_x += D·Xᵀ`` and ``dX = W_xᵀ·D`` are one product each.
+  gradient is one product per step, ``W_hᵀ·δ_t``; after the loop ``dW_h += D·H_prevᵀ``,
+  ``dW_x += D·Xᵀ`` and ``dX = W_xᵀ·D`` are one product each.
 
 The elementwise steps (the nonlinearity, the gates, the carried ``dc``) are the naive kernels'
 expressions, with the vectorizable ``σ`` and ``tanh`` of :mod:`loopprop.kernels.activations`
@@ -33,21 +33,13 @@ def _input_projection(A, W_x, b, X2, threads):
 
 
 @kernel
-def _to_time_major(dst, src):
-    """``dst[t, r, k] = src[r, t, k]``."""
-    for r in range(src.shape[0]):
-        for t in range(src.shape[1]):
+def _swap_first_axes(dst, src):
+    """``dst[b, a, k] = src[a, b, k]``: a ``(rows, T, m)`` array to time-major ``(T, rows, m)``
+    and back."""
+    for a in range(src.shape[0]):
+        for b in range(src.shape[1]):
             for k in range(src.shape[2]):
-                dst[t, r, k] = src[r, t, k]
-
-
-@kernel
-def _from_time_major(dst, src):
-    """``dst[r, t, k] = src[t, r, k]``."""
-    for t in range(src.shape[0]):
-        for r in range(src.shape[1]):
-            for k in range(src.shape[2]):
-                dst[r, t, k] = src[t, r, k]
+                dst[b, a, k] = src[a, b, k]
 
 
 @kernel
@@ -82,17 +74,17 @@ def _rnn_forward_tuned(H, A, Hs, W_x, W_h, b, X2, h0, relu, threads):
         for i in range(z.shape[0]):
             for k in range(z.shape[1]):
                 z[i, k] = max(z[i, k], 0.0) if relu else _tanh_fast(z[i, k])
-    _from_time_major(H, Hs)
+    _swap_first_axes(H, Hs)
 
 
 @kernel(separate=True)
 def _rnn_backward_tuned(dW_x, dW_h, db, dX2, dh0, dH, H, X2, h0, W_x, W_h, dh_T, relu, Hs, D,
-                        delta, dh, W_hT, threads):
+                        delta, dh, W_hT, Hprev, threads):
     """:func:`~loopprop.kernels.recurrent._rnn_backward_naive` with the sums as products.
     Scratch: ``Hs (T, h, m)``, ``D (h, T·m)``, ``delta, dh (h, m)``, ``W_hT (h, h)``; ``dX2
     (d, T·m)`` is ``dX``'s view (written)."""
     n_h, T, m = H.shape
-    _to_time_major(Hs, H)
+    _swap_first_axes(Hs, H)
     _transpose_into(W_hT, W_h)
     for i in range(n_h):
         for k in range(m):
@@ -109,13 +101,28 @@ def _rnn_backward_tuned(dW_x, dW_h, db, dX2, dh0, dH, H, X2, h0, W_x, W_h, dh_T,
                 delta[i, k] = v
                 D[i, t * m + k] = v
                 dh[i, k] = 0.0
-        _gemm(dW_h, delta, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(True),
-              threads)
         _gemm(dh, W_hT, delta, runtime_flag(False), runtime_flag(False), threads)
     for i in range(n_h):
         for k in range(m):
             dh0[i, k] = dh[i, k]
+    _recurrent_weight_gradient(dW_h, D, H, h0, Hprev, threads)
     _finish_input_side(dW_x, db, dX2, D, X2, W_x, threads)
+
+
+@kernel
+def _recurrent_weight_gradient(dW_h, Dy, H, h0, Hprev, threads):
+    """``dW_h += Σ_t δ_t·h_{t−1}ᵀ`` as one product after the loop over steps: ``Dy (rows,
+    T·m)`` holds every step's ``δ`` (column ``t·m + k``) and ``Hprev (h, T·m)`` the state each
+    step read, ``h0`` then ``H[:, t − 1]`` -- one long sum (``P = T·m``) instead of ``T`` short
+    ones."""
+    n_h, T, m = H.shape
+    for j in range(n_h):
+        for k in range(m):
+            Hprev[j, k] = h0[j, k]
+        for t in range(1, T):
+            for k in range(m):
+                Hprev[j, t * m + k] = H[j, t - 1, k]
+    _gemm(dW_h, Dy, Hprev, runtime_flag(False), runtime_flag(True), threads)
 
 
 @kernel
@@ -159,22 +166,22 @@ def _lstm_forward_tuned(H, C, G, A, Hs, Cs, Gs, W_x, W_h, b, X2, h0, c0, threads
                 c = f_ * c_prev + i_ * g_
                 Cs[t, u, k] = c
                 Hs[t, u, k] = o_ * _tanh_fast(c)
-    _from_time_major(H, Hs)
-    _from_time_major(C, Cs)
-    _from_time_major(G, Gs)
+    _swap_first_axes(H, Hs)
+    _swap_first_axes(C, Cs)
+    _swap_first_axes(G, Gs)
 
 
 @kernel(separate=True)
 def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0, W_x, W_h,
-                         dh_T, dc_T, Hs, Cs, Gs, D, delta, dh, dc, W_hT, threads):
+                         dh_T, dc_T, Hs, Cs, Gs, D, delta, dh, dc, W_hT, Hprev, threads):
     """:func:`~loopprop.kernels.recurrent._lstm_backward_naive` with the sums as products.
     Scratch: ``Hs, Cs (T, h, m)``, ``Gs (T, 4h, m)``, ``D (4h, T·m)``, ``delta (4h, m)``,
     ``dh, dc (h, m)``, ``W_hT (h, 4h)``; ``dX2 (d, T·m)`` is ``dX``'s view (written)."""
     n_h, T, m = H.shape
     _transpose_into(W_hT, W_h)
-    _to_time_major(Hs, H)
-    _to_time_major(Cs, C)
-    _to_time_major(Gs, G)
+    _swap_first_axes(Hs, H)
+    _swap_first_axes(Cs, C)
+    _swap_first_axes(Gs, G)
     for u in range(n_h):
         for k in range(m):
             dh[u, k] = dh_T[u, k]
@@ -199,13 +206,12 @@ def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0,
         for r in range(4 * n_h):
             for k in range(m):
                 D[r, t * m + k] = delta[r, k]
-        _gemm(dW_h, delta, h0 if t == 0 else Hs[t - 1], runtime_flag(False), runtime_flag(True),
-              threads)
         _gemm(dh, W_hT, delta, runtime_flag(False), runtime_flag(False), threads)
     for u in range(n_h):
         for k in range(m):
             dh0[u, k] = dh[u, k]
             dc0[u, k] = dc[u, k]
+    _recurrent_weight_gradient(dW_h, D, H, h0, Hprev, threads)
     _finish_input_side(dW_x, db, dX2, D, X2, W_x, threads)
 
 
@@ -236,20 +242,20 @@ def _gru_forward_tuned(H, G, A, Y, Hs, Gs, W_x, W_h, b_x, b_h, X2, h0, threads):
                 g[2 * n_h + u, k] = n
                 g[3 * n_h + u, k] = y_n
                 Hs[t, u, k] = (1.0 - z) * n + z * prev[u, k]
-    _from_time_major(H, Hs)
-    _from_time_major(G, Gs)
+    _swap_first_axes(H, Hs)
+    _swap_first_axes(G, Gs)
 
 
 @kernel(separate=True)
 def _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX2, dh0, dH, H, G, X2, h0, W_x, W_h, dh_T, Hs,
-                        Gs, Dx, dy, dh, W_hT, threads):
+                        Gs, Dx, dy, dh, W_hT, Dy, Hprev, threads):
     """:func:`~loopprop.kernels.recurrent._gru_backward_naive` with the sums as products.
     Scratch: ``Hs (T, h, m)``, ``Gs (T, 4h, m)``, ``Dx (3h, T·m)`` (every step's ``δx``),
     ``dy (3h, m)`` (one step's ``δy``), ``dh (h, m)``, ``W_hT (h, 3h)``; ``dX2 (d, T·m)`` is
     ``dX``'s view (written)."""
     n_h, T, m = H.shape
-    _to_time_major(Hs, H)
-    _to_time_major(Gs, G)
+    _swap_first_axes(Hs, H)
+    _swap_first_axes(Gs, G)
     _transpose_into(W_hT, W_h)
     for u in range(n_h):
         for k in range(m):
@@ -273,15 +279,18 @@ def _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX2, dh0, dH, H, G, X2, h0, W_x,
                 dy[u, k] = d_r
                 dy[n_h + u, k] = d_z
                 dy[2 * n_h + u, k] = d_n * r
+                Dy[u, c] = d_r
+                Dy[n_h + u, c] = d_z
+                Dy[2 * n_h + u, c] = d_n * r
                 dh[u, k] = dh_t * z  # the direct path; the gates' paths are added below
         for q in range(3 * n_h):
             acc = 0.0
             for k in range(m):
                 acc += dy[q, k]
             db_h[q] += acc
-        _gemm(dW_h, dy, prev, runtime_flag(False), runtime_flag(True), threads)
         _gemm(dh, W_hT, dy, runtime_flag(False), runtime_flag(False), threads)
     for u in range(n_h):
         for k in range(m):
             dh0[u, k] = dh[u, k]
+    _recurrent_weight_gradient(dW_h, Dy, H, h0, Hprev, threads)
     _finish_input_side(dW_x, db_x, dX2, Dx, X2, W_x, threads)
