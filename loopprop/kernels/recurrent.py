@@ -391,6 +391,26 @@ def _grad_like(x, name: str, shape: tuple, dtype, check_finite: bool) -> np.ndar
     return x
 
 
+def _backward_args(cache, cls, forward: str, dH, dh_T, impl: str, check_finite: bool):
+    """A backward call's checks, shared by the three cells: ``cache`` from ``forward``,
+    ``impl``, ``dH`` shaped as the forward pass's ``H``, ``dh_T`` (zeros when ``None``).
+    Returns ``(dH, dh_T)``."""
+    if not isinstance(cache, cls):
+        raise TypeError(f"cache: expected the cache {forward} returned, got "
+                        f"{_checks._describe(cache)}")
+    _checks.check_choice(impl, "impl", IMPLS)
+    H = cache.H
+    dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
+    return dH, _state(dh_T, "dh_T", H.shape[0], H.shape[2], H.dtype, check_finite)
+
+
+def _zero_gradients(W_x, W_h, X, h0):
+    """``dW_x``, ``dW_h``, a bias gradient (zeros: the kernels add into them), and ``dX``,
+    ``dh0`` (written by the kernels)."""
+    return (np.zeros_like(W_x), np.zeros_like(W_h), np.zeros(W_h.shape[0], W_h.dtype),
+            np.empty_like(X), np.empty_like(h0))
+
+
 def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *, impl: str = "tuned",
                 check_finite: bool = True, parallel: bool = True
                 ) -> tuple[np.ndarray, RNNCache]:
@@ -446,17 +466,10 @@ def rnn_backward(dH, cache: RNNCache, dh_T=None, *, impl: str = "tuned",
     -------
     dW_x (h, d), dW_h (h, h), db (h,), dX (d, T, m), dh0 (h, m)
     """
-    if not isinstance(cache, RNNCache):
-        raise TypeError(f"cache: expected the cache rnn_forward returned, got "
-                        f"{_checks._describe(cache)}")
-    _checks.check_choice(impl, "impl", IMPLS)
+    dH, dh_T = _backward_args(cache, RNNCache, "rnn_forward", dH, dh_T, impl, check_finite)
     W_x, W_h, X, h0, H, nonlinearity = cache
-    dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
     n_h, (d, T, m) = H.shape[0], X.shape
-    dh_T = _state(dh_T, "dh_T", n_h, m, H.dtype, check_finite)
-    dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
-    db = np.zeros(n_h, H.dtype)
-    dX, dh0 = np.empty_like(X), np.empty_like(h0)
+    dW_x, dW_h, db, dX, dh0 = _zero_gradients(W_x, W_h, X, h0)
     relu = nonlinearity == "relu"
     if impl == "naive":
         _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T, relu)
@@ -523,18 +536,12 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, impl: str = "tu
     -------
     dW_x (4h, d), dW_h (4h, h), db (4h,), dX (d, T, m), dh0 (h, m), dc0 (h, m)
     """
-    if not isinstance(cache, LSTMCache):
-        raise TypeError(f"cache: expected the cache lstm_forward returned, got "
-                        f"{_checks._describe(cache)}")
-    _checks.check_choice(impl, "impl", IMPLS)
+    dH, dh_T = _backward_args(cache, LSTMCache, "lstm_forward", dH, dh_T, impl, check_finite)
     W_x, W_h, X, h0, c0, H, C, G = cache
     n_h, (d, T, m) = H.shape[0], X.shape
-    dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
-    dh_T = _state(dh_T, "dh_T", n_h, m, H.dtype, check_finite)
     dc_T = _state(dc_T, "dc_T", n_h, m, H.dtype, check_finite)
-    dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
-    db = np.zeros(W_h.shape[0], H.dtype)
-    dX, dh0, dc0 = np.empty_like(X), np.empty_like(h0), np.empty_like(c0)
+    dW_x, dW_h, db, dX, dh0 = _zero_gradients(W_x, W_h, X, h0)
+    dc0 = np.empty_like(c0)
     if impl == "naive":
         _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W_x, W_h,
                              dh_T, dc_T)
@@ -599,18 +606,11 @@ def gru_backward(dH, cache: GRUCache, dh_T=None, *, impl: str = "tuned",
     -------
     dW_x (3h, d), dW_h (3h, h), db_x (3h,), db_h (3h,), dX (d, T, m), dh0 (h, m)
     """
-    if not isinstance(cache, GRUCache):
-        raise TypeError(f"cache: expected the cache gru_forward returned, got "
-                        f"{_checks._describe(cache)}")
-    _checks.check_choice(impl, "impl", IMPLS)
+    dH, dh_T = _backward_args(cache, GRUCache, "gru_forward", dH, dh_T, impl, check_finite)
     W_x, W_h, X, h0, H, G = cache
-    dH = _grad_like(dH, "dH", H.shape, H.dtype, check_finite)
     n_h, (d, T, m) = H.shape[0], X.shape
-    dh_T = _state(dh_T, "dh_T", n_h, m, H.dtype, check_finite)
-    dW_x, dW_h = np.zeros_like(W_x), np.zeros_like(W_h)
-    db_x = np.zeros(W_h.shape[0], H.dtype)
-    db_h = np.zeros(W_h.shape[0], H.dtype)
-    dX, dh0 = np.empty_like(X), np.empty_like(h0)
+    dW_x, dW_h, db_x, dX, dh0 = _zero_gradients(W_x, W_h, X, h0)
+    db_h = np.zeros_like(db_x)
     if impl == "naive":
         _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W_h, dh_T)
     else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from .._jit import kernel, runtime_flag
 from .gemm import _gemm
 from .activations import _sigmoid_fast, _tanh_fast
+from .dense import _transpose
 
 
 @kernel
@@ -40,15 +41,6 @@ def _swap_first_axes(dst, src):
         for b in range(src.shape[1]):
             for k in range(src.shape[2]):
                 dst[b, a, k] = src[a, b, k]
-
-
-@kernel
-def _transpose_into(dst, src):
-    """``dst[j, r] = src[r, j]``: ``W_hᵀ`` once per backward pass, so that the carried
-    gradient's product (one per step) reads it row-major instead of packing it every step."""
-    for r in range(src.shape[0]):
-        for j in range(src.shape[1]):
-            dst[j, r] = src[r, j]
 
 
 @kernel
@@ -85,7 +77,7 @@ def _rnn_backward_tuned(dW_x, dW_h, db, dX2, dh0, dH, H, X2, h0, W_x, W_h, dh_T,
     (d, T·m)`` is ``dX``'s view (written)."""
     n_h, T, m = H.shape
     _swap_first_axes(Hs, H)
-    _transpose_into(W_hT, W_h)
+    _transpose(W_hT, W_h)  # once: each step's W_hᵀ·δ reads it row-major
     for i in range(n_h):
         for k in range(m):
             dh[i, k] = dh_T[i, k]
@@ -178,7 +170,7 @@ def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH, H, C, G, X2, h0, c0,
     Scratch: ``Hs, Cs (T, h, m)``, ``Gs (T, 4h, m)``, ``D (4h, T·m)``, ``delta (4h, m)``,
     ``dh, dc (h, m)``, ``W_hT (h, 4h)``; ``dX2 (d, T·m)`` is ``dX``'s view (written)."""
     n_h, T, m = H.shape
-    _transpose_into(W_hT, W_h)
+    _transpose(W_hT, W_h)  # once: each step's W_hᵀ·δ reads it row-major
     _swap_first_axes(Hs, H)
     _swap_first_axes(Cs, C)
     _swap_first_axes(Gs, G)
@@ -256,7 +248,7 @@ def _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX2, dh0, dH, H, G, X2, h0, W_x,
     n_h, T, m = H.shape
     _swap_first_axes(Hs, H)
     _swap_first_axes(Gs, G)
-    _transpose_into(W_hT, W_h)
+    _transpose(W_hT, W_h)  # once: each step's W_hᵀ·δ reads it row-major
     for u in range(n_h):
         for k in range(m):
             dh[u, k] = dh_T[u, k]
