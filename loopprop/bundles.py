@@ -48,13 +48,17 @@ class Step(NamedTuple):
     statistics (else evaluation mode); ``seed``: the row's dropout seed; ``fresh`` (backward
     only): no row has added into this row's input gradient yet in this pass, so a kernel that
     can *write* it does (``loopprop.train._backward_batch`` zeroes it first for the others);
-    ``threads``: how many threads a parallel kernel may use."""
+    ``threads``: how many threads a parallel kernel may use; ``carry`` (forward only): this
+    pass continues the sequences of the previous pass on the same buffers, so a recurrent
+    row starts from the states that pass ended with (truncated backpropagation through time)
+    instead of zeros."""
 
     mb: int
     training: bool
     seed: int
     fresh: bool
     threads: int
+    carry: bool
 
 
 class Table(NamedTuple):
@@ -114,7 +118,8 @@ class Data(NamedTuple):
 class Batch(NamedTuple):
     """One training step's settings: ``mb`` examples, their targets ``Y`` (the loss's
     ``(n_L, mb)`` view) or ``labels`` (``P·mb``), ``one_hot`` as :class:`Data`'s, dropout's
-    ``seed`` and the ``threads``."""
+    ``seed``, the ``threads`` and ``carry`` (:class:`Step`'s: the batch continues the previous
+    batch's sequences)."""
 
     mb: int
     Y: np.ndarray
@@ -122,6 +127,7 @@ class Batch(NamedTuple):
     one_hot: bool
     seed: int
     threads: int
+    carry: bool
 
 
 class Norms(NamedTuple):
@@ -134,7 +140,9 @@ class Norms(NamedTuple):
 
 class Run(NamedTuple):
     """The settings of one epoch: ``batch_size``; ``shuffle_seed`` (−1: no shuffle) or, for a
-    language model, the seed of the windows' offsets; ``dropout_seed``; ``threads``."""
+    language model, the seed of the windows' random offsets (−1: consecutive windows of
+    ``batch_size`` streams, each batch continuing the last: truncated backpropagation through
+    time); ``dropout_seed``; ``threads``."""
 
     batch_size: int
     shuffle_seed: int
@@ -195,7 +203,7 @@ def flat_type(dtype) -> numba.types.Type:
 
 def step_type() -> numba.types.Type:
     """The Numba type of a :class:`Step`."""
-    return numba.typeof(Step(1, True, 1, True, 1))
+    return numba.typeof(Step(1, True, 1, True, 1, True))
 
 
 def row_signature(dtype) -> numba.core.typing.Signature:

@@ -18,6 +18,11 @@ those sums, one per kind (paired with the kind in :mod:`loopprop.layers.registry
 * ``CausalSelfAttention``: ``W_o``, ``b_o`` from the attention output O; ``W_qkv``, ``b_qkv``
   through the softmax: ``dO = W_oᵀ·dY``, ``dP = dOᵀV``, ``dS = P ⊙ (dP − Σ_s P·dP)``, then
   ``dQ = K·dSᵀ/√d``, ``dK = Q·dS/√d``, ``dV = dO·P``, each recomputed here.
+* ``RNN`` / ``LSTM`` / ``GRU``: the sum over time steps, one term per step ``t``:
+  ``dW_h[i, j] = Σ_t Σ_k δ_t[i, k]·h_{t−1}[j, k]``, ``dW_x[i, j] = Σ_t Σ_k δ_t[i, k]·X[j, t,
+  k]``, ``db[i] = Σ_t Σ_k δ_t[i, k]``, with ``δ_t`` recomputed by backpropagation through time
+  (:mod:`loopprop.vectorized`'s twins, in float64, from zero initial states as the network's
+  forward pass).
 
 Long sums print their largest terms and the count and sum of the rest.
 """
@@ -38,6 +43,7 @@ LAYERNORM = 'docs/formulas.md, "Layer normalization"'
 EMBEDDINGS = 'docs/formulas.md, "Token and position embeddings"'
 ATTENTION_LAYER = 'docs/formulas.md, "The attention layer"'
 ATTENTION_HEAD = 'docs/formulas.md, "Attention, one head"'
+BPTT = 'docs/formulas.md, "Backpropagation through time"'
 
 
 @dataclass
@@ -265,3 +271,56 @@ def _attention(layer, param, index, X, dY, extra):
 
 
 _layernorm = _norm("features")
+
+
+def _recurrent(layer, param, index, X, dY, extra):
+    """The gradient of a recurrent weight as the sum over time steps (one term per ``t``)."""
+    from . import vectorized as vec
+    from .layers.recurrent import GRU, LSTM
+
+    P_ = extra["params"]
+    d, T, m = X.shape
+    n_h = layer.hidden
+    W_x, W_h = P_["W_x"], P_["W_h"]
+    h0 = np.zeros((n_h, m))
+    steps: dict = {}
+    if isinstance(layer, LSTM):
+        H, C, G = vec.lstm_forward(W_x, W_h, P_["b"], X, h0, h0)
+        vec.lstm_backward(dY, W_x, W_h, X, h0, h0, H, C, G, h0, h0, steps=steps)
+    elif isinstance(layer, GRU):
+        H, G = vec.gru_forward(W_x, W_h, P_["b_x"], P_["b_h"], X, h0)
+        vec.gru_backward(dY, W_x, W_h, X, h0, H, G, h0, steps=steps)
+    else:
+        H = vec.rnn_forward(W_x, W_h, P_["b"], X, h0, layer.nonlinearity)
+        vec.rnn_backward(dY, W_x, W_h, X, h0, H, h0, layer.nonlinearity, steps=steps)
+    i = index[0]
+    recurrent_side = param in ("W_h", "b_h")
+    D = steps["Dh" if recurrent_side else "D"][i]  # (T, m): δ_t[i, k]
+    if param in ("W_h", "W_x"):
+        j = index[1]
+        if param == "W_h":
+            other = np.concatenate([h0[j][None], H[j, :-1]])  # h_{t−1}[j, k]
+            name, formula = "h_(t−1)", f"Σ_k δ_t[{i}, k]·h_(t−1)[{j}, k]"
+        else:
+            other = X[j]
+            name, formula = "X", f"Σ_k δ_t[{i}, k]·X[{j}, t, k]"
+    else:
+        other, name, formula = np.ones_like(D), "", f"Σ_k δ_t[{i}, k]"
+    terms = []
+    for t in range(T):
+        value = float(D[t] @ other[t])
+        if m == 1 and name:
+            terms.append(Term((t,), (float(D[t, 0]), float(other[t, 0])), value,
+                              (f"δ_{t}[{i}]", f"{name}[{j}]" if name == "X" else
+                               f"h_{t - 1}[{j}]")))
+        else:
+            terms.append(Term((t,), (value,), value, (f"Σ_k at t={t}",)))
+    norms = np.sqrt((steps["dh"] ** 2).sum(axis=(0, 2)))
+    extra["notes"] += [
+        "one term per time step t (the backward loop runs t = T−1 … 0, carrying the gradient "
+        "from step t+1 into step t):",
+        "  ‖∂L/∂h_t‖ over t = " + ", ".join(_fmt(v) for v in norms)]
+    sym = {"W_h": f"dW_h[{i}, {index[-1]}]", "W_x": f"dW_x[{i}, {index[-1]}]"}.get(
+        param, f"d{param}[{i}]")
+    what = "δ_t · h_(t−1)" if param == "W_h" else "δ_t · X" if param == "W_x" else "δ_t"
+    return (f"{sym} = Σ_t {formula}   ({BPTT})", tuple(what.split(" · ")), terms)

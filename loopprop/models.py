@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks
-from .layers import (BatchNorm, CausalSelfAttention, Conv2d, Dense, Dropout, Embedding, Flatten,
-                     GELUTanh, LayerNorm, MaxPool2d, PositionEmbedding, ReLU, Residual, Softmax,
-                     TiedOutput)
+from .layers import (GRU, LSTM, RNN, BatchNorm, CausalSelfAttention, Conv2d, Dense, Dropout,
+                     Embedding, Flatten, GELUTanh, LayerNorm, MaxPool2d, PositionEmbedding, ReLU,
+                     Residual, Softmax, TiedOutput)
 from .network import Network
 
 #: the default learning rate of Adam and AdamW, whatever the model
@@ -111,6 +111,50 @@ def gpt(vocab_size: int, block_size: int, n_layer: int = 4, n_head: int = 4,
         elif isinstance(layer, CausalSelfAttention):
             layer.W_o[...] = rng.standard_normal(layer.W_o.shape) * proj_std
     return net
+
+
+#: the cells of :func:`char_rnn` (``loopprop train --model lstm|gru|rnn``)
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+#: ``char_rnn``'s size and data defaults (``loopprop train --model lstm``'s options): the
+#: window is the truncated backpropagation's length
+CHAR_RNN_SIZES = {"block_size": 64, "n_layer": 2, "hidden": 256, "n_embd": 64,
+                  "val_tokens": 65536}
+#: ``char_rnn``'s training defaults (AdamW with clipping, consecutive windows of the batch's
+#: streams carrying their states: truncated backpropagation through time)
+CHAR_RNN_DEFAULTS = {"lr": 2e-3, "epochs": 5, "batch_size": 32, "weight_decay": 0.01,
+                     "warmup_epochs": 0.0, "clip_grad_norm": 1.0}
+
+
+def char_rnn_layers(vocab_size: int, hidden: int = 256, n_layer: int = 2, *,
+                    cell: str = "lstm", n_embd: int | None = None) -> list:
+    """A character-level recurrent language model: a token embedding of ``n_embd`` features
+    (``hidden`` when ``None``), ``n_layer`` stacked ``cell`` layers (``"lstm"``, ``"gru"`` or
+    ``"rnn"``: :data:`CELLS`) of ``hidden`` units, a per-position ``Dense(vocab_size)`` and the
+    softmax."""
+    vocab_size = _checks.check_positive_int(vocab_size, "vocab_size")
+    hidden = _checks.check_positive_int(hidden, "hidden")
+    n_layer = _checks.check_positive_int(n_layer, "n_layer")
+    _checks.check_choice(cell, "cell", tuple(CELLS))
+    n_embd = hidden if n_embd is None else _checks.check_positive_int(n_embd, "n_embd")
+    return [Embedding(vocab_size, n_embd), *(CELLS[cell](hidden) for _ in range(n_layer)),
+            Dense(vocab_size), Softmax()]
+
+
+def char_rnn(vocab_size: int, hidden: int = 256, n_layer: int = 2, *, cell: str = "lstm",
+             block_size: int = 64, n_embd: int | None = None, dtype: str = "float32",
+             seed: int = 0) -> Network:
+    """A character-level recurrent language model (:func:`char_rnn_layers`) on windows of
+    ``block_size`` tokens: input ids ``(block_size, m)``, output the next token's distribution
+    at every position ``(vocab_size, block_size, m)``, trained with cross-entropy on the
+    inputs shifted by one (``fit_text``; ``windows="consecutive"`` carries the states from
+    window to window). Sampling carries the state from token to token, with no limit on the
+    context (:func:`loopprop.generate.sample`). Initialized as PyTorch's layers: every
+    recurrent array ``U(−1/√hidden, 1/√hidden)``, the embedding ``N(0, 0.02²)``, the output
+    layer Xavier's."""
+    block_size = _checks.check_positive_int(block_size, "block_size")
+    layers = char_rnn_layers(vocab_size, hidden, n_layer, cell=cell, n_embd=n_embd)
+    return Network(layers, loss="cross_entropy", input_shape=(block_size,), dtype=dtype,
+                   seed=seed, init="xavier")
 
 
 def cnn_layers(dataset: str = "digits", *, dropout: float = 0.25) -> list:

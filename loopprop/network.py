@@ -394,13 +394,19 @@ class Network(Fitting, Inputs):
     def _fused(self) -> bool:
         return self.loss != "mse"
 
-    def forward(self, X: Any, *, logits: bool = False) -> np.ndarray:
+    def forward(self, X: Any, *, logits: bool = False, carry: bool = False) -> np.ndarray:
         """Forward pass in the network's mode (:meth:`train`, the default: dropout active, batch
         norm on the batch's statistics, updating its running ones; :meth:`eval`); caches every
         layer's output for :meth:`backward` (§6, §14). Returns the output activations
         ``A^(L)`` ``(n_L, m)`` (a copy); with ``logits=True`` the input of the output
         activation instead, ``Z^(L)`` (a softmax's logits, ``(V, T, m)`` for a language
-        model)."""
+        model).
+
+        ``carry=True`` continues the sequences of the previous ``forward`` call: recurrent
+        layers (:class:`~loopprop.layers.LSTM` …) start from the states that call ended with
+        instead of zeros, so a long sequence may be fed window by window (``X`` must hold as
+        many sequences as that call's). :meth:`backward` still stops at the window's start:
+        truncated backpropagation through time."""
         if logits and not isinstance(self._rows[-1], Activation):
             raise ValueError(f"logits: the last layer is {type(self._rows[-1]).__name__}, not an "
                              "activation; its output is what forward returns")
@@ -408,11 +414,22 @@ class Network(Fitting, Inputs):
         m = X.shape[1]
         if self.training:
             self._check_batch_norm_batch(m, "X")
-        buf = _plan.Buffers(self._layout, m, self.dtype)
+        if not isinstance(carry, bool):
+            raise TypeError(f"carry: expected True or False, got {_checks._describe(carry)}")
+        if carry:
+            if self._cache is None or self._cache[1] != m:
+                before = ("no forward pass was made" if self._cache is None else
+                          f"the previous forward pass had {self._cache[1]} sequences")
+                raise ValueError(f"carry=True continues the previous forward pass's sequences, "
+                                 f"but {before} and X has {m}: give X one column per sequence "
+                                 "of that pass, or carry=False to start from zero states")
+            buf = self._cache[0]
+        else:
+            buf = _plan.Buffers(self._layout, m, self.dtype)
         buf.acts[:X.size] = X.ravel()
         self._forward_count += 1
         _train._forward_batch(self._plan, self._fplan, self._flat(buf), m, len(self._rows),
-                              self.training, self._forward_seed(), use_threads(True),
+                              self.training, self._forward_seed(), carry, use_threads(True),
                               self._table())
         self._cache = (buf, m, self.training)
         if logits:

@@ -70,7 +70,7 @@ N_ARRAYS = 4
 #: workspace (:attr:`Layer.cache_parts`, ``work_parts``, ``fixed_work_parts``, in that order):
 #: per example for the first two, absolute for the fixed one; ``N_PARTS`` of them
 PART0 = ARRAY0 + N_ARRAYS
-N_PARTS = 12
+N_PARTS = 16
 N_COLS = PART0 + N_PARTS
 #: float hyperparameters per row
 N_FLOAT = 2
@@ -171,6 +171,8 @@ def _place_parts(layer, row) -> None:
               (layer.work_parts, WK_OFF, layer.work_size),
               (layer.fixed_work_parts, WF_OFF, layer.fixed_work_size))
     sizes = layer.part_sizes() if any(names for names, _, _ in groups) else {}
+    if sum(len(names) for names, _, _ in groups) > N_PARTS:  # pragma: no cover - an author's
+        raise RuntimeError(f"{type(layer).__name__} has more than {N_PARTS} parts")
     col = PART0
     for names, start, total in groups:
         off = int(row[start])
@@ -181,8 +183,6 @@ def _place_parts(layer, row) -> None:
         if names and off - int(row[start]) != total:  # pragma: no cover - an author's mistake
             raise RuntimeError(f"{type(layer).__name__}: the parts {names} add up to "
                                f"{off - int(row[start])} values, the region holds {total}")
-    if col > PART0 + N_PARTS:  # pragma: no cover - a layer author's mistake
-        raise RuntimeError(f"{type(layer).__name__} has more than {N_PARTS} parts")
 
 
 def _named(layer, names, shapes, off: int) -> dict[str, tuple[int, tuple[int, ...]]]:

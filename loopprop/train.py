@@ -49,23 +49,25 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "adamw": ADAMW}
 
 
 @kernel
-def _step(mb, training, seed, fresh, threads):
+def _step(mb, training, seed, fresh, threads, carry):
     """A :class:`~loopprop.bundles.Step` of exactly the types the row functions were compiled
     for (a constant argument would otherwise arrive as a literal type)."""
-    return Step(int(mb), bool(training), int(seed), bool(fresh), int(threads))
+    return Step(int(mb), bool(training), int(seed), bool(fresh), int(threads), bool(carry))
 
 
 @kernel(separate=True)
-def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, threads, table):
+def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, carry, threads, table):
     """Forward through rows ``0 … n_rows − 1`` (§5): each row's forward function from
     ``table`` reads its input from ``b.acts``, writes its output there and fills its caches;
     ``A^(0)`` must already be at the start of ``b.acts``. A fused loss (softmax or sigmoid +
     cross-entropy) stops one row short: it starts from the last layer's input and never reads
     its output. ``training`` switches dropout on and batch norm to the batch's statistics (and
-    updates the running ones in ``b.state``); ``seed`` seeds dropout's masks."""
+    updates the running ones in ``b.state``); ``seed`` seeds dropout's masks; ``carry``: the
+    batch continues the sequences of the previous pass on these buffers (recurrent rows start
+    from the states it ended with: :class:`~loopprop.bundles.Step`)."""
     for r in range(n_rows):
         row_at(table.forward, plan[r, KIND], table.like)(
-            r, plan, fplan, b, _step(mb, training, seed * 64 + r, False, threads))
+            r, plan, fplan, b, _step(mb, training, seed * 64 + r, False, threads, carry))
 
 
 @kernel(separate=True)
@@ -89,7 +91,7 @@ def _backward_batch(plan, fplan, b, mb, last, training, threads, table):
         if fresh and plan[r, WRITES_DX] == 0:
             _zero(_vec(b.dacts, plan[r, IN_OFF] * mb, plan[r, IN_SIZE] * mb))
         row_at(table.backward, plan[r, KIND], table.like)(
-            r, plan, fplan, b, _step(mb, training, 0, fresh, threads))
+            r, plan, fplan, b, _step(mb, training, 0, fresh, threads, False))
 
 
 @kernel
@@ -265,7 +267,8 @@ def _train_step(plan, fplan, b, opt, t, lb, batch, norms, table):
     mb, threads = batch.mb, batch.threads
     fused = _fused(lb.code)
     n_fwd = L - 1 if fused else L
-    _forward_batch(plan, fplan, b, mb, n_fwd, runtime_flag(True), batch.seed, threads, table)
+    _forward_batch(plan, fplan, b, mb, n_fwd, runtime_flag(True), batch.seed, batch.carry,
+                   threads, table)
     loss = _loss_seed(plan, b.acts, b.dacts, mb, lb.code, batch.Y, batch.labels, batch.one_hot,
                       lb.col1, lb.col2)
     correct = 0
@@ -310,7 +313,8 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
         Yb = _view(lb.Ybuf, 0, data.Y.shape[0], mb)
         _gather(Yb, data.Y, perm, start)
         lab = _gather_labels(lb.labbuf, labels, perm, start, mb)
-        step = _batch(mb, Yb, lab, data.one_hot, run.dropout_seed * 1048576 + batch, run.threads)
+        step = _batch(mb, Yb, lab, data.one_hot, run.dropout_seed * 1048576 + batch, run.threads,
+                      False)
         loss, right, lr = _train_step(plan, fplan, b, opt, t, lb, step, norms, table)
         total += mb * loss
         correct += right
@@ -320,25 +324,36 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
 
 
 @kernel
-def _batch(mb, Y, labels, one_hot, seed, threads):
+def _batch(mb, Y, labels, one_hot, seed, threads, carry):
     """A :class:`~loopprop.bundles.Batch` of plain (non-literal) types."""
-    return Batch(int(mb), Y, labels, bool(one_hot), int(seed), int(threads))
+    return Batch(int(mb), Y, labels, bool(one_hot), int(seed), int(threads), bool(carry))
 
 
 @kernel
 def _train_text_epoch(plan, fplan, b, opt, t, lb, corpus, n_steps, norms, run, stop, table):
-    """``n_steps`` steps of a language model on random windows of ``corpus`` (token ids, int),
-    entirely compiled: each batch draws ``run.batch_size`` start offsets ``s`` uniformly
-    (loopprop's own generator seeded with ``run.shuffle_seed``), puts ``corpus[s : s + T]`` in
-    column ``k`` of ``A^(0) (T, mb)`` and ``corpus[s + 1 : s + T + 1]`` in the labels (the next
-    token at every position), then takes one :func:`_train_step`. Returns as
-    :func:`_train_epoch` (``correct`` counts positions; ``stop`` likewise ends it after the
-    step in progress)."""
+    """``n_steps`` steps of a language model on windows of ``corpus`` (token ids, int),
+    entirely compiled. Column ``k`` of ``A^(0) (T, mb)`` gets ``corpus[s : s + T]`` and the
+    labels ``corpus[s + 1 : s + T + 1]`` (the next token at every position), then one
+    :func:`_train_step` is taken. The offsets ``s``:
+
+    * random (``run.shuffle_seed ≥ 0``): drawn uniformly for every column of every batch
+      (loopprop's own generator seeded with ``run.shuffle_seed``);
+    * consecutive (``run.shuffle_seed = −1``, truncated backpropagation through time): the
+      corpus is cut into ``mb`` streams of ``L = (n − 1) // mb`` tokens, column ``k`` reads
+      stream ``k``, and batch ``j`` its window ``w = j mod (L // T)``, ``s = k·L + w·T``; a
+      window after the first carries the recurrent states over from the one before
+      (``Step.carry``) while the gradient stops at the window's start.
+
+    Returns as :func:`_train_epoch` (``correct`` counts positions; ``stop`` likewise ends it
+    after the step in progress)."""
     T = plan[0, IN_SIZE]
     mb = run.batch_size
     rng = np.empty(1, np.uint64)
-    rng[0] = np.uint64(run.shuffle_seed)
+    rng[0] = np.uint64(max(run.shuffle_seed, 0))
     span = corpus.shape[0] - T  # the last window's labels end at the corpus's last token
+    stream = (corpus.shape[0] - 1) // mb
+    consecutive = run.shuffle_seed < 0
+    n_windows = max(stream // T, 1)
     X0 = _view(b.acts, 0, T, mb)
     Yb = _view(lb.Ybuf, 0, 0, mb)
     lab = lb.labbuf[:T * mb]
@@ -348,12 +363,14 @@ def _train_text_epoch(plan, fplan, b, opt, t, lb, corpus, n_steps, norms, run, s
     for step in range(n_steps):
         if stop[0] != 0:
             break
+        w = step % n_windows
         for k in range(mb):
-            s = _below(rng, span)
+            s = k * stream + w * T if consecutive else _below(rng, span)
             for i in range(T):
                 X0[i, k] = corpus[s + i]
                 lab[i * mb + k] = corpus[s + i + 1]
-        batch = _batch(mb, Yb, lab, False, run.dropout_seed * 1048576 + step, run.threads)
+        batch = _batch(mb, Yb, lab, False, run.dropout_seed * 1048576 + step, run.threads,
+                       consecutive and w > 0)
         loss, right, lr = _train_step(plan, fplan, b, opt, t, lb, batch, norms, table)
         total += mb * loss
         correct += right
@@ -381,7 +398,8 @@ def _evaluate(plan, fplan, b, lb, data, chunk, out, training, threads, table):
         for j in range(n0):
             for c in range(mb):
                 X0[j, c] = X[j, start + c]
-        _forward_batch(plan, fplan, b, mb, L, training, int(0), threads, table)
+        _forward_batch(plan, fplan, b, mb, L, training, int(0), runtime_flag(False), threads,
+                       table)
         Yb = _view(lb.Ybuf, 0, Y.shape[0], mb)
         for i in range(Y.shape[0]):
             for c in range(mb):

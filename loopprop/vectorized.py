@@ -527,13 +527,22 @@ def rnn_forward(W_x, W_h, b, X, h0, nonlinearity="tanh"):
     return H
 
 
-def rnn_backward(dH, W_x, W_h, X, h0, H, dh_T, nonlinearity="tanh"):
-    """``(dW_x, dW_h, db, dX, dh0)``: the carried ``dh`` from the last step back."""
+_STEPS_DOC = """
+    ``steps``, a dict, receives what the study tools read (:mod:`loopprop.explain_layers`,
+    :mod:`loopprop.plots`): ``"D"`` the ``δ_t`` that multiply ``X[:, t]`` in ``dW_x``, ``"Dh"``
+    those that multiply ``h_{t−1}`` in ``dW_h`` (``(rows, T, m)`` each) and ``"dh"`` the
+    whole gradient reaching every state, ``∂L/∂h_t`` ``(h, T, m)``."""
+
+
+def rnn_backward(dH, W_x, W_h, X, h0, H, dh_T, nonlinearity="tanh", steps=None):
+    """``(dW_x, dW_h, db, dX, dh0)``: the carried ``dh`` from the last step back. """
     d, T, m = X.shape
     D = np.empty_like(H)  # δ of every step
+    dHt = np.empty_like(H)
     dh = dh_T
     for t in range(T - 1, -1, -1):
         g = dH[:, t] + dh
+        dHt[:, t] = g
         D[:, t] = g * (H[:, t] > 0) if nonlinearity == "relu" else g * (1 - H[:, t] ** 2)
         dh = W_h.T @ D[:, t]
     Hprev = np.concatenate([h0[:, None], H[:, :-1]], axis=1)
@@ -542,6 +551,8 @@ def rnn_backward(dH, W_x, W_h, X, h0, H, dh_T, nonlinearity="tanh"):
     dW_x = Df @ X.reshape(d, T * m).T
     dW_h = Df @ Hprev.reshape(n_h, T * m).T
     dX = (W_x.T @ Df).reshape(d, T, m)
+    if steps is not None:
+        steps.update(D=D, Dh=D, dh=dHt)
     return dW_x, dW_h, Df.sum(axis=1), dX, dh
 
 
@@ -563,17 +574,20 @@ def lstm_forward(W_x, W_h, b, X, h0, c0):
     return H, C, G
 
 
-def lstm_backward(dH, W_x, W_h, X, h0, c0, H, C, G, dh_T, dc_T):
-    """``(dW_x, dW_h, db, dX, dh0, dc0)``: the carried ``dh``, ``dc`` from the last step back."""
+def lstm_backward(dH, W_x, W_h, X, h0, c0, H, C, G, dh_T, dc_T, steps=None):
+    """``(dW_x, dW_h, db, dX, dh0, dc0)``: the carried ``dh``, ``dc`` from the last step back.
+    """
     d, T, m = X.shape
     n_h = H.shape[0]
     D = np.empty((4 * n_h, T, m), X.dtype)
+    dHt = np.empty_like(H)
     dh, dc = dh_T, dc_T
     Cprev = np.concatenate([c0[:, None], C[:, :-1]], axis=1)
     for t in range(T - 1, -1, -1):
         i, f, g, o = (G[q * n_h:(q + 1) * n_h, t] for q in range(4))
         tc = np.tanh(C[:, t])
         dh_t = dH[:, t] + dh
+        dHt[:, t] = dh_t
         dc_t = dc + dh_t * o * (1 - tc ** 2)
         D[:, t] = np.concatenate([dc_t * g * i * (1 - i), dc_t * Cprev[:, t] * f * (1 - f),
                                   dc_t * i * (1 - g ** 2), dh_t * tc * o * (1 - o)])
@@ -584,6 +598,8 @@ def lstm_backward(dH, W_x, W_h, X, h0, c0, H, C, G, dh_T, dc_T):
     dW_x = Df @ X.reshape(d, T * m).T
     dW_h = Df @ Hprev.reshape(n_h, T * m).T
     dX = (W_x.T @ Df).reshape(d, T, m)
+    if steps is not None:
+        steps.update(D=D, Dh=D, dh=dHt)
     return dW_x, dW_h, Df.sum(axis=1), dX, dh, dc
 
 
@@ -605,16 +621,18 @@ def gru_forward(W_x, W_h, b_x, b_h, X, h0):
     return H, G
 
 
-def gru_backward(dH, W_x, W_h, X, h0, H, G, dh_T):
-    """``(dW_x, dW_h, db_x, db_h, dX, dh0)``."""
+def gru_backward(dH, W_x, W_h, X, h0, H, G, dh_T, steps=None):
+    """``(dW_x, dW_h, db_x, db_h, dX, dh0)``. """
     d, T, m = X.shape
     n_h = H.shape[0]
     Dx, Dy = np.empty((3 * n_h, T, m), X.dtype), np.empty((3 * n_h, T, m), X.dtype)
     Hprev = np.concatenate([h0[:, None], H[:, :-1]], axis=1)
+    dHt = np.empty_like(H)
     dh = dh_T
     for t in range(T - 1, -1, -1):
         r, z, n, y_n = (G[q * n_h:(q + 1) * n_h, t] for q in range(4))
         dh_t = dH[:, t] + dh
+        dHt[:, t] = dh_t
         d_n = dh_t * (1 - z) * (1 - n ** 2)
         d_r = d_n * y_n * r * (1 - r)
         d_z = dh_t * (Hprev[:, t] - n) * z * (1 - z)
@@ -625,4 +643,10 @@ def gru_backward(dH, W_x, W_h, X, h0, H, G, dh_T):
     dW_x = Dxf @ X.reshape(d, T * m).T
     dW_h = Dyf @ Hprev.reshape(n_h, T * m).T
     dX = (W_x.T @ Dxf).reshape(d, T, m)
+    if steps is not None:
+        steps.update(D=Dx, Dh=Dy, dh=dHt)
     return dW_x, dW_h, Dxf.sum(axis=1), Dyf.sum(axis=1), dX, dh
+
+
+for _f in (rnn_backward, lstm_backward, gru_backward):
+    _f.__doc__ += _STEPS_DOC

@@ -30,6 +30,8 @@ from .activations import _sigmoid
 NONLINEARITIES = ("tanh", "relu")
 #: ``"tuned"``: :mod:`loopprop.kernels.recurrent_tuned`; ``"naive"``: the formulas here
 IMPLS = ("tuned", "naive")
+#: the tuned backward kernels' ``dx``: skip ``dX`` (0), write it (1) or add into it (2)
+SKIP_DX, WRITE_DX, ADD_DX = 0, 1, 2
 
 
 @kernel
@@ -404,6 +406,14 @@ def _backward_args(cache, cls, forward: str, dH, dh_T, impl: str, check_finite: 
     return dH, _state(dh_T, "dh_T", H.shape[0], H.shape[2], H.dtype, check_finite)
 
 
+def _time_major(H: np.ndarray) -> np.ndarray:
+    """``H (rows, T, m)`` as the tuned kernels' time-major ``(T, rows, m)`` (a copy)."""
+    rows, T, m = H.shape
+    Hs = np.empty((T, rows, m), H.dtype)
+    _stack(Hs, H.reshape(rows, T * m))
+    return Hs
+
+
 def _zero_gradients(W_x, W_h, X, h0):
     """``dW_x``, ``dW_h``, a bias gradient (zeros: the kernels add into them), and ``dX``,
     ``dh0`` (written by the kernels)."""
@@ -444,8 +454,10 @@ def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *, impl: st
     if impl == "naive":
         _rnn_forward_naive(H, W_x, W_h, b, X, h0, relu)
     else:
-        _rnn_forward_tuned(H, np.empty((n_h, T * m), X.dtype), np.empty((T, n_h, m), X.dtype),
-                           W_x, W_h, b, X.reshape(d, T * m), h0, relu, use_threads(parallel))
+        Hs = np.empty((T, n_h, m), X.dtype)
+        _rnn_forward_tuned(Hs, np.empty((n_h, T * m), X.dtype), W_x, W_h, b,
+                           X.reshape(d, T * m), h0, relu, use_threads(parallel))
+        _unstack(H.reshape(n_h, T * m), Hs)
     return H, RNNCache(W_x, W_h, X, h0, H, nonlinearity)
 
 
@@ -475,12 +487,11 @@ def rnn_backward(dH, cache: RNNCache, dh_T=None, *, impl: str = "tuned",
         _rnn_backward_naive(dW_x, dW_h, db, dX, dh0, dH, H, X, h0, W_x, W_h, dh_T, relu)
     else:
         dt = H.dtype
-        _rnn_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dH, H,
-                            X.reshape(d, T * m), h0, W_x, W_h, dh_T, relu,
-                            np.empty((T, n_h, m), dt), np.empty((n_h, T * m), dt),
-                            np.empty((n_h, m), dt), np.empty((n_h, m), dt),
-                            np.empty((n_h, n_h), dt), np.empty((n_h, T * m), dt),
-                            use_threads(parallel))
+        _rnn_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dH.reshape(n_h, T * m),
+                            _time_major(H), X.reshape(d, T * m), h0, W_x, W_h, dh_T, relu,
+                            np.empty((n_h, T * m), dt), np.empty((n_h, m), dt),
+                            np.empty((n_h, m), dt), np.empty((n_h, n_h), dt),
+                            np.empty((n_h, T * m), dt), WRITE_DX, use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0
 
 
@@ -515,10 +526,11 @@ def lstm_forward(W_x, W_h, b, X, h0=None, c0=None, *, impl: str = "tuned",
     if impl == "naive":
         _lstm_forward_naive(H, C, G, W_x, W_h, b, X, h0, c0)
     else:
-        _lstm_forward_tuned(H, C, G, np.empty((4 * n_h, T * m), dt),
-                            np.empty((T, n_h, m), dt), np.empty((T, n_h, m), dt),
-                            np.empty((T, 4 * n_h, m), dt), W_x, W_h, b, X.reshape(d, T * m),
-                            h0, c0, use_threads(parallel))
+        Hs, Cs, Gs = (np.empty((T, rows, m), dt) for rows in (n_h, n_h, 4 * n_h))
+        _lstm_forward_tuned(Hs, Cs, Gs, np.empty((4 * n_h, T * m), dt), W_x, W_h, b,
+                            X.reshape(d, T * m), h0, c0, use_threads(parallel))
+        for out, tm in ((H, Hs), (C, Cs), (G, Gs)):
+            _unstack(out.reshape(out.shape[0], T * m), tm)
     return H, (H[:, -1].copy(), C[:, -1].copy()), LSTMCache(W_x, W_h, X, h0, c0, H, C, G)
 
 
@@ -547,13 +559,13 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, impl: str = "tu
                              dh_T, dc_T)
     else:
         dt = H.dtype
-        _lstm_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dc0, dH, H, C, G,
-                             X.reshape(d, T * m), h0, c0, W_x, W_h, dh_T, dc_T,
-                             np.empty((T, n_h, m), dt), np.empty((T, n_h, m), dt),
-                             np.empty((T, 4 * n_h, m), dt), np.empty((4 * n_h, T * m), dt),
-                             np.empty((4 * n_h, m), dt), np.empty((n_h, m), dt),
-                             np.empty((n_h, m), dt), np.empty((n_h, 4 * n_h), dt),
-                             np.empty((n_h, T * m), dt), use_threads(parallel))
+        _lstm_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dc0,
+                             dH.reshape(n_h, T * m), _time_major(H), _time_major(C),
+                             _time_major(G), X.reshape(d, T * m), h0, c0, W_x, W_h, dh_T, dc_T,
+                             np.empty((4 * n_h, T * m), dt), np.empty((4 * n_h, m), dt),
+                             np.empty((n_h, m), dt), np.empty((n_h, m), dt),
+                             np.empty((n_h, 4 * n_h), dt), np.empty((n_h, T * m), dt), WRITE_DX,
+                             use_threads(parallel))
     return dW_x, dW_h, db, dX, dh0, dc0
 
 
@@ -591,9 +603,11 @@ def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, impl: str = "tuned",
     if impl == "naive":
         _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0)
     else:
-        _gru_forward_tuned(H, G, np.empty((3 * n_h, T * m), dt), np.empty((3 * n_h, m), dt),
-                           np.empty((T, n_h, m), dt), np.empty((T, 4 * n_h, m), dt), W_x, W_h,
-                           b_x, b_h, X.reshape(d, T * m), h0, use_threads(parallel))
+        Hs, Gs = np.empty((T, n_h, m), dt), np.empty((T, 4 * n_h, m), dt)
+        _gru_forward_tuned(Hs, Gs, np.empty((3 * n_h, T * m), dt), np.empty((3 * n_h, m), dt),
+                           W_x, W_h, b_x, b_h, X.reshape(d, T * m), h0, use_threads(parallel))
+        _unstack(H.reshape(n_h, T * m), Hs)
+        _unstack(G.reshape(4 * n_h, T * m), Gs)
     return H, GRUCache(W_x, W_h, X, h0, H, G)
 
 
@@ -615,18 +629,19 @@ def gru_backward(dH, cache: GRUCache, dh_T=None, *, impl: str = "tuned",
         _gru_backward_naive(dW_x, dW_h, db_x, db_h, dX, dh0, dH, H, G, X, h0, W_x, W_h, dh_T)
     else:
         dt = H.dtype
-        _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX.reshape(d, T * m), dh0, dH, H, G,
-                            X.reshape(d, T * m), h0, W_x, W_h, dh_T, np.empty((T, n_h, m), dt),
-                            np.empty((T, 4 * n_h, m), dt), np.empty((3 * n_h, T * m), dt),
-                            np.empty((3 * n_h, m), dt), np.empty((n_h, m), dt),
-                            np.empty((n_h, 3 * n_h), dt), np.empty((3 * n_h, T * m), dt),
-                            np.empty((n_h, T * m), dt), use_threads(parallel))
+        _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX.reshape(d, T * m), dh0,
+                            dH.reshape(n_h, T * m), _time_major(H), _time_major(G),
+                            X.reshape(d, T * m), h0, W_x, W_h, dh_T,
+                            np.empty((3 * n_h, T * m), dt), np.empty((3 * n_h, m), dt),
+                            np.empty((n_h, m), dt), np.empty((n_h, 3 * n_h), dt),
+                            np.empty((3 * n_h, T * m), dt), np.empty((n_h, T * m), dt), WRITE_DX,
+                            use_threads(parallel))
     return dW_x, dW_h, db_x, db_h, dX, dh0
 
 
 from .recurrent_tuned import (_gru_backward_tuned, _gru_forward_tuned,  # noqa: E402
                               _lstm_backward_tuned, _lstm_forward_tuned, _rnn_backward_tuned,
-                              _rnn_forward_tuned)
+                              _rnn_forward_tuned, _stack, _unstack)
 
 __all__ = ["GRUCache", "LSTMCache", "NONLINEARITIES", "RNNCache", "lstm_backward", "lstm_forward",
            "gru_backward", "gru_forward", "rnn_backward", "rnn_forward"]

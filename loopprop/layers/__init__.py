@@ -11,6 +11,7 @@ from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .core import (ACTIVATIONS, GELU, Activation, Dense, Dropout, Flatten, GELUTanh, Identity,
                    LeakyReLU, ReLU, Sigmoid, Softmax, Tanh)
 from .norm import BatchNorm, LayerNorm, Residual
+from .recurrent import GRU, LSTM, RNN
 from .sequence import CausalSelfAttention, Embedding, PositionEmbedding, TiedOutput
 
 
@@ -26,6 +27,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["ACTIVATIONS", "Activation", "AvgPool2d", "BatchNorm", "CausalSelfAttention",
-           "Conv2d", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GELUTanh", "Identity",
-           "KINDS", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2d", "PositionEmbedding", "ReLU",
-           "Residual", "Sigmoid", "Softmax", "Tanh", "TiedOutput"]
+           "Conv2d", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GELUTanh", "GRU",
+           "Identity", "KINDS", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2d",
+           "PositionEmbedding", "RNN", "ReLU", "Residual", "Sigmoid", "Softmax", "Tanh",
+           "TiedOutput"]

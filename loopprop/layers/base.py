@@ -33,6 +33,10 @@ class Layer:
     shares_params_of: ClassVar[type | None] = None
     #: must be the network's first layer (its input is data without a gradient: token ids)
     first_only: ClassVar[bool] = False
+    #: a language model holding this layer sees at most ``T`` positions (learned positions,
+    #: attention's cache): sampling restarts its context when it is full. Without one (a
+    #: recurrent model) the state carries the whole context, however long.
+    limits_context: ClassVar[bool] = False
 
     in_shape: tuple[int, ...] | None = None
     out_shape: tuple[int, ...] | None = None
@@ -148,6 +152,12 @@ class Layer:
         """Whether the training-mode forward pass draws random numbers (dropout's masks): the
         loss then differs between two evaluations, which finite differences cannot use."""
         return False
+
+    def decode_cache_size(self, t_max: int) -> int:
+        """Values this row keeps from one sampled position to the next (a kind with a decode
+        row: attention's keys and values for ``t_max`` positions, a recurrent layer's states);
+        :mod:`loopprop.generate` gives each such row its part of one buffer."""
+        return 0
 
     def check_shared(self, owner: "Layer") -> None:
         """With ``shares_params_of``: raise ``ValueError`` when ``owner``'s parameters do not

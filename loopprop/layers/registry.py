@@ -27,6 +27,7 @@ from ..rows import conv as _conv
 from ..rows import dense as _dense
 from ..rows import elementwise as _elem
 from ..rows import norm as _norm
+from ..rows import recurrent as _rec
 from ..rows import sequence as _seq
 from ..rows.common import none_row
 from .base import Layer
@@ -34,6 +35,7 @@ from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .core import (Activation, Dense, Dropout, Flatten, GELU, GELUTanh, Identity, LeakyReLU,
                    ReLU, Sigmoid, Softmax, Tanh)
 from .norm import BatchNorm, LayerNorm, Residual
+from .recurrent import GRU, LSTM, RNN
 from .sequence import CausalSelfAttention, Embedding, PositionEmbedding, TiedOutput
 
 
@@ -88,6 +90,12 @@ REGISTRY: tuple[Kind, ...] = (
          decode=_seq.attention_decode),
     Kind(14, TiedOutput, _dense.tied_output_forward, _dense.tied_output_backward,
          "The output layer tied to the embedding, and the loss at every position"),
+    Kind(15, RNN, _rec.rnn_forward, _rec.rnn_backward, "Recurrent networks",
+         explain=_ex._recurrent, decode=_rec.rnn_decode, writes_dx=True),
+    Kind(16, LSTM, _rec.lstm_forward, _rec.lstm_backward, "The LSTM",
+         explain=_ex._recurrent, decode=_rec.lstm_decode, writes_dx=True),
+    Kind(17, GRU, _rec.gru_forward, _rec.gru_backward, "The GRU",
+         explain=_ex._recurrent, decode=_rec.gru_decode, writes_dx=True),
 )
 
 #: the table's length: one entry per code, code 0 included
@@ -97,7 +105,7 @@ N_CODES = max(k.code for k in REGISTRY) + 1
 CLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     Dense, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, GELU, GELUTanh, Softmax, Flatten,
     Dropout, Conv2d, MaxPool2d, AvgPool2d, BatchNorm, LayerNorm, Residual, Embedding,
-    PositionEmbedding, CausalSelfAttention, TiedOutput)}
+    PositionEmbedding, CausalSelfAttention, TiedOutput, RNN, LSTM, GRU)}
 
 _BY_CLASS = {k.layer: k for k in REGISTRY}
 #: the kinds defined here; :func:`register` appends others after them

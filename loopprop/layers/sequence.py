@@ -95,6 +95,7 @@ class PositionEmbedding(Layer):
 
     kernels = ("attention._position_forward", "attention._position_backward")
     param_names = ("W",)
+    limits_context = True
     settings = ("d", "T", "block_size")
 
     def __init__(self, block_size: int) -> None:
@@ -139,6 +140,7 @@ class CausalSelfAttention(Layer):
 
     kernels = ("attention._attention_forward_tuned", "attention._attention_backward_tuned")
     param_names = ("W_qkv", "b_qkv", "W_o", "b_o")
+    limits_context = True
     #: ``t_max``: the length of the key/value cache when decoding one position at a time (set
     #: by :mod:`loopprop.generate` in its own plan; 0 in training)
     settings = ("C", "T", "n_head", "t_max")
@@ -174,6 +176,10 @@ class CausalSelfAttention(Layer):
 
     def decays(self):
         return [True, False, True, False]
+
+    def decode_cache_size(self, t_max: int) -> int:
+        """The keys and values of ``t_max`` positions: ``2·C·t_max``."""
+        return 2 * self.C * t_max
 
     def part_sizes(self):
         C, T, H = self.C, self.T, self.n_head
