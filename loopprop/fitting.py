@@ -160,18 +160,17 @@ class Fitting:
             if XT.nbytes > _KEEP_XT_BYTES:
                 scratch.pop("XT", None)  # a large copy of the data is not worth keeping
 
-    def fit_text(self, ids: Any, *, epochs: int = 10, steps_per_epoch: int = 100,
-                 batch_size: int = 16, lr: float = 1e-3, optimizer: str = "adamw",
-                 seed: int = 0, progress: bool = True, validation: Any = None,
-                 beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
+    def fit_text(self, ids: Any, *, epochs: int = 10, steps_per_epoch: int | None = None,
+                 windows: str = "random", batch_size: int = 16, lr: float = 1e-3,
+                 optimizer: str = "adamw", seed: int = 0, progress: bool = True,
+                 validation: Any = None, beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
                  weight_decay: float | None = 0.1, decay_all: bool = False,
                  clip_grad_norm: float | None = 1.0, lr_schedule: str = "cosine",
                  warmup_epochs: float = 0, parallel: bool = True) -> dict[str, list]:
         """Train a language model (an :class:`~loopprop.layers.Embedding` first, one
         distribution per position last: :func:`loopprop.models.gpt`) on a corpus of token ids.
 
-        Each step draws ``batch_size`` windows of ``T`` tokens at random offsets *inside the
-        compiled epoch* (loopprop's own generator, seeded from ``seed`` and the epoch): the
+        Each step takes ``batch_size`` windows of ``T`` tokens *inside the compiled epoch*: the
         inputs are ``ids[s : s + T]``, the labels the next token at each position,
         ``ids[s + 1 : s + T + 1]``. An epoch is ``steps_per_epoch`` steps, in one compiled call.
 
@@ -179,6 +178,15 @@ class Fitting:
         ----------
         ids : 1-D integer token ids (:meth:`loopprop.text.CharTokenizer.encode`), longer than
             the block ``T``
+        windows : ``"random"``: every window at a random offset (loopprop's own generator,
+            seeded from ``seed`` and the epoch); ``"consecutive"``: truncated backpropagation
+            through time -- the corpus is cut into ``batch_size`` streams and each step takes
+            the next window of every stream, a recurrent model starting from the states the
+            previous window ended with (the gradient stops at the window's start, as
+            PyTorch's ``h.detach()``); every epoch starts the streams again from their
+            beginnings and zero states
+        steps_per_epoch : steps per epoch; by default 100 random windows, or one pass over the
+            streams (``(n − 1) // (batch_size·T)`` steps) with consecutive windows
         validation : optional 1-D ids held out; after every epoch the mean loss over its
             non-overlapping windows (``val_loss``, in nats per token)
         optimizer, lr, beta1, beta2, eps, weight_decay, decay_all, clip_grad_norm,
@@ -199,15 +207,26 @@ class Fitting:
             momentum=0.9, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
             decay_all=decay_all, clip_grad_norm=clip_grad_norm, lr_schedule=lr_schedule,
             warmup_epochs=warmup_epochs, step_epochs=1, lr_gamma=0.1)
-        steps = _checks.check_positive_int(steps_per_epoch, "steps_per_epoch")
+        _checks.check_choice(windows, "windows", ("random", "consecutive"))
         T = self.check_language_model("fit_text")
         corpus = self._check_ids(ids, "ids", T + 1)
+        bs = o.batch_size
+        consecutive = windows == "consecutive"
+        per_stream = (corpus.shape[0] - 1) // bs
+        if consecutive and per_stream < T:
+            raise ValueError(f"ids: windows='consecutive' cuts the corpus into batch_size={bs} "
+                             f"streams of at least T + 1 = {T + 1} tokens each, but "
+                             f"{corpus.shape[0]} tokens give {per_stream + 1}: use a smaller "
+                             f"batch_size (at most {(corpus.shape[0] - 1) // T}) or more text")
+        if steps_per_epoch is None:
+            steps = per_stream // T if consecutive else 100
+        else:
+            steps = _checks.check_positive_int(steps_per_epoch, "steps_per_epoch")
         val = None
         if validation is not None:
             windows = self._windows(self._check_ids(validation, "validation", T + 1), T)
             val = (self.check_inputs(windows[0], "validation"),
                    *self.check_targets(windows[1], windows[0].shape[1], "validation"))
-        bs = o.batch_size
         buf = self._fit_buffers(bs)
         opt, decay = self._optimizer(o, steps)
         Ybuf = np.zeros(1, self.dtype)
@@ -220,7 +239,8 @@ class Fitting:
         def epoch(gnorm, dropout_seed, stop, threads):
             args = (self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
                     Norms(self._norm_spans, gnorm),
-                    Run(bs, int(window_rng.integers(0, 2**62)), dropout_seed, threads), stop)
+                    Run(bs, -1 if consecutive else int(window_rng.integers(0, 2**62)),
+                        dropout_seed, threads), stop)
             return _train._train_text_epoch(*args,
                                             self._table_beside(_train._train_text_epoch, args))
 

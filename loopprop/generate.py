@@ -61,8 +61,8 @@ class _Stepper:
         for r, layer in enumerate(self.one.rows):
             if isinstance(layer, CausalSelfAttention):
                 plan[r, T_MAX] = self.block  # the cache's length (the decode row's)
-                self.kv_offs[r] = size
-                size += 2 * layer.C * self.block
+            self.kv_offs[r] = size
+            size += layer.decode_cache_size(self.block)
         self.plan = plan
         self.kv = np.zeros(max(size, 1), net.dtype)
         self.buf = _plan.Buffers(self.one.layout, 1, net.dtype)
@@ -98,15 +98,32 @@ def _draw(probs: np.ndarray, temperature: float, rng: np.random.Generator) -> in
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(w) - 1))
 
 
+def _recomputed(net, ctx: list[int]) -> np.ndarray:
+    """The next token's probabilities after ``ctx`` (at most ``net``'s window), from the whole
+    network run on it from the start."""
+    T = net.input_shape[0]
+    X = np.zeros((T, 1), np.int64)
+    X[:len(ctx), 0] = ctx
+    probs = net.evaluate_checked(net.check_inputs(X), np.zeros((0, 1), net.dtype),
+                                 np.zeros((T, 1), np.int64), False)["output"]
+    return probs[:, len(ctx) - 1, 0].astype(np.float64)
+
+
 def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 0,
            use_cache: bool = True) -> np.ndarray:
     """Continue ``prompt`` (token ids, 1-D, non-empty) by ``n_tokens`` tokens drawn from the
-    language model ``net`` (:func:`loopprop.models.gpt`); returns the new ids.
+    language model ``net`` (:func:`loopprop.models.gpt`, :func:`loopprop.models.char_rnn`);
+    returns the new ids.
+
+    A GPT sees at most its ``block_size`` positions: its context restarts from the last half
+    when full (the module's docstring). A recurrent model carries its states from token to
+    token -- each new token costs one step of every layer, ``O(1)`` in the context's length --
+    and its context is the whole prompt and everything drawn since.
 
     ``temperature`` τ ≥ 0 divides the logits (below 1: surer, above: more varied; below
     :data:`GREEDY_TEMPERATURE`, 0 included, the most probable token every time); ``seed``
     makes the draw reproducible. ``use_cache=False`` recomputes the whole context for every
-    token (the reference the cache is tested against)."""
+    token (the reference the cache and the carried states are tested against)."""
     T = net.check_language_model("sample")
     n_tokens = _checks.check_int(n_tokens, "n_tokens", 0, "non-negative number of tokens")
     temperature = _checks.check_fraction(temperature, "temperature", 0.0, math.inf,
@@ -117,7 +134,8 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
         raise ValueError(f"prompt: expected a non-empty 1-D array of token ids, got shape "
                          f"{prompt.shape}")
     net.rows[0].check_input(prompt, "prompt", net.dtype)
-    ctx = [int(v) for v in prompt[-T:]]
+    bounded = any(layer.limits_context for layer in net.rows)
+    ctx = [int(v) for v in (prompt[-T:] if bounded else prompt)]
     rng = np.random.default_rng(seed)
     out = []
     if use_cache:
@@ -128,15 +146,11 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
         if use_cache:
             probs = stepper.step(ctx[-1], len(ctx) - 1)
         else:
-            X = np.zeros((T, 1), np.int64)
-            X[:len(ctx), 0] = ctx
-            probs = net.evaluate_checked(net.check_inputs(X), np.zeros((0, 1), net.dtype),
-                                          np.zeros((T, 1), np.int64), False)["output"]
-            probs = probs[:, len(ctx) - 1, 0].astype(np.float64)
+            probs = _recomputed(net if bounded else net.sharing((len(ctx),)), ctx)
         tok = _draw(probs, temperature, rng)
         out.append(tok)
         ctx.append(tok)
-        if len(ctx) > T:  # the context is full: restart from its last half
+        if bounded and len(ctx) > T:  # the context is full: restart from its last half
             ctx = ctx[-(T // 2):] if T > 1 else ctx[-1:]
             if use_cache:
                 for pos, t in enumerate(ctx[:-1]):
