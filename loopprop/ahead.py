@@ -21,7 +21,9 @@ from . import dispatch as _dispatch
 from .layers.registry import kind_of
 
 #: the models ``loopprop compile`` knows, as ``loopprop train --model`` names them
-MODELS = ("mlp", "cnn", "resnet", "gpt")
+MODELS = ("mlp", "cnn", "resnet", "gpt", "lstm", "gru", "rnn")
+#: the language models among them (trained with fit_text, sampled)
+LANGUAGE_MODELS = ("gpt", "lstm", "gru", "rnn")
 
 
 def network(model: str, dtype: str):
@@ -37,6 +39,8 @@ def network(model: str, dtype: str):
         return Network(layers, loss="cross_entropy", input_shape=(1, 8, 8), dtype=dtype)
     if model == "gpt":
         return models.gpt(5, 4, 1, 1, 4, dtype=dtype)
+    if model in models.CELLS:
+        return models.char_rnn(5, 4, 1, cell=model, block_size=4, dtype=dtype)
     raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {model!r}")
 
 
@@ -53,7 +57,7 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
     net = network(model, dtype)
     out: list[tuple[str, Callable[[], object]]] = []
     kinds: list[tuple[str, list[tuple]]] = []  # (kind name, its row jobs)
-    decode = model == "gpt"  # sampling decodes position by position
+    decode = model in LANGUAGE_MODELS  # sampling decodes position by position
     seen = set()
     for row in net.rows:
         kind = kind_of(row)
@@ -63,7 +67,7 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
         kinds.append((kind.name, [_helper.row_job(fn, dtype, d) for fn, d
                                   in _dispatch.row_functions([kind.code], decode)]))
     jobs = [job for _, rows in kinds for job in rows]
-    jobs.append(_helper.epochs_job(dtype, text=model == "gpt"))
+    jobs.append(_helper.epochs_job(dtype, text=model in LANGUAGE_MODELS))
     helper: dict[str, _helper.Helper | None] = {}
 
     def start() -> str:
@@ -92,7 +96,7 @@ def steps(model: str, dtype: str) -> list[tuple[str, Callable[[], object]]]:
         return run
 
     rng = np.random.default_rng(0)
-    if model == "gpt":
+    if model in LANGUAGE_MODELS:
         ids = rng.integers(0, 5, 64)
         out.append(("the training epoch", joined(lambda: net.fit_text(
             ids, epochs=1, steps_per_epoch=1, batch_size=2, progress=False,

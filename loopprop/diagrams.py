@@ -8,6 +8,8 @@ Kinds:
 * ``"network"`` — §13's forward and backward signals, with this network's layer sizes and
   activations.
 * ``"cache"`` — §14: what the forward pass caches for each layer and where backward reads it.
+* ``"unrolled"`` — a recurrent network unrolled over time steps (:mod:`loopprop.unrolled`),
+  for networks holding an RNN, LSTM or GRU.
 
 A network built from sizes and activation names (``Network([64, 32, 10], ["relu", "softmax"],
 …)``) is drawn in the notation of docs/formulas.md (``Z`` and ``A`` per layer). Any other
@@ -24,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = ("workflow", "neuron", "network", "cache")
+#: the kinds drawn only for some networks: ``"unrolled"`` needs a recurrent layer
+RECURRENT_KINDS = ("unrolled",)
 
 
 def _q(text: str) -> str:
@@ -327,7 +331,8 @@ def layers_cache(net, batch_size: int | None = None) -> str:
 
 
 def to_mermaid(net, kind: str = "network", batch_size: int | None = None) -> str:
-    """Mermaid source for ``kind`` in workflow, neuron, network, cache (docs/formulas.md §14):
+    """Mermaid source for ``kind`` in workflow, neuron, network, cache (docs/formulas.md §14),
+    or unrolled (a recurrent network over its time steps):
     in the notation of docs/formulas.md for a network built from sizes, one node per layer for
     any other. ``batch_size`` adds to the cache diagram the memory each cache takes for a batch
     of that size."""
@@ -340,8 +345,13 @@ def to_mermaid(net, kind: str = "network", batch_size: int | None = None) -> str
     else:
         builders = {"workflow": layers_workflow, "neuron": layers_neuron,
                     "network": layers_network, "cache": layers_cache}
+    if kind == "unrolled":
+        from .unrolled import unrolled
+
+        return unrolled(net)
     if kind not in builders:
-        raise ValueError(f"kind: unknown diagram {kind!r}; valid kinds are {', '.join(KINDS)}")
+        raise ValueError(f"kind: unknown diagram {kind!r}; valid kinds are "
+                         f"{', '.join(KINDS + RECURRENT_KINDS)}")
     if kind == "cache":
         return builders[kind](net, batch_size)
     return builders[kind](net)

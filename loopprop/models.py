@@ -193,6 +193,7 @@ def resnet_layers(dataset: str):
             BatchNorm(), ReLU(), MaxPool2d(2), *block(32), Flatten(), Dense(10), Softmax()]
 
 
-__all__ = ["ADAM_LR", "CNN_DEFAULTS", "GPT_DEFAULTS", "GPT_SIZES", "MLP_DEFAULTS",
+__all__ = ["ADAM_LR", "CELLS", "CHAR_RNN_DEFAULTS", "CHAR_RNN_SIZES", "CNN_DEFAULTS",
+           "GPT_DEFAULTS", "GPT_SIZES", "MLP_DEFAULTS",
            "RESNET_DEFAULTS", "cnn_layers", "gpt", "gpt_layers", "lenet_layers", "mlp",
            "resnet_layers"]

@@ -1,4 +1,5 @@
-"""Plots of a training history: loss, accuracy and per-layer gradient norms per epoch.
+"""Plots of a training history (loss, accuracy and per-layer gradient norms per epoch) and of
+the gradient through time of recurrent layers.
 
 matplotlib is an optional extra (``pip install "loopprop[plot]"``); it is imported only here.
 """
@@ -47,11 +48,16 @@ def plot_history(history: Mapping[str, Sequence], path: str, title: str = "") ->
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _save_figure(fig, path: str) -> None:
+    """``fig`` as a PNG at ``path``, written atomically (a temporary file, then a rename)."""
     from ._files import atomic_path
 
     with atomic_path(path, suffix=os.path.splitext(path)[1] or ".png") as tmp:
         fig.savefig(tmp, dpi=110)
-    plt.close(fig)
 
 
 def plot_grad_norms(ax, grad_norm: Sequence[Sequence[float]], label_prefix: str = "") -> None:
@@ -63,3 +69,21 @@ def plot_grad_norms(ax, grad_norm: Sequence[Sequence[float]], label_prefix: str 
     ax.set_yscale("log")
     ax.set(title="mean ‖dW‖ per layer", xlabel="epoch")
     ax.legend(fontsize=7)
+
+
+def plot_through_time(curves: Mapping[str, Sequence[float]], path: str, title: str = "") -> None:
+    """Write a PNG of ``‖∂L/∂h_t‖`` against the steps back from the loss's position, one curve
+    per model (:func:`loopprop.through_time.gradient_through_time`), on a log axis: a vanishing
+    gradient is a straight line falling."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, norms in curves.items():
+        back = list(reversed(list(norms)))
+        ax.plot(range(len(back)), back, marker=".", label=name)
+    ax.set_yscale("log")
+    ax.set(title=title or "the gradient through time", xlabel="steps back from the loss (T−1−t)",
+           ylabel="‖∂L/∂h_t‖")
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)

@@ -1,4 +1,5 @@
-"""``loopprop train`` (an mlp, cnn, resnet or gpt on a dataset) and ``loopprop compile``."""
+"""``loopprop train`` (an mlp, cnn or resnet on a dataset; a gpt, lstm, gru or rnn on text) and
+``loopprop compile``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from ._args import CLIError, _plural, _score_line, _writable_target
 
 #: ``loopprop train`` options that only some models read: given to another model they are an
 #: error, never silently ignored
-MODEL_ONLY = {"dataset": ("mlp", "cnn", "resnet"), "hidden": ("mlp",), "activation": ("mlp",),
-              "text": ("gpt",), **{name: ("gpt",) for name in models.GPT_SIZES}}
+RECURRENT = tuple(models.CELLS)
+TEXT_MODELS = ("gpt", *RECURRENT)
+MODEL_ONLY = {"dataset": ("mlp", "cnn", "resnet"), "hidden": ("mlp", *RECURRENT),
+              "activation": ("mlp",), "text": TEXT_MODELS, "n_head": ("gpt",),
+              **{name: TEXT_MODELS for name in models.GPT_SIZES if name != "n_head"}}
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -27,7 +31,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     total = 0.0
     for model in chosen:
-        dtypes = list(dict.fromkeys(args.dtype or ["float32" if model == "gpt" else "float64"]))
+        dtypes = list(dict.fromkeys(args.dtype or ["float32" if model in TEXT_MODELS
+                                                   else "float64"]))
         spent = compile_models([model], dtypes, progress=not args.no_progress)
         total += sum(spent.values())
     print(f"compiled {', '.join(chosen)} in {total:.1f} s of compiling "
@@ -44,8 +49,15 @@ def _refuse_ignored(args: argparse.Namespace) -> None:
             option = "--" + dest.replace("_", "-")
             raise CLIError(f"{option}: not used by --model {args.model}; it applies to "
                            f"--model {' or '.join(readers)}")
-    for dest, value in models.GPT_SIZES.items():
-        if getattr(args, dest) is None:
+    if args.model in RECURRENT:
+        if args.hidden is not None and len(args.hidden) != 1:
+            raise CLIError(f"--hidden: one size for --model {args.model} (the units of every "
+                           f"one of its --n-layer layers), got {'-'.join(map(str, args.hidden))}")
+        args.hidden = args.hidden[0] if args.hidden else models.CHAR_RNN_SIZES["hidden"]
+    sizes = (models.GPT_SIZES if args.model == "gpt" else
+             models.CHAR_RNN_SIZES if args.model in RECURRENT else {})
+    for dest, value in sizes.items():
+        if getattr(args, dest, None) is None:
             setattr(args, dest, value)
 
 
@@ -53,8 +65,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .. import datasets
 
     _refuse_ignored(args)
-    if args.model == "gpt":
-        return _train_gpt(args)
+    if args.model in TEXT_MODELS:
+        return _train_language_model(args)
     args.dataset = args.dataset or "digits"
     args.activation = args.activation or "relu"
     args.dtype = args.dtype or "float64"
@@ -223,24 +235,29 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
     return _save_and_plot(net, hist, save, plot, f"{args.dataset}: {name}")
 
 
-def _train_gpt(args: argparse.Namespace) -> int:
+def _train_language_model(args: argparse.Namespace) -> int:
+    """A character-level GPT (random windows) or recurrent model (consecutive windows carrying
+    the states: truncated backpropagation through time) on ``--text``."""
     from .. import text
 
+    gpt = args.model == "gpt"
     if args.loss is not None:
-        raise CLIError("--loss: not used by --model gpt (a language model with cross-entropy; "
-                       "size it with --n-layer, --n-head, --n-embd)")
-    if args.n_embd % args.n_head:
+        sizes = "--n-layer, --n-head, --n-embd" if gpt else "--hidden, --n-layer, --n-embd"
+        raise CLIError(f"--loss: not used by --model {args.model} (a language model with "
+                       f"cross-entropy; size it with {sizes})")
+    if gpt and args.n_embd % args.n_head:
         raise CLIError(f"--n-head: n_embd={args.n_embd} is not divisible by n_head="
                        f"{args.n_head}; each head takes n_embd / n_head features")
+    defaults = models.GPT_DEFAULTS if gpt else models.CHAR_RNN_DEFAULTS
     optimizer = args.optimizer or "adamw"
-    epochs = args.epochs or models.GPT_DEFAULTS["epochs"]
-    batch = args.batch_size or models.GPT_DEFAULTS["batch_size"]
-    lr = args.lr if args.lr is not None else models.GPT_DEFAULTS["lr"]
+    epochs = args.epochs or defaults["epochs"]
+    batch = args.batch_size or defaults["batch_size"]
+    lr = args.lr if args.lr is not None else defaults["lr"]
     if args.warmup_epochs == 0.0:
-        args.warmup_epochs = models.GPT_DEFAULTS["warmup_epochs"] if epochs > 1 else 0.0
+        args.warmup_epochs = defaults["warmup_epochs"] if epochs > 1 else 0.0
     opts = _schedule_options(args, epochs, "cosine")
-    opts.setdefault("weight_decay", models.GPT_DEFAULTS["weight_decay"])
-    opts.setdefault("clip_grad_norm", models.GPT_DEFAULTS["clip_grad_norm"])
+    opts.setdefault("weight_decay", defaults["weight_decay"])
+    opts.setdefault("clip_grad_norm", defaults["clip_grad_norm"])
     save, plot = _outputs(args)
     if args.text:
         corpus, source = text.read_text(args.text), args.text
@@ -255,22 +272,41 @@ def _train_gpt(args: argparse.Namespace) -> int:
                        f"--block-size {T} (the last 10% is held out: each part needs more "
                        f"than {T}); use a longer text or a smaller --block-size")
     val_ids = val_ids[:args.val_tokens + 1]
-    net = models.gpt(tok.vocab_size, T, args.n_layer, args.n_head, args.n_embd,
-                     dtype=args.dtype or "float32", seed=args.seed)
+    dtype = args.dtype or "float32"
+    if gpt:
+        net = models.gpt(tok.vocab_size, T, args.n_layer, args.n_head, args.n_embd, dtype=dtype,
+                         seed=args.seed)
+        what = f"gpt: {args.n_layer} layers, {args.n_head} heads, n_embd {args.n_embd}, block"
+        windows, steps = "random", args.steps_per_epoch
+        per_epoch = f"{steps} steps of random windows"
+    else:
+        streams = (len(train_ids) - 1) // batch
+        if streams < T:
+            raise CLIError(f"--batch-size: {len(train_ids):,} training characters make "
+                           f"{batch} streams of {streams + 1}, shorter than a window of "
+                           f"--block-size {T} + 1; use a smaller --batch-size or a longer "
+                           "text")
+        net = models.char_rnn(tok.vocab_size, args.hidden, args.n_layer, cell=args.model,
+                              block_size=T, n_embd=args.n_embd, dtype=dtype, seed=args.seed)
+        what = (f"{args.model}: {args.n_layer} layers of {args.hidden} units, n_embd "
+                f"{args.n_embd}, truncated BPTT over windows of")  # … T tokens
+        windows, steps = "consecutive", args.steps_per_epoch
+        n = steps or streams // T
+        per_epoch = (f"{n} steps of consecutive windows carrying the states"
+                     + (" (one pass over the streams)" if steps is None else ""))
     net.metadata["tokenizer"] = tok.to_config()
     net.metadata["text"] = source
     h = text.unigram_entropy(train_ids, tok.vocab_size)
-    print(f"gpt: {args.n_layer} layers, {args.n_head} heads, n_embd {args.n_embd}, block {T}, "
-          f"vocabulary {tok.vocab_size} characters, {net.flat_params.size:,} parameters "
-          f"({net.dtype.name})\ntext: {source}: {len(corpus):,} characters ({len(train_ids):,} "
-          f"train / {len(val_ids):,} validation); unigram entropy {h:.3f} nats/char\n"
+    print(f"{what} {T}, vocabulary {tok.vocab_size} characters, "
+          f"{net.flat_params.size:,} parameters ({net.dtype.name})\ntext: {source}: "
+          f"{len(corpus):,} characters ({len(train_ids):,} train / {len(val_ids):,} "
+          f"validation); unigram entropy {h:.3f} nats/char\n"
           f"{optimizer}, lr {lr:g} ({opts['lr_schedule']}, warm-up {args.warmup_epochs:g} "
-          f"epochs), batch {batch}, {_plural(epochs, 'epoch')} of {args.steps_per_epoch} steps",
-          flush=True)
+          f"epochs), batch {batch}, {_plural(epochs, 'epoch')} of {per_epoch}", flush=True)
     t0 = time.perf_counter()
     hist = _interruptible(net, save, lambda: net.fit_text(
-        train_ids, epochs=epochs, steps_per_epoch=args.steps_per_epoch, batch_size=batch, lr=lr,
-        optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
+        train_ids, epochs=epochs, steps_per_epoch=steps, windows=windows, batch_size=batch,
+        lr=lr, optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
         validation=val_ids, **opts))
     elapsed = time.perf_counter() - t0
     rate = hist["tokens_per_s"]
@@ -279,7 +315,7 @@ def _train_gpt(args: argparse.Namespace) -> int:
           f"{hist['loss'][-1]:.4f}  ({elapsed:.1f} s"
           + (f", of which compiling {compiled:.1f} s" if compiled > 0 else "")
           + f"; {rate[-1]:,.0f} tokens/s in the last epoch)")
-    return _save_and_plot(net, hist, save, plot, f"gpt on {source}")
+    return _save_and_plot(net, hist, save, plot, f"{args.model} on {source}")
 
 
 def _epoch_times(times: list[float], compile_times: list[float] | None = None) -> str:

@@ -114,10 +114,29 @@ class LSTM(_Recurrent):
     (:func:`loopprop.kernels.recurrent.lstm_forward`). Parameters ``W_x (4h, d)``, ``W_h (4h,
     h)``, ``b (4h,)``. Caches per example ``h0``, ``c0`` and, time-major, every ``h_t``,
     ``c_t`` and the four gates' values.
+
+    ``forget_bias`` is added to the forget gate's bias at initialization (after PyTorch's
+    uniform draw): at 1 the gates start open, ``σ(1) ≈ 0.73``, and the gradient reaches far
+    back through the cell from the first step (Gers et al. 2000; Jozefowicz et al. 2015 found
+    it helps every task they tried). 0 gives PyTorch's initialization exactly.
     """
 
     gates = 4
     n_states = 2
+
+    def __init__(self, hidden: int, forget_bias: float = 1.0) -> None:
+        super().__init__(hidden)
+        self.forget_bias = _checks.check_fraction(
+            forget_bias, "forget_bias", -math.inf, math.inf,
+            example=" such as 1.0 (added to the forget gate's bias at initialization)")
+
+    def init_params(self, views, rng, init):
+        super().init_params(views, rng, init)
+        h = self.hidden
+        views[2][h:2 * h] += self.forget_bias
+
+    def config(self):
+        return {"hidden": self.hidden, "forget_bias": self.forget_bias}
     kernels = ("recurrent._lstm_forward_tuned", "recurrent._lstm_backward_tuned")
     param_names = ("W_x", "W_h", "b")
     settings = ("d", "hidden", "T")
