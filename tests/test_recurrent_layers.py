@@ -31,44 +31,44 @@ def char_model(cell, *, vocab=V, hidden=HIDDEN, n_layer=2, block=T, dtype="float
 
 
 def reference(torch, net):
-    """The same model in PyTorch (weights copied, ``bias_hh`` zero where loopprop keeps one
-    bias): a function of the ids ``(m, T)`` returning logits ``(m, T, V)``, and the
-    parameters by loopprop's names (``"1.W_x"``: row 1's ``W_x``)."""
+    """The same model in PyTorch (weights copied; where loopprop keeps one bias, ``bias_ih``
+    holds it and ``bias_hh`` is frozen at zero): a function of the ids ``(m, T)`` returning
+    logits ``(m, T, V)``, and the parameters by loopprop's names (``"1.W_x"``: row 1's
+    ``W_x``)."""
     rows = net.rows
-    params = {}
-
-    def leaf(name, value):
-        params[name] = torch.tensor(np.array(value), requires_grad=True)
-        return params[name]
-
-    E = leaf("0.E", rows[0].E)
-    cells = []
+    params = {"0.E": torch.tensor(np.array(rows[0].E), requires_grad=True)}
+    modules = []
     for r, layer in enumerate(rows[1:-2], start=1):
-        Wx, Wh = leaf(f"{r}.W_x", layer.W_x), leaf(f"{r}.W_h", layer.W_h)
-        if isinstance(layer, GRU):
-            bx, bh = leaf(f"{r}.b_x", layer.b_x), leaf(f"{r}.b_h", layer.b_h)
+        if isinstance(layer, RNN):
+            mod = torch.nn.RNN(layer.d, layer.hidden, nonlinearity=layer.nonlinearity,
+                               dtype=torch.float64)
         else:
-            bx, bh = leaf(f"{r}.b", layer.b), None
-        cells.append((layer, Wx, Wh, bx, bh))
-    W, b = leaf(f"{len(rows) - 2}.W", rows[-2].W), leaf(f"{len(rows) - 2}.b", rows[-2].b)
-    F = torch.nn.functional
+            cls = torch.nn.LSTM if isinstance(layer, LSTM) else torch.nn.GRU
+            mod = cls(layer.d, layer.hidden, dtype=torch.float64)
+        with torch.no_grad():
+            mod.weight_ih_l0.copy_(torch.tensor(np.array(layer.W_x)))
+            mod.weight_hh_l0.copy_(torch.tensor(np.array(layer.W_h)))
+            if isinstance(layer, GRU):
+                mod.bias_ih_l0.copy_(torch.tensor(np.array(layer.b_x)))
+                mod.bias_hh_l0.copy_(torch.tensor(np.array(layer.b_h)))
+                params[f"{r}.b_x"], params[f"{r}.b_h"] = mod.bias_ih_l0, mod.bias_hh_l0
+            else:
+                mod.bias_ih_l0.copy_(torch.tensor(np.array(layer.b)))
+                mod.bias_hh_l0.zero_()
+                mod.bias_hh_l0.requires_grad_(False)
+                params[f"{r}.b"] = mod.bias_ih_l0
+        params[f"{r}.W_x"], params[f"{r}.W_h"] = mod.weight_ih_l0, mod.weight_hh_l0
+        modules.append(mod)
+    o = len(rows) - 2
+    W = params[f"{o}.W"] = torch.tensor(np.array(rows[o].W), requires_grad=True)
+    b = params[f"{o}.b"] = torch.tensor(np.array(rows[o].b), requires_grad=True)
+    E = params["0.E"]
 
     def forward(ids):
-        x = E.T[ids].transpose(0, 1)  # (T, m, d)
-        for layer, Wx, Wh, bx, bh in cells:
-            zero = torch.zeros_like(bx)
-            if isinstance(layer, LSTM):
-                x, _ = torch._VF.lstm(x, (torch.zeros(1, x.shape[1], layer.hidden,
-                                                      dtype=x.dtype),) * 2,
-                                      [Wx, Wh, bx, zero], True, 1, 0.0, False, False, False)
-            elif isinstance(layer, GRU):
-                x, _ = torch._VF.gru(x, torch.zeros(1, x.shape[1], layer.hidden, dtype=x.dtype),
-                                     [Wx, Wh, bx, bh], True, 1, 0.0, False, False, False)
-            else:
-                rnn = torch._VF.rnn_relu if layer.nonlinearity == "relu" else torch._VF.rnn_tanh
-                x, _ = rnn(x, torch.zeros(1, x.shape[1], layer.hidden, dtype=x.dtype),
-                           [Wx, Wh, bx, zero], True, 1, 0.0, False, False, False)
-        return F.linear(x, W, b).transpose(0, 1)  # (m, T, V)
+        x = E.T[ids].transpose(0, 1)  # (T, m, d): PyTorch's sequence-first layout
+        for mod in modules:
+            x, _ = mod(x)
+        return torch.nn.functional.linear(x, W, b).transpose(0, 1)  # (m, T, V)
 
     return forward, params
 
@@ -142,14 +142,17 @@ def test_gradients_match_finite_differences(cell):
 
 @pytest.mark.parametrize("layer", [RNN(5), LSTM(5), GRU(5)], ids=["rnn", "lstm", "gru"])
 def test_a_recurrent_first_layer_on_float_sequences_equals_pytorch(layer, rng):
-    """Row 0 (no input gradient to pass: the kernels' dx = 0), a regression on every state."""
+    """Row 0 (no input gradient to pass: the kernels' dx = 0): a regression on the flattened
+    states."""
     torch = torch_or_skip()
-    net = Network([layer, Dense(2)], loss="mse", input_shape=(3, 6), dtype="float64", seed=2)
+    net = Network([layer, lp.layers.Flatten(), Dense(2)], loss="mse", input_shape=(3, 6),
+                  dtype="float64", seed=2)
     X = rng.standard_normal((3, 6, 4))
-    Y = rng.standard_normal((2, 6, 4))
+    Y = rng.standard_normal((2, 4))
     net.forward(X)
     net.zero_grad()
-    loss = net.backward(Y.reshape(12, 4))
+    loss = net.backward(Y)
+    layer = net.rows[0]  # the network's own copy, bound to its parameters
     cls = {RNN: torch.nn.RNN, LSTM: torch.nn.LSTM, GRU: torch.nn.GRU}[type(layer)]
     mod = cls(3, 5, dtype=torch.float64)
     with torch.no_grad():
@@ -160,16 +163,16 @@ def test_a_recurrent_first_layer_on_float_sequences_equals_pytorch(layer, rng):
             mod.bias_hh_l0.copy_(torch.tensor(layer.b_h))
         else:
             mod.bias_hh_l0.zero_()
-    W = torch.tensor(np.array(net.rows[1].W), requires_grad=True)
-    b = torch.tensor(np.array(net.rows[1].b), requires_grad=True)
+    W = torch.tensor(np.array(net.rows[2].W), requires_grad=True)
+    b = torch.tensor(np.array(net.rows[2].b), requires_grad=True)
     H, _ = mod(torch.tensor(X.transpose(1, 2, 0)))  # (T, m, h)
-    out = H @ W.T + b  # (T, m, 2)
-    ref = ((out - torch.tensor(Y.transpose(1, 2, 0))) ** 2).sum() / (2 * 4)
+    out = H.permute(1, 2, 0).reshape(4, 30) @ W.T + b  # Flatten of (h, T): j·T + t
+    ref = ((out - torch.tensor(Y.T)) ** 2).sum() / (2 * 4)
     ref.backward()
     assert abs(loss - ref.item()) <= 1e-10 * ref.item()
     assert_close("dW_h", layer.dW_h, mod.weight_hh_l0.grad.numpy(), 1e-10)
     assert_close("dW_x", layer.dW_x, mod.weight_ih_l0.grad.numpy(), 1e-10)
-    assert_close("dW", net.rows[1].dW, W.grad.numpy(), 1e-10)
+    assert_close("dW", net.rows[2].dW, W.grad.numpy(), 1e-10)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -314,12 +317,16 @@ def test_explain_lists_the_recurrent_weight_gradient_step_by_step(cell, rng):
     to finite differences, and the text names the sum over t."""
     net = char_model(cell)
     X, Y = batch(rng, 2)
-    e = explain_param(net, X, Y, layer=2, param="W_h", index=(1, 2), top=3)
+    net.forward(X)
+    net.zero_grad()
+    net.backward(Y)
+    i, j = np.unravel_index(np.argmax(np.abs(net.rows[1].dW_h)), net.rows[1].dW_h.shape)
+    e = explain_param(net, X, Y, layer=2, param="W_h", index=(i, j), top=3)
     assert len(e.terms) == T and sorted(t.where for t in e.terms) == [(t,) for t in range(T)]
     assert abs(e.total - e.backward) <= 1e-10 * abs(e.backward)
     assert abs(e.total - e.numeric) <= 1e-6 * max(abs(e.backward), 1e-8)
     text_ = str(e)
-    assert "Σ_t Σ_k δ_t[1, k]·h_(t−1)[2, k]" in text_ and "Backpropagation through time" in text_
+    assert f"Σ_t Σ_k δ_t[{i}, k]·h_(t−1)[{j}, k]" in text_ and "Backpropagation through time" in text_
     assert "‖∂L/∂h_t‖ over t" in text_
     shown = [line for line in text_.splitlines() if line.startswith("  at (")]
     values = [abs(t.value) for t in sorted(e.terms, key=lambda t: -abs(t.value))[:3]]
@@ -351,7 +358,7 @@ def test_an_lstm_carries_the_gradient_further_back_than_an_rnn():
 def test_bad_recurrent_input_gets_clear_errors(rng):
     with pytest.raises(ValueError, match="hidden"):
         LSTM(0)
-    with pytest.raises(ValueError, match="nonlinearity.*'tanh', 'relu'"):
+    with pytest.raises(ValueError, match="nonlinearity: unknown value 'sigmoid'; valid names are tanh, relu"):
         RNN(4, "sigmoid")
     with pytest.raises(ValueError, match=r"expects a sequence \(C, T\).*got input shape \(5,\)"):
         Network([LSTM(4), Dense(2)], loss="mse", input_shape=(5,))
@@ -367,7 +374,7 @@ def test_bad_recurrent_input_gets_clear_errors(rng):
     with pytest.raises(TypeError, match="carry: expected True or False"):
         net.forward(X, carry=1)
     ids = np.arange(30) % V
-    with pytest.raises(ValueError, match="windows.*'random', 'consecutive'"):
+    with pytest.raises(ValueError, match="windows: unknown value 'shuffled'; valid names are random, consecutive"):
         net.fit_text(ids, windows="shuffled", progress=False)
     with pytest.raises(ValueError, match="batch_size=8 streams.*at most 5"):
         net.fit_text(ids, windows="consecutive", batch_size=8, progress=False)
