@@ -26,7 +26,10 @@ from .kernels.activations import (SIGMOID, TANH, _activation_backward_tuned,
 from .kernels.conv import conv2d_backward, conv2d_forward
 from .kernels.dense import dense_backward, dense_forward
 from . import models
-from .bench_torch import torch_gpt, torch_twin
+from .bench_sequence import (CHAR_RNN, GPTS, attention_workload,  # noqa: F401 - asv
+                             best_step_time, char_rnn_workload, gpt_workload,  # reads them
+                             lstm_workload)  # as loopprop.bench.*
+from .bench_torch import torch_or_none, torch_twin
 from .network import Network
 
 
@@ -63,14 +66,6 @@ def _data(n_in: int, n_out: int, n: int, dtype, seed: int = 0):
     return X, y
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
 def epoch_workload(sizes: list[int], batch: int, n: int, dtype: str = "float64",
                    with_torch: bool = True) -> dict[str, Callable[[], object]]:
     """One training epoch (SGD, ReLU hidden, softmax + CE) three ways, on the same data."""
@@ -84,7 +79,7 @@ def epoch_workload(sizes: list[int], batch: int, n: int, dtype: str = "float64",
         # the leanest NumPy epoch (one @ per product, no validation), not the readable twin
         "numpy": lambda: vec.train_epoch_lean(params, X, y, batch, 0.01, acts),
     }
-    torch = _torch() if with_torch else None
+    torch = torch_or_none() if with_torch else None
     if torch is not None:
         tdt = torch.float64 if dtype == "float64" else torch.float32
         layers = []
@@ -268,7 +263,7 @@ def cnn_workload(name: str, dtype: str = "float64", with_torch: bool = True
         X_first = np.ascontiguousarray(np.moveaxis(X, -1, 0))  # NumPy's preferred layout
         arch = lean_arch(net.layers)
         fns["numpy"] = lambda: vec.cnn_epoch_lean(params, arch, X_first, y, batch, 0.01)
-    torch = _torch() if with_torch else None
+    torch = torch_or_none() if with_torch else None
     if torch is not None:
         model, _ = torch_twin(torch, net, dtype)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -300,7 +295,7 @@ def conv_workload(dtype: str = "float32", with_torch: bool = True) -> dict[str, 
         return conv2d_backward(dZ, W, A, check_finite=False)
 
     fns: dict[str, Callable] = {"loopprop": loops}
-    torch = _torch() if with_torch else None
+    torch = torch_or_none() if with_torch else None
     if torch is not None:
         tA = torch.tensor(np.ascontiguousarray(np.moveaxis(A, -1, 0)), requires_grad=True)
         tW = torch.tensor(W, requires_grad=True)
@@ -379,7 +374,7 @@ def norm_workload(which: str, shape: tuple, dtype: str = "float64", with_torch: 
         return dX, dgamma, dbeta
 
     fns: dict[str, Callable] = {"loopprop": loops, "numpy": numpy}
-    torch = _torch() if with_torch else None
+    torch = torch_or_none() if with_torch else None
     if torch is not None:
         F = torch.nn.functional
         if bn:  # (m, C, …): examples first
@@ -400,159 +395,6 @@ def norm_workload(which: str, shape: tuple, dtype: str = "float64", with_torch: 
             out.backward(tdY)
 
         fns["torch"] = torch_norm
-    return fns
-
-
-#: GPT configurations of the benchmarks: (n_layer, n_head, n_embd, block, batch, vocabulary)
-GPTS = {"small": (4, 4, 128, 64, 16, 96), "gpt2": (12, 12, 768, 64, 4, 50257)}
-
-
-def gpt_workload(config: str = "small", dtype: str = "float32", with_torch: bool = True,
-                 steps: int = 10) -> dict[str, Callable[[], list]]:
-    """``steps`` training steps (forward, backward, AdamW with clipping) of a GPT
-    (:data:`GPTS`) on random windows of a random corpus: :meth:`Network.fit_text` against the
-    same model in PyTorch eager (``torch.optim.AdamW``, ``foreach`` as its default).
-
-    Each function returns the seconds of each of its steps. loopprop's are ``fit_text``'s
-    epochs of one step each (``history["time"]``): a call's first step also touches the
-    optimizer's moments for the first time (fresh pages: about 1 s for GPT-2 small's 1 GB), a
-    cost PyTorch's optimizer pays once, in its first step ever, so :func:`best_step_time`
-    leaves every call's first step out on both sides.
-
-    Both models keep training from call to call. After about five steps of GPT-2 small,
-    PyTorch's steps slow down 3-6x on this machine's CPU (1.5 s -> 5-9 s, measured; values go
-    subnormal: with ``torch.set_flush_denormal(True)`` from the start they do not), while
-    loopprop's do not; :func:`best_step_time` counts the steps of its warm-up call too, so that
-    PyTorch's early, healthy steps set its best. (A fresh PyTorch model per call avoids the
-    slowdown but its first ten steps run slower: 56 ms instead of 42 for the small GPT.)"""
-    from .models import gpt
-
-    n_layer, n_head, n_embd, block, batch, vocab = GPTS[config]
-    rng = np.random.default_rng(0)
-    corpus = rng.integers(0, vocab, 100_000)
-    net = gpt(vocab, block, n_layer, n_head, n_embd, dtype=dtype)
-
-    def loops() -> list:
-        return net.fit_text(corpus, epochs=steps, steps_per_epoch=1, batch_size=batch,
-                            lr=1e-4, warmup_epochs=0, progress=False)["time"]
-
-    fns: dict[str, Callable[[], list]] = {"loopprop": loops}
-    torch = _torch() if with_torch else None
-    if torch is not None:
-        torch.manual_seed(0)
-        model = torch_gpt(torch, vocab, block, n_layer, n_head, n_embd)
-        if dtype == "float64":
-            model = model.double()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
-                                weight_decay=0.1)
-        tc = torch.tensor(corpus)
-
-        def torch_steps() -> list:
-            seconds = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                starts = torch.randint(0, len(corpus) - block - 1, (batch,))
-                ids = torch.stack([tc[s:s + block] for s in starts])
-                tgt = torch.stack([tc[s + 1:s + block + 1] for s in starts])
-                opt.zero_grad(set_to_none=True)
-                model(ids, tgt).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                seconds.append(time.perf_counter() - t0)
-            return seconds
-
-        fns["torch"] = torch_steps
-    return fns
-
-
-def best_step_time(fns: dict[str, Callable[[], list]], rounds: int,
-                   settle: float = 0.15) -> dict[str, float]:
-    """Best seconds per step of functions that return the seconds of each of their steps
-    (:func:`gpt_workload`), interleaved round by round, the warm-up call's steps included; each
-    call's first step is left out (one-time costs: see :func:`gpt_workload`)."""
-    best = {name: float("inf") for name in fns}
-    for _ in range(rounds + 1):  # the first round warms up, and counts
-        for name, f in fns.items():
-            time.sleep(settle)  # as best_time: let the other side's threads go to sleep
-            seconds = f()
-            if len(seconds) < 2:
-                raise ValueError("best_step_time needs at least two steps per call")
-            best[name] = min(best[name], min(seconds[1:]))
-    return best
-
-
-def attention_workload(n_head: int = 12, d_head: int = 64, T: int = 256, m: int = 8,
-                       dtype: str = "float32", with_torch: bool = True) -> dict[str, Callable]:
-    """Causal attention forward + backward: loopprop's public functions (layout ``(n_head,
-    d_head, T, m)``) against ``F.scaled_dot_product_attention(is_causal=True)`` and its
-    autograd backward (layout ``(m, n_head, T, d_head)``)."""
-    from .kernels.attention import attention_backward, attention_forward
-
-    rng = np.random.default_rng(0)
-    Q, K, V, dO = (rng.standard_normal((n_head, d_head, T, m)).astype(dtype) for _ in range(4))
-
-    def loops():
-        _, P = attention_forward(Q, K, V, check_finite=False)
-        return attention_backward(dO, Q, K, V, P, causal=True, check_finite=False)
-
-    fns: dict[str, Callable] = {"loopprop": loops}
-    torch = _torch() if with_torch else None
-    if torch is not None:
-        def to_t(A, grad=True):
-            return torch.tensor(np.ascontiguousarray(A.transpose(3, 0, 2, 1)),
-                                requires_grad=grad)
-
-        tQ, tK, tV, tdO = to_t(Q), to_t(K), to_t(V), to_t(dO, False)
-
-        def torch_attention():
-            tQ.grad = tK.grad = tV.grad = None
-            torch.nn.functional.scaled_dot_product_attention(tQ, tK, tV,
-                                                             is_causal=True).backward(tdO)
-
-        fns["torch"] = torch_attention
-    return fns
-
-
-def lstm_workload(d: int = 128, n_h: int = 256, T: int = 64, m: int = 32,
-                  dtype: str = "float32", with_torch: bool = True) -> dict[str, Callable]:
-    """An LSTM layer's forward + backward through time: loopprop's tuned kernels (layout
-    ``(d, T, m)``) against the lean NumPy LSTM (one product for every step's input projection,
-    one per step for the recurrence: ``vectorized.lstm_forward``/``lstm_backward``) and
-    ``nn.LSTM`` with its autograd backward (layout ``(T, m, d)``)."""
-    from .kernels.recurrent import lstm_backward, lstm_forward
-
-    rng = np.random.default_rng(0)
-    W_x = (rng.standard_normal((4 * n_h, d)) / np.sqrt(d)).astype(dtype)
-    W_h = (rng.standard_normal((4 * n_h, n_h)) / np.sqrt(n_h)).astype(dtype)
-    b = np.zeros(4 * n_h, dtype)
-    X = rng.standard_normal((d, T, m)).astype(dtype)
-    dH = rng.standard_normal((n_h, T, m)).astype(dtype)
-    zeros = np.zeros((n_h, m), dtype)
-
-    def loops():
-        H, _, cache = lstm_forward(W_x, W_h, b, X, check_finite=False)
-        return lstm_backward(dH, cache, check_finite=False)
-
-    def lean():
-        H, C, G = vec.lstm_forward(W_x, W_h, b, X, zeros, zeros)
-        return vec.lstm_backward(dH, W_x, W_h, X, zeros, zeros, H, C, G, zeros, zeros)
-
-    fns: dict[str, Callable] = {"loopprop": loops, "numpy": lean}
-    torch = _torch() if with_torch else None
-    if torch is not None:
-        mod = torch.nn.LSTM(d, n_h).to(torch.float32 if dtype == "float32" else torch.float64)
-        with torch.no_grad():
-            mod.weight_ih_l0[...] = torch.tensor(W_x)
-            mod.weight_hh_l0[...] = torch.tensor(W_h)
-        tX = torch.tensor(np.ascontiguousarray(X.transpose(1, 2, 0)), requires_grad=True)
-        tdH = torch.tensor(np.ascontiguousarray(dH.transpose(1, 2, 0)))
-
-        def torch_lstm():
-            mod.zero_grad()
-            tX.grad = None
-            mod(tX)[0].backward(tdH)
-
-        fns["torch"] = torch_lstm
     return fns
 
 
@@ -594,7 +436,7 @@ def warm_start_seconds() -> float:
 
 #: rows that take a minute or more each (their NumPy twins above all): ``--quick`` leaves them
 #: out unless ``-k`` names them
-SLOW_ROWS = ("CNN epoch, lenet", "CNN epoch, resnet", "GPT step")
+SLOW_ROWS = ("CNN epoch, lenet", "CNN epoch, resnet", "GPT step", "char LSTM step")
 
 
 def rows(dtype: str = "float64", quick: bool = False):
@@ -624,6 +466,8 @@ def rows(dtype: str = "float64", quick: bool = False):
         attention_workload(dtype=dtype), rounds))
     yield ("LSTM fwd+bwd d 128, h 256, T 64, b 32", lambda: best_time(
         lstm_workload(dtype=dtype), rounds))
+    yield ("char LSTM step, 2 x 256, T 64, b 32", lambda: best_step_time(
+        char_rnn_workload(dtype, steps=10), rounds))
     for name in ("sigmoid", "tanh"):
         for mode, label in (("alloc", "allocating"), ("out", "into buffers")):
             yield (f"{name} fwd+bwd, 10^6 values, {label}", lambda name=name, mode=mode:
@@ -640,7 +484,8 @@ def run(dtype: str = "float64", quick: bool = False, select: str | None = None
     print(f"loopprop bench: {dtype}, numba threads {numba.get_num_threads()}, "
           f"cpus {os.cpu_count()}, 512-bit vectors {'on' if WIDE_VECTORS else 'off'}, "
           f"numpy {np.__version__}, numba {numba.__version__}"
-          + (", torch " + _torch().__version__ if _torch() else ", torch not installed"))
+          + (f", torch {torch.__version__}" if (torch := torch_or_none()) else
+             ", torch not installed"))
     print(f"{'workload':46s} {'loopprop':>11s} {'numpy':>11s} {'torch':>11s} "
           f"{'vs numpy':>9s} {'vs torch':>9s}", flush=True)
     pattern = select.lower() if select else None

@@ -6,6 +6,16 @@ oracle only: these take the imported module as their first argument."""
 from __future__ import annotations
 
 
+def torch_or_none():
+    """The ``torch`` module when it is installed, else ``None`` (the benchmarks' PyTorch rows
+    are then left out)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def torch_twin(torch, net, dtype: str = "float64", copy_weights: bool = False):
     """The same network in PyTorch eager (``nn.Sequential``, examples first): the benchmark's
     peer and the tests' autograd oracle. A final ``Softmax`` is left out (PyTorch fuses it
@@ -109,4 +119,25 @@ def torch_gpt(torch, vocab: int, block: int, n_layer: int, n_head: int, n_embd: 
     return GPT()
 
 
-__all__ = ["torch_gpt", "torch_twin"]
+def torch_char_rnn(torch, vocab: int, n_embd: int, hidden: int, n_layer: int):
+    """The character-level LSTM of :func:`loopprop.models.char_rnn` in PyTorch eager: an
+    embedding, ``nn.LSTM`` of ``n_layer`` layers (cuDNN's fused kernels have a CPU twin:
+    one call for every layer and step), a linear output and the cross-entropy."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class CharRNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(vocab, n_embd)
+            self.lstm = nn.LSTM(n_embd, hidden, num_layers=n_layer, batch_first=True)
+            self.out = nn.Linear(hidden, vocab)
+
+        def forward(self, ids, targets):
+            h, _ = self.lstm(self.wte(ids))
+            logits = self.out(h)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    return CharRNN()
+
+
+__all__ = ["torch_char_rnn", "torch_gpt", "torch_or_none", "torch_twin"]

@@ -23,7 +23,7 @@ def test_bench_runs_the_rows_it_is_asked_for(capsys):
 def test_quick_leaves_the_slow_rows_out_unless_named():
     names = [name for name, _ in bench.rows(quick=True)]
     slow = [n for n in names if n.startswith(bench.SLOW_ROWS)]
-    assert len(slow) == 3  # LeNet, resnet, the GPT step: each a minute or more
+    assert len(slow) == 4  # LeNet, resnet, the GPT and char-LSTM steps: each a minute or more
     assert set(bench.SLOW_ROWS) <= {n[:len(s)] for n in slow for s in bench.SLOW_ROWS}
 
 
@@ -87,6 +87,13 @@ def test_gpt_workload_reports_one_time_per_step():
     assert set(best) == {"loopprop"} and math.isfinite(best["loopprop"])
     with pytest.raises(ValueError, match="two steps"):
         best_step_time({"one": lambda: [1.0]}, rounds=1)
+
+
+@pytest.mark.heavy  # trains a 2 x 256 LSTM: minutes with the JIT off
+def test_char_rnn_workload_reports_one_time_per_step():
+    fns = bench.char_rnn_workload(steps=3, with_torch=False)
+    seconds = fns["loopprop"]()
+    assert len(seconds) == 3 and min(seconds) > 0
 
 
 def test_bench_lstm_workload_computes_the_same_thing():

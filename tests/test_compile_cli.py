@@ -57,8 +57,9 @@ def test_compile_refuses_all_with_a_model(capsys):
 
 
 def test_an_unknown_model_is_refused():
-    with pytest.raises(ValueError, match="model: expected one of mlp, cnn, resnet, gpt"):
-        ahead.network("lstm", "float64")
+    with pytest.raises(ValueError,
+                       match="model: expected one of mlp, cnn, resnet, gpt, lstm, gru, rnn"):
+        ahead.network("transformer", "float64")
 
 
 def test_the_second_process_compiles_the_epochs_real_models_use():

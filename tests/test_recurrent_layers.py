@@ -326,7 +326,8 @@ def test_explain_lists_the_recurrent_weight_gradient_step_by_step(cell, rng):
     assert abs(e.total - e.backward) <= 1e-10 * abs(e.backward)
     assert abs(e.total - e.numeric) <= 1e-6 * max(abs(e.backward), 1e-8)
     text_ = str(e)
-    assert f"Σ_t Σ_k δ_t[{i}, k]·h_(t−1)[{j}, k]" in text_ and "Backpropagation through time" in text_
+    assert f"Σ_t Σ_k δ_t[{i}, k]·h_(t−1)[{j}, k]" in text_
+    assert "Backpropagation through time" in text_
     assert "‖∂L/∂h_t‖ over t" in text_
     shown = [line for line in text_.splitlines() if line.startswith("  at (")]
     values = [abs(t.value) for t in sorted(e.terms, key=lambda t: -abs(t.value))[:3]]
@@ -358,7 +359,8 @@ def test_an_lstm_carries_the_gradient_further_back_than_an_rnn():
 def test_bad_recurrent_input_gets_clear_errors(rng):
     with pytest.raises(ValueError, match="hidden"):
         LSTM(0)
-    with pytest.raises(ValueError, match="nonlinearity: unknown value 'sigmoid'; valid names are tanh, relu"):
+    with pytest.raises(ValueError,
+                       match="nonlinearity: unknown value 'sigmoid'; valid names are tanh, relu"):
         RNN(4, "sigmoid")
     with pytest.raises(ValueError, match=r"expects a sequence \(C, T\).*got input shape \(5,\)"):
         Network([LSTM(4), Dense(2)], loss="mse", input_shape=(5,))
@@ -374,7 +376,8 @@ def test_bad_recurrent_input_gets_clear_errors(rng):
     with pytest.raises(TypeError, match="carry: expected True or False"):
         net.forward(X, carry=1)
     ids = np.arange(30) % V
-    with pytest.raises(ValueError, match="windows: unknown value 'shuffled'; valid names are random, consecutive"):
+    with pytest.raises(ValueError, match="windows: unknown value 'shuffled'; valid names are "
+                       "random, consecutive"):
         net.fit_text(ids, windows="shuffled", progress=False)
     with pytest.raises(ValueError, match="batch_size=8 streams.*at most 5"):
         net.fit_text(ids, windows="consecutive", batch_size=8, progress=False)
