@@ -142,12 +142,13 @@ class Run(NamedTuple):
     """The settings of one epoch: ``batch_size``; ``shuffle_seed`` (−1: no shuffle) or, for a
     language model, the seed of the windows' random offsets (−1: consecutive windows of
     ``batch_size`` streams, each batch continuing the last: truncated backpropagation through
-    time); ``dropout_seed``; ``threads``."""
+    time, from window ``first_window`` of the streams); ``dropout_seed``; ``threads``."""
 
     batch_size: int
     shuffle_seed: int
     dropout_seed: int
     threads: int
+    first_window: int
 
 
 def _key(value):

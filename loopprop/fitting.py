@@ -148,7 +148,8 @@ class Fitting:
         def epoch(gnorm, dropout_seed, stop, threads):
             shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
             args = (self._plan, self._fplan, flat, optim, opt.t, losses, data,
-                    Norms(self._norm_spans, gnorm), Run(bs, shuffle_seed, dropout_seed, threads),
+                    Norms(self._norm_spans, gnorm),
+                    Run(bs, shuffle_seed, dropout_seed, threads, 0),
                     stop)
             return _train._train_epoch(*args, self._table_beside(_train._train_epoch, args))
 
@@ -183,8 +184,8 @@ class Fitting:
             through time -- the corpus is cut into ``batch_size`` streams and each step takes
             the next window of every stream, a recurrent model starting from the states the
             previous window ended with (the gradient stops at the window's start, as
-            PyTorch's ``h.detach()``); every epoch starts the streams again from their
-            beginnings and zero states
+            PyTorch's ``h.detach()``); the streams go on from epoch to epoch, and start again
+            from their beginnings and zero states after a whole pass (and in every call)
         steps_per_epoch : steps per epoch; by default 100 random windows, or one pass over the
             streams (``(n − 1) // (batch_size·T)`` steps) with consecutive windows
         validation : optional 1-D ids held out; after every epoch the mean loss over its
@@ -240,7 +241,7 @@ class Fitting:
             args = (self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
                     Norms(self._norm_spans, gnorm),
                     Run(bs, -1 if consecutive else int(window_rng.integers(0, 2**62)),
-                        dropout_seed, threads), stop)
+                        dropout_seed, threads, opt.t), stop)  # opt.t: this call's steps so far
             return _train._train_text_epoch(*args,
                                             self._table_beside(_train._train_text_epoch, args))
 

@@ -118,7 +118,7 @@ CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 #: ``char_rnn``'s size and data defaults (``loopprop train --model lstm``'s options): the
 #: window is the truncated backpropagation's length
 CHAR_RNN_SIZES = {"block_size": 64, "n_layer": 2, "hidden": 256, "n_embd": 64,
-                  "val_tokens": 65536}
+                  "steps_per_epoch": 200, "val_tokens": 65536}
 #: ``char_rnn``'s training defaults (AdamW with clipping, consecutive windows of the batch's
 #: streams carrying their states: truncated backpropagation through time)
 CHAR_RNN_DEFAULTS = {"lr": 2e-3, "epochs": 5, "batch_size": 32, "weight_decay": 0.01,

@@ -340,9 +340,9 @@ def _train_text_epoch(plan, fplan, b, opt, t, lb, corpus, n_steps, norms, run, s
       (loopprop's own generator seeded with ``run.shuffle_seed``);
     * consecutive (``run.shuffle_seed = −1``, truncated backpropagation through time): the
       corpus is cut into ``mb`` streams of ``L = (n − 1) // mb`` tokens, column ``k`` reads
-      stream ``k``, and batch ``j`` its window ``w = j mod (L // T)``, ``s = k·L + w·T``; a
-      window after the first carries the recurrent states over from the one before
-      (``Step.carry``) while the gradient stops at the window's start.
+      stream ``k``, and batch ``j`` its window ``w = (run.first_window + j) mod (L // T)``,
+      ``s = k·L + w·T``; a window after the first carries the recurrent states over from the
+      one before (``Step.carry``) while the gradient stops at the window's start.
 
     Returns as :func:`_train_epoch` (``correct`` counts positions; ``stop`` likewise ends it
     after the step in progress)."""
@@ -363,7 +363,7 @@ def _train_text_epoch(plan, fplan, b, opt, t, lb, corpus, n_steps, norms, run, s
     for step in range(n_steps):
         if stop[0] != 0:
             break
-        w = step % n_windows
+        w = (run.first_window + step) % n_windows
         for k in range(mb):
             s = k * stream + w * T if consecutive else _below(rng, span)
             for i in range(T):

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "recurrent model on the same text (2 layers of --hidden 256, float32, "
                    "adamw lr 0.002, cosine, clipping at 1, batch 32 streams), trained by "
                    "truncated backpropagation through time on consecutive windows of "
-                   "--block-size 64 that carry the states, 5 epochs of one pass each")
+                   "--block-size 64 that carry the states, 5 epochs of 200 steps, the streams "
+                   "going on from epoch to epoch")
     t.add_argument("--hidden", type=_int_list, default=None,
                    help="hidden layer sizes, e.g. 128 or 128-64 (default: 512 with "
                    "cross-entropy, 64 with mse); for lstm, gru, rnn one size, the units of "
@@ -92,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"models' embedding (default {models.CHAR_RNN_SIZES['n_embd']})")
     g.add_argument("--steps-per-epoch", type=_positive_int, default=None,
                    help="optimizer steps per epoch, each on --batch-size windows (default "
-                   f"{models.GPT_SIZES['steps_per_epoch']} random ones for gpt, one pass "
-                   "over the streams for lstm, gru, rnn)")
+                   f"{models.GPT_SIZES['steps_per_epoch']}: random ones for gpt, the next "
+                   "window of every stream for lstm, gru, rnn)")
     g.add_argument("--val-tokens", type=_positive_int, default=None,
                    help="held-out tokens scored after every epoch (default "
                    f"{models.GPT_SIZES['val_tokens']})")
