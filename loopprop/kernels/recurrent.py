@@ -406,12 +406,9 @@ def _backward_args(cache, cls, forward: str, dH, dh_T, impl: str, check_finite: 
     return dH, _state(dh_T, "dh_T", H.shape[0], H.shape[2], H.dtype, check_finite)
 
 
-def _time_major(H: np.ndarray) -> np.ndarray:
-    """``H (rows, T, m)`` as the tuned kernels' time-major ``(T, rows, m)`` (a copy)."""
-    rows, T, m = H.shape
-    Hs = np.empty((T, rows, m), H.dtype)
-    _stack(Hs, H.reshape(rows, T * m))
-    return Hs
+def _flat(A: np.ndarray) -> np.ndarray:
+    """``A (rows, T, m)`` as the tuned kernels' ``(rows, T·m)`` matrix (a view)."""
+    return A.reshape(A.shape[0], -1)
 
 
 def _zero_gradients(W_x, W_h, X, h0):
@@ -447,17 +444,15 @@ def rnn_forward(W_x, W_h, b, X, h0=None, nonlinearity: str = "tanh", *, impl: st
     _checks.check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
     _checks.check_choice(impl, "impl", IMPLS)
     W_x, W_h, b, X = _recurrent_args(W_x, W_h, b, X, 1, check_finite)
-    n_h, (d, T, m) = W_h.shape[0], X.shape
+    n_h, (T, m) = W_h.shape[0], X.shape[1:]
     h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
     H = np.empty((n_h, T, m), X.dtype)
     relu = nonlinearity == "relu"
     if impl == "naive":
         _rnn_forward_naive(H, W_x, W_h, b, X, h0, relu)
     else:
-        Hs = np.empty((T, n_h, m), X.dtype)
-        _rnn_forward_tuned(Hs, np.empty((n_h, T * m), X.dtype), W_x, W_h, b,
-                           X.reshape(d, T * m), h0, relu, use_threads(parallel))
-        _unstack(H.reshape(n_h, T * m), Hs)
+        _rnn_forward_tuned(_flat(H), np.empty((n_h, m), X.dtype), np.empty((n_h, m), X.dtype),
+                           W_x, W_h, b, _flat(X), h0, relu, use_threads(parallel))
     return H, RNNCache(W_x, W_h, X, h0, H, nonlinearity)
 
 
@@ -488,7 +483,7 @@ def rnn_backward(dH, cache: RNNCache, dh_T=None, *, impl: str = "tuned",
     else:
         dt = H.dtype
         _rnn_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dH.reshape(n_h, T * m),
-                            _time_major(H), X.reshape(d, T * m), h0, W_x, W_h, dh_T, relu,
+                            _flat(H), _flat(X), h0, W_x, W_h, dh_T, relu,
                             np.empty((n_h, T * m), dt), np.empty((n_h, m), dt),
                             np.empty((n_h, m), dt), np.empty((n_h, n_h), dt),
                             np.empty((n_h, T * m), dt), WRITE_DX, use_threads(parallel))
@@ -516,7 +511,7 @@ def lstm_forward(W_x, W_h, b, X, h0=None, c0=None, *, impl: str = "tuned",
     """
     _checks.check_choice(impl, "impl", IMPLS)
     W_x, W_h, b, X = _recurrent_args(W_x, W_h, b, X, 4, check_finite)
-    n_h, (d, T, m) = W_h.shape[1], X.shape
+    n_h, (T, m) = W_h.shape[1], X.shape[1:]
     h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
     c0 = _state(c0, "c0", n_h, m, X.dtype, check_finite)
     dt = X.dtype
@@ -526,11 +521,9 @@ def lstm_forward(W_x, W_h, b, X, h0=None, c0=None, *, impl: str = "tuned",
     if impl == "naive":
         _lstm_forward_naive(H, C, G, W_x, W_h, b, X, h0, c0)
     else:
-        Hs, Cs, Gs = (np.empty((T, rows, m), dt) for rows in (n_h, n_h, 4 * n_h))
-        _lstm_forward_tuned(Hs, Cs, Gs, np.empty((4 * n_h, T * m), dt), W_x, W_h, b,
-                            X.reshape(d, T * m), h0, c0, use_threads(parallel))
-        for out, tm in ((H, Hs), (C, Cs), (G, Gs)):
-            _unstack(out.reshape(out.shape[0], T * m), tm)
+        _lstm_forward_tuned(_flat(H), _flat(C), _flat(G), np.empty((4 * n_h, m), dt),
+                            np.empty((n_h, m), dt), np.empty((n_h, m), dt), W_x, W_h, b,
+                            _flat(X), h0, c0, use_threads(parallel))
     return H, (H[:, -1].copy(), C[:, -1].copy()), LSTMCache(W_x, W_h, X, h0, c0, H, C, G)
 
 
@@ -560,8 +553,8 @@ def lstm_backward(dH, cache: LSTMCache, dh_T=None, dc_T=None, *, impl: str = "tu
     else:
         dt = H.dtype
         _lstm_backward_tuned(dW_x, dW_h, db, dX.reshape(d, T * m), dh0, dc0,
-                             dH.reshape(n_h, T * m), _time_major(H), _time_major(C),
-                             _time_major(G), X.reshape(d, T * m), h0, c0, W_x, W_h, dh_T, dc_T,
+                             dH.reshape(n_h, T * m), _flat(H), _flat(C), _flat(G), _flat(X),
+                             h0, c0, W_x, W_h, dh_T, dc_T,
                              np.empty((4 * n_h, T * m), dt), np.empty((4 * n_h, m), dt),
                              np.empty((n_h, m), dt), np.empty((n_h, m), dt),
                              np.empty((n_h, 4 * n_h), dt), np.empty((n_h, T * m), dt), WRITE_DX,
@@ -595,7 +588,7 @@ def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, impl: str = "tuned",
         raise ValueError(f"b_h: expected shape {b_x.shape} (as b_x), got {b_h.shape}")
     _checks.same_dtype(W_x=W_x, b_h=b_h)
     _checks.check_choice(impl, "impl", IMPLS)
-    n_h, (d, T, m) = W_h.shape[1], X.shape
+    n_h, (T, m) = W_h.shape[1], X.shape[1:]
     h0 = _state(h0, "h0", n_h, m, X.dtype, check_finite)
     dt = X.dtype
     H = np.empty((n_h, T, m), dt)
@@ -603,11 +596,10 @@ def gru_forward(W_x, W_h, b_x, b_h, X, h0=None, *, impl: str = "tuned",
     if impl == "naive":
         _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0)
     else:
-        Hs, Gs = np.empty((T, n_h, m), dt), np.empty((T, 4 * n_h, m), dt)
-        _gru_forward_tuned(Hs, Gs, np.empty((3 * n_h, T * m), dt), np.empty((3 * n_h, m), dt),
-                           W_x, W_h, b_x, b_h, X.reshape(d, T * m), h0, use_threads(parallel))
-        _unstack(H.reshape(n_h, T * m), Hs)
-        _unstack(G.reshape(4 * n_h, T * m), Gs)
+        G2 = _flat(G)
+        _gru_forward_tuned(_flat(H), G2, G2[:3 * n_h], np.empty((3 * n_h, m), dt),
+                           np.empty((n_h, m), dt), W_x, W_h, b_x, b_h, _flat(X), h0,
+                           use_threads(parallel))
     return H, GRUCache(W_x, W_h, X, h0, H, G)
 
 
@@ -630,7 +622,7 @@ def gru_backward(dH, cache: GRUCache, dh_T=None, *, impl: str = "tuned",
     else:
         dt = H.dtype
         _gru_backward_tuned(dW_x, dW_h, db_x, db_h, dX.reshape(d, T * m), dh0,
-                            dH.reshape(n_h, T * m), _time_major(H), _time_major(G),
+                            dH.reshape(n_h, T * m), _flat(H), _flat(G),
                             X.reshape(d, T * m), h0, W_x, W_h, dh_T,
                             np.empty((3 * n_h, T * m), dt), np.empty((3 * n_h, m), dt),
                             np.empty((n_h, m), dt), np.empty((n_h, 3 * n_h), dt),
@@ -641,7 +633,7 @@ def gru_backward(dH, cache: GRUCache, dh_T=None, *, impl: str = "tuned",
 
 from .recurrent_tuned import (_gru_backward_tuned, _gru_forward_tuned,  # noqa: E402
                               _lstm_backward_tuned, _lstm_forward_tuned, _rnn_backward_tuned,
-                              _rnn_forward_tuned, _stack, _unstack)
+                              _rnn_forward_tuned)
 
 __all__ = ["GRUCache", "LSTMCache", "NONLINEARITIES", "RNNCache", "lstm_backward", "lstm_forward",
            "gru_backward", "gru_forward", "rnn_backward", "rnn_forward"]

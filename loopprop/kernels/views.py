@@ -90,33 +90,8 @@ def borrowed_image(typingctx, buf, off, d0, d1, d2, d3):
     return image(buf, off, d0, d1, d2, d3), codegen
 
 
-@intrinsic
-def borrowed_cube(typingctx, buf, off, d0, d1, d2):
-    """``buf[off : off + d0·d1·d2]`` as a C-ordered ``(d0, d1, d2)`` array (a time-major
-    ``(T, h, m)`` block of states), without a reference (``buf`` is a 1-D C-contiguous
-    array)."""
-    if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.layout == "C"):
-        return None
-    cube = types.Array(buf.dtype, 3, "C")
-
-    def codegen(context, builder, sig, args):
-        src = make_array(sig.args[0])(context, builder, args[0])
-        dst = make_array(cube)(context, builder)
-        off_, *dims = (context.cast(builder, v, t, types.intp)
-                       for v, t in zip(args[1:], sig.args[1:]))
-        itemsize = src.itemsize
-        strides = [itemsize]
-        for extent in reversed(dims[1:]):
-            strides.insert(0, builder.mul(strides[0], extent))
-        populate_array(dst, data=builder.gep(src.data, [off_]), shape=dims, strides=strides,
-                       itemsize=itemsize, meminfo=None)
-        return dst._getvalue()
-
-    return cube(buf, off, d0, d1, d2), codegen
-
-
 if numba.config.DISABLE_JIT:
-    # NUMBA_DISABLE_JIT=1 (debugging, coverage): intrinsics cannot run as Python, so the
+    # NUMBA_DISABLE_JIT=1 (debugging, coverage): intrinsics cannot run as Python, so the two
     # views become the ordinary NumPy views they stand for.
 
     def borrowed_matrix(buf, off, rows, cols):  # noqa: F811 - the pure-Python twin
@@ -130,7 +105,3 @@ if numba.config.DISABLE_JIT:
     def borrowed_image(buf, off, d0, d1, d2, d3):  # noqa: F811 - the pure-Python twin
         """``buf[off : off + d0·d1·d2·d3]`` as a C-ordered 4-D view."""
         return buf[off:off + d0 * d1 * d2 * d3].reshape(d0, d1, d2, d3)
-
-    def borrowed_cube(buf, off, d0, d1, d2):  # noqa: F811 - the pure-Python twin
-        """``buf[off : off + d0·d1·d2]`` as a C-ordered 3-D view."""
-        return buf[off:off + d0 * d1 * d2].reshape(d0, d1, d2)

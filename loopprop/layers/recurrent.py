@@ -69,14 +69,17 @@ class RNN(_Recurrent):
     """A vanilla (Elman) RNN, as PyTorch's ``nn.RNN``: ``H[:, t] = f(W_x·X[:, t] + W_h·H[:, t −
     1] + b)`` with ``f`` tanh or ReLU (:func:`loopprop.kernels.recurrent.rnn_forward`).
     Parameters ``W_x (h, d)``, ``W_h (h, h)``, ``b (h,)``. Caches per example the initial
-    state ``h0`` and every state ``Hs`` (time-major).
+    state ``h0``; backward reads every state from the layer's output.
     """
 
     kernels = ("recurrent._rnn_forward_tuned", "recurrent._rnn_backward_tuned")
     param_names = ("W_x", "W_h", "b")
     settings = ("d", "hidden", "T", "relu")
-    cache_parts = ("h0", "Hs")
-    work_parts = ("A", "D", "delta", "dh", "dh0", "dh_T", "Hprev")
+    cache_parts = ("h0",)
+    #: the step's ``z`` and the running state (forward); every step's ``δ``, one step's, the
+    #: carried ``dh``, the gradient reaching ``h0`` (zeros first: nothing comes from the next
+    #: window) and the states each step read (backward)
+    work_parts = ("Z", "hp", "D", "delta", "dh", "dh0", "Hprev")
     fixed_work_parts = ("W_hT",)
 
     def __init__(self, hidden: int, nonlinearity: str = "tanh") -> None:
@@ -86,15 +89,15 @@ class RNN(_Recurrent):
 
     def _build(self, in_shape):
         out = super()._build(in_shape)
-        self.cache_size = self.hidden * (1 + self.T)
-        self.work_size = self.hidden * (3 * self.T + 4)
+        self.cache_size = self.hidden
+        self.work_size = self.hidden * (2 * self.T + 5)
         self.fixed_work_size = self.hidden * self.hidden
         return out
 
     def part_sizes(self):
         h, T = self.hidden, self.T
-        return {"h0": h, "Hs": T * h, "A": h * T, "D": h * T, "delta": h, "dh": h, "dh0": h,
-                "dh_T": h, "Hprev": h * T, "W_hT": h * h}
+        return {"h0": h, "Z": h, "hp": h, "D": h * T, "delta": h, "dh": h, "dh0": h,
+                "Hprev": h * T, "W_hT": h * h}
 
     def config(self):
         return {"hidden": self.hidden, "nonlinearity": self.nonlinearity}
@@ -112,8 +115,8 @@ class LSTM(_Recurrent):
     """A long short-term memory layer, as PyTorch's ``nn.LSTM``: gates ``i, f, g, o`` from
     ``W_x·X[:, t] + W_h·h_{t−1} + b``, ``c_t = f ⊙ c_{t−1} + i ⊙ g``, ``h_t = o ⊙ tanh(c_t)``
     (:func:`loopprop.kernels.recurrent.lstm_forward`). Parameters ``W_x (4h, d)``, ``W_h (4h,
-    h)``, ``b (4h,)``. Caches per example ``h0``, ``c0`` and, time-major, every ``h_t``,
-    ``c_t`` and the four gates' values.
+    h)``, ``b (4h,)``. Caches per example ``h0``, ``c0``, every cell state ``C (h, T)`` and
+    the four gates' values ``G (4h, T)``; backward reads every ``h_t`` from the output.
 
     ``forget_bias`` is added to the forget gate's bias at initialization (after PyTorch's
     uniform draw): at 1 the gates start open, ``σ(1) ≈ 0.73``, and the gradient reaches far
@@ -140,23 +143,23 @@ class LSTM(_Recurrent):
     kernels = ("recurrent._lstm_forward_tuned", "recurrent._lstm_backward_tuned")
     param_names = ("W_x", "W_h", "b")
     settings = ("d", "hidden", "T")
-    cache_parts = ("h0", "c0", "Hs", "Cs", "Gs")
-    work_parts = ("A", "D", "delta", "dh", "dc", "dh0", "dc0", "dh_T", "dc_T", "Hprev")
+    cache_parts = ("h0", "c0", "C", "G")
+    work_parts = ("Z", "hp", "cp", "D", "delta", "dh", "dc", "dh0", "dc0", "Hprev")
     fixed_work_parts = ("W_hT",)
 
     def _build(self, in_shape):
         out = super()._build(in_shape)
         h, T = self.hidden, self.T
-        self.cache_size = h * (2 + 6 * T)
-        self.work_size = h * (9 * T + 10)
+        self.cache_size = h * (2 + 5 * T)
+        self.work_size = h * (5 * T + 14)
         self.fixed_work_size = 4 * h * h
         return out
 
     def part_sizes(self):
         h, T = self.hidden, self.T
-        return {"h0": h, "c0": h, "Hs": T * h, "Cs": T * h, "Gs": 4 * T * h, "A": 4 * h * T,
+        return {"h0": h, "c0": h, "C": T * h, "G": 4 * T * h, "Z": 4 * h, "hp": h, "cp": h,
                 "D": 4 * h * T, "delta": 4 * h, "dh": h, "dc": h, "dh0": h, "dc0": h,
-                "dh_T": h, "dc_T": h, "Hprev": h * T, "W_hT": 4 * h * h}
+                "Hprev": h * T, "W_hT": 4 * h * h}
 
     def formulas(self, x, y, l):
         return {"forward": f"i, f, g, o = σ, σ, tanh, σ(W_x{l}·{x}[:, t] + W_h{l}·h_(t−1) + "
@@ -174,31 +177,31 @@ class GRU(_Recurrent):
     """A gated recurrent unit layer, as PyTorch's ``nn.GRU``: gates ``r, z`` and the candidate
     ``n = tanh(W_x,n·x + b_x,n + r ⊙ (W_h,n·h + b_h,n))``, then ``h_t = (1 − z) ⊙ n + z ⊙
     h_{t−1}`` (:func:`loopprop.kernels.recurrent.gru_forward`). Parameters ``W_x (3h, d)``,
-    ``W_h (3h, h)``, ``b_x (3h,)``, ``b_h (3h,)``. Caches per example ``h0`` and, time-major,
-    every ``h_t`` and ``r, z, n, W_h,n·h + b_h,n``.
+    ``W_h (3h, h)``, ``b_x (3h,)``, ``b_h (3h,)``. Caches per example ``h0`` and ``G (4h,
+    T)``: ``r, z, n`` and ``W_h,n·h + b_h,n`` at every step; backward reads every ``h_t`` from
+    the output.
     """
 
     gates = 3
     kernels = ("recurrent._gru_forward_tuned", "recurrent._gru_backward_tuned")
     param_names = ("W_x", "W_h", "b_x", "b_h")
     settings = ("d", "hidden", "T")
-    cache_parts = ("h0", "Hs", "Gs")
-    work_parts = ("A", "Y", "Dx", "dy", "dh", "dh0", "dh_T", "Dy", "Hprev")
+    cache_parts = ("h0", "G")
+    work_parts = ("Y", "hp", "Dx", "dy", "dh", "dh0", "Dy", "Hprev")
     fixed_work_parts = ("W_hT",)
 
     def _build(self, in_shape):
         out = super()._build(in_shape)
         h, T = self.hidden, self.T
-        self.cache_size = h * (1 + 5 * T)
-        self.work_size = h * (10 * T + 9)
+        self.cache_size = h * (1 + 4 * T)
+        self.work_size = h * (7 * T + 9)
         self.fixed_work_size = 3 * h * h
         return out
 
     def part_sizes(self):
         h, T = self.hidden, self.T
-        return {"h0": h, "Hs": T * h, "Gs": 4 * T * h, "A": 3 * h * T, "Y": 3 * h,
-                "Dx": 3 * h * T, "dy": 3 * h, "dh": h, "dh0": h, "dh_T": h, "Dy": 3 * h * T,
-                "Hprev": h * T, "W_hT": 3 * h * h}
+        return {"h0": h, "G": 4 * T * h, "Y": 3 * h, "hp": h, "Dx": 3 * h * T, "dy": 3 * h,
+                "dh": h, "dh0": h, "Dy": 3 * h * T, "Hprev": h * T, "W_hT": 3 * h * h}
 
     def formulas(self, x, y, l):
         return {"forward": f"r, z = σ(W_x{l}·{x}[:, t] + b_x + W_h{l}·h_(t−1) + b_h); "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._jit import kernel
-from ..kernels.views import borrowed_cube, borrowed_flat, borrowed_image, borrowed_matrix
+from ..kernels.views import borrowed_flat, borrowed_image, borrowed_matrix
 from ..plan import IN_OFF, OUT_OFF, P_OFF
 
 
@@ -25,13 +25,6 @@ def _vec(buf, off, n):
 def _img(buf, off, c, h, w, m):
     """``buf[off : off + c·h·w·m]`` as an image batch ``(c, h, w, m)``, without a reference."""
     return borrowed_image(buf, off, c, h, w, m)
-
-
-@kernel
-def _cube(buf, off, d0, d1, d2):
-    """``buf[off : off + d0·d1·d2]`` as a C-ordered ``(d0, d1, d2)`` array (a recurrent layer's
-    time-major states ``(T, h, m)``), without a reference."""
-    return borrowed_cube(buf, off, d0, d1, d2)
 
 
 @kernel
