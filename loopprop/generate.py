@@ -20,6 +20,7 @@ draw the same tokens for a seed (the tests check it).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,6 +99,44 @@ def _draw(probs: np.ndarray, temperature: float, rng: np.random.Generator) -> in
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(w) - 1))
 
 
+class RecurrentState(NamedTuple):
+    """Where sampling from a recurrent model stopped: every recurrent layer's states after the
+    last token (``values``: ``h``, and the LSTM's ``c``, layer after layer) and the model they
+    belong to (``model``: its layers and dtype). ``sample(..., return_state=True)`` returns one;
+    ``sample(..., state=s)`` goes on from it."""
+
+    model: str
+    values: np.ndarray
+
+
+def _fingerprint(net) -> str:
+    """What a state must match: the network's layers and dtype."""
+    return f"{', '.join(repr(layer) for layer in net.rows)} ({net.dtype.name})"
+
+
+def _check_state(net, state, bounded: bool, use_cache: bool, wanted: bool) -> None:
+    """A carried state is a recurrent model's, sampled with its states, and this model's."""
+    if state is None and not wanted:
+        return
+    option = "state" if state is not None else "return_state"
+    if bounded:
+        raise ValueError(f"{option}: carried states are a recurrent model's (RNN, LSTM, GRU); "
+                         "a GPT's context is its prompt: pass the whole context as the prompt")
+    if not use_cache:
+        raise ValueError(f"{option}: states are carried by the stepping sampler; leave "
+                         "use_cache=True")
+    if state is None:
+        return
+    if not isinstance(state, RecurrentState):
+        raise TypeError(f"state: expected a RecurrentState (sample(..., return_state=True) "
+                        f"returns one), got {_checks._describe(state)}")
+    if state.model != _fingerprint(net):
+        raise ValueError(f"state: it was made by sampling from another model ({state.model}); "
+                         f"this one is {_fingerprint(net)}: pass a state that sample(..., "
+                         "return_state=True) returned for this model, or state=None to start "
+                         "from zero states")
+
+
 def _recomputed(net, ctx: list[int]) -> np.ndarray:
     """The next token's probabilities after ``ctx`` (at most ``net``'s window), from the whole
     network run on it from the start."""
@@ -110,7 +149,8 @@ def _recomputed(net, ctx: list[int]) -> np.ndarray:
 
 
 def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 0,
-           use_cache: bool = True) -> np.ndarray:
+           use_cache: bool = True, state: RecurrentState | None = None,
+           return_state: bool = False):
     """Continue ``prompt`` (token ids, 1-D, non-empty) by ``n_tokens`` tokens drawn from the
     language model ``net`` (:func:`loopprop.models.gpt`, :func:`loopprop.models.char_rnn`);
     returns the new ids.
@@ -123,7 +163,12 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
     ``temperature`` τ ≥ 0 divides the logits (below 1: surer, above: more varied; below
     :data:`GREEDY_TEMPERATURE`, 0 included, the most probable token every time); ``seed``
     makes the draw reproducible. ``use_cache=False`` recomputes the whole context for every
-    token (the reference the cache and the carried states are tested against)."""
+    token (the reference the cache and the carried states are tested against).
+
+    A recurrent model can go on where an earlier call stopped: ``return_state=True`` returns
+    ``(ids, state)``, the states after the last token drawn, and ``state=`` starts a call from
+    them (its prompt then continues that text) -- a conversation, one turn per call, without
+    feeding the history again."""
     T = net.check_language_model("sample")
     n_tokens = _checks.check_int(n_tokens, "n_tokens", 0, "non-negative number of tokens")
     temperature = _checks.check_fraction(temperature, "temperature", 0.0, math.inf,
@@ -135,11 +180,17 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
                          f"{prompt.shape}")
     net.rows[0].check_input(prompt, "prompt", net.dtype)
     bounded = any(layer.limits_context for layer in net.rows)
+    if not isinstance(return_state, bool):
+        raise TypeError(f"return_state: expected True or False, got "
+                        f"{_checks._describe(return_state)}")
+    _check_state(net, state, bounded, use_cache, return_state)
     ctx = [int(v) for v in (prompt[-T:] if bounded else prompt)]
     rng = np.random.default_rng(seed)
     out = []
     if use_cache:
         stepper = _Stepper(net)
+        if state is not None:
+            stepper.kv[:] = state.values
         for pos, tok in enumerate(ctx[:-1]):  # fill the cache with the prompt
             stepper.step(tok, pos)
     for _ in range(n_tokens):
@@ -155,7 +206,11 @@ def sample(net, prompt, n_tokens: int, *, temperature: float = 1.0, seed: int = 
             if use_cache:
                 for pos, t in enumerate(ctx[:-1]):
                     stepper.step(t, pos)
-    return np.array(out, np.int64)
+    ids = np.array(out, np.int64)
+    if not return_state:
+        return ids
+    stepper.step(ctx[-1], len(ctx) - 1)  # the last token drawn (or of the prompt), fed too
+    return ids, RecurrentState(_fingerprint(net), stepper.kv.copy())
 
 
-__all__ = ["sample"]
+__all__ = ["RecurrentState", "sample"]

@@ -293,6 +293,37 @@ def test_sampling_with_the_carried_state_equals_recomputing_from_the_prompt(cell
     assert generate.sample(net, prompt, 30, temperature=0.9, seed=4).tolist() != a.tolist()
 
 
+@pytest.mark.heavy  # trains: minutes with the JIT off
+def test_sampling_goes_on_from_a_returned_state():
+    """Two calls carrying the state draw what one call on the joined text draws: the second
+    call's prompt continues the first's text from its states."""
+    tok = text.CharTokenizer.from_text(CORPUS)
+    net = char_model("lstm", vocab=tok.vocab_size, block=8, seed=4)
+    net.fit_text(tok.encode(CORPUS), epochs=1, steps_per_epoch=5, batch_size=4, progress=False)
+    first, second = tok.encode("the dog "), tok.encode("sat")
+    ids, state = generate.sample(net, first, 6, seed=1, return_state=True)
+    assert isinstance(state, generate.RecurrentState) and len(ids) == 6
+    went_on = generate.sample(net, second, 10, seed=2, state=state)
+    whole = np.concatenate([first, ids, second])
+    assert went_on.tolist() == generate.sample(net, whole, 10, seed=2).tolist()
+    fresh, carried = generate._Stepper(net), generate._Stepper(net)  # the state matters
+    carried.kv[:] = state.values
+    assert np.abs(state.values).max() > 0
+    assert not np.allclose(fresh.step(int(second[0]), 0), carried.step(int(second[0]), 0))
+    other = char_model("gru", vocab=tok.vocab_size, block=8)
+    with pytest.raises(ValueError, match=r"state: it was made by sampling from another model "
+                       r"\(Embedding.*LSTM.*\); this one is .*GRU.*state=None"):
+        generate.sample(other, second, 3, state=state)
+    with pytest.raises(TypeError, match="state: expected a RecurrentState"):
+        generate.sample(net, second, 3, state=state.values)
+    gpt = models.gpt(tok.vocab_size, 8, 1, 1, 8, dtype="float64")
+    with pytest.raises(ValueError, match="return_state: carried states are a recurrent "
+                       "model's.*pass the whole context as the prompt"):
+        generate.sample(gpt, second, 3, return_state=True)
+    with pytest.raises(ValueError, match="state: states are carried by the stepping sampler"):
+        generate.sample(net, second, 3, state=state, use_cache=False)
+
+
 def test_save_load_keeps_a_recurrent_model_and_its_samples(tmp_path):
     tok = text.CharTokenizer.from_text(CORPUS)
     net = models.char_rnn(tok.vocab_size, 16, 2, cell="gru", block_size=8, dtype="float32")
