@@ -255,20 +255,25 @@ class GPT:
     unit = "seconds"
 
     def setup(self, impl, workload):
-        bench = lp.bench
-        if not hasattr(bench, "best_step_time"):
+        if not hasattr(lp.bench, "best_step_time"):
             raise NotImplementedError("this commit has no per-step GPT workload")
-        fns = bench.gpt_workload(workload, "float32", steps=4 if workload == "gpt2" else 10)
-        if impl not in fns:
-            raise NotImplementedError("torch is not installed")
-        if impl == "torch":
-            torch_or_none().set_num_threads(2)
-        self.fn = fns[impl]
-        self.warm_up = self.fn()
+        self.fn, self.warm_up = _step_workload(
+            lp.bench.gpt_workload(workload, "float32", steps=4 if workload == "gpt2" else 10),
+            impl)
 
     def track_step_seconds(self, *args):
         # the warm-up call's steps count too (loopprop.bench.best_step_time says why)
         return min(self.warm_up[1:] + self.fn()[1:])
+
+
+def _step_workload(fns: dict, impl: str):
+    """``fns[impl]`` (a function returning the seconds of each of its steps) and the steps of
+    a first, warm-up call; asv's n/a when torch is missing."""
+    if impl not in fns:
+        raise NotImplementedError("torch is not installed")
+    if impl == "torch":
+        torch_or_none().set_num_threads(2)
+    return fns[impl], fns[impl]()
 
 
 def _warm_workload(name: str, impl: str, missing: str):
@@ -317,6 +322,27 @@ class Recurrent:
 
     def time_step(self, *args):
         self.fn()
+
+
+class CharLSTM:
+    """One training step of the char-level LSTM (2 layers of 256, T 64, batch 32, AdamW with
+    clipping), ``fit_text`` against the same model in PyTorch eager
+    (``loopprop.bench.char_rnn_workload``); float32, all threads. Tracked as :class:`GPT`'s
+    step. n/a before the recurrent layers."""
+
+    params = (["loopprop", "torch"],)
+    param_names = ["impl"]
+    timeout = 1200
+    unit = "seconds"
+
+    def setup(self, impl):
+        make = getattr(lp.bench, "char_rnn_workload", None)
+        if make is None:
+            raise NotImplementedError("this commit has no recurrent layers")
+        self.fn, self.warm_up = _step_workload(make("float32", steps=10), impl)
+
+    def track_step_seconds(self, *args):
+        return min(self.warm_up[1:] + self.fn()[1:])
 
 
 _BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
