@@ -43,37 +43,9 @@ def gpt_workload(config: str = "small", dtype: str = "float32", with_torch: bool
     corpus = rng.integers(0, vocab, 100_000)
     net = gpt(vocab, block, n_layer, n_head, n_embd, dtype=dtype)
 
-    def loops() -> list:
-        return net.fit_text(corpus, epochs=steps, steps_per_epoch=1, batch_size=batch,
-                            lr=1e-4, warmup_epochs=0, progress=False)["time"]
-
-    fns: dict[str, Callable[[], list]] = {"loopprop": loops}
-    torch = torch_or_none() if with_torch else None
-    if torch is not None:
-        torch.manual_seed(0)
-        model = torch_gpt(torch, vocab, block, n_layer, n_head, n_embd)
-        if dtype == "float64":
-            model = model.double()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
-                                weight_decay=0.1)
-        tc = torch.tensor(corpus)
-
-        def torch_steps() -> list:
-            seconds = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                starts = torch.randint(0, len(corpus) - block - 1, (batch,))
-                ids = torch.stack([tc[s:s + block] for s in starts])
-                tgt = torch.stack([tc[s + 1:s + block + 1] for s in starts])
-                opt.zero_grad(set_to_none=True)
-                model(ids, tgt).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                seconds.append(time.perf_counter() - t0)
-            return seconds
-
-        fns["torch"] = torch_steps
-    return fns
+    return _fit_text_steps(net, lambda torch: torch_gpt(torch, vocab, block, n_layer, n_head,
+                                                        n_embd),
+                           corpus, block, batch, steps, dtype, 0.1, with_torch)
 
 
 #: the char-level LSTM of the benchmarks: (n_layer, hidden, n_embd, block, batch, vocabulary)
@@ -94,20 +66,31 @@ def char_rnn_workload(dtype: str = "float32", with_torch: bool = True, steps: in
     corpus = rng.integers(0, vocab, 100_000)
     net = char_rnn(vocab, hidden, n_layer, block_size=block, n_embd=n_embd, dtype=dtype)
 
+    return _fit_text_steps(net, lambda torch: torch_char_rnn(torch, vocab, n_embd, hidden,
+                                                             n_layer),
+                           corpus, block, batch, steps, dtype, 0.01, with_torch)
+
+
+def _fit_text_steps(net, torch_model, corpus, block: int, batch: int, steps: int, dtype: str,
+                    weight_decay: float, with_torch: bool) -> dict[str, Callable[[], list]]:
+    """``steps`` steps of ``net.fit_text`` (random windows, AdamW with clipping at 1, lr
+    1e-4) and of the same steps in PyTorch eager (``torch_model(torch)`` its model), each
+    function returning the seconds of each of its steps."""
+
     def loops() -> list:
         return net.fit_text(corpus, epochs=steps, steps_per_epoch=1, batch_size=batch,
-                            lr=1e-4, weight_decay=0.01, warmup_epochs=0,
+                            lr=1e-4, weight_decay=weight_decay, warmup_epochs=0,
                             progress=False)["time"]
 
     fns: dict[str, Callable[[], list]] = {"loopprop": loops}
     torch = torch_or_none() if with_torch else None
     if torch is not None:
         torch.manual_seed(0)
-        model = torch_char_rnn(torch, vocab, n_embd, hidden, n_layer)
+        model = torch_model(torch)
         if dtype == "float64":
             model = model.double()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95),
-                                weight_decay=0.01)
+                                weight_decay=weight_decay)
         tc = torch.tensor(corpus)
 
         def torch_steps() -> list:

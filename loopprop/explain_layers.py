@@ -273,26 +273,33 @@ def _attention(layer, param, index, X, dY, extra):
 _layernorm = _norm("features")
 
 
-def _recurrent(layer, param, index, X, dY, extra):
-    """The gradient of a recurrent weight as the sum over time steps (one term per ``t``)."""
+def through_time(layer, params: dict, X: np.ndarray, dH: np.ndarray):
+    """A recurrent layer's forward pass from zero states and backpropagation through time of
+    ``dH`` in float64 (:mod:`loopprop.vectorized`'s twins): ``(H, steps)``, ``steps`` holding
+    every step's ``δ`` and ``∂L/∂h_t`` (the twins' ``steps``)."""
     from . import vectorized as vec
     from .layers.recurrent import GRU, LSTM
 
-    P_ = extra["params"]
-    d, T, m = X.shape
-    n_h = layer.hidden
-    W_x, W_h = P_["W_x"], P_["W_h"]
-    h0 = np.zeros((n_h, m))
+    W_x, W_h = params["W_x"], params["W_h"]
+    h0 = np.zeros((layer.hidden, X.shape[2]))
     steps: dict = {}
     if isinstance(layer, LSTM):
-        H, C, G = vec.lstm_forward(W_x, W_h, P_["b"], X, h0, h0)
-        vec.lstm_backward(dY, W_x, W_h, X, h0, h0, H, C, G, h0, h0, steps=steps)
+        H, C, G = vec.lstm_forward(W_x, W_h, params["b"], X, h0, h0)
+        vec.lstm_backward(dH, W_x, W_h, X, h0, h0, H, C, G, h0, h0, steps=steps)
     elif isinstance(layer, GRU):
-        H, G = vec.gru_forward(W_x, W_h, P_["b_x"], P_["b_h"], X, h0)
-        vec.gru_backward(dY, W_x, W_h, X, h0, H, G, h0, steps=steps)
+        H, G = vec.gru_forward(W_x, W_h, params["b_x"], params["b_h"], X, h0)
+        vec.gru_backward(dH, W_x, W_h, X, h0, H, G, h0, steps=steps)
     else:
-        H = vec.rnn_forward(W_x, W_h, P_["b"], X, h0, layer.nonlinearity)
-        vec.rnn_backward(dY, W_x, W_h, X, h0, H, h0, layer.nonlinearity, steps=steps)
+        H = vec.rnn_forward(W_x, W_h, params["b"], X, h0, layer.nonlinearity)
+        vec.rnn_backward(dH, W_x, W_h, X, h0, H, h0, layer.nonlinearity, steps=steps)
+    return H, steps
+
+
+def _recurrent(layer, param, index, X, dY, extra):
+    """The gradient of a recurrent weight as the sum over time steps (one term per ``t``)."""
+    d, T, m = X.shape
+    H, steps = through_time(layer, extra["params"], X, dY)
+    h0 = np.zeros((layer.hidden, m))
     i = index[0]
     recurrent_side = param in ("W_h", "b_h")
     D = steps["Dh" if recurrent_side else "D"][i]  # (T, m): δ_t[i, k]

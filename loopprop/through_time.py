@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from . import vectorized as vec
+from .explain_layers import through_time
 from .gradcheck import backward_on
-from .layers.recurrent import GRU, LSTM, RNN, _Recurrent
+from .layers.recurrent import _Recurrent
 
 
 def recurrent_rows(net) -> list[int]:
@@ -50,22 +50,10 @@ def gradient_through_time(net, X: Any, Y: Any, *, layer: int = 1) -> np.ndarray:
         Xin = net.last_batch(r, "input").astype(np.float64)
         dY = net.last_batch(r, "output_grad").astype(np.float64)
         params = {name: np.asarray(getattr(row, name), np.float64) for name in row.param_names}
-    n_h, T, m = dY.shape
+    T = dY.shape[1]
     dH = np.zeros_like(dY)
     dH[:, T - 1] = dY[:, T - 1]
-    z = np.zeros((n_h, m))
-    steps: dict = {}
-    W_x, W_h = params["W_x"], params["W_h"]
-    if isinstance(row, LSTM):
-        H, C, G = vec.lstm_forward(W_x, W_h, params["b"], Xin, z, z)
-        vec.lstm_backward(dH, W_x, W_h, Xin, z, z, H, C, G, z, z, steps=steps)
-    elif isinstance(row, GRU):
-        H, G = vec.gru_forward(W_x, W_h, params["b_x"], params["b_h"], Xin, z)
-        vec.gru_backward(dH, W_x, W_h, Xin, z, H, G, z, steps=steps)
-    else:
-        assert isinstance(row, RNN)
-        H = vec.rnn_forward(W_x, W_h, params["b"], Xin, z, row.nonlinearity)
-        vec.rnn_backward(dH, W_x, W_h, Xin, z, H, z, row.nonlinearity, steps=steps)
+    _, steps = through_time(row, params, Xin, dH)
     return np.sqrt((steps["dh"] ** 2).sum(axis=(0, 2)))
 
 

@@ -116,3 +116,45 @@ def python_sgd_epochs(net, X, y, epochs: int, batch_size: int, lr: float) -> Non
             net.forward(X[..., s:s + batch_size])
             net.backward(y[..., s:s + batch_size])
             net.step(lr)
+
+
+def torch_adamw_losses(torch, forward, params: dict, decay: list, X, Y, vocab: int, steps: int,
+                       lr: float, clip: float, weight_decay: float = 0.1) -> list[float]:
+    """``steps`` AdamW steps (β 0.9, 0.95; decay on ``decay`` only; clipping at ``clip``) of a
+    PyTorch language model ``forward(ids (m, T)) -> logits (m, T, V)`` on one batch ``X, Y``
+    (``(T, m)`` each): the loss before each step, the reference a ``fit`` is held to."""
+    rest = [p for p in params.values() if not any(p is q for q in decay)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=lr,
+                            betas=(0.9, 0.95), eps=1e-8)
+    ids, labels = torch.tensor(X.T), torch.tensor(Y.T).reshape(-1)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(forward(ids).reshape(-1, vocab), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), clip)
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def assert_lm_step_equals_torch(torch, net, X, Y, forward, params: dict, grads, vocab: int,
+                                rtol: float = 1e-9) -> None:
+    """One step of the language model ``net`` on ``X, Y`` (``(T, m)`` each) against its PyTorch
+    twin ``forward(ids (m, T)) -> logits (m, T, V)`` with leaves ``params`` by loopprop's names:
+    the probabilities, the loss and every gradient by name (``grads(net)``: name → array)."""
+    logits = forward(torch.tensor(X.T))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab),
+                                             torch.tensor(Y.T).reshape(-1))
+    loss.backward()
+    P = net.forward(X)  # (V, T, m) probabilities
+    assert_close("probabilities", P,
+                 torch.softmax(logits, -1).detach().numpy().transpose(2, 1, 0), rtol)
+    net.zero_grad()
+    ours = net.backward(Y)
+    assert abs(ours - loss.item()) <= rtol * abs(loss.item())
+    mine = grads(net)
+    assert set(mine) == set(params)
+    for name, g in mine.items():
+        assert_close(name, g, params[name].grad.numpy(), rtol)

@@ -5,7 +5,8 @@ Also: the tuned attention kernels against the naive ones, the layers' bad-input 
 
 import numpy as np
 import pytest
-from helpers import assert_close, torch_or_skip
+from helpers import (assert_close, assert_lm_step_equals_torch, torch_adamw_losses,
+                     torch_or_skip)
 
 import loopprop as lp
 from loopprop import models
@@ -94,19 +95,7 @@ def test_gpt_matches_reference_pytorch_model(rng):
                 arr[...] = arr + 0.1 * rng.standard_normal(arr.shape)
     X, Y = batch(rng, 3)
     forward, params = reference_gpt(torch, net)
-    logits = forward(torch.tensor(X.T))
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.tensor(Y.T).reshape(-1))
-    loss.backward()
-    P = net.forward(X)  # (V, T, m) probabilities
-    assert_close("probabilities", P,
-                 torch.softmax(logits, -1).detach().numpy().transpose(2, 1, 0), 1e-9)
-    net.zero_grad()
-    ours = net.backward(Y)
-    assert abs(ours - loss.item()) <= 1e-9 * abs(loss.item())
-    grads = our_grads(net)
-    assert set(grads) == set(params)
-    for name, g in grads.items():
-        assert_close(name, g, params[name].grad.numpy(), 1e-9)
+    assert_lm_step_equals_torch(torch, net, X, Y, forward, params, our_grads, V)
 
 
 @pytest.mark.heavy  # trains: minutes with the JIT off
@@ -118,19 +107,7 @@ def test_gpt_adamw_steps_match_pytorch(rng):
     X, Y = batch(rng, 5)
     forward, params = reference_gpt(torch, net)
     decay = [p for n, p in params.items() if n in ("E",) or n.endswith(("W", "Wqkv", "Wo"))]
-    rest = [p for n, p in params.items() if not any(p is q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": rest, "weight_decay": 0.0}], lr=3e-3,
-                            betas=(0.9, 0.95), eps=1e-8)
-    ids, labels = torch.tensor(X.T), torch.tensor(Y.T).reshape(-1)
-    ref = []
-    for _ in range(10):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(forward(ids).reshape(-1, V), labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-        opt.step()
-        ref.append(loss.item())
+    ref = torch_adamw_losses(torch, forward, params, decay, X, Y, V, 10, lr=3e-3, clip=1.0)
     hist = net.fit(X, Y, epochs=10, batch_size=5, optimizer="adamw", lr=3e-3, beta1=0.9,
                    beta2=0.95, weight_decay=0.1, clip_grad_norm=1.0, shuffle=False,
                    progress=False)

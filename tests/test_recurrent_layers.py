@@ -6,7 +6,8 @@ steps, the gradient through time, and bad input."""
 
 import numpy as np
 import pytest
-from helpers import assert_close, torch_or_skip
+from helpers import (assert_close, assert_lm_step_equals_torch, torch_adamw_losses,
+                     torch_or_skip)
 
 import loopprop as lp
 from loopprop import Network, generate, models, text
@@ -90,19 +91,7 @@ def test_a_char_model_step_equals_pytorch(cell, rng):
     net = char_model(cell)
     X, Y = batch(rng, 4)
     forward, params = reference(torch, net)
-    logits = forward(torch.tensor(X.T))
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.tensor(Y.T).reshape(-1))
-    loss.backward()
-    P = net.forward(X)
-    assert_close("probabilities", P, torch.softmax(logits, -1).detach().numpy().transpose(2, 1, 0),
-                 1e-9)
-    net.zero_grad()
-    ours = net.backward(Y)
-    assert abs(ours - loss.item()) <= 1e-9 * abs(loss.item())
-    grads = grads_by_name(net)
-    assert set(grads) == set(params)
-    for name, g in grads.items():
-        assert_close(name, g, params[name].grad.numpy(), 1e-9)
+    assert_lm_step_equals_torch(torch, net, X, Y, forward, params, grads_by_name, V)
 
 
 @pytest.mark.heavy  # trains: minutes with the JIT off
@@ -113,19 +102,7 @@ def test_ten_adamw_steps_with_clipping_equal_pytorch(cell, rng):
     X, Y = batch(rng, 6)
     forward, params = reference(torch, net)
     decay = [p for n, p in params.items() if n.endswith((".E", ".W", ".W_x", ".W_h"))]
-    rest = [p for n, p in params.items() if not any(p is q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": rest, "weight_decay": 0.0}], lr=1e-2,
-                            betas=(0.9, 0.95), eps=1e-8)
-    ids, labels = torch.tensor(X.T), torch.tensor(Y.T).reshape(-1)
-    ref = []
-    for _ in range(10):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(forward(ids).reshape(-1, V), labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(params.values()), 0.5)
-        opt.step()
-        ref.append(loss.item())
+    ref = torch_adamw_losses(torch, forward, params, decay, X, Y, V, 10, lr=1e-2, clip=0.5)
     hist = net.fit(X, Y, epochs=10, batch_size=6, optimizer="adamw", lr=1e-2, beta1=0.9,
                    beta2=0.95, weight_decay=0.1, clip_grad_norm=0.5, shuffle=False,
                    progress=False)
