@@ -188,8 +188,10 @@ class Fitting:
             from their beginnings and zero states after a whole pass (and in every call)
         steps_per_epoch : steps per epoch; by default 100 random windows, or one pass over the
             streams (``(n − 1) // (batch_size·T)`` steps) with consecutive windows
-        validation : optional 1-D ids held out; after every epoch the mean loss over its
-            non-overlapping windows (``val_loss``, in nats per token)
+        validation : optional 1-D ids held out; after every epoch the mean loss per token
+            (``val_loss``, in nats) over its non-overlapping windows from zero states -- or,
+            with consecutive windows, read as the training reads: ``batch_size`` streams (fewer
+            when it is short), window after window, the states carried
         optimizer, lr, beta1, beta2, eps, weight_decay, decay_all, clip_grad_norm,
         lr_schedule, warmup_epochs : as :meth:`fit`; the defaults are GPT training's (AdamW,
             β₂ = 0.95, λ = 0.1 on the weight matrices and token embedding, clipping at 1,
@@ -223,11 +225,15 @@ class Fitting:
             steps = per_stream // T if consecutive else 100
         else:
             steps = _checks.check_positive_int(steps_per_epoch, "steps_per_epoch")
-        val = None
+        val: Any = None
         if validation is not None:
-            windows = self._windows(self._check_ids(validation, "validation", T + 1), T)
-            val = (self.check_inputs(windows[0], "validation"),
-                   *self.check_targets(windows[1], windows[0].shape[1], "validation"))
+            held = self._check_ids(validation, "validation", T + 1)
+            if consecutive:
+                val = lambda: self._stream_loss(held, bs, T)  # noqa: E731
+            else:
+                windows = self._windows(held, T)
+                val = (self.check_inputs(windows[0], "validation"),
+                       *self.check_targets(windows[1], windows[0].shape[1], "validation"))
         buf = self._fit_buffers(bs)
         opt, decay = self._optimizer(o, steps)
         Ybuf = np.zeros(1, self.dtype)
@@ -379,7 +385,7 @@ class Fitting:
                     hist["accuracy"].append(correct / per_example)
                     info["acc"] = correct / per_example
                 if val is not None:
-                    ev = self.evaluate_checked(*val)
+                    ev = val() if callable(val) else self.evaluate_checked(*val)
                     hist["val_loss"].append(ev["loss"])
                     info["val_loss"] = ev["loss"]
                     if classify:
@@ -436,6 +442,30 @@ class Fitting:
                              "needed); use a longer text or a smaller block_size")
         self._rows[0].check_input(arr, name, self.dtype)
         return np.ascontiguousarray(arr, dtype=np.int64)
+
+    def _stream_loss(self, ids: np.ndarray, streams: int, T: int) -> dict[str, float]:
+        """The mean loss per token and the next-token accuracy over ``ids`` read as
+        ``streams`` streams (fewer when ``ids`` is short), window after window of ``T``, in
+        evaluation mode, the recurrent states carried from window to window as
+        ``fit_text(windows="consecutive")`` trains (a network sharing this one's parameters
+        runs it: this one's buffers are left alone)."""
+        streams = max(1, min(streams, (ids.shape[0] - 1) // T))
+        L = (ids.shape[0] - 1) // streams
+        reader = self._fit_scratch.get("stream_reader")
+        if reader is None or reader.flat_params is not self._theta:
+            reader = self._fit_scratch["stream_reader"] = self.sharing((T,)).eval()
+        starts = np.arange(streams) * L
+        t = np.arange(T)[:, None]
+        total, correct, count = 0.0, 0, 0
+        for w in range(L // T):
+            at = starts[None, :] + w * T + t  # (T, streams)
+            P = reader.forward(ids[at], carry=w > 0)  # (V, T, streams)
+            labels = ids[at + 1]
+            p = np.take_along_axis(P, labels[None], axis=0)[0].astype(np.float64)
+            total -= float(np.log(np.maximum(p, 1e-300)).sum())
+            correct += int((P.argmax(axis=0) == labels).sum())
+            count += labels.size
+        return {"loss": total / count, "accuracy": correct / count}
 
     @staticmethod
     def _windows(ids: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:

@@ -203,6 +203,25 @@ def test_fit_text_with_consecutive_windows_equals_the_python_loop(cell):
     assert not np.array_equal(other.flat_params, net.flat_params)
 
 
+def test_consecutive_validation_reads_the_held_out_text_as_whole_streams():
+    """With consecutive windows the validation loss carries the states from window to window:
+    it equals the loss of each stream run as one long sequence."""
+    tok = text.CharTokenizer.from_text(CORPUS)
+    ids = tok.encode(CORPUS)
+    train, val = ids[:300], ids[300:300 + 83]
+    net = char_model("lstm", vocab=tok.vocab_size)
+    hist = net.fit_text(train, epochs=1, steps_per_epoch=3, windows="consecutive", batch_size=4,
+                        validation=val, progress=False)
+    L = (len(val) - 1) // 4  # 20 tokens per stream: 4 windows of 5
+    whole = net.sharing((4 * T,)).eval()
+    X = np.stack([val[k * L:k * L + 4 * T] for k in range(4)], axis=1)
+    Y = np.stack([val[k * L + 1:k * L + 4 * T + 1] for k in range(4)], axis=1)
+    P = whole.forward(X)
+    p = np.take_along_axis(P, Y[None], axis=0)[0]
+    assert abs(hist["val_loss"][0] + np.log(p).mean()) <= 1e-12 * abs(np.log(p).mean())
+    assert hist["val_accuracy"][0] == (P.argmax(axis=0) == Y).mean()
+
+
 def test_one_pass_over_the_streams_is_the_default_epoch():
     """200 // 4 = 50 tokens per stream, 10 windows of 5: an epoch is 10 steps by default."""
     tok = text.CharTokenizer.from_text(CORPUS)
