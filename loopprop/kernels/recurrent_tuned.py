@@ -20,17 +20,20 @@ layer's rows keep, with no copy and no transposition.
   skipped (0: the layer's input is the data), written (1) or added into (2).
 
 The elementwise steps (the nonlinearity, the gates, the carried ``dc``) are the naive kernels'
-expressions, with the vectorizable ``σ`` and ``tanh`` of :mod:`loopprop.kernels.activations`
-(within 2 ulp of libm's). The sums are regrouped, so the results equal the naive kernels' to
-rounding, not bit for bit (tests/test_recurrent.py holds them to 1e-12).
+expressions, a register at a time in the arrays' own dtype (:mod:`loopprop.kernels.simd`: 16
+float32 lanes): ``σ(x) = 1/(1 + e^{−x})`` and ``tanh x = (1 − e)/(1 + e)``, ``e = e^{−2x}``,
+with :func:`~loopprop.kernels.simd.vexp`. The sums are regrouped and the exponentials are
+float32's in float32, so the results equal the naive kernels' to rounding, not bit for bit
+(tests/test_recurrent.py holds them to 1e-12 in float64, 2e-5 in float32).
 """
 
 from __future__ import annotations
 
 from .._jit import kernel, prange, runtime_flag
-from .activations import _sigmoid_fast, _tanh_fast
 from .dense import _transpose
 from .gemm import _gemm
+from .simd import (lanes, like, vadd, vdiv, vexp, vfma, vload, vloadn, vmul, vsplat, vstore,
+                   vstoren, vsub, vzero)
 
 
 @kernel
@@ -71,19 +74,33 @@ def _units(n_h, threads, part):
 
 @kernel(parallel=True)
 def _rnn_units(Z, H2, hp, t, relu, threads):
-    """``h_t = f(z_t)`` into ``H2``'s step-``t`` columns and the running state ``hp``. Each
-    unit's ``m`` values are taken as rows first (a ``[u, t·m + k]`` index in the loop over
-    ``k`` keeps LLVM from vectorizing it: 6× slower)."""
+    """``h_t = f(z_t)`` into ``H2``'s step-``t`` columns and the running state ``hp``: each
+    unit's ``m`` values a register at a time in the arrays' dtype (:func:`_tanh_register`),
+    the last partial register by masked loads and stores. (Rows are taken before the loop: a
+    ``[u, t·m + k]`` index inside it kept LLVM from vectorizing, 6× slower.)"""
     n_h, m = hp.shape
     c0 = t * m
+    L = lanes(hp[0])
+    full = m - m % L
+    one, m2 = vsplat(like(hp[0], 1.0)), vsplat(like(hp[0], -2.0))
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for i in range(u0, u1):
             z, out, h = Z[i], H2[i, c0:c0 + m], hp[i]
-            for k in range(m):
-                y = max(z[k], 0.0) if relu else _tanh_fast(z[k])
-                out[k] = y
-                h[k] = y
+            if relu:  # no exp: LLVM vectorizes the plain loop
+                for k in range(m):
+                    y = max(z[k], 0.0)
+                    out[k] = y
+                    h[k] = y
+                continue
+            for p in range(0, full, L):
+                y = _tanh_register(vload(z, p), one, m2)
+                vstore(out, p, y)
+                vstore(h, p, y)
+            if full < m:
+                y = _tanh_register(vloadn(z, full, m - full), one, m2)
+                vstoren(out, full, y, m - full)
+                vstoren(h, full, y, m - full)
 
 @kernel(separate=True)
 def _rnn_forward_tuned(H2, Z, hp, W_x, W_h, b, X2, h0, relu, threads):
@@ -189,13 +206,46 @@ def _finish_input_side(dW_x, db, dX2, D, X2, W_x, dx, threads):
 # -- the LSTM ---------------------------------------------------------------------------------
 
 
+@kernel(inline=True)
+def _sigmoid_register(x, one, minus_one):
+    """``σ(x) = 1/(1 + e^{−x})`` on one register, in its dtype (:func:`~loopprop.kernels.simd.
+    vexp`: 16 float32 lanes, degree 5; 8 float64 lanes, degree 13). Both tails are exact
+    limits: ``e^{−x}`` is clamped, not infinite."""
+    return vdiv(one, vadd(one, vexp(vmul(minus_one, x))))
+
+
+@kernel(inline=True)
+def _tanh_register(x, one, minus_two):
+    """``tanh x = (1 − e)/(1 + e)`` with ``e = e^{−2x}`` on one register: within a few ulp of
+    1 in absolute error (near 0 the difference ``1 − e`` cancels: the *relative* error of a
+    tiny ``tanh x`` is larger; no value here is used relative to itself)."""
+    e = vexp(vmul(minus_two, x))
+    return vdiv(vsub(one, e), vadd(one, e))
+
+
+@kernel(inline=True)
+def _lstm_unit_register(zi, zf, zg, zo, cp, one, minus_one, minus_two):
+    """One register of a unit's gates and states from the step's pre-activations:
+    ``(i, f, g, o, c_t, h_t)``."""
+    i_ = _sigmoid_register(zi, one, minus_one)
+    f_ = _sigmoid_register(zf, one, minus_one)
+    g_ = _tanh_register(zg, one, minus_two)
+    o_ = _sigmoid_register(zo, one, minus_one)
+    cell = vfma(f_, cp, vmul(i_, g_))
+    return i_, f_, g_, o_, cell, vmul(o_, _tanh_register(cell, one, minus_two))
+
+
 @kernel(parallel=True)
 def _lstm_units(Z, G2, C2, H2, hp, cp, t, threads):
     """Step ``t``'s gates from ``Z = a_t``: ``i, f, g, o`` into ``G2``, ``c_t`` into ``C2`` and
-    ``cp``, ``h_t`` into ``H2`` and ``hp`` (each unit's rows taken first, as
-    :func:`_rnn_units`)."""
+    ``cp``, ``h_t`` into ``H2`` and ``hp``: each unit's ``m`` values a register at a time in
+    the arrays' dtype (:func:`_lstm_unit_register`), the last partial register by masked loads
+    and stores through the same instructions."""
     n_h, m = hp.shape
     c0 = t * m
+    L = lanes(hp[0])
+    full = m - m % L
+    one, m1, m2 = vsplat(like(hp[0], 1.0)), vsplat(like(hp[0], -1.0)), vsplat(like(hp[0], -2.0))
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for u in range(u0, u1):
@@ -203,21 +253,31 @@ def _lstm_units(Z, G2, C2, H2, hp, cp, t, threads):
             gi, gf = G2[u, c0:c0 + m], G2[n_h + u, c0:c0 + m]
             gg, go = G2[2 * n_h + u, c0:c0 + m], G2[3 * n_h + u, c0:c0 + m]
             cell_t, h_t, cpu, hpu = C2[u, c0:c0 + m], H2[u, c0:c0 + m], cp[u], hp[u]
-            for k in range(m):
-                i_ = _sigmoid_fast(zi[k])
-                f_ = _sigmoid_fast(zf[k])
-                g_ = _tanh_fast(zg[k])
-                o_ = _sigmoid_fast(zo[k])
-                gi[k] = i_
-                gf[k] = f_
-                gg[k] = g_
-                go[k] = o_
-                cell = f_ * cpu[k] + i_ * g_
-                cell_t[k] = cell
-                cpu[k] = cell
-                h = o_ * _tanh_fast(cell)
-                h_t[k] = h
-                hpu[k] = h
+            for p in range(0, full, L):
+                i_, f_, g_, o_, cell, h = _lstm_unit_register(
+                    vload(zi, p), vload(zf, p), vload(zg, p), vload(zo, p), vload(cpu, p), one,
+                    m1, m2)
+                vstore(gi, p, i_)
+                vstore(gf, p, f_)
+                vstore(gg, p, g_)
+                vstore(go, p, o_)
+                vstore(cell_t, p, cell)
+                vstore(cpu, p, cell)
+                vstore(h_t, p, h)
+                vstore(hpu, p, h)
+            if full < m:
+                r = m - full
+                i_, f_, g_, o_, cell, h = _lstm_unit_register(
+                    vloadn(zi, full, r), vloadn(zf, full, r), vloadn(zg, full, r),
+                    vloadn(zo, full, r), vloadn(cpu, full, r), one, m1, m2)
+                vstoren(gi, full, i_, r)
+                vstoren(gf, full, f_, r)
+                vstoren(gg, full, g_, r)
+                vstoren(go, full, o_, r)
+                vstoren(cell_t, full, cell, r)
+                vstoren(cpu, full, cell, r)
+                vstoren(h_t, full, h, r)
+                vstoren(hpu, full, h, r)
 
 @kernel(separate=True)
 def _lstm_forward_tuned(H2, C2, G2, Z, hp, cp, W_x, W_h, b, X2, h0, c0, threads):
@@ -236,13 +296,31 @@ def _lstm_forward_tuned(H2, C2, G2, Z, hp, cp, W_x, W_h, b, X2, h0, c0, threads)
         _lstm_units(Z, G2, C2, H2, hp, cp, t, threads)
 
 
+@kernel(inline=True)
+def _lstm_delta_register(i_, f_, g_, o_, ct, cprev, dy, dh, dc, one, minus_two):
+    """One register of a unit's backward step: ``(δ_i, δ_f, δ_g, δ_o, dc_t ⊙ f)`` from the
+    gates, ``c_t``, ``c_{t−1}``, the gradient reaching ``h_t`` from above (``dy``) and the
+    carried ``dh``, ``dc``."""
+    tc = _tanh_register(ct, one, minus_two)
+    dh_t = vadd(dy, dh)
+    dc_t = vfma(vmul(dh_t, o_), vsub(one, vmul(tc, tc)), dc)
+    d_i = vmul(vmul(dc_t, g_), vmul(i_, vsub(one, i_)))
+    d_f = vmul(vmul(dc_t, cprev), vmul(f_, vsub(one, f_)))
+    d_g = vmul(vmul(dc_t, i_), vsub(one, vmul(g_, g_)))
+    d_o = vmul(vmul(dh_t, tc), vmul(o_, vsub(one, o_)))
+    return d_i, d_f, d_g, d_o, vmul(dc_t, f_)
+
+
 @kernel(parallel=True)
 def _lstm_deltas(delta, D, dh, dc, dH2, C2, G2, c0, t, threads):
     """Step ``t``'s ``δ`` of the four gates into ``delta`` and ``D``, from ``dh_t = dH[:, t] +
     dh`` and the cell's ``dc``; ``dc`` carried on (``dc_t ⊙ f``), ``dh`` zeroed for the
-    product that adds the gates' paths."""
+    product that adds the gates' paths. A register at a time, as :func:`_lstm_units`."""
     n_h, m = dh.shape
     s0 = t * m
+    L = lanes(dh[0])
+    full = m - m % L
+    one, m2, zero = vsplat(like(dh[0], 1.0)), vsplat(like(dh[0], -2.0)), vzero(dh[0])
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for u in range(u0, u1):
@@ -255,25 +333,36 @@ def _lstm_deltas(delta, D, dh, dc, dH2, C2, G2, c0, t, threads):
             dg_, do_ = delta[2 * n_h + u], delta[3 * n_h + u]
             Di, Df = D[u, s0:s0 + m], D[n_h + u, s0:s0 + m]
             Dg, Do = D[2 * n_h + u, s0:s0 + m], D[3 * n_h + u, s0:s0 + m]
-            for k in range(m):
-                i_, f_, g_, o_ = gi[k], gf[k], gg[k], go[k]
-                tc = _tanh_fast(ct[k])
-                dh_t = dy[k] + dhu[k]
-                dc_t = dcu[k] + dh_t * o_ * (1.0 - tc * tc)
-                d_i = dc_t * g_ * i_ * (1.0 - i_)
-                d_f = dc_t * cprev[k] * f_ * (1.0 - f_)
-                d_g = dc_t * i_ * (1.0 - g_ * g_)
-                d_o = dh_t * tc * o_ * (1.0 - o_)
-                di_[k] = d_i
-                df_[k] = d_f
-                dg_[k] = d_g
-                do_[k] = d_o
-                Di[k] = d_i
-                Df[k] = d_f
-                Dg[k] = d_g
-                Do[k] = d_o
-                dcu[k] = dc_t * f_
-                dhu[k] = 0.0
+            for p in range(0, full, L):
+                d_i, d_f, d_g, d_o, dc_next = _lstm_delta_register(
+                    vload(gi, p), vload(gf, p), vload(gg, p), vload(go, p), vload(ct, p),
+                    vload(cprev, p), vload(dy, p), vload(dhu, p), vload(dcu, p), one, m2)
+                vstore(di_, p, d_i)
+                vstore(df_, p, d_f)
+                vstore(dg_, p, d_g)
+                vstore(do_, p, d_o)
+                vstore(Di, p, d_i)
+                vstore(Df, p, d_f)
+                vstore(Dg, p, d_g)
+                vstore(Do, p, d_o)
+                vstore(dcu, p, dc_next)
+                vstore(dhu, p, zero)
+            if full < m:
+                r = m - full
+                d_i, d_f, d_g, d_o, dc_next = _lstm_delta_register(
+                    vloadn(gi, full, r), vloadn(gf, full, r), vloadn(gg, full, r),
+                    vloadn(go, full, r), vloadn(ct, full, r), vloadn(cprev, full, r),
+                    vloadn(dy, full, r), vloadn(dhu, full, r), vloadn(dcu, full, r), one, m2)
+                vstoren(di_, full, d_i, r)
+                vstoren(df_, full, d_f, r)
+                vstoren(dg_, full, d_g, r)
+                vstoren(do_, full, d_o, r)
+                vstoren(Di, full, d_i, r)
+                vstoren(Df, full, d_f, r)
+                vstoren(Dg, full, d_g, r)
+                vstoren(Do, full, d_o, r)
+                vstoren(dcu, full, dc_next, r)
+                vstoren(dhu, full, zero, r)
 
 @kernel(separate=True)
 def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH2, H2, C2, G2, X2, h0, c0, W_x, W_h,
@@ -300,12 +389,26 @@ def _lstm_backward_tuned(dW_x, dW_h, db, dX2, dh0, dc0, dH2, H2, C2, G2, X2, h0,
 # -- the GRU ----------------------------------------------------------------------------------
 
 
+@kernel(inline=True)
+def _gru_unit_register(xr, xz, xn, yr, yz, yn, hp, one, minus_one, minus_two):
+    """One register of a unit's gates and state: ``(r, z, n, h_t)`` from the input projections
+    ``x``, the recurrent ones ``y`` and ``h_{t−1}``."""
+    r = _sigmoid_register(vadd(xr, yr), one, minus_one)
+    z = _sigmoid_register(vadd(xz, yz), one, minus_one)
+    n = _tanh_register(vfma(r, yn, xn), one, minus_two)
+    return r, z, n, vfma(z, vsub(hp, n), n)
+
+
 @kernel(parallel=True)
 def _gru_units(Y, G2, H2, hp, t, threads):
     """Step ``t``'s gates from ``G2``'s input projections (rows ``r, z, n``) and ``Y = b_h +
-    W_h·h_{t−1}``: ``r, z, n, y_n`` into ``G2``, ``h_t`` into ``H2`` and ``hp``."""
+    W_h·h_{t−1}``: ``r, z, n, y_n`` into ``G2``, ``h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}`` into ``H2``
+    and ``hp``; a register at a time, as :func:`_lstm_units`."""
     n_h, m = hp.shape
     c0 = t * m
+    L = lanes(hp[0])
+    full = m - m % L
+    one, m1, m2 = vsplat(like(hp[0], 1.0)), vsplat(like(hp[0], -1.0)), vsplat(like(hp[0], -2.0))
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for u in range(u0, u1):
@@ -313,18 +416,30 @@ def _gru_units(Y, G2, H2, hp, t, threads):
             gn, gy = G2[2 * n_h + u, c0:c0 + m], G2[3 * n_h + u, c0:c0 + m]
             yr, yz, yn = Y[u], Y[n_h + u], Y[2 * n_h + u]
             h_t, hpu = H2[u, c0:c0 + m], hp[u]
-            for k in range(m):
-                r = _sigmoid_fast(gr[k] + yr[k])
-                z = _sigmoid_fast(gz[k] + yz[k])
-                y_n = yn[k]
-                n = _tanh_fast(gn[k] + r * y_n)
-                gr[k] = r
-                gz[k] = z
-                gn[k] = n
-                gy[k] = y_n
-                h = (1.0 - z) * n + z * hpu[k]
-                h_t[k] = h
-                hpu[k] = h
+            for p in range(0, full, L):
+                y_n = vload(yn, p)
+                r, z, n, h = _gru_unit_register(vload(gr, p), vload(gz, p), vload(gn, p),
+                                                vload(yr, p), vload(yz, p), y_n, vload(hpu, p),
+                                                one, m1, m2)
+                vstore(gr, p, r)
+                vstore(gz, p, z)
+                vstore(gn, p, n)
+                vstore(gy, p, y_n)
+                vstore(h_t, p, h)
+                vstore(hpu, p, h)
+            if full < m:
+                k = m - full
+                y_n = vloadn(yn, full, k)
+                r, z, n, h = _gru_unit_register(vloadn(gr, full, k), vloadn(gz, full, k),
+                                                vloadn(gn, full, k), vloadn(yr, full, k),
+                                                vloadn(yz, full, k), y_n, vloadn(hpu, full, k),
+                                                one, m1, m2)
+                vstoren(gr, full, r, k)
+                vstoren(gz, full, z, k)
+                vstoren(gn, full, n, k)
+                vstoren(gy, full, y_n, k)
+                vstoren(h_t, full, h, k)
+                vstoren(hpu, full, h, k)
 
 @kernel(separate=True)
 def _gru_forward_tuned(H2, G2, A, Y, hp, W_x, W_h, b_x, b_h, X2, h0, threads):
