@@ -231,9 +231,9 @@ class Fitting:
             if consecutive:
                 val = lambda: self._stream_loss(held, bs, T)  # noqa: E731
             else:
-                windows = self._windows(held, T)
-                val = (self.check_inputs(windows[0], "validation"),
-                       *self.check_targets(windows[1], windows[0].shape[1], "validation"))
+                X_val, Y_val = self._windows(held, T)
+                val = (self.check_inputs(X_val, "validation"),
+                       *self.check_targets(Y_val, X_val.shape[1], "validation"))
         buf = self._fit_buffers(bs)
         opt, decay = self._optimizer(o, steps)
         Ybuf = np.zeros(1, self.dtype)
@@ -459,11 +459,12 @@ class Fitting:
         total, correct, count = 0.0, 0, 0
         for w in range(L // T):
             at = starts[None, :] + w * T + t  # (T, streams)
-            P = reader.forward(ids[at], carry=w > 0)  # (V, T, streams)
-            labels = ids[at + 1]
-            p = np.take_along_axis(P, labels[None], axis=0)[0].astype(np.float64)
-            total -= float(np.log(np.maximum(p, 1e-300)).sum())
-            correct += int((P.argmax(axis=0) == labels).sum())
+            Z = reader.forward(ids[at], logits=True, carry=w > 0).astype(np.float64)
+            labels = ids[at + 1]  # Z (V, T, streams): the loss is log Σ_v e^{Z_v} − Z_label
+            top = Z.max(axis=0)
+            lse = top + np.log(np.exp(Z - top).sum(axis=0))
+            total += float((lse - np.take_along_axis(Z, labels[None], axis=0)[0]).sum())
+            correct += int((Z.argmax(axis=0) == labels).sum())
             count += labels.size
         return {"loss": total / count, "accuracy": correct / count}
 
