@@ -320,8 +320,11 @@ def _recurrent(layer, param, index, X, dY, extra):
             terms.append(Term((t,), (float(D[t, 0]), float(other[t, 0])), value,
                               (f"δ_{t}[{i}]", f"{name}[{j}]" if name == "X" else
                                f"h_{t - 1}[{j}]")))
-        else:
-            terms.append(Term((t,), (value,), value, (f"Σ_k at t={t}",)))
+        else:  # one factor: the step's sum over the batch, named by its formula
+            step = (f"Σ_k δ_{t}[{i}, k]·h_{t - 1}[{j}, k]" if param == "W_h" else
+                    f"Σ_k δ_{t}[{i}, k]·X[{j}, {t}, k]" if param == "W_x" else
+                    f"Σ_k δ_{t}[{i}, k]")
+            terms.append(Term((t,), (value,), value, (step,)))
     norms = np.sqrt((steps["dh"] ** 2).sum(axis=(0, 2)))
     extra["notes"] += [
         "one term per time step t (the backward loop runs t = T−1 … 0, carrying the gradient "

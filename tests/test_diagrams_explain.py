@@ -36,6 +36,7 @@ LAYER_NETS = [
                 Residual([LayerNorm(), Dense(27), Tanh()]), Dense(2), Softmax()],
                loss="cross_entropy", input_shape=(1, 3, 3)),
     lp.models.gpt(11, 8, 2, 2, 8),  # embeddings, attention, residual blocks, tied output
+    lp.models.char_rnn(11, 4, 2, cell="lstm", block_size=6),  # recurrent layers
 ]
 
 
@@ -97,11 +98,15 @@ def test_every_diagram_kind_renders_with_mermaid():
                 for kind in KINDS}
     # the oracle can fail: a broken diagram must be reported as an error
     diagrams["broken"] = "flowchart LR\n    a[unclosed --> b"
+    recurrent = [(cell, T) for cell in ("lstm", "gru", "rnn") for T in (3, 6)]
+    for cell, T in recurrent:  # shorter and longer than the four steps drawn
+        net = lp.models.char_rnn(11, 4, 2, cell=cell, block_size=T)
+        diagrams[f"unrolled-{cell}-{T}"] = net.to_mermaid("unrolled")
     results = render_in_chromium(diagrams)
     assert results.pop("broken") != "ok"
     bad = {k: v for k, v in results.items() if v != "ok"}
     assert not bad, f"diagrams that Mermaid refused: {bad}"
-    assert len(results) == len(NETS + LAYER_NETS) * len(KINDS)
+    assert len(results) == len(NETS + LAYER_NETS) * len(KINDS) + len(recurrent)
 
 
 def test_network_diagram_shows_real_sizes_and_activations():
