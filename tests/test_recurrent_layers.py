@@ -6,8 +6,8 @@ steps, the gradient through time, and bad input."""
 
 import numpy as np
 import pytest
-from helpers import (assert_close, assert_lm_step_equals_torch, torch_adamw_losses,
-                     torch_or_skip)
+from helpers import (assert_close, assert_lm_step_equals_torch, one_line_error, run_cli,
+                     torch_adamw_losses, torch_or_skip)
 
 import loopprop as lp
 from loopprop import Network, generate, models, text
@@ -377,6 +377,49 @@ def test_an_lstm_carries_the_gradient_further_back_than_an_rnn():
     rnn, lstm = decay_per_step(norms["rnn"]), decay_per_step(norms["lstm"])
     assert rnn < lstm < 1.0, (rnn, lstm)
     assert norms["lstm"][0] / norms["lstm"][-1] > 100 * norms["rnn"][0] / norms["rnn"][-1]
+
+
+@pytest.mark.heavy  # trains: minutes with the JIT off
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_cli_trains_a_recurrent_model_and_samples(cell, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    model = tmp_path / "r.npz"
+    r = run_cli("train", "--model", cell, "--text", str(corpus), "--epochs", "2",
+                "--steps-per-epoch", "5", "--hidden", "16", "--n-layer", "1", "--n-embd", "8",
+                "--block-size", "16", "--batch-size", "8", "--save", str(model),
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"{cell}: 1 layer of 16 units" in r.stdout and "truncated BPTT" in r.stdout
+    assert "consecutive windows carrying the states" in r.stdout
+    assert "validation loss" in r.stdout
+    r = run_cli("sample", str(model), "--prompt", "the cat sat on the mat. the dog", "--tokens",
+                "40", "--seed", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("the cat sat on the mat. the dog")
+    assert len(r.stdout.rstrip("\n")) >= 31 + 40
+    e = run_cli("explain", "--model", cell, "--layer", "2", "--param", "W_h", "--index", "1,2")
+    assert e.returncode == 0, e.stderr
+    assert "Σ_t Σ_k δ_t[1, k]·h_(t−1)[2, k]" in e.stdout and "8 terms" in e.stdout
+    d = run_cli("diagram", "unrolled", "--model", cell)
+    assert d.returncode == 0 and d.stdout.startswith("flowchart LR"), d.stderr
+
+
+def test_cli_recurrent_errors(tmp_path):
+    one_line_error(run_cli("train", "--model", "lstm", "--hidden", "16-8"),
+                   "--hidden: one size for --model lstm")
+    one_line_error(run_cli("train", "--model", "gru", "--n-head", "2"),
+                   "--n-head: not used by --model gru")
+    one_line_error(run_cli("train", "--model", "rnn", "--loss", "mse"),
+                   "--loss: not used by --model rnn")
+    short = tmp_path / "short.txt"
+    short.write_text("abcdefghij" * 30)
+    one_line_error(run_cli("train", "--model", "lstm", "--text", str(short), "--batch-size",
+                           "64", "--block-size", "16"), "--batch-size")
+    one_line_error(run_cli("diagram", "unrolled", "--model", "cnn"),
+                   "the unrolled diagram draws recurrent layers")
+    one_line_error(run_cli("explain", "--plot", str(tmp_path / "g.png")),
+                   "--plot: draws the curves of --through-time")
 
 
 # -- bad input ------------------------------------------------------------------------------

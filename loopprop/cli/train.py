@@ -288,7 +288,7 @@ def _train_language_model(args: argparse.Namespace) -> int:
                            "text")
         net = models.char_rnn(tok.vocab_size, args.hidden, args.n_layer, cell=args.model,
                               block_size=T, n_embd=args.n_embd, dtype=dtype, seed=args.seed)
-        what = (f"{args.model}: {args.n_layer} layers of {args.hidden} units, n_embd "
+        what = (f"{args.model}: {_plural(args.n_layer, 'layer')} of {args.hidden} units, n_embd "
                 f"{args.n_embd}, truncated BPTT over windows of")  # … T tokens
         windows, steps = "consecutive", args.steps_per_epoch
         n = steps or streams // T
