@@ -262,3 +262,30 @@ def test_tuned_equals_naive(rng, cell, nonlinearity, dtype, shape):
         np.testing.assert_allclose(b_, a, rtol=tol, atol=tol * max(1.0, np.abs(a).max()),
                                    err_msg=name)
         assert b_.dtype == dtype
+
+
+@pytest.mark.parametrize("cell,nonlinearity", [("rnn", "tanh"), ("lstm", "tanh"),
+                                               ("gru", "tanh")])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_saturated_gates_stay_finite_and_equal_the_loops(rng, cell, nonlinearity, dtype):
+    """Pre-activations far beyond tanh's and σ's range (inputs × 1000: an LSTM's cell state
+    grows without bound over a long carried stream): the tuned kernels' tanh once returned
+    ``(1 − inf)/(1 + inf) = NaN`` where ``e^{−2x}`` overflowed (x < −44 in float32; a default
+    ``loopprop train --model lstm`` diverged at its first epoch)."""
+    d, n_h, T, m = 3, 4, 6, 2
+    W_x, W_h, b, X, h0, c0 = _problem(rng, cell, d, n_h, T, m, dtype)
+    X = (X * 1000).astype(dtype)
+    if cell == "lstm":
+        outs = [lp.lstm_forward(W_x, W_h, b, X, h0, c0, impl=impl)[2][5:]
+                for impl in ("naive", "tuned")]
+    elif cell == "gru":
+        outs = [lp.gru_forward(W_x, W_h, b, c0, X, h0, impl=impl)[1][4:]
+                for impl in ("naive", "tuned")]
+    else:
+        outs = [(lp.rnn_forward(W_x, W_h, b, X, h0, nonlinearity, impl=impl)[0],)
+                for impl in ("naive", "tuned")]
+    pre = np.einsum("rj,jtk->rtk", W_x.astype(np.float64), X.astype(np.float64))
+    assert (pre < -100).any() and (pre > 100).any()  # both tails, far past e^{−2x}'s overflow
+    for naive, tuned in zip(*outs):
+        assert np.isfinite(tuned).all()
+        np.testing.assert_allclose(tuned, naive, rtol=2e-5, atol=2e-5)

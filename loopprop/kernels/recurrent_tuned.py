@@ -21,10 +21,11 @@ layer's rows keep, with no copy and no transposition.
 
 The elementwise steps (the nonlinearity, the gates, the carried ``dc``) are the naive kernels'
 expressions, a register at a time in the arrays' own dtype (:mod:`loopprop.kernels.simd`: 16
-float32 lanes): ``σ(x) = 1/(1 + e^{−x})`` and ``tanh x = (1 − e)/(1 + e)``, ``e = e^{−2x}``,
-with :func:`~loopprop.kernels.simd.vexp`. The sums are regrouped and the exponentials are
-float32's in float32, so the results equal the naive kernels' to rounding, not bit for bit
-(tests/test_recurrent.py holds them to 1e-12 in float64, 2e-5 in float32).
+float32 lanes): ``σ(x) = 1/(1 + e^{−x})`` and ``tanh x = 2/(1 + e^{−2x}) − 1`` with
+:func:`~loopprop.kernels.simd.vexp` (both exact in their tails, where ``e^{…}`` overflows).
+The sums are regrouped and the exponentials are float32's in float32, so the results equal the
+naive kernels' to rounding, not bit for bit (tests/test_recurrent.py holds them to 1e-12 in
+float64, 2e-5 in float32).
 """
 
 from __future__ import annotations
@@ -216,11 +217,12 @@ def _sigmoid_register(x, one, minus_one):
 
 @kernel(inline=True)
 def _tanh_register(x, one, minus_two):
-    """``tanh x = (1 − e)/(1 + e)`` with ``e = e^{−2x}`` on one register: within a few ulp of
-    1 in absolute error (near 0 the difference ``1 − e`` cancels: the *relative* error of a
-    tiny ``tanh x`` is larger; no value here is used relative to itself)."""
-    e = vexp(vmul(minus_two, x))
-    return vdiv(vsub(one, e), vadd(one, e))
+    """``tanh x = 2σ(2x) − 1 = 2/(1 + e^{−2x}) − 1`` on one register. Where ``e^{−2x}``
+    overflows (x < −44 in float32, −355 in float64) the quotient is 0 and the result −1:
+    written as ``(1 − e)/(1 + e)`` it was ``−inf/inf``, NaN. Within a few ulp of 1 in absolute
+    error (near 0 the difference cancels: the *relative* error of a tiny ``tanh x`` is larger;
+    no value here is used relative to itself)."""
+    return vsub(vdiv(vadd(one, one), vadd(one, vexp(vmul(minus_two, x)))), one)
 
 
 @kernel(inline=True)
