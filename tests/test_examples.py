@@ -113,3 +113,17 @@ def test_the_readmes_quoted_example_outputs_are_what_the_examples_print(tmp_path
     for line in quoted:
         assert line in printed, f"the README quotes\n  {line}\nbut the examples print\n  " \
             + "\n  ".join(printed)
+
+
+@pytest.mark.heavy  # trains two recurrent models: minutes with the JIT off
+def test_gradient_through_time_example_shows_the_lstm_reaching_further_back(tmp_path):
+    """After the same training on the same text, the plain RNN's gradient through time shrinks
+    by a larger factor per step back than the LSTM's, and the plot is written."""
+    pytest.importorskip("matplotlib")
+    from loopprop.through_time import decay_per_step
+
+    curves = _load("gradient_through_time").main(steps=60, path=str(tmp_path / "g.png"))
+    rnn, lstm = decay_per_step(curves["rnn"]), decay_per_step(curves["lstm"])
+    assert rnn < lstm < 1.0, (rnn, lstm)
+    assert curves["lstm"][0] > 100 * curves["rnn"][0]  # 47 steps back
+    assert (tmp_path / "g.png").stat().st_size > 10_000
