@@ -35,22 +35,34 @@ SKIP_DX, WRITE_DX, ADD_DX = 0, 1, 2
 
 
 @kernel
+def _input_sum(W_x, b, row, X, t, k):
+    """``b[row] + Σ_j W_x[row, j]·X[j, t, k]``: one gate row's input side."""
+    a = b[row]
+    for j in range(X.shape[0]):
+        a += W_x[row, j] * X[j, t, k]
+    return a
+
+
+@kernel
+def _state_sum(W_h, row, H, h0, t, k):
+    """``Σ_j W_h[row, j]·h_{t−1}[j, k]`` (``h_{−1} = h0``): one gate row's recurrent side."""
+    a = 0.0
+    for j in range(H.shape[0]):
+        a += W_h[row, j] * (h0[j, k] if t == 0 else H[j, t - 1, k])
+    return a
+
+
+@kernel
 def _rnn_forward_naive(H, W_x, W_h, b, X, h0, relu):
     """``H[i, t, k] = f(b[i] + Σ_j W_x[i, j]·X[j, t, k] + Σ_j W_h[i, j]·H[j, t − 1, k])`` with
     ``H[:, −1, :] = h0`` and ``f`` tanh (or ReLU when ``relu``): docs/formulas.md, "Recurrent
     networks". Shapes: ``H (h, T, m)`` written, ``W_x (h, d)``, ``W_h (h, h)``, ``b (h,)``,
     ``X (d, T, m)``, ``h0 (h, m)``."""
     n_h, T, m = H.shape
-    d = X.shape[0]
     for t in range(T):
         for i in range(n_h):
             for k in range(m):
-                z = b[i]
-                for j in range(d):
-                    z += W_x[i, j] * X[j, t, k]
-                for j in range(n_h):
-                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
-                    z += W_h[i, j] * prev
+                z = _input_sum(W_x, b, i, X, t, k) + _state_sum(W_h, i, H, h0, t, k)
                 H[i, t, k] = max(z, 0.0) if relu else math.tanh(z)
 
 
@@ -139,16 +151,10 @@ def _lstm_forward_naive(H, C, G, W_x, W_h, b, X, h0, c0):
     pass reads them), ``W_x (4h, d)``, ``W_h (4h, h)``, ``b (4h,)``, ``X (d, T, m)``,
     ``h0, c0 (h, m)``."""
     n_h, T, m = H.shape
-    d = X.shape[0]
     for t in range(T):
         for r in range(4 * n_h):
             for k in range(m):
-                a = b[r]
-                for j in range(d):
-                    a += W_x[r, j] * X[j, t, k]
-                for j in range(n_h):
-                    prev = h0[j, k] if t == 0 else H[j, t - 1, k]
-                    a += W_h[r, j] * prev
+                a = _input_sum(W_x, b, r, X, t, k) + _state_sum(W_h, r, H, h0, t, k)
                 G[r, t, k] = math.tanh(a) if 2 * n_h <= r < 3 * n_h else _sigmoid(a)
         for u in range(n_h):
             for k in range(m):
@@ -202,25 +208,6 @@ def _lstm_backward_naive(dW_x, dW_h, db, dX, dh0, dc0, dH, H, C, G, X, h0, c0, W
 
 
 @kernel
-def _input_sum(W_x, b, row, X, t, k):
-    """``b[row] + Σ_j W_x[row, j]·X[j, t, k]``: one gate row's input side."""
-    a = b[row]
-    for j in range(X.shape[0]):
-        a += W_x[row, j] * X[j, t, k]
-    return a
-
-
-@kernel
-def _state_sum(W_h, b, row, H, h0, t, k):
-    """``b[row] + Σ_j W_h[row, j]·h_{t−1}[j, k]`` (``h_{−1} = h0``): one gate row's recurrent
-    side."""
-    a = b[row]
-    for j in range(H.shape[0]):
-        a += W_h[row, j] * (h0[j, k] if t == 0 else H[j, t - 1, k])
-    return a
-
-
-@kernel
 def _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0):
     """The GRU, one time step after another (docs/formulas.md, "The GRU"), as PyTorch's
     ``nn.GRU``: gates stacked ``r, z, n`` (rows ``q·h + u``),
@@ -237,10 +224,10 @@ def _gru_forward_naive(H, G, W_x, W_h, b_x, b_h, X, h0):
         for u in range(n_h):
             for k in range(m):
                 r = _sigmoid(_input_sum(W_x, b_x, u, X, t, k)
-                             + _state_sum(W_h, b_h, u, H, h0, t, k))
+                             + (b_h[u] + _state_sum(W_h, u, H, h0, t, k)))
                 z = _sigmoid(_input_sum(W_x, b_x, n_h + u, X, t, k)
-                             + _state_sum(W_h, b_h, n_h + u, H, h0, t, k))
-                y_n = _state_sum(W_h, b_h, 2 * n_h + u, H, h0, t, k)
+                             + (b_h[n_h + u] + _state_sum(W_h, n_h + u, H, h0, t, k)))
+                y_n = b_h[2 * n_h + u] + _state_sum(W_h, 2 * n_h + u, H, h0, t, k)
                 n = math.tanh(_input_sum(W_x, b_x, 2 * n_h + u, X, t, k) + r * y_n)
                 G[u, t, k] = r
                 G[n_h + u, t, k] = z

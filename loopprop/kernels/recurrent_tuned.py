@@ -70,6 +70,17 @@ def _units(n_h, threads, part):
     return part * chunk, min(n_h, (part + 1) * chunk)
 
 
+@kernel(inline=True)
+def _registers(row):
+    """What a loop over a unit's ``m`` values a register at a time needs, from one row of the
+    arrays (their dtype): the lanes ``L``, the values in whole registers ``m − m mod L``, and
+    the constants 1, −1, −2 in every lane."""
+    m = row.shape[0]
+    L = lanes(row)
+    return (L, m - m % L, vsplat(like(row, 1.0)), vsplat(like(row, -1.0)),
+            vsplat(like(row, -2.0)))
+
+
 # -- the vanilla RNN --------------------------------------------------------------------------
 
 
@@ -81,9 +92,7 @@ def _rnn_units(Z, H2, hp, t, relu, threads):
     ``[u, t·m + k]`` index inside it kept LLVM from vectorizing, 6× slower.)"""
     n_h, m = hp.shape
     c0 = t * m
-    L = lanes(hp[0])
-    full = m - m % L
-    one, m2 = vsplat(like(hp[0], 1.0)), vsplat(like(hp[0], -2.0))
+    L, full, one, _, m2 = _registers(hp[0])
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for i in range(u0, u1):
@@ -245,9 +254,7 @@ def _lstm_units(Z, G2, C2, H2, hp, cp, t, threads):
     and stores through the same instructions."""
     n_h, m = hp.shape
     c0 = t * m
-    L = lanes(hp[0])
-    full = m - m % L
-    one, m1, m2 = vsplat(like(hp[0], 1.0)), vsplat(like(hp[0], -1.0)), vsplat(like(hp[0], -2.0))
+    L, full, one, m1, m2 = _registers(hp[0])
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for u in range(u0, u1):
@@ -320,9 +327,8 @@ def _lstm_deltas(delta, D, dh, dc, dH2, C2, G2, c0, t, threads):
     product that adds the gates' paths. A register at a time, as :func:`_lstm_units`."""
     n_h, m = dh.shape
     s0 = t * m
-    L = lanes(dh[0])
-    full = m - m % L
-    one, m2, zero = vsplat(like(dh[0], 1.0)), vsplat(like(dh[0], -2.0)), vzero(dh[0])
+    L, full, one, _, m2 = _registers(dh[0])
+    zero = vzero(dh[0])
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for u in range(u0, u1):
@@ -408,9 +414,7 @@ def _gru_units(Y, G2, H2, hp, t, threads):
     and ``hp``; a register at a time, as :func:`_lstm_units`."""
     n_h, m = hp.shape
     c0 = t * m
-    L = lanes(hp[0])
-    full = m - m % L
-    one, m1, m2 = vsplat(like(hp[0], 1.0)), vsplat(like(hp[0], -1.0)), vsplat(like(hp[0], -2.0))
+    L, full, one, m1, m2 = _registers(hp[0])
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for u in range(u0, u1):

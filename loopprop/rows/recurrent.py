@@ -19,7 +19,7 @@ from ..kernels.recurrent_tuned import (_gru_backward_tuned, _gru_forward_tuned,
                                        _rnn_backward_tuned, _rnn_forward_tuned)
 from ..layers.recurrent import GRU, LSTM, RNN
 from ..plan import IN_OFF, OUT_OFF
-from .common import _vec, _view
+from .common import _vec, _view, _zero
 
 R_D, R_H, R_T, R_RELU = RNN.columns("d", "hidden", "T", "relu")
 R_WX, R_WH, R_B = RNN.columns("W_x", "W_h", "b")
@@ -48,14 +48,6 @@ def _start(s0, S2, carry):
     for i in range(s0.shape[0]):
         for k in range(m):
             s0[i, k] = S2[i, last + k] if carry else 0.0
-
-
-@kernel
-def _zeros(a):
-    """``a[i, k] = 0``: no gradient reaches the last state from the next window."""
-    for i in range(a.shape[0]):
-        for k in range(a.shape[1]):
-            a[i, k] = 0.0
 
 
 @kernel
@@ -107,7 +99,7 @@ def rnn_backward(r, plan, fplan, b, s):
     N = T * mb
     work = b.work
     dh0 = _view(work, plan[r, R_DH0] * mb, n_h, mb)
-    _zeros(dh0)  # as dh_T: nothing comes back from the next window
+    _zero(_vec(work, plan[r, R_DH0] * mb, n_h * mb))  # as dh_T: nothing from the next window
     _rnn_backward_tuned(
         _view(b.grad, plan[r, R_WX], n_h, d), _view(b.grad, plan[r, R_WH], n_h, n_h),
         _vec(b.grad, plan[r, R_B], n_h), _view(b.dacts, plan[r, IN_OFF] * mb, d, N), dh0,
@@ -157,8 +149,8 @@ def lstm_backward(r, plan, fplan, b, s):
     cache, work = b.cache, b.work
     dh0 = _view(work, plan[r, L_DH0] * mb, n_h, mb)
     dc0 = _view(work, plan[r, L_DC0] * mb, n_h, mb)
-    _zeros(dh0)  # as dh_T and dc_T: nothing comes back from the next window
-    _zeros(dc0)
+    _zero(_vec(work, plan[r, L_DH0] * mb, n_h * mb))  # as dh_T and dc_T: nothing comes back
+    _zero(_vec(work, plan[r, L_DC0] * mb, n_h * mb))  # from the next window
     _lstm_backward_tuned(
         _view(b.grad, plan[r, L_WX], 4 * n_h, d), _view(b.grad, plan[r, L_WH], 4 * n_h, n_h),
         _vec(b.grad, plan[r, L_B], 4 * n_h), _view(b.dacts, plan[r, IN_OFF] * mb, d, N), dh0,
@@ -205,7 +197,7 @@ def gru_backward(r, plan, fplan, b, s):
     N = T * mb
     cache, work = b.cache, b.work
     dh0 = _view(work, plan[r, G_DH0] * mb, n_h, mb)
-    _zeros(dh0)  # as dh_T: nothing comes back from the next window
+    _zero(_vec(work, plan[r, G_DH0] * mb, n_h * mb))  # as dh_T: nothing from the next window
     _gru_backward_tuned(
         _view(b.grad, plan[r, G_WX], 3 * n_h, d), _view(b.grad, plan[r, G_WH], 3 * n_h, n_h),
         _vec(b.grad, plan[r, G_BX], 3 * n_h), _vec(b.grad, plan[r, G_BH], 3 * n_h),
