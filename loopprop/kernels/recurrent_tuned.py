@@ -9,9 +9,10 @@ layer's rows keep, with no copy and no transposition.
 
 * The input projection of every time step is one product, ``A = b + W_x·X2``, written where
   the step will read it (the LSTM's gates, the GRU's first three gate blocks, the RNN's states).
-* The recurrence is one product per step, ``z_t = A[:, t] + W_h·h_{t−1}``, on a contiguous
-  ``(rows, m)`` block ``Z`` and the running state ``hp (h, m)`` (the product wants contiguous
-  operands; the step's columns of a ``(rows, T·m)`` matrix are not).
+* The recurrence is one product per step, ``Z = W_h·h_{t−1}``, into a contiguous ``(rows, m)``
+  block ``Z`` from the running state ``hp (h, m)`` (the product wants contiguous operands; the
+  step's columns of a ``(rows, T·m)`` matrix are not); the gates add ``A[:, t]`` where they
+  read it and zero ``Z`` for the next step.
 * The gates are computed unit by unit, the units split over the threads (each element is one
   thread's: the bits do not depend on the thread count).
 * Backward, each step's ``δ_t`` is written into the ``(rows, T·m)`` matrix ``D``; the carried
@@ -33,8 +34,8 @@ from __future__ import annotations
 from .._jit import kernel, prange, runtime_flag
 from .dense import _transpose
 from .gemm import _gemm
-from .simd import (lanes, like, vadd, vdiv, vexp, vfma, vload, vloadn, vmul, vsplat, vstore,
-                   vstoren, vsub, vzero)
+from .simd import (lanes, like, vadd, vdiv, vexp, vfma, vload, vloadn, vmul, vprefetch, vsplat,
+                   vstore, vstoren, vsub, vzero)
 
 
 @kernel
@@ -47,12 +48,11 @@ def _input_projection(A, W_x, b, X2, threads):
 
 
 @kernel
-def _step_start(Z, A, t):
-    """``Z[r, k] = A[r, t·m + k]``: step ``t``'s input projection, contiguous."""
-    m = Z.shape[1]
+def _zero(Z):
+    """``Z[r, k] = 0``."""
     for r in range(Z.shape[0]):
-        for k in range(m):
-            Z[r, k] = A[r, t * m + k]
+        for k in range(Z.shape[1]):
+            Z[r, k] = 0.0
 
 
 @kernel
@@ -71,6 +71,18 @@ def _units(n_h, threads, part):
 
 
 @kernel(inline=True)
+def _prefetch(row, c0, c1):
+    """Ask for the cache lines of ``row[c0:c1]`` (:func:`~loopprop.kernels.simd.vprefetch`,
+    one per register: a register is a 64-byte line). The steps' columns of a ``(rows, T·m)``
+    matrix are ``T·m`` values apart from row to row, a pattern the CPU's prefetchers do not
+    follow: the gates ask for the next step's columns while they work on this one's."""
+    if c0 < 0 or c1 > row.shape[0]:
+        return
+    for c in range(c0, c1, lanes(row)):
+        vprefetch(row, c)
+
+
+@kernel(inline=True)
 def _registers(row):
     """What a loop over a unit's ``m`` values a register at a time needs, from one row of the
     arrays (their dtype): the lanes ``L``, the values in whole registers ``m − m mod L``, and
@@ -86,31 +98,38 @@ def _registers(row):
 
 @kernel(parallel=True)
 def _rnn_units(Z, H2, hp, t, relu, threads):
-    """``h_t = f(z_t)`` into ``H2``'s step-``t`` columns and the running state ``hp``: each
-    unit's ``m`` values a register at a time in the arrays' dtype (:func:`_tanh_register`),
-    the last partial register by masked loads and stores. (Rows are taken before the loop: a
-    ``[u, t·m + k]`` index inside it kept LLVM from vectorizing, 6× slower.)"""
+    """``h_t = f(a_t + Z)`` into ``H2``'s step-``t`` columns (which hold the input projection
+    ``a_t``) and the running state ``hp``, ``Z = W_h·h_{t−1}`` zeroed for the next step's
+    product: each unit's ``m`` values a register at a time in the arrays' dtype
+    (:func:`_tanh_register`), the last partial register by masked loads and stores. (Rows are
+    taken before the loop: a ``[u, t·m + k]`` index inside it kept LLVM from vectorizing, 6×
+    slower.)"""
     n_h, m = hp.shape
     c0 = t * m
     L, full, one, _, m2 = _registers(hp[0])
+    zero = vzero(hp[0])
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for i in range(u0, u1):
             z, out, h = Z[i], H2[i, c0:c0 + m], hp[i]
             if relu:  # no exp: LLVM vectorizes the plain loop
                 for k in range(m):
-                    y = max(z[k], 0.0)
+                    y = max(out[k] + z[k], 0.0)
                     out[k] = y
                     h[k] = y
+                    z[k] = 0.0
                 continue
             for p in range(0, full, L):
-                y = _tanh_register(vload(z, p), one, m2)
+                y = _tanh_register(vadd(vload(out, p), vload(z, p)), one, m2)
                 vstore(out, p, y)
                 vstore(h, p, y)
+                vstore(z, p, zero)
             if full < m:
-                y = _tanh_register(vloadn(z, full, m - full), one, m2)
-                vstoren(out, full, y, m - full)
-                vstoren(h, full, y, m - full)
+                r = m - full
+                y = _tanh_register(vadd(vloadn(out, full, r), vloadn(z, full, r)), one, m2)
+                vstoren(out, full, y, r)
+                vstoren(h, full, y, r)
+                vstoren(z, full, zero, r)
 
 @kernel(separate=True)
 def _rnn_forward_tuned(H2, Z, hp, W_x, W_h, b, X2, h0, relu, threads):
@@ -121,8 +140,8 @@ def _rnn_forward_tuned(H2, Z, hp, W_x, W_h, b, X2, h0, relu, threads):
     T = H2.shape[1] // m
     _input_projection(H2, W_x, b, X2, threads)
     _copy(hp, h0)
+    _zero(Z)
     for t in range(T):
-        _step_start(Z, H2, t)
         _gemm(Z, W_h, hp, runtime_flag(False), runtime_flag(False), threads)
         _rnn_units(Z, H2, hp, t, relu, threads)
 
@@ -248,13 +267,18 @@ def _lstm_unit_register(zi, zf, zg, zo, cp, one, minus_one, minus_two):
 
 @kernel(parallel=True)
 def _lstm_units(Z, G2, C2, H2, hp, cp, t, threads):
-    """Step ``t``'s gates from ``Z = a_t``: ``i, f, g, o`` into ``G2``, ``c_t`` into ``C2`` and
-    ``cp``, ``h_t`` into ``H2`` and ``hp``: each unit's ``m`` values a register at a time in
-    the arrays' dtype (:func:`_lstm_unit_register`), the last partial register by masked loads
-    and stores through the same instructions."""
+    """Step ``t``'s gates from ``a_t + Z`` (``a_t`` in ``G2``'s step-``t`` columns, ``Z =
+    W_h·h_{t−1}``): ``i, f, g, o`` into ``G2``, ``c_t`` into ``C2`` and ``cp``, ``h_t`` into
+    ``H2`` and ``hp``, ``Z`` zeroed for the next step's product: each unit's ``m`` values a
+    register at a time in the arrays' dtype (:func:`_lstm_unit_register`), the last partial
+    register by masked loads and stores through the same instructions. (Adding ``a_t`` here,
+    where its columns are read anyway, replaced a copy of them into ``Z`` before the product:
+    ``G2``'s rows are ``T·m`` apart, 8 KiB at ``T·m = 2048`` float32, and that copy took 5.5 ms
+    of a 14 ms forward.)"""
     n_h, m = hp.shape
     c0 = t * m
     L, full, one, m1, m2 = _registers(hp[0])
+    zero = vzero(hp[0])
     for part in prange(threads):
         u0, u1 = _units(n_h, threads, part)
         for u in range(u0, u1):
@@ -262,10 +286,19 @@ def _lstm_units(Z, G2, C2, H2, hp, cp, t, threads):
             gi, gf = G2[u, c0:c0 + m], G2[n_h + u, c0:c0 + m]
             gg, go = G2[2 * n_h + u, c0:c0 + m], G2[3 * n_h + u, c0:c0 + m]
             cell_t, h_t, cpu, hpu = C2[u, c0:c0 + m], H2[u, c0:c0 + m], cp[u], hp[u]
+            for q in range(4):
+                _prefetch(G2[q * n_h + u], c0 + m, c0 + 2 * m)
+            _prefetch(C2[u], c0 + m, c0 + 2 * m)
+            _prefetch(H2[u], c0 + m, c0 + 2 * m)
             for p in range(0, full, L):
                 i_, f_, g_, o_, cell, h = _lstm_unit_register(
-                    vload(zi, p), vload(zf, p), vload(zg, p), vload(zo, p), vload(cpu, p), one,
-                    m1, m2)
+                    vadd(vload(gi, p), vload(zi, p)), vadd(vload(gf, p), vload(zf, p)),
+                    vadd(vload(gg, p), vload(zg, p)), vadd(vload(go, p), vload(zo, p)),
+                    vload(cpu, p), one, m1, m2)
+                vstore(zi, p, zero)
+                vstore(zf, p, zero)
+                vstore(zg, p, zero)
+                vstore(zo, p, zero)
                 vstore(gi, p, i_)
                 vstore(gf, p, f_)
                 vstore(gg, p, g_)
@@ -277,8 +310,15 @@ def _lstm_units(Z, G2, C2, H2, hp, cp, t, threads):
             if full < m:
                 r = m - full
                 i_, f_, g_, o_, cell, h = _lstm_unit_register(
-                    vloadn(zi, full, r), vloadn(zf, full, r), vloadn(zg, full, r),
-                    vloadn(zo, full, r), vloadn(cpu, full, r), one, m1, m2)
+                    vadd(vloadn(gi, full, r), vloadn(zi, full, r)),
+                    vadd(vloadn(gf, full, r), vloadn(zf, full, r)),
+                    vadd(vloadn(gg, full, r), vloadn(zg, full, r)),
+                    vadd(vloadn(go, full, r), vloadn(zo, full, r)), vloadn(cpu, full, r), one,
+                    m1, m2)
+                vstoren(zi, full, zero, r)
+                vstoren(zf, full, zero, r)
+                vstoren(zg, full, zero, r)
+                vstoren(zo, full, zero, r)
                 vstoren(gi, full, i_, r)
                 vstoren(gf, full, f_, r)
                 vstoren(gg, full, g_, r)
@@ -299,8 +339,8 @@ def _lstm_forward_tuned(H2, C2, G2, Z, hp, cp, W_x, W_h, b, X2, h0, c0, threads)
     _input_projection(G2, W_x, b, X2, threads)
     _copy(hp, h0)
     _copy(cp, c0)
+    _zero(Z)
     for t in range(T):
-        _step_start(Z, G2, t)
         _gemm(Z, W_h, hp, runtime_flag(False), runtime_flag(False), threads)
         _lstm_units(Z, G2, C2, H2, hp, cp, t, threads)
 
@@ -341,6 +381,11 @@ def _lstm_deltas(delta, D, dh, dc, dH2, C2, G2, c0, t, threads):
             dg_, do_ = delta[2 * n_h + u], delta[3 * n_h + u]
             Di, Df = D[u, s0:s0 + m], D[n_h + u, s0:s0 + m]
             Dg, Do = D[2 * n_h + u, s0:s0 + m], D[3 * n_h + u, s0:s0 + m]
+            for q in range(4):
+                _prefetch(G2[q * n_h + u], s0 - m, s0)
+                _prefetch(D[q * n_h + u], s0 - m, s0)
+            _prefetch(C2[u], s0 - 2 * m, s0 - m)
+            _prefetch(dH2[u], s0 - m, s0)
             for p in range(0, full, L):
                 d_i, d_f, d_g, d_o, dc_next = _lstm_delta_register(
                     vload(gi, p), vload(gf, p), vload(gg, p), vload(go, p), vload(ct, p),
