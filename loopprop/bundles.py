@@ -101,18 +101,20 @@ class LossBufs(NamedTuple):
 
 
 class Data(NamedTuple):
-    """The examples and their targets: ``X`` (fit's epoch reads it transposed, one example per
-    row ``(n, n_0)``, so that a shuffled batch is gathered as contiguous rows; evaluation reads
-    the examples as columns ``(n_0, n)``), ``Y`` (one-hot or regression targets, ``(n_L, n)``,
-    or no rows with labels), ``labels`` (``(P, n)`` class indices, one per output position, or
-    no rows), the order ``perm`` in which the examples are taken, and ``one_hot`` (whether ``Y``
-    holds the targets of a cross-entropy, else ``labels`` do)."""
+    """The examples and their targets: ``X``, the examples as columns ``(n_0, n)``, or, when
+    ``transposed``, one example per row ``(n, n_0)`` (fit's epoch with shuffling: a shuffled
+    batch is then gathered as contiguous rows; evaluation always reads columns), ``Y`` (one-hot
+    or regression targets, ``(n_L, n)``, or no rows with labels), ``labels`` (``(P, n)`` class
+    indices, one per output position, or no rows), the order ``perm`` in which the examples
+    are taken, and ``one_hot`` (whether ``Y`` holds the targets of a cross-entropy, else
+    ``labels`` do)."""
 
     X: np.ndarray
     Y: np.ndarray
     labels: np.ndarray
     perm: np.ndarray
     one_hot: bool
+    transposed: bool
 
 
 class Batch(NamedTuple):

@@ -76,8 +76,9 @@ class Fitting:
         Parameters
         ----------
         X : (n_features, n_samples); examples are columns (pass ``X.T`` for rows-as-examples);
-            converted to the network's dtype. fit keeps one transposed copy of X, so that a
-            shuffled minibatch is gathered as contiguous rows.
+            converted to the network's dtype. With ``shuffle`` fit keeps one transposed copy
+            of X, so that a shuffled minibatch is gathered as contiguous rows; without, it
+            reads X in place.
         y : labels ``(n,)`` or one-hot ``(n_L, n)`` for cross-entropy; ``(n_L, n)`` (or ``(n,)``
             with one output) for mse and binary cross-entropy
         epochs, batch_size, lr : the loop; the last partial batch is used, not dropped
@@ -138,11 +139,15 @@ class Fitting:
         rng = np.random.default_rng(o.seed) if shuffle else None
         scratch = self._fit_scratch
         losses = self._losses(Ybuf, labbuf, buf)
-        XT = scratch.get("XT")
-        if XT is None or XT.shape[0] != n:
-            XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
-        _transpose(XT, X)  # one example per row: minibatch gathers copy rows
-        data = Data(XT, Yf, labels, perm, one_hot)
+        if shuffle:  # one example per row: a shuffled minibatch's gather copies rows
+            XT = scratch.get("XT")
+            if XT is None or XT.shape[0] != n:
+                XT = scratch["XT"] = np.empty((n, self.input_size), self.dtype)
+            _transpose(XT, X)
+            data = Data(XT, Yf, labels, perm, one_hot, True)
+        else:  # in order: each batch is a block of X's columns, read in place
+            XT = None
+            data = Data(X, Yf, labels, perm, one_hot, False)
         flat, optim = self._flat(buf), opt.bundle(decay)  # the same for every epoch
 
         def epoch(gnorm, dropout_seed, stop, threads):
@@ -158,7 +163,7 @@ class Fitting:
         try:
             return self._epochs(o, epoch, opt, n, per_example, n_batches, val, progress)
         finally:
-            if XT.nbytes > _KEEP_XT_BYTES:
+            if XT is not None and XT.nbytes > _KEEP_XT_BYTES:
                 scratch.pop("XT", None)  # a large copy of the data is not worth keeping
 
     def fit_text(self, ids: Any, *, epochs: int = 10, steps_per_epoch: int | None = None,

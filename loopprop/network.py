@@ -542,7 +542,7 @@ class Network(Fitting, Inputs):
         total, correct = _train._evaluate(
             self._plan, self._fplan, self._flat(buf),
             self._losses(Ybuf, labbuf, buf),
-            Data(X, Yf, labels, np.arange(n, dtype=np.int64), one_hot), chunk, out, training,
+            Data(X, Yf, labels, np.arange(n, dtype=np.int64), one_hot, False), chunk, out, training,
             use_threads(True), self._table())
         result: dict[str, Any] = {"loss": total / n, "output": out.reshape(*self.output_shape, n)}
         if self.loss == "cross_entropy":

@@ -216,10 +216,13 @@ def _update(theta, grad, opt, t, threads):
 
 @kernel(fast=True)
 def _sum_squares(v, start, count):
-    """``Σ v[p]²`` over ``start ≤ p < start + count`` (a layer's dW, for ‖dW‖), vectorized."""
+    """``Σ v[p]²`` over ``start ≤ p < start + count`` (a layer's dW, for ‖dW‖), vectorized.
+    (Indexed ``v[p]`` over ``range(start, start + count)`` LLVM did not vectorize the loop:
+    48–55 µs for 10⁵ values; over the slice's own indices, 8 µs.)"""
+    w = v[start:start + count]
     s = 0.0
-    for p in range(start, start + count):
-        s += v[p] * v[p]
+    for p in range(w.shape[0]):
+        s += w[p] * w[p]
     return s
 
 
@@ -235,8 +238,21 @@ def _gather_columns(dst, XT, perm, start):
 
 
 @kernel
+def _copy_columns(dst, src, start):
+    """``dst[j, c] = src[j, start + c]``: a batch of examples in order, each row's ``mb`` values
+    one contiguous run (2.5× faster than through ``perm``, which LLVM cannot vectorize)."""
+    rows, mb = dst.shape
+    for j in range(rows):
+        d = dst[j]
+        s = src[j, start:start + mb]
+        for c in range(mb):
+            d[c] = s[c]
+
+
+@kernel
 def _gather(dst, src, perm, start):
-    """``dst[j, c] = src[j, perm[start + c]]``: the batch's target columns, in shuffled order."""
+    """``dst[j, c] = src[j, perm[start + c]]``: the batch's columns (its targets), in shuffled
+    order."""
     rows, mb = dst.shape
     for j in range(rows):
         for c in range(mb):
@@ -290,15 +306,15 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
     rows run through ``table``).
 
     Per batch of ``run.batch_size``: gather the (shuffled) examples and take one
-    :func:`_train_step`. The last, partial batch is used, not dropped. ``data.X`` is X
-    transposed, ``(n, n_0)``; ``t`` counts the optimizer steps taken before this epoch.
+    :func:`_train_step`. The last, partial batch is used, not dropped. ``data.X`` is X,
+    ``(n_0, n)``, or X transposed, ``(n, n_0)`` (``data.transposed``); ``t`` counts the
+    optimizer steps taken before this epoch.
     Returns ``(Σ batch loss × batch size, correct predictions, step count, last rate)``.
     ``stop`` (one int64) set to non-zero by another thread ends the epoch after the step in
     progress (Ctrl-C: see ``loopprop/interrupt.py``).
     """
-    XT, perm, labels = data.X, data.perm, data.labels
-    n = XT.shape[0]
-    n0 = XT.shape[1]
+    X, perm, labels = data.X, data.perm, data.labels
+    n, n0 = (X.shape[0], X.shape[1]) if data.transposed else (X.shape[1], X.shape[0])
     if run.shuffle_seed >= 0:
         _shuffle(perm, run.shuffle_seed)  # Fisher–Yates, loopprop's generator (kernels/rng.py)
     total = 0.0
@@ -309,7 +325,13 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
         if stop[0] != 0:
             break
         mb = min(run.batch_size, n - start)
-        _gather_columns(_view(b.acts, 0, n0, mb), XT, perm, start)
+        X0 = _view(b.acts, 0, n0, mb)
+        if data.transposed:
+            _gather_columns(X0, X, perm, start)
+        elif run.shuffle_seed >= 0:
+            _gather(X0, X, perm, start)
+        else:  # in order: fit's perm is the identity when it does not shuffle
+            _copy_columns(X0, X, start)
         Yb = _view(lb.Ybuf, 0, data.Y.shape[0], mb)
         _gather(Yb, data.Y, perm, start)
         lab = _gather_labels(lb.labbuf, labels, perm, start, mb)

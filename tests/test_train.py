@@ -116,6 +116,33 @@ def test_fit_equals_python_loop_of_steps(rng, dtype):
     assert_close("epoch losses", hist["loss"], losses, tol)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_fit_reads_square_data_in_either_layout_as_the_python_loop(rng, shuffle):
+    """fit reads X in place without shuffling and a transposed copy with it (a shuffled batch
+    then copies rows): with as many examples as features the two layouts have the same shape,
+    and each must still give the batches of the Python loop -- in order, or in the order of
+    loopprop's Fisher–Yates permutation (kernels/rng.py), carried from epoch to epoch."""
+    from loopprop.kernels.rng import _shuffle
+
+    sizes = [7, 5, 3]
+    X, y = rand(rng, (7, 7)), rng.integers(0, 3, 7)
+    a = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=4)
+    b = lp.Network(sizes, ["tanh", "softmax"], "cross_entropy", seed=4)
+    a.fit(X, y, epochs=3, batch_size=3, lr=0.2, shuffle=shuffle, seed=11, progress=False)
+    seeds = np.random.default_rng(11)
+    perm = np.arange(7, dtype=np.int64)
+    for _ in range(3):
+        if shuffle:
+            _shuffle(perm, int(seeds.integers(0, 2**31 - 1)))
+        for s in range(0, 7, 3):
+            idx = perm[s:s + 3]
+            b.zero_grad()
+            b.forward(X[:, idx])
+            b.backward(y[idx])
+            b.step(0.2)
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "step"])
 def test_a_loop_of_ones_own_with_step_equals_fit(rng, optimizer, schedule):
