@@ -474,11 +474,14 @@ def rows(dtype: str = "float64", quick: bool = False):
                    best_time(elementwise_workload(name, 10**6, dtype, mode), rounds))
 
 
-def run(dtype: str = "float64", quick: bool = False, select: str | None = None
-        ) -> list[tuple[str, dict[str, float]]]:
+def run(dtype: str = "float64", quick: bool = False, select: str | None = None,
+        roofline: bool = False) -> list[tuple[str, dict[str, float]]]:
     """Print the table; return its rows. ``select``: only the rows whose name holds it
     (case-insensitive; ``"warm"`` selects the warm-start row). ``quick``: three rounds, and the
-    rows of :data:`SLOW_ROWS` only when ``select`` names them."""
+    rows of :data:`SLOW_ROWS` only when ``select`` names them. ``roofline``: measure the
+    machine's peaks before and after the rows (:mod:`loopprop.peaks`; the higher of the two
+    counts) and print, after the table, each row's rate as a fraction of its roof
+    (:mod:`loopprop.bench_roofline`)."""
     from ._jit import WIDE_VECTORS
 
     print(f"loopprop bench: {dtype}, numba threads {numba.get_num_threads()}, "
@@ -489,6 +492,13 @@ def run(dtype: str = "float64", quick: bool = False, select: str | None = None
     print(f"{'workload':46s} {'loopprop':>11s} {'numpy':>11s} {'torch':>11s} "
           f"{'vs numpy':>9s} {'vs torch':>9s}", flush=True)
     pattern = select.lower() if select else None
+    peaks = None
+    if roofline:
+        from .peaks import measure_peaks
+
+        print("measuring the machine's peaks (FMA, read and copy bandwidth) ...", end="\r",
+              file=sys.stderr, flush=True)
+        peaks = measure_peaks(dtypes=(dtype,))
     out = []
     for name, thunk in rows(dtype, quick):
         if pattern is not None and pattern not in name.lower():
@@ -516,4 +526,12 @@ def run(dtype: str = "float64", quick: bool = False, select: str | None = None
           f"{3 if quick else 7} interleaved rounds"
           + ("; --quick leaves out the slow rows (name them with -k)" if quick and not select
              else ""))
+    if peaks is not None:
+        from .bench_roofline import roofline_rows, roofline_table
+        from .peaks import measure_peaks
+
+        print("measuring the machine's peaks again ...", end="\r", file=sys.stderr, flush=True)
+        peaks = peaks.best_of(measure_peaks(dtypes=(dtype,)))  # before and after the rows
+        print()
+        print(roofline_table(roofline_rows(out, peaks, dtype, numba.get_num_threads()), peaks))
     return out

@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-k", dest="select", metavar="TEXT", default=None,
                    help="only the workloads whose name holds TEXT, e.g. -k epoch, -k GPT, "
                    "-k warm")
+    b.add_argument("--roofline", action="store_true",
+                   help="measure the machine's peaks first (FMA throughput, read and copy "
+                   "bandwidth from L2, L3 and DRAM, on one thread and on all) and print each "
+                   "row's rate as a fraction of its roof")
 
     c = sub.add_parser("compile", help="compile ahead what a model needs (before a lab)",
                        description="Compile, or find in Numba's cache, everything `loopprop "

@@ -154,5 +154,5 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import run
 
-    run(dtype=args.dtype, quick=args.quick, select=args.select)
+    run(dtype=args.dtype, quick=args.quick, select=args.select, roofline=args.roofline)
     return 0
