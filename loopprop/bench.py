@@ -20,8 +20,8 @@ import numba
 import numpy as np
 
 from . import vectorized as vec
-from .kernels.activations import (SIGMOID, TANH, _activation_backward_tuned,
-                                  _activation_forward_tuned, activation_backward,
+from .kernels.activations import (SIGMOID, TANH, _activation_backward_threads,
+                                  _activation_forward_threads, activation_backward,
                                   activation_forward)
 from .kernels.conv import conv2d_backward, conv2d_forward
 from .kernels.dense import dense_backward, dense_forward
@@ -158,10 +158,11 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
     for like:
 
     * ``mode="alloc"``: both allocate their results. loopprop through its public functions
-      (``activation_forward`` and ``activation_backward``, which computes ``f(Z)`` again: it
-      takes Z, not A), NumPy as its users write it (``a = np.tanh(Z); dA * (1 - a*a)``).
-    * ``mode="out"``: both write into arrays allocated once. loopprop's kernels, NumPy's
-      ufuncs with ``out=``.
+      (``activation_forward``, then ``activation_backward`` given the forward's ``A``, as a
+      caller who has it passes it), NumPy as its users write it (``a = np.tanh(Z); dA * (1 -
+      a*a)``).
+    * ``mode="out"``: both write into arrays allocated once. loopprop's kernels as the epoch
+      runs them (one contiguous range per thread), NumPy's ufuncs with ``out=``.
     """
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((1000, size // 1000)).astype(dtype)
@@ -169,11 +170,12 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
     A, dZ = np.empty_like(Z), np.empty_like(Z)  # loopprop's buffers
     An, dZn, T = np.empty_like(Z), np.empty_like(Z), np.empty_like(Z)  # NumPy's
     code = {"sigmoid": SIGMOID, "tanh": TANH}[name]
+    threads = numba.get_num_threads()
 
     if mode == "alloc":
         def loops():
-            activation_forward(name, Z, check_finite=False)
-            return activation_backward(name, dA, Z, check_finite=False)
+            A = activation_forward(name, Z, check_finite=False)
+            return activation_backward(name, dA, Z, A=A, check_finite=False)
 
         def numpy():
             if name == "sigmoid":
@@ -183,8 +185,8 @@ def elementwise_workload(name: str, size: int, dtype: str, mode: str = "alloc"
             return dA * (1 - a * a)
     else:
         def loops():
-            _activation_forward_tuned(A, Z, code, 0.01)
-            _activation_backward_tuned(dZ, dA, Z, A, code, 0.01, False)
+            _activation_forward_threads(A, Z, code, 0.01, threads)
+            _activation_backward_threads(dZ, dA, Z, A, code, 0.01, False, threads)
             return dZ
 
         def numpy():

@@ -214,3 +214,26 @@ def test_activations_match_torch_on_nan_and_inf():
         for impl in ("tuned", "naive"):
             got = lp.activation_forward(name, SPECIAL, impl=impl, check_finite=False)
             np.testing.assert_allclose(got, fn(t).numpy(), rtol=1e-12, err_msg=f"{name} {impl}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", NAMES + ["gelu", "gelu_tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_given_the_forwards_output_equals_it_computed(rng, impl, name, dtype):
+    """activation_backward(..., A=activation_forward(...)) reads A instead of computing f(Z)
+    again: the same bits as without it."""
+    Z = rand(rng, (5, 7), dtype, scale=3)
+    dA = rand(rng, (5, 7), dtype)
+    A = lp.activation_forward(name, Z, alpha=0.05, impl=impl)
+    np.testing.assert_array_equal(lp.activation_backward(name, dA, Z, 0.05, A=A, impl=impl),
+                                  lp.activation_backward(name, dA, Z, 0.05, impl=impl))
+
+
+def test_backward_refuses_an_output_that_cannot_be_the_forwards():
+    Z = np.ones((3, 4))
+    with pytest.raises(ValueError, match="A .*shape"):
+        lp.activation_backward("tanh", Z, Z, A=np.ones((4, 3)))
+    with pytest.raises((TypeError, ValueError), match="dtype"):
+        lp.activation_backward("tanh", Z, Z, A=np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match="A"):
+        lp.activation_backward("tanh", Z, Z, A=np.full((3, 4), np.nan))

@@ -43,7 +43,7 @@ import math
 import numpy as np
 
 from .. import _checks
-from .._jit import kernel, prange
+from .._jit import kernel, prange, use_threads
 from .exp import _INV_FACT, _exp
 from .simd import (lanes, like, vadd, vdiv, vexp, vfma, vload, vloadn, vmin, vmul, vsplat,
                    vstore, vstoren)
@@ -470,25 +470,32 @@ def activation_forward(name: str, Z, alpha: float = 0.01, *, impl: str = "tuned"
 
     ``Z`` is ``(n, m)``, examples as columns; a 1-D ``Z`` is refused so that the softmax axis is
     never guessed. ``alpha`` is the leaky-ReLU slope. ``impl``: ``"tuned"`` (vectorizable loops,
-    default) or ``"naive"`` (the formula, element by element). Returns a new ``(n, m)`` array.
+    default; from 2¹⁶ values on, one contiguous range per Numba thread, the same bits whatever
+    the count) or ``"naive"`` (the formula, element by element). Returns a new ``(n, m)`` array.
     """
     code = activation_code(name)
     _checks.check_choice(impl, "impl", IMPLS)
     Z = _checks.as_float_array(Z, "Z", 2, check_finite=check_finite,
                                hint="examples are columns: use Z.reshape(-1, 1) for one example")
     A = np.empty_like(Z)
-    forward = _activation_forward_tuned if impl == "tuned" else _activation_forward
-    forward(A, Z, code, _alpha(alpha))
+    if impl == "tuned":
+        _activation_forward_threads(A, Z, code, _alpha(alpha), use_threads(True))
+    else:
+        _activation_forward(A, Z, code, _alpha(alpha))
     return A
 
 
-def activation_backward(name: str, dA, Z, alpha: float = 0.01, *, impl: str = "tuned",
+def activation_backward(name: str, dA, Z, alpha: float = 0.01, *, A=None, impl: str = "tuned",
                         check_finite: bool = True) -> np.ndarray:
     """``dZ = dA ⊙ f'(Z)`` (docs/formulas.md §5, §8); softmax: the per-column Jacobian-vector
     product.
 
     ``dA`` and ``Z`` are ``(n, m)`` of one dtype; ``impl`` as in :func:`activation_forward`.
-    Returns a new ``(n, m)`` array.
+    Sigmoid, tanh and softmax write their derivative through the forward's output ``A = f(Z)``
+    (``σ' = A(1 − A)``, ``tanh' = 1 − A²``), which this function computes from ``Z`` first --
+    unless the caller passes it: ``A=activation_forward(name, Z)``, the same ``(n, m)`` array
+    of the same dtype, is then read instead (it must be ``f`` of this ``Z``: it is not
+    recomputed to be checked). Returns a new ``(n, m)`` array.
     """
     code = activation_code(name)
     _checks.check_choice(impl, "impl", IMPLS)
@@ -497,12 +504,23 @@ def activation_backward(name: str, dA, Z, alpha: float = 0.01, *, impl: str = "t
     _checks.same_dtype(dA=dA, Z=Z)
     _checks.require_shape(dA, "dA", Z.shape, "dA and Z must have the same shape")
     a = _alpha(alpha)
-    A = np.empty_like(Z)
-    dZ = np.empty_like(Z)
-    if impl == "tuned":
-        _activation_forward_tuned(A, Z, code, a)
-        _activation_backward_tuned(dZ, dA, Z, A, code, a, False)
+    given = A is not None
+    if given:
+        A = _checks.as_float_array(A, "A", 2, check_finite=check_finite,
+                                   hint="A is the forward's output, activation_forward(name, Z)")
+        _checks.same_dtype(Z=Z, A=A)
+        _checks.require_shape(A, "A", Z.shape,
+                              "A = f(Z) has Z's shape: pass activation_forward(name, Z)")
     else:
-        _activation_forward(A, Z, code, a)
+        A = np.empty_like(Z)
+    dZ = np.empty_like(Z)
+    if impl == "tuned":  # threads as activation_forward's
+        threads = use_threads(True)
+        if not given:
+            _activation_forward_threads(A, Z, code, a, threads)
+        _activation_backward_threads(dZ, dA, Z, A, code, a, False, threads)
+    else:
+        if not given:
+            _activation_forward(A, Z, code, a)
         _activation_backward(dZ, dA, Z, A, code, a)
     return dZ
