@@ -79,14 +79,15 @@ class Table(NamedTuple):
 
 class Optim(NamedTuple):
     """The optimizer: its code (``loopprop.train.OPTIMIZERS``), its float settings ``hyper``
-    (``loopprop.train.LR`` …), its state vectors (momentum's velocity; Adam's moments) and
-    ``decay`` (1 where weight decay applies), all flat like ``theta``."""
+    (``loopprop.train.LR`` …), its state vectors (momentum's velocity; Adam's moments), flat
+    like ``theta``, and ``decay_spans``, the ``(k, 2)`` ``[start, end)`` ranges of ``theta``
+    where weight decay applies (sorted, disjoint)."""
 
     code: int
     hyper: np.ndarray
     opt1: np.ndarray
     opt2: np.ndarray
-    decay: np.ndarray
+    decay_spans: np.ndarray
 
 
 class LossBufs(NamedTuple):

@@ -322,13 +322,13 @@ class Fitting:
 
     def _optimizer(self, o, n_batches: int):
         """The optimizer's state for ``o.epochs`` epochs of ``n_batches`` steps, and the
-        weight-decay mask."""
+        ranges where weight decay applies."""
         opt = _train.OptimizerState(
             o.optimizer, self._theta.size, self.dtype, o.lr, o.beta, o.beta2, o.eps,
             o.weight_decay, o.clip, o.lr_schedule,
             warmup=int(round(o.warmup_epochs * n_batches)), total=o.epochs * n_batches,
             step_size=o.step_epochs * n_batches, gamma=o.lr_gamma)
-        return opt, self._decay_mask(o.decay_all)
+        return opt, self._decay_spans(o.decay_all)
 
     def _epochs(self, o, epoch, opt, n: int, per_example: int, n_batches: int, val,
                 progress: bool, tokens: int = 0) -> dict[str, list]:

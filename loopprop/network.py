@@ -236,16 +236,25 @@ class Network(Fitting, Inputs):
         return [self._state[off:off + int(np.prod(shape))].reshape(shape)
                 for off, shape in self._layout["states"][r].values()]
 
-    def _decay_mask(self, decay_all: bool) -> np.ndarray:
-        """1 where weight decay applies, 0 elsewhere (flat, like theta): every layer's
+    def _decay_spans(self, decay_all: bool) -> np.ndarray:
+        """The ``[start, end)`` ranges of the flat parameters where weight decay applies, as a
+        ``(k, 2)`` int64 array, sorted, adjacent ranges merged: every layer's
         :meth:`~loopprop.layers.base.Layer.decays` (weights, not biases or normalization
-        gains), or every parameter with ``decay_all``."""
-        mask = np.zeros(self._theta.size, self.dtype)
+        gains), or every parameter with ``decay_all``. (A mask of one value per parameter
+        was as large as the parameters: 472 MB for GPT-2 small in float32.)"""
+        ranges = []
         for r in self._param_rows:
             arrays = self._layout["arrays"][r].values()
             for (off, shape), decays in zip(arrays, self._rows[r].decays()):
-                mask[off:off + int(np.prod(shape))] = 1.0 if (decays or decay_all) else 0.0
-        return mask
+                if decays or decay_all:
+                    ranges.append((off, off + int(np.prod(shape))))
+        merged: list[list[int]] = []
+        for lo, hi in sorted(ranges):
+            if merged and merged[-1][1] == lo:
+                merged[-1][1] = hi
+            else:
+                merged.append([lo, hi])
+        return np.array(merged, np.int64).reshape(-1, 2)
 
     def _initialize(self) -> None:
         rng = np.random.default_rng(self.seed)

@@ -27,10 +27,11 @@ from ._jit import use_threads
 @dataclass
 class Optimizer:
     """An optimizer's state (:class:`loopprop.train.OptimizerState`: settings, step count,
-    per-parameter vectors) and the weight-decay mask of the network it steps."""
+    per-parameter vectors) and the ranges of the network's flat parameters where weight decay
+    applies (``(k, 2)``, ``[start, end)``)."""
 
     state: _train.OptimizerState
-    decay: np.ndarray
+    decay_spans: np.ndarray
 
     @property
     def name(self) -> str:
@@ -45,7 +46,7 @@ class Optimizer:
         """One update of ``theta`` from ``grad`` (clipped in place when clipping is on);
         returns the rate it used."""
         s = self.state
-        lr = _train._update(theta, grad, s.bundle(self.decay), s.t, use_threads(True))
+        lr = _train._update(theta, grad, s.bundle(self.decay_spans), s.t, use_threads(True))
         s.t += 1
         return float(lr)
 

@@ -190,8 +190,8 @@ def _update(theta, grad, opt, t, threads):
     """Optimizer step number ``t + 1`` on the flat parameter vector (§10), in PyTorch's
     order: clip the gradient's global norm, take the step's rate from the schedule, add L2
     weight decay to the gradient (SGD, momentum, Adam) or decay the weights (AdamW), update.
-    ``opt`` is the optimizer (:class:`~loopprop.bundles.Optim`; ``opt.decay[p]`` is 1 where
-    weight decay applies). Returns the rate used."""
+    ``opt`` is the optimizer (:class:`~loopprop.bundles.Optim`; ``opt.decay_spans`` are the
+    ``[start, end)`` ranges where weight decay applies). Returns the rate used."""
     hyper = opt.hyper
     if hyper[CLIP] > 0:
         _clip_grad_norm_threads(grad, hyper[CLIP], threads)
@@ -199,11 +199,11 @@ def _update(theta, grad, opt, t, threads):
                        int(hyper[STEP_SIZE]), hyper[GAMMA])
     wd = hyper[WEIGHT_DECAY]
     if opt.code == ADAMW:
-        _adamw_threads(theta, grad, opt.opt1, opt.opt2, opt.decay, lr, hyper[BETA1],
+        _adamw_threads(theta, grad, opt.opt1, opt.opt2, opt.decay_spans, lr, hyper[BETA1],
                        hyper[BETA2], hyper[EPS], t + 1, wd, threads)
         return lr
     if wd > 0:
-        _add_weight_decay(grad, theta, opt.decay, wd)
+        _add_weight_decay(grad, theta, opt.decay_spans, wd)
     if opt.code == SGD:
         _sgd(theta, grad, lr)
     elif opt.code == MOMENTUM:
@@ -479,7 +479,8 @@ class OptimizerState:
                           self.step_size, self.gamma]
         self.hyper = hyper
 
-    def bundle(self, decay: np.ndarray) -> Optim:
-        """The compiled update's view of this optimizer, with the weight-decay mask ``decay``
+    def bundle(self, decay_spans: np.ndarray) -> Optim:
+        """The compiled update's view of this optimizer, with the ``[start, end)`` ranges
+        ``decay_spans`` (``(k, 2)`` int64) where weight decay applies
         (:class:`~loopprop.bundles.Optim`; the arrays are shared, not copied)."""
-        return Optim(OPTIMIZERS[self.name], self.hyper, self.opt1, self.opt2, decay)
+        return Optim(OPTIMIZERS[self.name], self.hyper, self.opt1, self.opt2, decay_spans)

@@ -198,13 +198,27 @@ def test_blocked_optimizer_kernels_are_thread_count_independent(rng):
     assert_close("clipped", clipped[0], g / (np.linalg.norm(g) + 1e-6), 1e-12)
     theta, m1, m2 = rng.standard_normal((3, n))
     m2 = np.abs(m2)
-    decay = (rng.random(n) < 0.5).astype(np.float64)
+    # decayed spans that start and end inside blocks, cross block boundaries, touch the ends
+    spans = np.array([[0, 1000], [BLOCK - 7, 2 * BLOCK + 5], [3 * BLOCK + 100, n]], np.int64)
+    decay = np.zeros(n)
+    for lo, hi in spans:
+        decay[lo:hi] = 1.0
+    # the one-loop kernel on pieces of one d each (cut where d changes, and every 997)
     ref = [a.copy() for a in (theta, m1, m2)]
-    _adamw(*ref[:1], g, *ref[1:], decay, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1)
+    cuts = sorted({0, n, *spans.ravel().tolist(), *range(0, n, 997)})
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        _adamw(ref[0][lo:hi], g[lo:hi], ref[1][lo:hi], ref[2][lo:hi], decay[lo], 1e-3, 0.9,
+               0.95, 1e-8, 3, 0.1)
+    # the NumPy formula: θ(1 − ηλd), then Adam
+    m1n = 0.9 * m1 + 0.1 * g
+    m2n = 0.95 * m2 + 0.05 * g * g
+    thetan = theta * (1 - 1e-3 * 0.1 * decay) - 1e-3 * (m1n / (1 - 0.9**3)) / (
+        np.sqrt(m2n / (1 - 0.95**3)) + 1e-8)
+    assert_close("AdamW against NumPy", ref[0], thetan, 1e-13)
     runs = []
     for threads in (1, 2):
         out = [a.copy() for a in (theta, m1, m2)]
-        _adamw_threads(out[0], g, out[1], out[2], decay, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1, threads)
+        _adamw_threads(out[0], g, out[1], out[2], spans, 1e-3, 0.9, 0.95, 1e-8, 3, 0.1, threads)
         runs.append(out)
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
     for name, a, b in zip(("theta", "m1", "m2"), runs[0], ref):  # fused multiply-adds may

@@ -12,6 +12,11 @@ parameter in one flat buffer, updates the whole network in a single loop.
   ``torch.optim.AdamW``); ``d[p]`` is 1 where weight decay applies, 0 elsewhere
 * weight decay for SGD, momentum and Adam: ``g[p] += λ·d[p]·θ[p]`` before the step (L2 in the
   gradient, as ``torch.optim.SGD``/``Adam`` do)
+
+``d`` is given as *spans*: an ``(k, 2)`` array of the ``[start, end)`` ranges of the flat
+vector where ``d[p] = 1`` (whole parameter arrays: weights decay, biases and normalization
+gains do not), sorted and disjoint. A mask of one value per parameter would be as large as the
+parameters themselves (472 MB for GPT-2 small in float32).
 * clipping: ``g ← g · min(1, c / (‖g‖ + 10⁻⁶))`` with ``‖g‖`` over every parameter (as
   ``torch.nn.utils.clip_grad_norm_``)
 * schedules: the rate of step ``t`` (0-based) is ``η·s(t)``: linear warm-up
@@ -63,9 +68,10 @@ def _adam(theta, grad, m1, m2, lr, beta1, beta2, eps, t):
 
 
 @kernel
-def _adamw(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay):
-    """AdamW step ``t``: ``θ[p] ← θ[p]·(1 − η·λ·d[p])``, then :func:`_adam`'s update (the
-    decay is decoupled from the moments). Shapes: all (P,).
+def _adamw(theta, grad, m1, m2, d, lr, beta1, beta2, eps, t, weight_decay):
+    """AdamW step ``t``: ``θ[p] ← θ[p]·(1 − η·λ·d)``, then :func:`_adam`'s update (the decay
+    is decoupled from the moments); ``d`` is 1.0 where these parameters decay, else 0.0.
+    Shapes: all (P,).
 
     Adam and AdamW are compiled without fast-math: with ``contract``, LLVM may fuse a
     multiply-add in the vector loop and not in its scalar remainder, so an element's bits
@@ -75,18 +81,20 @@ def _adamw(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay):
     c2 = 1.0 / (1.0 - beta2**t)
     for p in range(theta.shape[0]):
         g = grad[p]
-        theta[p] *= 1.0 - lr * weight_decay * decay[p]
+        theta[p] *= 1.0 - lr * weight_decay * d
         m1[p] = beta1 * m1[p] + (1.0 - beta1) * g
         m2[p] = beta2 * m2[p] + (1.0 - beta2) * g * g
         theta[p] -= lr * (m1[p] * c1) / (math.sqrt(m2[p] * c2) + eps)
 
 
 @kernel(fast=True)
-def _add_weight_decay(grad, theta, decay, weight_decay):
-    """``g[p] += λ·d[p]·θ[p]``: the gradient of ``½λ‖θ‖²`` over the decayed parameters (L2).
-    Shapes: all (P,)."""
-    for p in range(grad.shape[0]):
-        grad[p] += weight_decay * decay[p] * theta[p]
+def _add_weight_decay(grad, theta, spans, weight_decay):
+    """``g[p] += λ·θ[p]`` for every ``p`` of the decayed ``spans`` (``(k, 2)``, ``[start,
+    end)``): the gradient of ``½λ‖θ‖²`` over the decayed parameters (L2). Shapes: grad, theta
+    (P,)."""
+    for q in range(spans.shape[0]):
+        for p in range(spans[q, 0], spans[q, 1]):
+            grad[p] += weight_decay * theta[p]
 
 
 @kernel(fast=True)
@@ -119,21 +127,49 @@ def _block(v, b):
     return borrowed_flat(borrowed_matrix(v, lo, 1, min(v.shape[0], lo + BLOCK) - lo))
 
 
+@kernel
+def _piece(v, lo, hi):
+    """``v[lo:hi]`` as a C-contiguous view typed as :func:`_block`'s."""
+    return borrowed_flat(borrowed_matrix(v, lo, 1, hi - lo))
+
+
+@kernel
+def _adamw_block(theta, grad, m1, m2, spans, lo, hi, lr, beta1, beta2, eps, t, weight_decay):
+    """:func:`_adamw` on ``[lo, hi)``, cut where the decayed ``spans`` begin and end: each
+    piece with its ``d`` (1.0 inside a span, 0.0 outside). The pieces depend on the block and
+    the spans only, never on the thread count."""
+    cur = lo
+    for q in range(spans.shape[0]):
+        s, e = max(spans[q, 0], lo), min(spans[q, 1], hi)
+        if s >= e:
+            continue
+        if cur < s:
+            _adamw(_piece(theta, cur, s), _piece(grad, cur, s), _piece(m1, cur, s),
+                   _piece(m2, cur, s), 0.0, lr, beta1, beta2, eps, t, weight_decay)
+        _adamw(_piece(theta, s, e), _piece(grad, s, e), _piece(m1, s, e), _piece(m2, s, e),
+               1.0, lr, beta1, beta2, eps, t, weight_decay)
+        cur = e
+    if cur < hi:
+        _adamw(_piece(theta, cur, hi), _piece(grad, cur, hi), _piece(m1, cur, hi),
+               _piece(m2, cur, hi), 0.0, lr, beta1, beta2, eps, t, weight_decay)
+
+
 @kernel(parallel=True)
-def _adamw_threads(theta, grad, m1, m2, decay, lr, beta1, beta2, eps, t, weight_decay,
+def _adamw_threads(theta, grad, m1, m2, spans, lr, beta1, beta2, eps, t, weight_decay,
                    threads):
     """:func:`_adamw` over blocks of :data:`BLOCK` parameters, the blocks split over the
-    threads (a GPT-2-sized model: 124 M parameters, 2 GB read and written per step)."""
+    threads (a GPT-2-sized model: 124 M parameters, 2 GB read and written per step); the
+    decayed ``spans`` as in the module docstring (:func:`_adamw_block`)."""
     n = theta.shape[0]
     blocks = (n + BLOCK - 1) // BLOCK
     if threads > 1 and blocks > 1:
         for b in prange(blocks):
-            _adamw(_block(theta, b), _block(grad, b), _block(m1, b), _block(m2, b),
-                   _block(decay, b), lr, beta1, beta2, eps, t, weight_decay)
+            _adamw_block(theta, grad, m1, m2, spans, b * BLOCK, min(n, (b + 1) * BLOCK), lr,
+                         beta1, beta2, eps, t, weight_decay)
     else:  # the same blocks in order: LLVM's vector loop splits each the same way
         for b in range(blocks):
-            _adamw(_block(theta, b), _block(grad, b), _block(m1, b), _block(m2, b),
-                   _block(decay, b), lr, beta1, beta2, eps, t, weight_decay)
+            _adamw_block(theta, grad, m1, m2, spans, b * BLOCK, min(n, (b + 1) * BLOCK), lr,
+                         beta1, beta2, eps, t, weight_decay)
 
 
 @kernel(parallel=True)
