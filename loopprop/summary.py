@@ -22,8 +22,9 @@ def summary(net, batch_size: int | None = None) -> str:
     """One row per layer: kind, output shape (per example), parameters and the values its
     backward pass needs beyond the activation buffer (per example: docs/formulas.md, "What
     each layer caches"); then, once per kind, the forward and backward kernels it runs.
-    With ``batch_size``, a last line gives the memory of the activations and caches for a
-    batch of that size. At most 100 columns."""
+    With ``batch_size``, two last lines give the memory of a batch of that size (activations,
+    their gradients, caches, workspaces) and of training in all (parameters, gradients, the
+    optimizer's state, the batch's buffers). At most 100 columns."""
     if batch_size is not None:
         _checks.check_positive_int(batch_size, "batch_size")
     rows = [("#", "layer", "output", "params", "cache/example"),
@@ -70,13 +71,43 @@ def summary(net, batch_size: int | None = None) -> str:
             line = f"  {kind.ljust(kind_width)}  {fwd} /\n  {' ' * kind_width}  {bwd}"
         lines.append(line)
     if batch_size is not None:
-        item = net.dtype.itemsize
-        lay, mib = net.layout, 1 << 20
-        acts = lay["acts"] * batch_size * item / mib
-        caches = (lay["cache"] * item + lay["icache"] * 4) * batch_size / mib  # int32
-        lines.append(f"memory for a batch of {batch_size:,}: activations {acts:,.2f} MiB "
-                     f"(their gradients as much again), caches {caches:,.2f} MiB")
+        lines.extend(_memory_lines(net, batch_size))
     return "\n".join(lines)
+
+
+def _mib(n_bytes: float) -> str:
+    """Bytes in MiB, or in GiB from one GiB on."""
+    if n_bytes >= 1 << 30:
+        return f"{n_bytes / (1 << 30):,.2f} GiB"
+    return f"{n_bytes / (1 << 20):,.2f} MiB"
+
+
+def _memory_lines(net, m: int) -> list[str]:
+    """Every buffer training allocates for batches of ``m`` (``loopprop.plan.Buffers`` and the
+    flat vectors), in the order of the line: parameters and gradients; the optimizer's state
+    (momentum's velocity, Adam's two moments: 0, 1 or 2 more of the parameters' size);
+    activations, their gradients, caches (int32 indices at 4 bytes), the per-example
+    workspaces, the fixed workspaces (transposed weights: written only by layers below the
+    packed product's size, so mostly never touched); the loss's two columns per output."""
+    item = net.dtype.itemsize
+    lay = net.layout
+    params = lay["params"] * item
+    acts = lay["acts"] * m * item
+    caches = (lay["cache"] * item + lay["icache"] * 4) * m
+    work = lay["work"] * m * item
+    fwork = lay["fwork"] * item
+    loss = m * lay["positions"] * (item + 8)
+    batch = 2 * acts + caches + work + fwork + loss
+    return [f"memory for a batch of {m:,}: activations {acts / (1 << 20):,.2f} MiB (their "
+            f"gradients as much again), caches {caches / (1 << 20):,.2f} MiB,",
+            f"  workspaces {_mib(work)} per batch + {_mib(fwork)} fixed (small layers' "
+            "transposed weights)",
+            f"memory in all: parameters {_mib(params)}, gradients {_mib(params)}, batch "
+            f"buffers {_mib(batch)};",
+            f"  optimizer state: sgd none, momentum {_mib(params)}, adam and adamw "
+            f"{_mib(2 * params)}",
+            f"  in all: {_mib(2 * params + batch)} with sgd, {_mib(3 * params + batch)} with "
+            f"momentum, {_mib(4 * params + batch)} with adam"]
 
 
 __all__ = ["summary"]

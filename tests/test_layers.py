@@ -267,5 +267,18 @@ def test_summary_gives_each_layers_cache_and_the_memory_of_a_batch():
     caches = (128 * 8 + 128 * 4) * 32 / 2**20
     assert (f"memory for a batch of 32: activations {acts:.2f} MiB (their gradients as much "
             f"again), caches {caches:.2f} MiB") in text
+    # workspaces: the convolution's im2col columns and its output's transpose, (9 + 8)·64 per
+    # example, and the dense layer's dZᵀ, 10; fixed: the convolution's 17·9·8 and Wᵀ 128·10
+    work, fwork = (17 * 64 + 10) * 32 * 8, (17 * 9 * 8 + 128 * 10) * 8
+    params = 1370 * 8
+    batch = 2 * acts * 2**20 + caches * 2**20 + work + fwork + 32 * (8 + 8)  # + loss columns
+    mib = 2**20
+    assert (f"  workspaces {work / mib:.2f} MiB per batch + {fwork / mib:.2f} MiB fixed") in text
+    assert (f"memory in all: parameters {params / mib:.2f} MiB, gradients {params / mib:.2f} "
+            f"MiB, batch buffers {batch / mib:.2f} MiB;") in text
+    assert (f"  in all: {(2 * params + batch) / mib:.2f} MiB with sgd, "
+            f"{(3 * params + batch) / mib:.2f} MiB with momentum, "
+            f"{(4 * params + batch) / mib:.2f} MiB with adam") in text
+    assert max(len(line) for line in text.splitlines()) <= 100
     with pytest.raises(ValueError, match="batch_size"):
         net.summary(print_it=False, batch_size=0)
