@@ -476,6 +476,53 @@ def rows(dtype: str = "float64", quick: bool = False):
                    best_time(elementwise_workload(name, 10**6, dtype, mode), rounds))
 
 
+def row_work(name: str, dtype: str) -> tuple[str, float, int] | None:
+    """The work of the row ``name`` (its first column) as :mod:`loopprop.bench_roofline`
+    counts it -- ``("flop", operations of the products, 0)`` or ``("byte", bytes moved at
+    least, bytes its arrays occupy)`` -- or ``None`` for a row without a roof (the warm
+    start)."""
+    from . import bench_sequence
+    from .bench_roofline import (attention_flops, gpt_flops, lstm_flops, mlp_flops,
+                                 network_flops)
+
+    size = np.dtype(dtype).itemsize
+    if name.startswith("epoch 64-32-10"):
+        return "flop", mlp_flops([64, 32, 10], 1797), 0
+    if name.startswith("epoch 784-128-10"):
+        return "flop", mlp_flops([784, 128, 10], 6400), 0
+    if name.startswith("dense fwd+bwd 1024x1024"):
+        return "flop", 3 * 2.0 * 1024 * 1024 * 256, 0
+    if name.startswith("CNN epoch, "):
+        key = name.split(", ", 1)[1]
+        _, shape, _, n = CNNS[key]
+        net = Network(cnn_layers(key), loss="cross_entropy", input_shape=shape,
+                      dtype=dtype)
+        return "flop", network_flops(net, n), 0
+    if name.startswith("conv2d fwd+bwd 16→32"):
+        return "flop", 3 * 2.0 * 32 * 16 * 9 * 26 * 26 * 64, 0
+    if name.startswith(("batchnorm", "layernorm")):
+        label = name.split()[-1]
+        N = int(np.prod(NORM_SHAPES[label]))
+        return "byte", 5.0 * N * size, 4 * N * size
+    if name.startswith("GPT step"):
+        n_layer, _, n_embd, block, batch, vocab = bench_sequence.GPTS["small"]
+        return "flop", gpt_flops(n_layer, n_embd, block, batch, vocab), 0
+    if name.startswith("attention fwd+bwd"):
+        return "flop", attention_flops(12, 64, 256, 8), 0
+    if name.startswith("LSTM fwd+bwd"):
+        return "flop", lstm_flops(128, 256, 64, 32), 0
+    if name.startswith("char LSTM step"):
+        n_layer, hidden, n_embd, block, batch, vocab = bench_sequence.CHAR_RNN
+        total = 0.0
+        for i in range(n_layer):
+            total += lstm_flops(n_embd if i == 0 else hidden, hidden, block, batch)
+        return "flop", total + 3 * 2.0 * hidden * vocab * block * batch, 0
+    if name.startswith(("sigmoid", "tanh")):
+        N = 10 ** 6
+        return "byte", 5.0 * N * size, 4 * N * size
+    return None
+
+
 def run(dtype: str = "float64", quick: bool = False, select: str | None = None,
         roofline: bool = False) -> list[tuple[str, dict[str, float]]]:
     """Print the table; return its rows. ``select``: only the rows whose name holds it
@@ -535,5 +582,6 @@ def run(dtype: str = "float64", quick: bool = False, select: str | None = None,
         print("measuring the machine's peaks again ...", end="\r", file=sys.stderr, flush=True)
         peaks = peaks.best_of(measure_peaks(dtypes=(dtype,)))  # before and after the rows
         print()
-        print(roofline_table(roofline_rows(out, peaks, dtype, numba.get_num_threads()), peaks))
+        print(roofline_table(roofline_rows(out, peaks, dtype, numba.get_num_threads(),
+                                           row_work), peaks))
     return out

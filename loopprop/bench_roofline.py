@@ -21,7 +21,7 @@ counted: docs/performance.md says what, row by row.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Callable
 
 from .peaks import Peaks, cache_sizes
 
@@ -87,51 +87,6 @@ def lstm_flops(d: int, n_h: int, T: int, m: int, first: bool = False) -> float:
     return 2.0 * (fwd + back)
 
 
-def row_work(name: str, dtype: str) -> Work | None:
-    """The work of ``loopprop bench``'s row ``name`` (its first column), or ``None`` for a row
-    without a roof (the warm start)."""
-    from . import bench, bench_sequence
-
-    size = np.dtype(dtype).itemsize
-    if name.startswith("epoch 64-32-10"):
-        return "flop", mlp_flops([64, 32, 10], 1797), 0
-    if name.startswith("epoch 784-128-10"):
-        return "flop", mlp_flops([784, 128, 10], 6400), 0
-    if name.startswith("dense fwd+bwd 1024x1024"):
-        return "flop", 3 * 2.0 * 1024 * 1024 * 256, 0
-    if name.startswith("CNN epoch, "):
-        from .network import Network
-
-        key = name.split(", ", 1)[1]
-        _, shape, _, n = bench.CNNS[key]
-        net = Network(bench.cnn_layers(key), loss="cross_entropy", input_shape=shape,
-                      dtype=dtype)
-        return "flop", network_flops(net, n), 0
-    if name.startswith("conv2d fwd+bwd 16→32"):
-        return "flop", 3 * 2.0 * 32 * 16 * 9 * 26 * 26 * 64, 0
-    if name.startswith(("batchnorm", "layernorm")):
-        label = name.split()[-1]
-        N = int(np.prod(bench.NORM_SHAPES[label]))
-        return "byte", 5.0 * N * size, 4 * N * size
-    if name.startswith("GPT step"):
-        n_layer, _, n_embd, block, batch, vocab = bench_sequence.GPTS["small"]
-        return "flop", gpt_flops(n_layer, n_embd, block, batch, vocab), 0
-    if name.startswith("attention fwd+bwd"):
-        return "flop", attention_flops(12, 64, 256, 8), 0
-    if name.startswith("LSTM fwd+bwd"):
-        return "flop", lstm_flops(128, 256, 64, 32), 0
-    if name.startswith("char LSTM step"):
-        n_layer, hidden, n_embd, block, batch, vocab = bench_sequence.CHAR_RNN
-        total = 0.0
-        for i in range(n_layer):
-            total += lstm_flops(n_embd if i == 0 else hidden, hidden, block, batch)
-        return "flop", total + 3 * 2.0 * hidden * vocab * block * batch, 0
-    if name.startswith(("sigmoid", "tanh")):
-        N = 10 ** 6
-        return "byte", 5.0 * N * size, 4 * N * size
-    return None
-
-
 def level_of(footprint: int, threads: int, caches: dict[str, int] | None = None) -> str:
     """The memory level ``footprint`` bytes fit in: all threads' L2, the L3, or DRAM."""
     caches = cache_sizes() if caches is None else caches
@@ -143,13 +98,13 @@ def level_of(footprint: int, threads: int, caches: dict[str, int] | None = None)
 
 
 def roofline_rows(rows: list[tuple[str, dict[str, float]]], peaks: Peaks, dtype: str,
-                  threads: int) -> list[dict]:
-    """For each measured row ``(name, {library: seconds})`` with a roof: its work, the roof
-    (``"FMA <dtype>"`` or ``"copy <level>"``, its rate) and each library's rate and fraction
-    of it."""
+                  threads: int, work_of: Callable[[str, str], Work | None]) -> list[dict]:
+    """For each measured row ``(name, {library: seconds})`` with a roof: its work (``work_of(name,
+    dtype)``: :func:`loopprop.bench.row_work`), the roof (``"FMA <dtype>"`` or ``"copy
+    <level>"``, its rate) and each library's rate and fraction of it."""
     out = []
     for name, seconds in rows:
-        work = row_work(name, dtype)
+        work = work_of(name, dtype)
         if work is None:
             continue
         unit, amount, footprint = work

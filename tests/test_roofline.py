@@ -90,12 +90,12 @@ def test_every_bench_row_but_the_warm_start_has_work():
     names = [name for name, _ in bench.rows("float32")]
     assert names  # the generator yields names without running anything
     for name in names:
-        work = bench_roofline.row_work(name, "float32")
+        work = bench.row_work(name, "float32")
         assert work is not None, name
         unit, amount, footprint = work
         assert unit in ("flop", "byte") and amount > 0
         assert footprint > 0 if unit == "byte" else footprint == 0
-    assert bench_roofline.row_work("loopprop train --epochs 1, warm start", "float32") is None
+    assert bench.row_work("loopprop train --epochs 1, warm start", "float32") is None
 
 
 def test_roofline_fractions_are_rates_over_roofs():
@@ -104,7 +104,7 @@ def test_roofline_fractions_are_rates_over_roofs():
     rows = [("LSTM fwd+bwd d 128, h 256, T 64, b 32", {"loopprop": 0.032, "numpy": 0.048}),
             ("tanh fwd+bwd, 10^6 values, into buffers", {"loopprop": 0.002}),
             ("loopprop train --epochs 1, warm start", {"loopprop": 1.0})]
-    out = bench_roofline.roofline_rows(rows, roofs, "float32", 2)
+    out = bench_roofline.roofline_rows(rows, roofs, "float32", 2, bench.row_work)
     assert [r["name"] for r in out] == [rows[0][0], rows[1][0]]  # the warm start has no roof
     lstm = bench_roofline.lstm_flops(128, 256, 64, 32)
     assert out[0]["roof_name"] == "FMA float32" and out[0]["roof"] == 200.0
