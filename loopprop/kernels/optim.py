@@ -12,17 +12,17 @@ parameter in one flat buffer, updates the whole network in a single loop.
   ``torch.optim.AdamW``); ``d[p]`` is 1 where weight decay applies, 0 elsewhere
 * weight decay for SGD, momentum and Adam: ``g[p] += λ·d[p]·θ[p]`` before the step (L2 in the
   gradient, as ``torch.optim.SGD``/``Adam`` do)
-
-``d`` is given as *spans*: an ``(k, 2)`` array of the ``[start, end)`` ranges of the flat
-vector where ``d[p] = 1`` (whole parameter arrays: weights decay, biases and normalization
-gains do not), sorted and disjoint. A mask of one value per parameter would be as large as the
-parameters themselves (472 MB for GPT-2 small in float32).
 * clipping: ``g ← g · min(1, c / (‖g‖ + 10⁻⁶))`` with ``‖g‖`` over every parameter (as
   ``torch.nn.utils.clip_grad_norm_``)
 * schedules: the rate of step ``t`` (0-based) is ``η·s(t)``: linear warm-up
   ``s(t) = (t + 1)/W`` for ``t < W`` steps, then constant ``1``, step decay
   ``γ^⌊(t − W)/S⌋``, or cosine ``½(1 + cos(π·(t − W)/(T − W)))`` over the ``T`` steps of
   training
+
+``d`` is given as *spans*: an ``(k, 2)`` array of the ``[start, end)`` ranges of the flat
+vector where ``d[p] = 1`` (whole parameter arrays: weights decay, biases and normalization
+gains do not), sorted and disjoint. A mask of one value per parameter would be as large as the
+parameters themselves (472 MB for GPT-2 small in float32).
 """
 
 from __future__ import annotations
