@@ -239,8 +239,10 @@ def _gather_columns(dst, XT, perm, start):
 
 @kernel
 def _copy_columns(dst, src, start):
-    """``dst[j, c] = src[j, start + c]``: a batch of examples in order, each row's ``mb`` values
-    one contiguous run (2.5× faster than through ``perm``, which LLVM cannot vectorize)."""
+    """``dst[j, c] = src[j, start + c]``: a batch of examples in order (fit without shuffling,
+    evaluation's chunks), each row's ``mb`` values one contiguous run. Shapes: dst (n_0, mb);
+    src (n_0, n). (Through ``perm``, which LLVM cannot vectorize, the MNIST-sized batch took
+    1.4× as long in float64 and 2.9× in float32.)"""
     rows, mb = dst.shape
     for j in range(rows):
         d = dst[j]
@@ -251,8 +253,8 @@ def _copy_columns(dst, src, start):
 
 @kernel
 def _gather(dst, src, perm, start):
-    """``dst[j, c] = src[j, perm[start + c]]``: the batch's columns (its targets), in shuffled
-    order."""
+    """``dst[j, c] = src[j, perm[start + c]]``: the batch's columns in ``perm``'s order (its
+    targets; its examples too when they are shuffled but not transposed)."""
     rows, mb = dst.shape
     for j in range(rows):
         for c in range(mb):
@@ -416,10 +418,7 @@ def _evaluate(plan, fplan, b, lb, data, chunk, out, training, threads, table):
     correct = 0
     for start in range(0, n, chunk):
         mb = min(chunk, n - start)
-        X0 = _view(b.acts, 0, n0, mb)
-        for j in range(n0):
-            for c in range(mb):
-                X0[j, c] = X[j, start + c]
+        _copy_columns(_view(b.acts, 0, n0, mb), X, start)
         _forward_batch(plan, fplan, b, mb, L, training, int(0), runtime_flag(False), threads,
                        table)
         Yb = _view(lb.Ybuf, 0, Y.shape[0], mb)

@@ -273,8 +273,8 @@ def _lstm_units(Z, G2, C2, H2, hp, cp, t, threads):
     register at a time in the arrays' dtype (:func:`_lstm_unit_register`), the last partial
     register by masked loads and stores through the same instructions. (Adding ``a_t`` here,
     where its columns are read anyway, replaced a copy of them into ``Z`` before the product:
-    ``G2``'s rows are ``T·m`` apart, 8 KiB at ``T·m = 2048`` float32, and that copy took 5.5 ms
-    of a 14 ms forward.)"""
+    ``G2``'s rows are ``T·m`` apart, 8 KiB at ``T·m = 2048`` float32, and without that copy the
+    forward took 12.7 ms instead of 15.6, interleaved.)"""
     n_h, m = hp.shape
     c0 = t * m
     L, full, one, m1, m2 = _registers(hp[0])
