@@ -218,6 +218,9 @@ def threads_for_load(threads: int) -> int:
     try:
         with open("/proc/loadavg") as fh:
             running = int(fh.read().split()[3].split("/")[0])
+        cores = os.cpu_count() or threads
+        if running - 1 <= cores - threads:  # enough cores even if only the reader is ours:
+            return threads  # the usual quiet case, without reading a file per thread (0.1 ms)
         ours = 0  # this process's runnable threads: the reader, a pool thread still spinning
         for task in os.listdir("/proc/self/task"):
             with open(f"/proc/self/task/{task}/stat") as fh:
@@ -225,7 +228,7 @@ def threads_for_load(threads: int) -> int:
     except (OSError, ValueError, IndexError):
         return threads
     others = max(0, running - max(ours, 1))
-    return max(1, min(threads, (os.cpu_count() or threads) - others))
+    return max(1, min(threads, cores - others))
 
 
 def use_threads(parallel: bool) -> int:

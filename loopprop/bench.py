@@ -121,8 +121,7 @@ def dense_workload(n_out: int, n_in: int, m: int, dtype: str, mode: str = "alloc
     Z, dW, db, dA = (np.empty((n_out, m), dtype), np.empty_like(W), np.empty(n_out, dtype),
                      np.empty_like(A))
     Zn, dWn, dbn, dAn = np.empty_like(Z), np.empty_like(dW), np.empty_like(db), np.empty_like(dA)
-    A_T, W_T, dZ_T = (np.empty((m, n_in), dtype), np.empty((n_in, n_out), dtype),
-                      np.empty((m, n_out), dtype))
+    A_T = np.empty((m, n_in), dtype)
     par = numba.get_num_threads()
 
     if mode == "alloc":
@@ -138,7 +137,7 @@ def dense_workload(n_out: int, n_in: int, m: int, dtype: str, mode: str = "alloc
             dW[...] = 0  # the gradients accumulate: start from zero, as NumPy's are fresh
             db[...] = 0
             dA[...] = 0
-            dense._dense_layer_backward(dW, db, dA, dZ, W, A, A_T, W_T, dZ_T, True, par)
+            dense._dense_layer_backward(dW, db, dA, dZ, W, A, A_T, True, par)
             return Z, dW, db, dA
 
         def numpy():

@@ -169,6 +169,16 @@ def _key(value):
     return None
 
 
+def type_key(value):
+    """What ``value``'s Numba type depends on, one level into a tuple (a bundle), when it is
+    quick to tell; ``None`` when it is not. Equal keys, equal types."""
+    key = _key(value)
+    if key is not None or not isinstance(value, tuple):
+        return key
+    fields = tuple(_key(v) for v in value)
+    return None if None in fields else (type(value), fields)
+
+
 def _typed_once(cls) -> None:
     """Let Numba type a ``cls`` argument from a cache keyed by its fields' dtypes, shapes'
     ranks and flags: typing a named tuple of arrays field by field took 65 µs per call (nine

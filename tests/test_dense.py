@@ -46,7 +46,8 @@ def test_forward_and_backward_match_vectorized_twin(rng, impl, dtype, n_out, n_i
 def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
     """The tuned kernels on shapes that do and do not divide the 4×4 blocks, the rank-4 steps and
     the 256- and 512-wide panels; batches and output layers on both sides of ``_RANK4_MAX_SUM``
-    (rank-4 updates up to it, dot products beyond) and of ``_SHORT_SUM`` (dA_prev row by row)."""
+    (rank-4 updates up to it, dot products beyond); n_in not a multiple of 4 and m not of the
+    lanes (dA_prev's rows of registers and their masked tails)."""
     W, b, A_prev, dZ = layer(rng, n_out, n_in, m, dtype)
     rtol = RTOL[np.dtype(dtype)]
     assert_close("Z", lp.dense_forward(W, b, A_prev, impl="tuned"),
@@ -54,6 +55,20 @@ def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
     for name, t, n in zip(("dW", "db", "dA_prev"), lp.dense_backward(dZ, W, A_prev, impl="tuned"),
                           lp.dense_backward(dZ, W, A_prev, impl="naive")):
         assert_close(name, t, n, rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_out,n_in,m", [(1, 1, 1), (10, 32, 32), (3, 7, 17), (40, 9, 33)])
+def test_wt_dz_rows_adds_wt_dz(rng, dtype, n_out, n_in, m):
+    """``_wt_dz_rows`` adds ``Wᵀ·dZ`` into what dA_prev holds (a residual's gradient is there
+    already in the epoch), summing over ``i`` in order: NumPy's product added to the start."""
+    from loopprop.kernels.dense import _wt_dz_rows
+
+    W, _, start, dZ = layer(rng, n_out, n_in, m, dtype)
+    dA = start.copy()
+    _wt_dz_rows(dA, W, dZ)
+    assert_close("dA_prev", dA, start + W.T.astype(np.float64) @ dZ.astype(np.float64),
+                 RTOL[np.dtype(dtype)])
 
 
 @pytest.mark.parametrize("m", [65, 300])

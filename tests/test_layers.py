@@ -268,8 +268,9 @@ def test_summary_gives_each_layers_cache_and_the_memory_of_a_batch():
     assert (f"memory for a batch of 32: activations {acts:.2f} MiB (their gradients as much "
             f"again), caches {caches:.2f} MiB") in text
     # workspaces: the convolution's im2col columns and its output's transpose, (9 + 8)·64 per
-    # example, and the dense layer's dZᵀ, 10; fixed: the convolution's 17·9·8 and Wᵀ 128·10
-    work, fwork = (17 * 64 + 10) * 32 * 8, (17 * 9 * 8 + 128 * 10) * 8
+    # example; fixed: the convolution's 17·9·8 (the dense layer needs none: it sums Wᵀ·dZ
+    # from W's rows as they are)
+    work, fwork = 17 * 64 * 32 * 8, 17 * 9 * 8 * 8
     params = 1370 * 8
     batch = 2 * acts * 2**20 + caches * 2**20 + work + fwork + 32 * (8 + 8)  # + loss columns
     mib = 2**20

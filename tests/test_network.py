@@ -187,3 +187,21 @@ def _fresh_loopprop_function():
     return numba.njit(f)
 
 
+
+
+def test_a_layer_too_large_to_transpose_its_input_caches_nothing_and_trains_right():
+    """A Dense layer whose products run packed for one example (n_out·n_in ≥ 2¹⁸) never writes
+    the ``A_prevᵀ`` cache: it has none (the summary's cache column), and an epoch with it still
+    equals the NumPy epoch (a small layer's cache beside it keeps its own place)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((1024, 40))
+    y = rng.integers(0, 10, 40)
+    net = lp.Network([1024, 256, 10], ["relu", "softmax"], "cross_entropy", seed=1)
+    assert [layer.cache_size for layer in net.layers[::2]] == [0, 256]  # Dense(256), Dense(10)
+    params = [(W.copy(), b.copy()) for W, b in net.params]
+    loss = vec.train_epoch(params, X, y, 16, 0.1, ["relu", "softmax"])
+    hist = net.fit(X, y, epochs=1, batch_size=16, lr=0.1, shuffle=False, progress=False)
+    assert abs(hist["loss"][0] - loss) <= 1e-12 * abs(loss)
+    for (W, b), (W2, b2) in zip(params, net.params):
+        assert_close("W", W2, W, 1e-10)
+        assert_close("b", b2, b, 1e-10)

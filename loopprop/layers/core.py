@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _checks
 from ..kernels.activations import CODES
+from ..kernels.dense import transposed_rows
 from .base import Layer
 
 
@@ -18,15 +19,13 @@ class Dense(Layer):
     Parameters ``W (n_out, n_in)``, ``b (n_out,)``; input ``(n_in,)`` per example, or
     ``(n_in, T)``: a sequence, the same layer applied at every position ``t``
     (``Z[i, t, k] = b[i] + Σ_j W[i, j] · A_prev[j, t, k]``, the product on the ``(n_in, T·m)``
-    view: GPT's projections and MLP). Caches ``A_prevᵀ`` (small layers' ``dW`` reads it);
-    scratch ``dZᵀ`` and ``Wᵀ``.
+    view: GPT's projections and MLP). Caches ``A_prevᵀ`` when the layer is small (its ``dW``
+    reads it; :func:`loopprop.kernels.dense.transposed_rows`).
     """
 
     kernels = ("dense._dense_layer_forward", "dense._dense_layer_backward")
     settings = ("n_in", "n_out", "positions")
     cache_parts = ("A_prevT",)
-    work_parts = ("dZT",)
-    fixed_work_parts = ("WT",)
 
     def __init__(self, n_out: int) -> None:
         self.n_out = _checks.check_positive_int(n_out, "n_out")
@@ -36,16 +35,15 @@ class Dense(Layer):
             self._need(in_shape, 1, "a vector (n_in,) or a sequence (n_in, T)")
         self.n_in = in_shape[0]
         self.positions = int(np.prod(in_shape[1:]))
-        self.cache_size = self.n_in * self.positions  # A_prevᵀ
-        self.work_size = self.n_out * self.positions  # dZᵀ
-        self.fixed_work_size = self.n_in * self.n_out  # Wᵀ
+        # A_prevᵀ, for a layer small enough to transpose its input (large ones never read it)
+        self.cache_size = self.n_in * transposed_rows(self.n_out, self.n_in, self.positions, 1)
         return (self.n_out, *in_shape[1:])
 
     def param_shapes(self):
         return [(self.n_out, self.n_in), (self.n_out,)]
 
     def part_sizes(self):
-        return {"A_prevT": self.cache_size, "dZT": self.work_size, "WT": self.fixed_work_size}
+        return {"A_prevT": self.cache_size}
 
     def init_params(self, views, rng, init):
         W, b = views

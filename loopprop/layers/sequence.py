@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
+from ..kernels.dense import transposed_rows
 from .base import Layer
 
 #: float32 holds every integer up to 2^24 exactly: token ids live in the float activations
@@ -148,11 +149,8 @@ class CausalSelfAttention(Layer):
     #: per example: ``Xᵀ``, ``Q, K, V`` (one ``(3C, T)`` block), the probabilities
     #: ``P (n_head, T, T)``, the heads' output ``O`` and ``Oᵀ``
     cache_parts = ("XT", "QKV", "P", "O", "OT")
-    #: per example: the QKV projection's ``dZᵀ``, the output projection's ``dZᵀ``, ``dO`` and
-    #: ``dQKV``
-    work_parts = ("dZT_qkv", "dZT_o", "dO", "dQKV")
-    #: ``W_qkvᵀ`` and ``W_oᵀ``
-    fixed_work_parts = ("W_qkvT", "W_oT")
+    #: per example: ``dO`` and ``dQKV``
+    work_parts = ("dO", "dQKV")
 
     def __init__(self, n_head: int) -> None:
         self.n_head = _checks.check_positive_int(n_head, "n_head")
@@ -165,9 +163,8 @@ class CausalSelfAttention(Layer):
                              f"{self.n_head}; each head takes n_embd / n_head features: pick "
                              "n_head among the divisors of n_embd")
         C, T = self.C, self.T
-        self.cache_size = 6 * C * T + self.n_head * T * T
-        self.work_size = 8 * C * T
-        self.fixed_work_size = 4 * C * C
+        self.cache_size = sum(self.part_sizes()[name] for name in self.cache_parts)
+        self.work_size = 4 * C * T
         return in_shape
 
     def param_shapes(self):
@@ -183,9 +180,10 @@ class CausalSelfAttention(Layer):
 
     def part_sizes(self):
         C, T, H = self.C, self.T, self.n_head
-        return {"XT": C * T, "QKV": 3 * C * T, "P": H * T * T, "O": C * T, "OT": C * T,
-                "dZT_qkv": 3 * C * T, "dZT_o": C * T, "dO": C * T, "dQKV": 3 * C * T,
-                "W_qkvT": 3 * C * C, "W_oT": C * C}
+        # the projections' inputs transposed, for small layers only (kernels/dense.py)
+        return {"XT": C * transposed_rows(3 * C, C, T, 1), "QKV": 3 * C * T, "P": H * T * T,
+                "O": C * T, "OT": C * transposed_rows(C, C, T, 1),
+                "dO": C * T, "dQKV": 3 * C * T}
 
     def init_params(self, views, rng, init):
         W_qkv, b_qkv, W_o, b_o = views

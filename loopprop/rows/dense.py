@@ -8,14 +8,14 @@ and workspaces by name: the columns below come from the layer classes' declarati
 from __future__ import annotations
 
 from .._jit import runtime_flag
-from ..kernels.dense import _dense_layer_backward, _dense_layer_forward
+from ..kernels.dense import _dense_layer_backward, _dense_layer_forward, transposed_rows
 from ..kernels.gemm import _gemm
 from ..layers.core import Dense
 from ..layers.sequence import TiedOutput
 from .common import _offsets, _vec, _view, _zero
 
 N_IN, N_OUT, POSITIONS, ARR_W, ARR_B = Dense.columns("n_in", "n_out", "positions", "W", "b")
-A_PREV_T, DZ_T, W_T = Dense.columns("A_prevT", "dZT", "WT")
+A_PREV_T, = Dense.columns("A_prevT")
 T_D, T_V, T_T = TiedOutput.columns("d", "vocab_size", "T")
 
 
@@ -25,10 +25,11 @@ def dense_forward(r, plan, fplan, b, s):
     x_off, y_off, _ = _offsets(plan, r, mb)
     n_in, n_out = plan[r, N_IN], plan[r, N_OUT]
     N = plan[r, POSITIONS] * mb  # N columns: every position of every example
+    n_t = transposed_rows(n_out, n_in, plan[r, POSITIONS], mb)  # 0 for a large layer
     _dense_layer_forward(_view(b.acts, y_off, n_out, N),
                          _view(b.theta, plan[r, ARR_W], n_out, n_in),
                          _vec(b.theta, plan[r, ARR_B], n_out), _view(b.acts, x_off, n_in, N),
-                         _view(b.cache, plan[r, A_PREV_T] * mb, N, n_in), s.threads)
+                         _view(b.cache, plan[r, A_PREV_T] * mb, n_t, n_in), s.threads)
 
 
 def dense_backward(r, plan, fplan, b, s):
@@ -38,13 +39,12 @@ def dense_backward(r, plan, fplan, b, s):
     x_off, y_off, _ = _offsets(plan, r, mb)
     n_in, n_out = plan[r, N_IN], plan[r, N_OUT]
     N = plan[r, POSITIONS] * mb
+    n_t = transposed_rows(n_out, n_in, plan[r, POSITIONS], mb)
     w, bias = plan[r, ARR_W], plan[r, ARR_B]
     _dense_layer_backward(_view(b.grad, w, n_out, n_in), _vec(b.grad, bias, n_out),
                           _view(b.dacts, x_off, n_in, N), _view(b.dacts, y_off, n_out, N),
                           _view(b.theta, w, n_out, n_in), _view(b.acts, x_off, n_in, N),
-                          _view(b.cache, plan[r, A_PREV_T] * mb, N, n_in),
-                          _view(b.fwork, plan[r, W_T], n_in, n_out),
-                          _view(b.work, plan[r, DZ_T] * mb, N, n_out), r > 0, s.threads)
+                          _view(b.cache, plan[r, A_PREV_T] * mb, n_t, n_in), r > 0, s.threads)
 
 
 def tied_output_forward(r, plan, fplan, b, s):

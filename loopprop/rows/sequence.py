@@ -13,7 +13,7 @@ from .._jit import runtime_flag
 from ..kernels.attention import (_attention_backward_tuned, _attention_forward_tuned,
                                  _embedding_backward_tuned, _embedding_forward_tuned,
                                  _position_backward, _position_forward)
-from ..kernels.dense import _dense_layer_backward, _dense_layer_forward
+from ..kernels.dense import _dense_layer_backward, _dense_layer_forward, transposed_rows
 from ..layers.sequence import CausalSelfAttention, Embedding, PositionEmbedding
 from ..plan import IN_OFF, OUT_OFF
 from .common import _img, _vec, _view, _zero
@@ -23,8 +23,7 @@ P_D, P_T, P_BLOCK, P_W = PositionEmbedding.columns("d", "T", "block_size", "W")
 A_C, A_T, A_HEADS, A_TMAX = CausalSelfAttention.columns("C", "T", "n_head", "t_max")
 W_QKV, B_QKV, W_O, B_O = CausalSelfAttention.columns("W_qkv", "b_qkv", "W_o", "b_o")
 X_T, QKV, PROBS, ATT, ATT_T = CausalSelfAttention.columns("XT", "QKV", "P", "O", "OT")
-DZ_T_QKV, DZ_T_O, D_ATT, D_QKV = CausalSelfAttention.columns("dZT_qkv", "dZT_o", "dO", "dQKV")
-W_QKV_T, W_O_T = CausalSelfAttention.columns("W_qkvT", "W_oT")
+D_ATT, D_QKV = CausalSelfAttention.columns("dO", "dQKV")
 
 
 def embedding_forward(r, plan, fplan, b, s):
@@ -81,11 +80,13 @@ def attention_forward(r, plan, fplan, b, s):
     N = T * mb
     qkv, probs, att = plan[r, QKV] * mb, plan[r, PROBS] * mb, plan[r, ATT] * mb
     dh = C // n_head
+    # the projections' inputs transposed: rows for small layers, none for large ones
+    x_t, o_t = transposed_rows(3 * C, C, T, mb), transposed_rows(C, C, T, mb)
     cache = b.cache
     _dense_layer_forward(_view(cache, qkv, 3 * C, N), _view(b.theta, plan[r, W_QKV], 3 * C, C),
                          _vec(b.theta, plan[r, B_QKV], 3 * C),
                          _view(b.acts, plan[r, IN_OFF] * mb, C, N),
-                         _view(cache, plan[r, X_T] * mb, N, C), s.threads)
+                         _view(cache, plan[r, X_T] * mb, x_t, C), s.threads)
     _attention_forward_tuned(_img(cache, att, n_head, dh, T, mb),
                              _img(cache, probs, n_head, T, T, mb),
                              _img(cache, qkv, n_head, dh, T, mb),
@@ -94,7 +95,7 @@ def attention_forward(r, plan, fplan, b, s):
                              s.threads)
     _dense_layer_forward(_view(b.acts, plan[r, OUT_OFF] * mb, C, N),
                          _view(b.theta, plan[r, W_O], C, C), _vec(b.theta, plan[r, B_O], C),
-                         _view(cache, att, C, N), _view(cache, plan[r, ATT_T] * mb, N, C),
+                         _view(cache, att, C, N), _view(cache, plan[r, ATT_T] * mb, o_t, C),
                          s.threads)
 
 
@@ -107,6 +108,8 @@ def attention_backward(r, plan, fplan, b, s):
     x_off = plan[r, IN_OFF] * mb
     qkv, probs, att = plan[r, QKV] * mb, plan[r, PROBS] * mb, plan[r, ATT] * mb
     dh = C // n_head
+    # the projections' inputs transposed: rows for small layers, none for large ones
+    x_t, o_t = transposed_rows(3 * C, C, T, mb), transposed_rows(C, C, T, mb)
     datt, dqkv = plan[r, D_ATT] * mb, plan[r, D_QKV] * mb
     w_o, w_qkv = plan[r, W_O], plan[r, W_QKV]
     cache, work = b.cache, b.work
@@ -114,9 +117,7 @@ def attention_backward(r, plan, fplan, b, s):
     _dense_layer_backward(_view(b.grad, w_o, C, C), _vec(b.grad, plan[r, B_O], C),
                           _view(work, datt, C, N), _view(b.dacts, plan[r, OUT_OFF] * mb, C, N),
                           _view(b.theta, w_o, C, C), _view(cache, att, C, N),
-                          _view(cache, plan[r, ATT_T] * mb, N, C),
-                          _view(b.fwork, plan[r, W_O_T], C, C),
-                          _view(work, plan[r, DZ_T_O] * mb, N, C), runtime_flag(True), s.threads)
+                          _view(cache, plan[r, ATT_T] * mb, o_t, C), runtime_flag(True), s.threads)
     _attention_backward_tuned(_img(work, dqkv, n_head, dh, T, mb),
                               _img(work, dqkv + C * N, n_head, dh, T, mb),
                               _img(work, dqkv + 2 * C * N, n_head, dh, T, mb),
@@ -129,9 +130,7 @@ def attention_backward(r, plan, fplan, b, s):
     _dense_layer_backward(_view(b.grad, w_qkv, 3 * C, C), _vec(b.grad, plan[r, B_QKV], 3 * C),
                           _view(b.dacts, x_off, C, N), _view(work, dqkv, 3 * C, N),
                           _view(b.theta, w_qkv, 3 * C, C), _view(b.acts, x_off, C, N),
-                          _view(cache, plan[r, X_T] * mb, N, C),
-                          _view(b.fwork, plan[r, W_QKV_T], C, 3 * C),
-                          _view(work, plan[r, DZ_T_QKV] * mb, N, 3 * C), r > 0, s.threads)
+                          _view(cache, plan[r, X_T] * mb, x_t, C), r > 0, s.threads)
 
 
 def attention_decode(r, plan, fplan, b, s, kv, kv_off, pos):
