@@ -363,12 +363,10 @@ class Fitting:
                 gnorm = np.zeros(len(self._norm_spans), np.float64)
                 dropout_seed = int(drop_rng.integers(0, 2**31 - 1))
                 stop = np.zeros(1, np.int64)
-                # an epoch the last one says is short runs in this thread (interrupt.run)
-                short = self._fit_scratch.get("seconds_per_item", 1.0) * n < _interrupt.SHORT
                 try:
                     total, correct, opt.t, last_lr = _interrupt.run(
                         functools.partial(epoch, gnorm, dropout_seed, stop,
-                                          threads_for_load(o.threads)), stop, short=short)
+                                          threads_for_load(o.threads)), stop)
                 except _interrupt.Interrupted as exc:  # Ctrl-C: stopped between two steps
                     if exc.result is not None:
                         opt.t = int(exc.result[2])
@@ -376,8 +374,6 @@ class Fitting:
                     raise KeyboardInterrupt from None
                 hist["time"].append(time.perf_counter() - t0)
                 hist["compile_time"].append(_compiling.seconds() - c0)
-                self._fit_scratch["seconds_per_item"] = (
-                    hist["time"][-1] - hist["compile_time"][-1]) / n
                 hist["lr"].append(float(last_lr))
                 hist["loss"].append(total / n)
                 norms = gnorm / n_batches

@@ -1,23 +1,21 @@
 """Ctrl-C within a step, not at the end of an epoch.
 
 A compiled epoch runs for as long as it runs: Python raises ``KeyboardInterrupt`` only when
-control comes back to it, after minutes for a GPT epoch. :func:`run` therefore calls a long
-epoch in a worker thread (loopprop's kernels release the GIL) while the main thread waits for it in
-short slices, so that Ctrl-C reaches the main thread at once. It then sets the epoch's ``stop``
-flag, which the compiled loop reads before each step, waits for the step in progress to end,
-and raises :class:`Interrupted` with what the epoch returned: the parameters and the
-optimizer's state are those after the last complete step. (Ctrl-C while the epoch's kernels
-compile returns at once: no step has been taken, and the worker stops before its first.)
+control comes back to it, after minutes for a GPT epoch. :func:`run` therefore calls the epoch
+in the main thread with a SIGINT handler that only notes the key, while a watcher thread,
+woken by the signal's wakeup descriptor, sets the epoch's ``stop`` flag at once; the compiled
+loop reads it before each step. When the epoch returns, :class:`Interrupted` is raised with
+what it returned: the parameters and the optimizer's state are those after the last complete
+step. (Ctrl-C while the epoch's kernels compile raises at once: no step has been taken.)
 """
 
 from __future__ import annotations
 
-import queue
 import signal
+import socket
 import threading
 from typing import Any, Callable
 
-import numba
 import numpy as np
 
 from . import _compiling
@@ -31,89 +29,83 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
-class _Worker:
-    """One long-lived daemon thread that runs the epochs the main thread hands it, in turn.
+class _Watcher:
+    """A daemon thread that sets the running epoch's ``stop`` flag when SIGINT arrives.
 
-    Not a new thread per epoch: GNU OpenMP keeps a team of pool threads per thread that opens
-    a parallel region and drops it when that thread ends, so a fresh worker per ``fit`` paid
-    for a thread start and a new OpenMP team (and their cold caches) on every call — 0.5 ms,
-    a third of a 64-32-10 digits epoch (docs/performance.md, "The small MLP epoch")."""
+    Python's own C-level signal handler writes the signal's number to the wakeup file
+    descriptor (:func:`signal.set_wakeup_fd`) the moment the signal arrives, even while the
+    main thread is inside compiled code; the Python-level handler runs only when the epoch
+    returns. This thread waits on the other end of that descriptor and, while an epoch is
+    armed, sets its ``stop[0]`` (the compiled loop reads it before each step). The kernels
+    release the GIL, so the flag is set within a step."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stop: np.ndarray | None = None
+        self._read: socket.socket | None = None
+        self._write: socket.socket | None = None
 
-    def submit(self, work: Callable[[], None]) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name="loopprop-epoch",
-                                            daemon=True)
-            self._thread.start()
-        self._jobs.put(work)
+    def write_end(self) -> int:
+        """The descriptor to hand :func:`signal.set_wakeup_fd` (the thread starts with it)."""
+        if self._write is None:
+            self._read, self._write = socket.socketpair()
+            self._write.setblocking(False)
+            threading.Thread(target=self._loop, name="loopprop-ctrl-c", daemon=True).start()
+        return self._write.fileno()
+
+    def arm(self, stop: np.ndarray | None) -> None:
+        with self._lock:
+            self._stop = stop
 
     def _loop(self) -> None:
         while True:
-            self._jobs.get()()
+            data = self._read.recv(64)
+            if not data:
+                return
+            with self._lock:
+                if self._stop is not None and signal.SIGINT in data:
+                    self._stop[0] = 1
 
 
-_WORKER = _Worker()
-
-#: an epoch expected to end within this many seconds runs in the caller's thread (:func:`run`)
-SHORT = 0.05
+_WATCHER = _Watcher()
 
 
-def _run_here(call: Callable[[], Any]) -> Any:
-    """``call()`` in this thread; a Ctrl-C meanwhile raises :class:`Interrupted` after it."""
+def run(call: Callable[[], Any], stop: np.ndarray) -> Any:
+    """``call()`` (a compiled epoch reading ``stop[0]`` before each step) in this thread; Ctrl-C
+    meanwhile sets ``stop[0]`` at once and raises :class:`Interrupted` with what the epoch
+    returned, once the step in progress has ended.
+
+    The epoch runs in the caller's thread, not a worker's: GNU OpenMP keeps a team of pool
+    threads per thread that opens parallel regions, and a second team beside the main
+    thread's (a worker's) made libgomp count more threads than cores and stop spinning at its
+    barriers: PyTorch's epoch in the same process ran 2× slower after one loopprop ``fit``,
+    and loopprop's own epoch after a PyTorch call. A new thread per ``fit`` also cost 0.5 ms,
+    a third of a 64-32-10 epoch (docs/performance.md, "The small MLP epoch").
+
+    Ctrl-C while the kernels compile raises :class:`Interrupted` with no result at once.
+    Called from any thread but the main one (which no Ctrl-C reaches), ``call()`` just runs."""
     if threading.current_thread() is not threading.main_thread():
         return call()
-    pressed = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    pressed: list[int] = []
+
+    def note(signum, frame):
+        if _compiling.WATCH.compiling():  # no step taken yet; stop compiling
+            raise Interrupted(None)
+        pressed.append(signum)
+
+    try:
+        previous_fd = signal.set_wakeup_fd(_WATCHER.write_end(), warn_on_full_buffer=False)
+    except ValueError:  # not the main interpreter: Ctrl-C is noted, and raised after the epoch
+        previous_fd = None
+    previous = signal.signal(signal.SIGINT, note)
+    _WATCHER.arm(stop)
     try:
         value = call()
     finally:
+        _WATCHER.arm(None)
         signal.signal(signal.SIGINT, previous)
+        if previous_fd is not None:
+            signal.set_wakeup_fd(previous_fd, warn_on_full_buffer=False)
     if pressed:
         raise Interrupted(value)
     return value
-
-
-def run(call: Callable[[], Any], stop: np.ndarray, poll: float = 0.1,
-        short: bool = False) -> Any:
-    """``call()`` (a compiled epoch reading ``stop[0]`` before each step) in the worker thread;
-    Ctrl-C sets ``stop[0]`` and raises :class:`Interrupted` once the step in progress ends.
-
-    ``short`` (the caller expects the epoch to take less than :data:`SHORT` seconds): ``call()``
-    runs in this thread, with a SIGINT handler that only notes the Ctrl-C, raised as
-    :class:`Interrupted` when the epoch has ended. Handing work to another thread and back
-    costs 0.1–0.3 ms, a tenth of a small epoch; a Ctrl-C waits at most the epoch.
-    Called from any thread but the main one (no Ctrl-C reaches it), ``call()`` runs in place."""
-    if short or threading.current_thread() is not threading.main_thread():
-        return _run_here(call)
-    threads = numba.get_num_threads()  # thread-local in Numba: the worker takes the caller's
-    out: dict[str, Any] = {}
-    done = threading.Event()  # not Thread.join: a join cut short by Ctrl-C can return early
-
-    def work() -> None:
-        try:
-            if not numba.config.DISABLE_JIT:
-                numba.set_num_threads(threads)
-            out["value"] = call()
-        except BaseException as exc:  # handed to the caller's thread
-            out["error"] = exc
-        finally:
-            done.set()
-
-    _WORKER.submit(work)
-    try:
-        while not done.wait(poll):
-            pass
-    except KeyboardInterrupt:
-        stop[0] = 1
-        if _compiling.WATCH.compiling():  # no step taken yet; the compile cannot be cut short:
-            raise Interrupted(None) from None  # the worker stops before its first step
-        done.wait()
-        if "error" in out:
-            raise out["error"] from None
-        raise Interrupted(out.get("value")) from None
-    if "error" in out:
-        raise out["error"]
-    return out["value"]

@@ -1,8 +1,5 @@
-"""loopprop/interrupt.py: where an epoch runs, and Ctrl-C in either place.
-
-A long epoch runs in one long-lived worker thread (the main thread waits and takes Ctrl-C); an
-epoch the previous one says is short runs in the main thread under a SIGINT handler that only
-notes the key, raised once the epoch has ended.
+"""loopprop/interrupt.py: the epoch runs in the caller's thread; Ctrl-C sets its stop flag at
+once (a watcher thread on the signal's wakeup descriptor) and is raised when it returns.
 """
 
 import os
@@ -16,44 +13,46 @@ import pytest
 from loopprop import interrupt
 
 
-def test_long_epochs_share_one_worker_thread():
-    """A new thread per epoch also meant a new OpenMP team per ``fit`` (0.5 ms a call): two
-    epochs now run on the same worker, which is not the caller."""
+def test_the_epoch_runs_in_the_callers_thread():
+    """A worker thread per ``fit`` (and its own OpenMP team) cost 0.5 ms a call, and a worker
+    kept alive made PyTorch's parallel regions in the same process 2× slower."""
     stop = np.zeros(1, np.int64)
-    first = interrupt.run(threading.current_thread, stop)
-    second = interrupt.run(threading.current_thread, stop)
-    assert first is second and first is not threading.current_thread()
+    assert interrupt.run(threading.current_thread, stop) is threading.current_thread()
 
 
-def test_short_epoch_runs_here():
+def test_ctrl_c_sets_stop_at_once_and_is_raised_after_the_epoch_with_its_result():
+    """The compiled loop reads ``stop[0]`` before each step: here a Python loop in its place,
+    which must see the flag while it runs, and must not be cut short by the exception."""
     stop = np.zeros(1, np.int64)
-    assert interrupt.run(threading.get_ident, stop, short=True) == threading.get_ident()
-
-
-def test_ctrl_c_during_a_short_epoch_is_raised_after_it_with_its_result():
-    """The epoch is not cut short (its result is whole) and the key is not lost."""
-    stop = np.zeros(1, np.int64)
-    steps = []
 
     def epoch():
         os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(3):  # the handler runs meanwhile; it must not raise in here
-            time.sleep(0.01)
-            steps.append(1)
-        return ("result", len(steps))
+        steps = 0
+        deadline = time.monotonic() + 10.0
+        while not stop[0] and time.monotonic() < deadline:
+            time.sleep(0.001)  # the handler runs meanwhile: it must not raise in here
+            steps += 1
+        return ("stopped" if stop[0] else "never stopped", steps)
 
     with pytest.raises(interrupt.Interrupted) as caught:
-        interrupt.run(epoch, stop, short=True)
-    assert caught.value.result == ("result", 3)
+        interrupt.run(epoch, stop)
+    assert caught.value.result[0] == "stopped"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.set_wakeup_fd(-1) == -1  # and no wakeup descriptor left behind
 
 
-def test_errors_of_either_path_reach_the_caller():
+def test_an_epoch_without_ctrl_c_returns_its_value_and_leaves_the_flag():
+    stop = np.zeros(1, np.int64)
+    assert interrupt.run(lambda: 42, stop) == 42
+    assert stop[0] == 0
+
+
+def test_errors_reach_the_caller_and_the_handler_is_restored():
     stop = np.zeros(1, np.int64)
 
     def fails():
         raise ValueError("inside the epoch")
 
-    for short in (False, True):
-        with pytest.raises(ValueError, match="inside the epoch"):
-            interrupt.run(fails, stop, short=short)
+    with pytest.raises(ValueError, match="inside the epoch"):
+        interrupt.run(fails, stop)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
