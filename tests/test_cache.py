@@ -118,3 +118,25 @@ def test_import_works_without_any_writable_cache(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0.0", "True"]
     assert any(p.name.startswith("loopprop-numba-cache") for p in tmp_path.iterdir())
+
+
+def test_type_key_is_equal_only_for_equal_numba_types():
+    """``_helper.epoch_job`` trusts an equal ``bundles.type_key`` to mean an equal Numba type
+    (and then skips typing the epoch's arguments): arrays differing in dtype, rank or layout
+    and bundles differing in a field's layout have different keys; what it cannot tell
+    quickly has none."""
+    import numpy as np
+
+    from loopprop.bundles import Norms, type_key
+
+    a = np.zeros((3, 4))
+    same = [a, np.ones((5, 2)), Norms(np.zeros(2, np.int64), np.zeros(3))]
+    other = [a.astype(np.float32), np.zeros(3), np.asfortranarray(np.zeros((3, 4))), a[:, ::2],
+             Norms(np.zeros(2, np.int64), np.zeros((3, 1))[:, 0][::2])]
+    for x in same + other:
+        for y in same + other:
+            if type_key(x) == type_key(y):
+                assert numba.typeof(x) == numba.typeof(y), (x, y)
+    assert len({type_key(x) for x in same[:2]}) == 1
+    assert len({type_key(x) for x in [a, *other[:4]]}) == 5
+    assert type_key(("text", a)) is None and type_key(object()) is None
