@@ -194,13 +194,14 @@ def test_threaded_paths_match_naive(rng, which, shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_layernorm_backward_is_bitwise_the_same_on_any_thread_count(rng, dtype):
+@pytest.mark.parametrize("n,M", [(64, 64 * norm.LN_BLOCK + 37), (4099, 300)])
+def test_layernorm_backward_is_bitwise_the_same_on_any_thread_count(rng, dtype, n, M):
     """Layer norm's backward splits blocks of columns (``dX``) and rows (``dγ, dβ``) between
     threads, each value summed by one thread in one order: one thread and two give the same
-    bits, and both equal the naive loops (65 blocks, the last one partial)."""
+    bits, and both equal the naive loops (65 blocks, the last one partial; or few columns,
+    cut into narrower blocks so that both threads have one)."""
     from loopprop._jit import PARALLEL_MIN_WORK
 
-    n, M = 64, 64 * norm.LN_BLOCK + 37
     assert n * M >= PARALLEL_MIN_WORK  # the size at which the kernel splits its blocks
     X, gamma, beta, dY = case(rng, (n, M), dtype)
     _, mean, rstd = FORWARD["ln"](X, gamma, beta)

@@ -1,6 +1,7 @@
 """Same results as before the epoch was compiled once: losses, validation losses and the
 parameters' sums of a few epochs of five networks with fixed seeds, bit for bit (``float.hex``),
-recorded at commit d8d49f8 (the dispatch compiled per set of kinds), on one thread and on two.
+recorded at commit d8d49f8 (the dispatch compiled per set of kinds), on one thread and on two
+(the GPT's since re-recorded: see its entry).
 
 The kernels are the same, and so is the order of every sum: the new dispatch changes how a row
 function is reached (through a table of compiled functions), not what it computes.
@@ -31,9 +32,12 @@ RECORDED = {
         '0x1.53826a4e6b7acp+2', '0x1.7f7972d544385p+1', '0x1.3e7e1ae37b0edp+1',
         '0x1.0741a20e98160p+1', '-0x1.669d7ca350595p+6',
     ],
+    # re-recorded in issue 28 when layer norm's backward moved from registers of columns to
+    # blocks of rows (each column's sums in another rounding of the same formula: the losses
+    # agree to 1e-10; the other networks have no layer norm and kept their bits)
     'gpt': [
-        '0x1.33bd8b12db45dp+1', '0x1.31ffdd5f7338ap+1', '0x1.3576b242bb018p+1',
-        '0x1.344fb82740ec0p+1', '0x1.48b328c2ffa56p+6',
+        '0x1.33bd8b12da2d3p+1', '0x1.31ffdd5d06c31p+1', '0x1.3576b2490a55ep+1',
+        '0x1.344fb826fa496p+1', '0x1.48b329f2ddc37p+6',
     ],
     'gpt_sample': [
         5, 10, 1, 10, 3, 4, 8, 4,

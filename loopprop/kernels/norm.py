@@ -43,8 +43,7 @@ import numpy as np
 
 from .. import _checks
 from .._jit import PARALLEL_MIN_WORK, kernel, prange, runtime_flag, use_threads
-from .simd import lanes, like, vadd, vfma, vloadn, vmul, vsplat, vstoren, vsub, vzero
-from .views import borrowed_flat
+from .simd import like
 
 # ---------------------------------------------------------------------------------------------
 # batch norm: normalize each row of (C, N)
@@ -323,31 +322,46 @@ def _layernorm_forward(Y, mean, rstd, X, gamma, beta, eps, threads):
 
 
 @kernel(fast=True, separate=True)
-def _ln_columns_backward(dX, dY, X, gamma, mean, rstd, k0, k1, acc):
-    """Columns ``k0 ≤ k < k1`` of :func:`_layernorm_backward`'s ``dX``, a register of columns
-    at a time: ``Σ_i ĝ`` and ``Σ_i ĝ·x̂`` (``ĝ = γ_i·dY``) summed over the features in two
-    registers, then ``dX`` from them -- the features strided by the row length, the columns in
-    the lanes; the last partial register by masked loads and stores (the same instructions: a
-    column's bits do not depend on the block it falls in)."""
-    n, M = X.shape
-    x, dy, dx = borrowed_flat(X), borrowed_flat(dY), borrowed_flat(dX)
-    L = lanes(x)
-    inv_n = like(x, 1.0 / n)
-    for k in range(k0, k1, L):
-        c = min(L, k1 - k)
-        mu, r = vloadn(mean, k, c), vloadn(rstd, k, c)
-        s_g, s_gx = vzero(x), vzero(x)
-        for i in range(n):
-            gy = vmul(vsplat(gamma[i]), vloadn(dy, i * M + k, c))
-            s_g = vadd(s_g, gy)
-            s_gx = vfma(vmul(gy, vsub(vloadn(x, i * M + k, c), mu)), r, s_gx)
-        rn = vmul(r, vsplat(inv_n))
-        for i in range(n):
-            o = i * M + k
-            xhat = vmul(vsub(vloadn(x, o, c), mu), r)
-            ng = vsplat(like(x, n) * gamma[i])
-            d = vmul(rn, vsub(vsub(vmul(ng, vloadn(dy, o, c)), s_g), vmul(xhat, s_gx)))
-            vstoren(dx, o, vadd(vloadn(dx, o, c), d) if acc else d, c)
+def _ln_columns_backward(dX, dY, X, gamma, mean, rstd, k0, k1, acc, s_g, s_gx):
+    """Columns ``k0 ≤ k < k1`` of :func:`_layernorm_backward`'s ``dX``: ``Σ_i ĝ`` and ``Σ_i
+    ĝ·x̂`` (``ĝ = γ_i·dY``) over the features into ``s_g``, ``s_gx`` (scratch of at least
+    ``k1 − k0`` values), then ``dX`` from them. Features outside, columns inside, as the
+    forward's :func:`_ln_columns_forward`: each pass reads contiguous runs of rows (vectorized)
+    and the block's second pass finds them in L2. (Summing a register of columns down the
+    features, strided by the row length, put every row of a strip in one L1 set at row
+    lengths of 4 KiB multiples: 2.5–5× slower at (128, 1024), (768, 256), (128, 16384) in
+    float64, AMD Zen 4.) Each column's arithmetic is its own: the same bits whatever block or
+    thread it falls in."""
+    n = X.shape[0]
+    w = k1 - k0
+    mu = mean[k0:k1]
+    r = rstd[k0:k1]
+    sg = s_g[:w]
+    sgx = s_gx[:w]
+    for k in range(w):
+        sg[k] = 0.0
+        sgx[k] = 0.0
+    for i in range(n):
+        g = gamma[i]
+        xi = X[i, k0:k1]
+        dyi = dY[i, k0:k1]
+        for k in range(w):
+            gy = g * dyi[k]
+            sg[k] += gy
+            sgx[k] += gy * (xi[k] - mu[k]) * r[k]
+    inv_n = like(mean, 1.0 / max(n, 1))  # in X's dtype: float32 stays float32
+    for i in range(n):
+        ng = like(mean, n) * gamma[i]
+        xi = X[i, k0:k1]
+        dyi = dY[i, k0:k1]
+        dxi = dX[i, k0:k1]
+        for k in range(w):
+            xhat = (xi[k] - mu[k]) * r[k]
+            d = r[k] * inv_n * (ng * dyi[k] - sg[k] - xhat * sgx[k])
+            if acc:
+                dxi[k] += d
+            else:
+                dxi[k] = d
 
 
 @kernel(fast=True)
@@ -368,27 +382,35 @@ def _ln_params_backward(dgamma, dbeta, dY, X, mean, rstd, i0, i1):
 
 @kernel(fast=True, parallel=True, separate=True)
 def _layernorm_backward(dX, dgamma, dbeta, dY, X, gamma, mean, rstd, acc, threads):
-    """Tuned :func:`_layernorm_backward_naive`: ``dX`` by blocks of columns, a register of
-    columns at a time with the features inside (the column sums in registers), then ``dγ, dβ``
-    by rows; both split between threads by what they write (the column sums stay in registers:
-    1.4× at (128, 1024) float32 against a pass through memory). ``dgamma``, ``dbeta`` add;
-    ``dX`` adds with ``acc``, else it is written."""
+    """Tuned :func:`_layernorm_backward_naive`: ``dX`` by blocks of columns (features outside,
+    columns inside: :func:`_ln_columns_backward`), then ``dγ, dβ`` by rows; both split between
+    threads by what they write, one contiguous range of blocks (or rows) per thread, so that
+    each thread's column sums live in one scratch pair. Blocks of :data:`LN_BLOCK` columns,
+    narrower when that leaves a thread idle (768 × 256: one block, one thread). ``dgamma``,
+    ``dbeta`` add; ``dX`` adds with ``acc``, else it is written."""
     n, M = X.shape
-    n_blocks = (M + LN_BLOCK - 1) // LN_BLOCK
     par = threads > 1 and X.size >= PARALLEL_MIN_WORK
-    if par and n_blocks > 1:
-        for blk in prange(n_blocks):
-            _ln_columns_backward(dX, dY, X, gamma, mean, rstd, blk * LN_BLOCK,
-                                 min(M, (blk + 1) * LN_BLOCK), acc)
+    width = LN_BLOCK
+    if par and M < threads * LN_BLOCK:  # whole vectors of columns, every thread a block
+        width = max(16, ((M + threads - 1) // threads + 15) // 16 * 16)
+    n_blocks = (M + width - 1) // width
+    chunks = min(threads, n_blocks) if par else 1
+    scratch = np.empty((chunks, 2, width), X.dtype)
+    if chunks > 1:
+        for c in prange(chunks):
+            for blk in range(c * n_blocks // chunks, (c + 1) * n_blocks // chunks):
+                _ln_columns_backward(dX, dY, X, gamma, mean, rstd, blk * width,
+                                     min(M, (blk + 1) * width), acc, scratch[c, 0],
+                                     scratch[c, 1])
     else:
         for blk in range(n_blocks):
-            _ln_columns_backward(dX, dY, X, gamma, mean, rstd, blk * LN_BLOCK,
-                                 min(M, (blk + 1) * LN_BLOCK), acc)
+            _ln_columns_backward(dX, dY, X, gamma, mean, rstd, blk * width,
+                                 min(M, (blk + 1) * width), acc, scratch[0, 0], scratch[0, 1])
     if par and n > 1:
-        chunks = min(threads, n)
-        for t in prange(chunks):
-            _ln_params_backward(dgamma, dbeta, dY, X, mean, rstd, t * n // chunks,
-                                (t + 1) * n // chunks)
+        rows = min(threads, n)
+        for t in prange(rows):
+            _ln_params_backward(dgamma, dbeta, dY, X, mean, rstd, t * n // rows,
+                                (t + 1) * n // rows)
     else:
         _ln_params_backward(dgamma, dbeta, dY, X, mean, rstd, 0, n)
 
