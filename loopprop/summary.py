@@ -87,8 +87,8 @@ def _memory_lines(net, m: int) -> list[str]:
     flat vectors), in the order of the line: parameters and gradients; the optimizer's state
     (momentum's velocity, Adam's two moments: 0, 1 or 2 more of the parameters' size);
     activations, their gradients, caches (int32 indices at 4 bytes), the per-example
-    workspaces, the fixed workspaces (transposed weights: written only by layers below the
-    packed product's size, so mostly never touched); the loss's two columns per output."""
+    workspaces, the fixed workspaces (convolutions' transposed weights and gradient tiles);
+    the loss's two columns per output."""
     item = net.dtype.itemsize
     lay = net.layout
     params = lay["params"] * item
@@ -100,7 +100,7 @@ def _memory_lines(net, m: int) -> list[str]:
     batch = 2 * acts + caches + work + fwork + loss
     return [f"memory for a batch of {m:,}: activations {acts / (1 << 20):,.2f} MiB (their "
             f"gradients as much again), caches {caches / (1 << 20):,.2f} MiB,",
-            f"  workspaces {_mib(work)} per batch + {_mib(fwork)} fixed (small layers' "
+            f"  workspaces {_mib(work)} per batch + {_mib(fwork)} fixed (convolutions' "
             "transposed weights)",
             f"memory in all: parameters {_mib(params)}, gradients {_mib(params)}, batch "
             f"buffers {_mib(batch)};",
