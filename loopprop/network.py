@@ -525,7 +525,7 @@ class Network(Fitting, Inputs):
         stays on the network. Returns the rate used."""
         if lr is not None:
             lr = _checks.check_lr(lr)
-            _train._sgd(self._theta, self._grad, lr)
+            _train._sgd_threads(self._theta, self._grad, lr, use_threads(True))
             return lr
         if self.optimizer is None:
             raise RuntimeError("step(): no optimizer chosen; call net.set_optimizer(name, lr=…) "

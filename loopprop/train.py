@@ -24,7 +24,8 @@ from .dispatch import row_at
 from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross_entropy,
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import (SCHEDULES, _adam_threads, _adamw_threads, _add_weight_decay,
-                            _clip_grad_norm_threads, _momentum, _scheduled_lr, _sgd)
+                            _clip_grad_norm_threads, _momentum_threads, _scheduled_lr,
+                            _sgd_threads)
 from .kernels.rng import _below, _shuffle
 from .layers.core import Activation
 from .plan import IN2_OFF, IN_OFF, IN_SIZE, KIND, OUT_OFF, OUT_SIZE, WRITES_DX
@@ -205,9 +206,9 @@ def _update(theta, grad, opt, t, threads):
     if wd > 0:
         _add_weight_decay(grad, theta, opt.decay_spans, wd)
     if opt.code == SGD:
-        _sgd(theta, grad, lr)
+        _sgd_threads(theta, grad, lr, threads)
     elif opt.code == MOMENTUM:
-        _momentum(theta, grad, opt.opt1, lr, hyper[BETA1])
+        _momentum_threads(theta, grad, opt.opt1, lr, hyper[BETA1], threads)
     else:
         _adam_threads(theta, grad, opt.opt1, opt.opt2, lr, hyper[BETA1], hyper[BETA2],
                       hyper[EPS], t + 1, threads)

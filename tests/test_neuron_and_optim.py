@@ -104,3 +104,28 @@ def test_sgd_update_on_0d_arrays():
     p = np.array(2.0)
     lp.sgd_update(p, np.array(1.0), 0.5)
     assert p[()] == 1.5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threaded_sgd_and_momentum_are_the_formulas_on_any_thread_count(rng, dtype):
+    """The epoch's SGD and momentum updates run over blocks split between threads (from two
+    blocks on): one thread and two give the same bits, and both equal NumPy's
+    ``θ − η·g`` and ``v ← βv + g; θ − η·v`` (three blocks and a partial one)."""
+    from loopprop.kernels.optim import BLOCK, _momentum_threads, _sgd_threads
+
+    n = 3 * BLOCK + 5
+    theta, grad, vel = (rand(rng, n, dtype) for _ in range(3))
+    lr, beta = dtype(0.05), dtype(0.9)
+    outs = []
+    for threads in (1, 2):
+        t1, t2, v2 = theta.copy(), theta.copy(), vel.copy()
+        _sgd_threads(t1, grad, lr, threads)
+        _momentum_threads(t2, grad, v2, lr, beta, threads)
+        outs.append((t1, t2, v2))
+    for one, two in zip(*outs):
+        np.testing.assert_array_equal(one, two)
+    v_ref = beta * vel.astype(np.float64) + grad
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    assert_close("sgd", outs[0][0], theta.astype(np.float64) - lr * grad.astype(np.float64), rtol)
+    assert_close("velocity", outs[0][2], v_ref, rtol)
+    assert_close("momentum", outs[0][1], theta.astype(np.float64) - lr * v_ref, rtol)

@@ -173,6 +173,35 @@ def _adamw_threads(theta, grad, m1, m2, spans, lr, beta1, beta2, eps, t, weight_
 
 
 @kernel(parallel=True)
+def _sgd_threads(theta, grad, lr, threads):
+    """:func:`_sgd` over blocks of :data:`BLOCK` parameters, split over the threads (every
+    value's update is its own: the same bits on any thread count). From two blocks on: the
+    MNIST-sized MLP's 10⁵ parameters took 4 % of its epoch on one thread while the other
+    waited."""
+    n = theta.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    if threads > 1 and blocks > 1:
+        for b in prange(blocks):
+            _sgd(_block(theta, b), _block(grad, b), lr)
+    else:  # the same blocks in order: one compiled specialization, the same bits
+        for b in range(blocks):
+            _sgd(_block(theta, b), _block(grad, b), lr)
+
+
+@kernel(parallel=True)
+def _momentum_threads(theta, grad, velocity, lr, beta, threads):
+    """:func:`_momentum` over blocks of :data:`BLOCK` parameters, split over the threads."""
+    n = theta.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    if threads > 1 and blocks > 1:
+        for b in prange(blocks):
+            _momentum(_block(theta, b), _block(grad, b), _block(velocity, b), lr, beta)
+    else:
+        for b in range(blocks):
+            _momentum(_block(theta, b), _block(grad, b), _block(velocity, b), lr, beta)
+
+
+@kernel(parallel=True)
 def _adam_threads(theta, grad, m1, m2, lr, beta1, beta2, eps, t, threads):
     """:func:`_adam` over blocks of :data:`BLOCK` parameters, split over the threads."""
     n = theta.shape[0]
