@@ -44,10 +44,9 @@ def test_forward_and_backward_match_vectorized_twin(rng, impl, dtype, n_out, n_i
                                           (64, 1023, 3), (130, 70, 33), (37, 19, 1023),
                                           (33, 300, 130)])
 def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
-    """The tuned kernels on shapes that do and do not divide the 4×4 blocks, the rank-4 steps and
-    the 256- and 512-wide panels; batches and output layers on both sides of ``_RANK4_MAX_SUM``
-    (rank-4 updates up to it, dot products beyond); n_in not a multiple of 4 and m not of the
-    lanes (dA_prev's rows of registers and their masked tails)."""
+    """The tuned kernels on shapes that do and do not divide the register tiles (four rows,
+    one or two registers of columns, masked tails), small layers and layers large enough for
+    the packed product (``PACKED_MIN_WORK``)."""
     W, b, A_prev, dZ = layer(rng, n_out, n_in, m, dtype)
     rtol = RTOL[np.dtype(dtype)]
     assert_close("Z", lp.dense_forward(W, b, A_prev, impl="tuned"),
@@ -58,17 +57,22 @@ def test_tuned_equals_naive_twin(rng, dtype, n_out, n_in, m):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_out,n_in,m", [(1, 1, 1), (10, 32, 32), (3, 7, 17), (40, 9, 33)])
-def test_wt_dz_rows_adds_wt_dz(rng, dtype, n_out, n_in, m):
-    """``_wt_dz_rows`` adds ``Wᵀ·dZ`` into what dA_prev holds (a residual's gradient is there
-    already in the epoch), summing over ``i`` in order: NumPy's product added to the start."""
-    from loopprop.kernels.dense import _wt_dz_rows
+@pytest.mark.parametrize("nr,ns,P", [(1, 1, 1), (10, 32, 32), (3, 7, 17), (40, 9, 33),
+                                      (8, 40, 0), (13, 33, 5)])
+@pytest.mark.parametrize("x_trans", [False, True])
+def test_ab_tiles_adds_the_product(rng, dtype, nr, ns, P, x_trans):
+    """``_ab_tiles`` adds ``X·Y`` (or ``Xᵀ·Y``) into what C holds (the epoch accumulates:
+    a residual's gradient is in dA_prev already), on tiles and their tails: rows not a
+    multiple of 4, columns not a multiple of one or two registers, an empty sum."""
+    from loopprop.kernels.dense import _ab_tiles
 
-    W, _, start, dZ = layer(rng, n_out, n_in, m, dtype)
-    dA = start.copy()
-    _wt_dz_rows(dA, W, dZ)
-    assert_close("dA_prev", dA, start + W.T.astype(np.float64) @ dZ.astype(np.float64),
-                 RTOL[np.dtype(dtype)])
+    start, Y = rand(rng, (nr, ns), dtype), rand(rng, (P, ns), dtype)
+    X = rand(rng, (P, nr) if x_trans else (nr, P), dtype)
+    C = start.copy()
+    _ab_tiles(C, X, Y, x_trans)
+    X64 = X.astype(np.float64)
+    want = start + (X64.T if x_trans else X64) @ Y.astype(np.float64)
+    assert_close("C", C, want, RTOL[np.dtype(dtype)])
 
 
 @pytest.mark.parametrize("m", [65, 300])
