@@ -10,7 +10,7 @@ parallel switch are decided once:
   ignores the sign of zero. ``nnan`` and ``ninf`` are deliberately absent: with them LLVM may
   delete ``x != x`` tests and the NaN checks of users and tests would silently stop working.
 * 512-bit vectors -- on CPUs with AVX-512, LLVM's default tuning still prefers 256-bit vectors
-  ("prefer-256-bit"). For the 4×4 register-blocked sums of :mod:`loopprop.kernels.dense` the
+  ("prefer-256-bit"). For the register-blocked sums of :mod:`loopprop.kernels.dense` the
   512-bit registers measured up to 1.5× faster (see the README). :func:`_prefer_wide_vectors`
   therefore asks Numba to compile for the host CPU *without* that tuning flag -- but only if
   nothing in the process has compiled with Numba yet and the user set neither

@@ -15,18 +15,15 @@ Shapes: ``W (n_out, n_in)``, ``b (n_out,)``, ``A_prev (n_in, m)``, ``Z, dZ (n_ou
 the output neuron, ``j`` the input neuron, ``k`` the batch item.
 
 Two kernels compute each pass. The *naive* kernels are the formulas typed as loops and nothing
-more; they are the reference. The *tuned* kernels compute the same sums with one of three
-register-blocked loop nests, chosen per layer by its size and by the length of each sum:
+more; they are the reference. The *tuned* kernels compute the same sums with one of two
+register-blocked loop nests, chosen per layer by its size:
 
 * a large layer (``_packed``): :func:`~loopprop.kernels.gemm._gemm`, ``C += op(X)·op(Y)`` with
   packed panels and a SIMD micro-kernel, reading transposed operands in place;
-* a short sum: :func:`_ab`, ``C[r, s] += Σ_p X[r, p] · Y[p, s]`` as rank-4 updates with the
-  lanes along the output columns ``s``;
-* a long sum: :func:`_abt`, ``C[r, s] += Σ_p X[r, p] · Y[s, p]`` as 4×4 blocks of dot products
-  over a contiguous ``p``.
-
-The last two need the operand that runs the wrong way transposed into a workspace (``O(n·m)``
-work beside ``O(n_out·n_in·m)``).
+* a small one: :func:`_ab_tiles`, ``C[r, s] += Σ_p X[r, p] · Y[p, s]`` (or ``X[p, r]``) as
+  rank-1 updates of a tile of C held in registers, the lanes along the output columns ``s``.
+  Its ``dW`` reads ``A_prevᵀ``, which the forward pass transposes into the layer's cache
+  (``O(n_in·m)`` work beside ``O(n_out·n_in·m)``).
 """
 
 from __future__ import annotations
