@@ -376,3 +376,17 @@ def test_progress_says_when_kernels_compile_and_only_then(capsys):
     assert "compil" not in capsys.readouterr().err
     assert said[2] == _compiling.STARTED and said[3].startswith("loopprop: compiled in ")
     assert float(said[3].split()[3]) >= 0.0  # "compiled in 0.1 s": the seconds, a number
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_copy_is_the_slice_on_any_thread_count(threads):
+    """fit's in-order batch copy (rows split between threads from 2¹⁵ values on): exactly
+    ``X[:, start:start + mb]``, for a batch large enough to split and a small one."""
+    from loopprop.train import COPY_MIN_VALUES, _copy_columns
+
+    X = np.random.default_rng(0).standard_normal((785, 300))
+    for rows, mb, start in ((785, 64, 101), (5, 7, 3)):
+        assert (rows * mb >= COPY_MIN_VALUES) == (rows == 785)
+        dst = np.full((rows, mb), np.nan)
+        _copy_columns(dst, X[:rows], start, threads)
+        np.testing.assert_array_equal(dst, X[:rows, start:start + mb])
