@@ -78,9 +78,11 @@ def run(call: Callable[[], Any], stop: np.ndarray) -> Any:
     The epoch runs in the caller's thread, not a worker's: GNU OpenMP keeps a team of pool
     threads per thread that opens parallel regions, and a second team beside the main
     thread's (a worker's) made libgomp count more threads than cores and stop spinning at its
-    barriers: PyTorch's epoch in the same process ran 2× slower after one loopprop ``fit``,
-    and loopprop's own epoch after a PyTorch call. A new thread per ``fit`` also cost 0.5 ms,
-    a third of a 64-32-10 epoch (docs/performance.md, "The small MLP epoch").
+    barriers: loopprop's MNIST-sized epoch ran 35–37 ms in a worker after PyTorch had used the
+    main thread, 27 ms in the main thread; with a worker kept alive between fits, PyTorch's
+    epoch ran 2× slower after one ``fit``. Starting a thread per ``fit`` was also part of the
+    ~0.6 ms fixed cost of a 1.7 ms 64-32-10 epoch (docs/performance.md, "Two OpenMP teams"
+    and "The small MLP epoch").
 
     Ctrl-C while the kernels compile raises :class:`Interrupted` with no result at once.
     Called from any thread but the main one (which no Ctrl-C reaches), ``call()`` just runs."""

@@ -118,7 +118,9 @@ def _transpose(out, a):
 @kernel(fast=True)
 def _ab_tiles(C, X, Y, x_trans):
     """``C[r, s] += Σ_p X[r, p] · Y[p, s]`` (C += X·Y), or with ``x_trans`` ``C[r, s] += Σ_p
-    X[p, r] · Y[p, s]`` (C += Xᵀ·Y), one rank-1 update per ``p``.
+    X[p, r] · Y[p, s]`` (C += Xᵀ·Y), one rank-1 update per ``p``: the three products of the
+    dense layer's table (docs/formulas.md §5) for a small layer -- ``Z += W·A_prev``,
+    ``dW += dZ·A_prevᵀ`` (Y = A_prevᵀ), ``dA_prev += Wᵀ·dZ`` (``x_trans``).
 
     Shapes: C (nr, ns) accumulated, X (nr, P) or (P, nr), Y (P, ns); C and Y C-contiguous.
 
@@ -128,9 +130,10 @@ def _ab_tiles(C, X, Y, x_trans):
     loaded and stored once per tile. The last columns use masked loads and stores, the last
     ``nr mod 4`` rows a tile of their own: every element is the same chain of fused
     multiply-adds, ``p`` = 0, 1, … in order, wherever it falls. No packing and no transposes
-    (``x_trans`` reads X down its columns): at the small layers' sizes it was 1.3–2× the
-    rank-4 updates it replaced in float64 and 2–3.7× in float32, and 1.5–3.7× the forward's
-    transpose plus blocked dot products (AMD Zen 4; docs/performance.md).
+    (``x_trans`` reads X down its columns). Against the kernels it replaced, each alone (AMD
+    Zen 4): ``dW`` 1.2–2.2× faster in float64 and 1.9–2.7× in float32 at the small MLPs'
+    shapes (1.04× and 1.4× at 128 × 784), the forward 1.6–2.1× and 2.5–3.7× (1.1× and 1.4×
+    at 128 × 784); docs/performance.md.
     """
     nr, ns = C.shape
     P = Y.shape[0]
@@ -201,12 +204,13 @@ def _ab_tiles(C, X, Y, x_trans):
             vstoren(cr, s, a0, n0)
 
 
-@kernel
+@register_jitable
 def _packed(n_out, n_in, m):
     """Whether a layer's products go to the packed SIMD kernel :func:`~loopprop.kernels.gemm._gemm`
-    (at least ``PACKED_MIN_WORK`` multiply-adds each); smaller ones use the loop nests above,
-    which have no packing to pay for. Forward and backward ask the same question, so a small
-    layer's forward pass always leaves ``A_prevᵀ`` behind for its backward pass."""
+    (at least ``PACKED_MIN_WORK`` multiply-adds each); smaller ones use :func:`_ab_tiles`,
+    which has no packing to pay for. Forward and backward ask the same question, so a small
+    layer's forward pass always leaves ``A_prevᵀ`` behind for its backward pass. Plain Python
+    when called from Python (the layer classes' sizes), inlined in compiled callers."""
     return n_out * n_in * m >= PACKED_MIN_WORK
 
 
@@ -217,7 +221,7 @@ def transposed_rows(n_out, n_in, positions, m):
     its products are small enough for the loop nests with one example, else 0 -- a layer the
     packed kernel takes for one example it takes for any batch (:func:`_packed`), and never
     writes the cache. Plain Python for the layer classes' sizes, inlined in the rows."""
-    return 0 if n_out * n_in * positions >= PACKED_MIN_WORK else positions * m
+    return 0 if _packed(n_out, n_in, positions) else positions * m
 
 
 @kernel(fast=True)

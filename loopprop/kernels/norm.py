@@ -323,15 +323,20 @@ def _layernorm_forward(Y, mean, rstd, X, gamma, beta, eps, threads):
 
 @kernel(fast=True, separate=True)
 def _ln_columns_backward(dX, dY, X, gamma, mean, rstd, k0, k1, acc, s_g, s_gx):
-    """Columns ``k0 ≤ k < k1`` of :func:`_layernorm_backward`'s ``dX``: ``Σ_i ĝ`` and ``Σ_i
-    ĝ·x̂`` (``ĝ = γ_i·dY``) over the features into ``s_g``, ``s_gx`` (scratch of at least
-    ``k1 − k0`` values), then ``dX`` from them. Features outside, columns inside, as the
-    forward's :func:`_ln_columns_forward`: each pass reads contiguous runs of rows (vectorized)
-    and the block's second pass finds them in L2. (Summing a register of columns down the
-    features, strided by the row length, put every row of a strip in one L1 set at row
-    lengths of 4 KiB multiples: 2.5–5× slower at (128, 1024), (768, 256), (128, 16384) in
-    float64, AMD Zen 4.) Each column's arithmetic is its own: the same bits whatever block or
-    thread it falls in."""
+    """Columns ``k0 ≤ k < k1`` of :func:`_layernorm_backward`'s ``dX`` (docs/formulas.md,
+    "Layer normalization")::
+
+        dX[i, k] = r[k]/n · (n·ĝ[i, k] − Σ_i' ĝ[i', k] − x̂[i, k] · Σ_i' ĝ[i', k]·x̂[i', k])
+
+    with ``ĝ = γ_i·dY[i, k]`` and ``x̂ = (X[i, k] − mean[k])·rstd[k]``. Shapes: dX, dY, X
+    (n, M); gamma (n,); mean, rstd (M,); s_g, s_gx scratch of at least ``k1 − k0`` values.
+    The two column sums go into ``s_g``, ``s_gx``, then ``dX`` from them. Features outside,
+    columns inside, as the forward's :func:`_ln_columns_forward`: each pass reads contiguous
+    runs of rows (vectorized) and the block's second pass finds them in L2. (Summing a
+    register of columns down the features, strided by the row length, put every row of a
+    strip in one L1 set at row lengths of 4 KiB multiples: 2.5–5× slower at (128, 1024),
+    (768, 256), (128, 16384) in float64, AMD Zen 4.) Each column's arithmetic is its own: the
+    same bits whatever block or thread it falls in."""
     n = X.shape[0]
     w = k1 - k0
     mu = mean[k0:k1]
