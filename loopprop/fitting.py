@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _checks, _compiling, _helper
 from . import dispatch as _dispatch
+from . import distributed as _distributed
 from . import interrupt as _interrupt
 from . import optimizer as _optim
 from . import plan as _plan
@@ -70,7 +71,7 @@ class Fitting:
             weight_decay: float | None = None, decay_all: bool = False,
             clip_grad_norm: float | None = None, lr_schedule: str = "constant",
             warmup_epochs: float = 0, step_epochs: int = 10, lr_gamma: float = 0.1,
-            parallel: bool = True) -> dict[str, list]:
+            parallel: bool = True, comm: Any = None) -> dict[str, list]:
         """Train with minibatches; every epoch runs in one compiled call (no Python per batch).
 
         Parameters
@@ -102,6 +103,16 @@ class Fitting:
             count: bitwise-identical weights)
         progress : show a progress bar over epochs with the running loss
         validation : optional ``(X_val, y_val)`` evaluated after every epoch
+        parallel : let the kernels use Numba's threads (with ``comm``: this machine's cores
+            shared between its ranks)
+        comm : an mpi4py communicator (``MPI.COMM_WORLD`` under ``mpiexec -n N``) for
+            data-parallel training (:mod:`loopprop.distributed`; ``pip install
+            "loopprop[dist]"``): every rank calls fit with the same network, data and
+            options; each computes its share of every batch of ``batch_size`` and the
+            gradients are summed across the ranks before the same update everywhere, so the
+            results do not depend on the number of ranks (to rounding). Only rank 0 shows
+            progress; validation is split between the ranks. Batch norm is refused (its
+            statistics would be per rank). ``None`` (default): this process alone
 
         Returns
         -------
@@ -124,18 +135,19 @@ class Fitting:
         n = X.shape[1]
         Yf, labels, one_hot = self.check_targets(y, n, "y")
         val = self._check_validation(validation)
+        ranks = self._data_parallel(comm, parallel)
         bs = min(o.batch_size, n)
         self._check_batch_norm_batch(bs, "batch_size")
         if n % bs:
             self._check_batch_norm_batch(n % bs, f"the last batch ({n} examples, batch_size "
                                          f"{bs}); batch_size")
         n_batches = -(-n // bs)
-        buf = self._fit_buffers(bs)
+        buf = self._fit_buffers(ranks.largest_shard(bs) if ranks else bs)
         opt, decay = self._optimizer(o, n_batches)
         perm = np.arange(n, dtype=np.int64)
         Ybuf = np.zeros(Yf.shape[0] * bs, self.dtype)
         labbuf = np.zeros(labels.shape[0] * bs, np.int64)
-        o.threads = use_threads(parallel)
+        o.threads = ranks.threads if ranks else use_threads(parallel)
         rng = np.random.default_rng(o.seed) if shuffle else None
         scratch = self._fit_scratch
         losses = self._losses(Ybuf, labbuf, buf)
@@ -152,6 +164,11 @@ class Fitting:
 
         def epoch(gnorm, dropout_seed, stop, threads):
             shuffle_seed = int(rng.integers(0, 2**31 - 1)) if rng is not None else -1
+            if ranks is not None:
+                return _distributed.fit_epoch(
+                    self, ranks, flat, optim, opt, losses, data,
+                    Norms(self._norm_spans, gnorm), n, bs, shuffle_seed, dropout_seed, stop,
+                    self._table())
             args = (self._plan, self._fplan, flat, optim, opt.t, losses, data,
                     Norms(self._norm_spans, gnorm),
                     Run(bs, shuffle_seed, dropout_seed, threads, 0),
@@ -160,8 +177,15 @@ class Fitting:
 
         per_example = n * (self.output_size if self.loss == "binary_cross_entropy" else
                            labels.shape[0])  # every output position of a sequence counts
+        if ranks is not None:
+            ranks.start(self, {"examples": n, "batch_size": bs, "epochs": o.epochs,
+                               "seed": o.seed, "shuffle": shuffle, "optimizer": o.optimizer,
+                               "lr": o.lr, "X sum": float(X.sum(dtype=np.float64))})
+            if val is not None:
+                val = _distributed.evaluator(self, ranks, *val)
         try:
-            return self._epochs(o, epoch, opt, n, per_example, n_batches, val, progress)
+            return self._epochs(o, epoch, opt, n, per_example, n_batches, val, progress,
+                                ranks=ranks)
         finally:
             if XT is not None and XT.nbytes > _KEEP_XT_BYTES:
                 scratch.pop("XT", None)  # a large copy of the data is not worth keeping
@@ -172,7 +196,8 @@ class Fitting:
                  validation: Any = None, beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
                  weight_decay: float | None = 0.1, decay_all: bool = False,
                  clip_grad_norm: float | None = 1.0, lr_schedule: str = "cosine",
-                 warmup_epochs: float = 0, parallel: bool = True) -> dict[str, list]:
+                 warmup_epochs: float = 0, parallel: bool = True,
+                 comm: Any = None) -> dict[str, list]:
         """Train a language model (an :class:`~loopprop.layers.Embedding` first, one
         distribution per position last: :func:`loopprop.models.gpt`) on a corpus of token ids.
 
@@ -201,6 +226,9 @@ class Fitting:
         lr_schedule, warmup_epochs : as :meth:`fit`; the defaults are GPT training's (AdamW,
             β₂ = 0.95, λ = 0.1 on the weight matrices and token embedding, clipping at 1,
             cosine schedule)
+        parallel, comm : as :meth:`fit`: with ``comm`` each rank takes its share of every
+            step's ``batch_size`` windows (every rank draws all the offsets from the same
+            stream and keeps its own; consecutive windows keep their streams on one rank)
 
         Returns
         -------
@@ -218,6 +246,7 @@ class Fitting:
         _checks.check_choice(windows, "windows", ("random", "consecutive"))
         T = self.check_language_model("fit_text")
         corpus = self._check_ids(ids, "ids", T + 1)
+        ranks = self._data_parallel(comm, parallel)
         bs = o.batch_size
         consecutive = windows == "consecutive"
         per_stream = (corpus.shape[0] - 1) // bs
@@ -239,16 +268,21 @@ class Fitting:
                 X_val, Y_val = self._windows(held, T)
                 val = (self.check_inputs(X_val, "validation"),
                        *self.check_targets(Y_val, X_val.shape[1], "validation"))
-        buf = self._fit_buffers(bs)
+        buf = self._fit_buffers(ranks.largest_shard(bs) if ranks else bs)
         opt, decay = self._optimizer(o, steps)
         Ybuf = np.zeros(1, self.dtype)
         labbuf = np.zeros(T * bs, np.int64)
-        o.threads = use_threads(parallel)
+        o.threads = ranks.threads if ranks else use_threads(parallel)
         window_rng = np.random.default_rng([o.seed, 2])
         flat, optim = self._flat(buf), opt.bundle(decay)  # the same for every epoch
         losses = self._losses(Ybuf, labbuf, buf)
 
         def epoch(gnorm, dropout_seed, stop, threads):
+            if ranks is not None:
+                return _distributed.text_epoch(
+                    self, ranks, flat, optim, opt, losses, corpus, steps, bs,
+                    -1 if consecutive else int(window_rng.integers(0, 2**62)), dropout_seed,
+                    stop, Norms(self._norm_spans, gnorm), self._table())
             args = (self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
                     Norms(self._norm_spans, gnorm),
                     Run(bs, -1 if consecutive else int(window_rng.integers(0, 2**62)),
@@ -256,8 +290,15 @@ class Fitting:
             return _train._train_text_epoch(*args,
                                             self._table_beside(_train._train_text_epoch, args))
 
+        if ranks is not None:
+            ranks.start(self, {"tokens": corpus.shape[0], "batch_size": bs, "epochs": o.epochs,
+                               "steps": steps, "windows": windows, "seed": o.seed,
+                               "optimizer": o.optimizer, "lr": o.lr,
+                               "ids sum": int(corpus.sum())})
+            if isinstance(val, tuple):
+                val = _distributed.evaluator(self, ranks, *val)
         return self._epochs(o, epoch, opt, steps * bs, steps * bs * T, steps, val, progress,
-                            tokens=steps * bs * T)
+                            tokens=steps * bs * T, ranks=ranks)
 
     def _fit_options(self, *, epochs, batch_size, lr, optimizer, seed, momentum, beta1, beta2,
                      eps, weight_decay, decay_all, clip_grad_norm, lr_schedule, warmup_epochs,
@@ -305,6 +346,15 @@ class Fitting:
             weight_decay=weight_decay, decay_all=decay_all, clip=clip, lr_schedule=lr_schedule,
             warmup_epochs=warmup_epochs, step_epochs=step_epochs, lr_gamma=lr_gamma)
 
+    def _data_parallel(self, comm: Any, parallel: bool):
+        """The ranks of a data-parallel fit (:class:`loopprop.distributed.Ranks`), or ``None``
+        without a communicator."""
+        if comm is None:
+            return None
+        ranks = _distributed.Ranks(comm, use_threads(parallel))
+        _distributed.check_layers(self)
+        return ranks
+
     def _check_validation(self, validation):
         if validation is None:
             return None
@@ -331,11 +381,22 @@ class Fitting:
         return opt, self._decay_spans(o.decay_all)
 
     def _epochs(self, o, epoch, opt, n: int, per_example: int, n_batches: int, val,
-                progress: bool, tokens: int = 0) -> dict[str, list]:
+                progress: bool, tokens: int = 0, ranks=None) -> dict[str, list]:
         """Run ``epoch(gnorm, dropout_seed)`` (one compiled epoch, returning ``(Σ loss × batch
         size, correct, step count, last rate)``) ``o.epochs`` times: the history, the progress
         bar, validation and the divergence check. With ``tokens`` (positions per epoch) the
-        history and the bar report tokens per second."""
+        history and the bar report tokens per second. With ``ranks`` (data-parallel) only
+        rank 0 shows the bar, and Numba's threads are the rank's share while it runs."""
+        if ranks is None:
+            return self._run_epochs(o, epoch, opt, n, per_example, n_batches, val, progress,
+                                    tokens)
+        with _distributed.Threads(ranks.threads):
+            return self._run_epochs(o, epoch, opt, n, per_example, n_batches, val,
+                                    progress and ranks.rank == 0, tokens)
+
+    def _run_epochs(self, o, epoch, opt, n: int, per_example: int, n_batches: int, val,
+                    progress: bool, tokens: int) -> dict[str, list]:
+        """:meth:`_epochs`'s loop."""
         self.interrupted = None
         bad = self._nonfinite_arrays(self._theta)
         if bad:  # before the first step: the array at fault, not those it spreads to

@@ -293,13 +293,11 @@ def _gather_labels(labbuf, labels, perm, start, mb):
 
 
 @kernel(separate=True)
-def _train_step(plan, fplan, b, opt, t, lb, batch, norms, table):
-    """One optimizer step on the batch already in ``b.acts`` (``A^(0)``, ``batch.mb`` examples)
-    with its targets ``batch.Y`` / labels ``batch.labels``: forward through the plan (§5–§6),
-    loss and seed (§9), zero the gradients (§12), backward through the plan (§6), update
-    (§10, with the schedule's rate for step ``t``). Returns ``(batch loss, correct
-    predictions, rate)``; ``norms.total[a]`` accumulates the norm ``‖∂L/∂θ_a‖`` of parameter
-    array ``a`` (before clipping)."""
+def _gradient(plan, fplan, b, lb, batch, table):
+    """The gradient of the batch already in ``b.acts`` (``A^(0)``, ``batch.mb`` examples) with
+    its targets ``batch.Y`` / labels ``batch.labels``: forward through the plan (§5–§6), loss
+    and seed (§9), zero the gradients (§12), backward through the plan (§6) into ``b.grad``.
+    Returns ``(batch loss, correct predictions)``."""
     L = plan.shape[0]
     mb, threads = batch.mb, batch.threads
     fused = _fused(lb.code)
@@ -314,10 +312,30 @@ def _train_step(plan, fplan, b, opt, t, lb, batch, norms, table):
                                  batch.one_hot)
     _zero(b.grad)
     _backward_batch(plan, fplan, b, mb, n_fwd - 1, runtime_flag(True), threads, table)
+    return loss, correct
+
+
+@kernel(separate=True)
+def _descend(b, opt, t, norms, threads):
+    """Optimizer step number ``t + 1`` from the gradient in ``b.grad`` (§10, :func:`_update`),
+    after ``norms.total[a]`` has accumulated the norm ``‖∂L/∂θ_a‖`` of every parameter array
+    ``a`` (before clipping). Returns ``(the rate used, Σ_a ‖∂L/∂θ_a‖²)`` (not finite when the
+    gradient is not)."""
     spans = norms.spans
+    squares = 0.0
     for a in range(spans.shape[0]):
-        norms.total[a] += math.sqrt(_sum_squares(b.grad, spans[a, 0], spans[a, 1]))
-    lr = _update(b.theta, b.grad, opt, t, threads)
+        s = _sum_squares(b.grad, spans[a, 0], spans[a, 1])
+        squares += s
+        norms.total[a] += math.sqrt(s)
+    return _update(b.theta, b.grad, opt, t, threads), squares
+
+
+@kernel(separate=True)
+def _train_step(plan, fplan, b, opt, t, lb, batch, norms, table):
+    """One optimizer step on the batch already in ``b.acts``: :func:`_gradient`, then
+    :func:`_descend`. Returns ``(batch loss, correct predictions, rate)``."""
+    loss, correct = _gradient(plan, fplan, b, lb, batch, table)
+    lr, _ = _descend(b, opt, t, norms, batch.threads)
     return loss, correct, lr
 
 

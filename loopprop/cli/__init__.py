@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from . import parallel
 from ._args import CLIError
 from .parser import build_parser
 from .study import _cmd_bench, _cmd_diagram, _cmd_explain
@@ -38,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with notices:
             return commands[args.command](args)
     except KeyboardInterrupt:
-        print("loopprop: interrupted", file=sys.stderr, flush=True)
+        if parallel.rank(args) == 0:
+            print("loopprop: interrupted", file=sys.stderr, flush=True)
         if _compiling.WATCH.compiling():
             # a worker thread is inside Numba's compiler: leave without the interpreter's
             # shutdown, which could meet it holding LLVM's locks
@@ -49,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (CLIError, ValueError, TypeError, ImportError, OSError, FloatingPointError,
             RuntimeError) as exc:
-        print(f"loopprop: error: {exc}", file=sys.stderr)
-        return 2
+        return parallel.fail(args, exc, 2)
 
 
 __all__ = ["CLIError", "build_parser", "main"]

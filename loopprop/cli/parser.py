@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", metavar="PNG", help="plot loss, accuracy and gradient norms "
                    "per epoch (needs matplotlib)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--resume", metavar="PATH", help="start from the weights saved at PATH by "
+                   "train --save (the same --model and sizes; the optimizer starts afresh)")
+    t.add_argument("--data-parallel", action="store_true",
+                   help="under mpiexec -n N: every process takes a share of each batch and "
+                   "the gradients are summed (MPI); rank 0 prints and saves. Needs "
+                   'pip install "loopprop[dist]"')
 
     sm = sub.add_parser("sample", help="generate text from a language model saved by train",
                         description="Continue a prompt with a saved character-level GPT, "

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from .. import models
+from . import parallel
 from ._args import CLIError, _plural, _score_line, _writable_target
 
 
@@ -65,6 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .. import datasets
 
     _refuse_ignored(args)
+    args.comm = parallel.setup(args)
     if args.model in TEXT_MODELS:
         return _train_language_model(args)
     args.dataset = args.dataset or "digits"
@@ -98,6 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     net = models.mlp(Xtr.shape[0], hidden, n_out, activation=args.activation, loss=loss,
                      dtype=args.dtype, seed=args.seed)
     _record_data(net, args.dataset, meta, image=False)
+    parallel.resume(net, args.resume)
     print(f"{net!r}\ndataset {args.dataset}: {Xtr.shape[1]} train / {Xte.shape[1]} test "
           f"examples; {optimizer}, lr {lr:g}, batch {args.batch_size or 32}, "
           f"{_plural(epochs, 'epoch')}", flush=True)
@@ -106,7 +109,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     hist = _interruptible(net, save, lambda: net.fit(
         Xtr, ytr_fit, epochs=epochs, batch_size=args.batch_size or 32, lr=lr,
         optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
-        validation=(Xte, yte_fit), **opts))
+        validation=(Xte, yte_fit), comm=args.comm, **opts))
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte_fit, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"], hist["compile_time"]) + ")")
@@ -221,6 +224,7 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
     net = Network(layers, loss="cross_entropy", input_shape=Xtr.shape[:-1], dtype=args.dtype,
                   seed=args.seed)
     _record_data(net, args.dataset, meta, image=True)
+    parallel.resume(net, args.resume)
     net.summary()
     print(f"dataset {args.dataset}: {Xtr.shape[-1]} train / {Xte.shape[-1]} test images; "
           f"{optimizer}, lr {lr:g} ({opts['lr_schedule']}), batch {batch}, "
@@ -228,7 +232,7 @@ def _train_cnn(args: argparse.Namespace, meta) -> int:
     t0 = time.perf_counter()
     hist = _interruptible(net, save, lambda: net.fit(
         Xtr, ytr, epochs=epochs, batch_size=batch, lr=lr, optimizer=optimizer, seed=args.seed,
-        progress=not args.no_progress, validation=(Xte, yte), **opts))
+        progress=not args.no_progress, validation=(Xte, yte), comm=args.comm, **opts))
     elapsed = time.perf_counter() - t0
     print(_score_line(net, Xte, yte, yte, meta.task) + f"  ({elapsed:.2f} s; "
           + _epoch_times(hist["time"], hist["compile_time"]) + ")")
@@ -296,6 +300,7 @@ def _train_language_model(args: argparse.Namespace) -> int:
                      + (" (one pass over the streams)" if steps is None else ""))
     net.metadata["tokenizer"] = tok.to_config()
     net.metadata["text"] = source
+    parallel.resume(net, args.resume)
     h = text.unigram_entropy(train_ids, tok.vocab_size)
     print(f"{what} {T}, vocabulary {tok.vocab_size} characters, "
           f"{net.flat_params.size:,} parameters ({net.dtype.name})\ntext: {source}: "
@@ -307,7 +312,7 @@ def _train_language_model(args: argparse.Namespace) -> int:
     hist = _interruptible(net, save, lambda: net.fit_text(
         train_ids, epochs=epochs, steps_per_epoch=steps, windows=windows, batch_size=batch,
         lr=lr, optimizer=optimizer, seed=args.seed, progress=not args.no_progress,
-        validation=val_ids, **opts))
+        validation=val_ids, comm=args.comm, **opts))
     elapsed = time.perf_counter() - t0
     rate = hist["tokens_per_s"]
     compiled = sum(hist["compile_time"])

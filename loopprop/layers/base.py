@@ -37,6 +37,10 @@ class Layer:
     #: attention's cache): sampling restarts its context when it is full. Without one (a
     #: recurrent model) the state carries the whole context, however long.
     limits_context: ClassVar[bool] = False
+    #: the output of one example depends on the other examples of the batch (batch norm's
+    #: statistics): data-parallel training, where each process sees a shard of the batch,
+    #: refuses such a layer (:mod:`loopprop.distributed`)
+    mixes_examples: ClassVar[bool] = False
 
     in_shape: tuple[int, ...] | None = None
     out_shape: tuple[int, ...] | None = None

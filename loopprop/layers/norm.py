@@ -28,6 +28,7 @@ class BatchNorm(Layer):
     """
 
     kernels = ("norm._batchnorm_forward", "norm._batchnorm_backward")
+    mixes_examples = True
     param_names = ("gamma", "beta")
     state_names = ("running_mean", "running_var")
     settings = ("channels", "per_example")

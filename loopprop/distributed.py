@@ -1,0 +1,280 @@
+"""Data-parallel training on MPI: ``fit(..., comm=MPI.COMM_WORLD)``, ``fit_text(..., comm=...)``
+and ``mpiexec -n N loopprop train --data-parallel``.
+
+Every rank (process) holds the same parameters (rank 0's, broadcast when the fit starts),
+draws the same global batch order from the shared seed, and computes its *shard* of each global
+batch in compiled code (:mod:`loopprop.shards`: the shard's mean gradient scaled by its share
+``m_r / M``). One ``Allreduce`` of the flat gradient buffer per step sums the shards into the
+global batch's mean gradient; then every rank takes the same update
+(:func:`loopprop.train._descend`). The global batch size, the learning rate and the results do
+not depend on the number of ranks: against one process the parameters agree to rounding (the
+sums are taken in another order), and with a fixed number of ranks runs are bitwise
+reproducible (MPICH's sum over ranks is taken in an order fixed by the count and the ranks).
+
+MPI is called from Python between two compiled calls per step (``numba-mpi`` can call it from
+compiled code, but such functions cannot be cached). Before the gradients are summed, a
+two-value ``Allreduce`` (maximum) tells every rank whether some rank failed -- an exception, a
+gradient holding NaN or Inf -- or was interrupted: then all stop together, rank 0 gathers what
+each rank reports and every rank raises :class:`DataParallelError` (the parameters are those of
+the last complete step on every rank). A rank killed outright ends the job through ``mpiexec``.
+
+Layers whose output mixes the examples of a batch (batch norm: ``Layer.mixes_examples``) are
+refused: each rank would normalize over its shard only. Dropout's masks are drawn per rank
+from its own seed (a rank's masks differ from those one process would draw for the same
+examples, as with PyTorch's ``DistributedDataParallel``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable
+
+import numba
+import numpy as np
+
+from .kernels.rng import _shuffle
+from .shards import _shard_step, _shard_text_step
+from .train import LR, _descend
+
+#: how to install what data-parallel training needs
+INSTALL = 'pip install "loopprop[dist]" (mpi4py and the MPICH library, from wheels)'
+
+
+class DataParallelError(RuntimeError):
+    """A rank failed during data-parallel training. Raised on every rank at the same step; rank
+    0's message names each failing rank and what it reported."""
+
+
+def mpi():
+    """mpi4py's ``MPI`` module, or an ``ImportError`` that says how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(f"comm: data-parallel training needs mpi4py and an MPI library: "
+                          f"{INSTALL}") from exc
+    return MPI
+
+
+def world():
+    """``MPI.COMM_WORLD``: every process ``mpiexec`` started."""
+    return mpi().COMM_WORLD
+
+
+def shard(rank: int, size: int, M: int) -> tuple[int, int]:
+    """Rank ``rank``'s columns ``[lo, hi)`` of a batch of ``M`` examples on ``size`` ranks:
+    ``lo = ⌊rank·M/size⌋``, ``hi = ⌊(rank + 1)·M/size⌋`` (sizes differ by at most one)."""
+    return rank * M // size, (rank + 1) * M // size
+
+
+class Ranks:
+    """The ranks of one data-parallel fit: the communicator, this rank's number, the threads
+    each rank's kernels use (this machine's cores shared between the ranks on it), and the
+    collective steps of the protocol."""
+
+    def __init__(self, comm: Any, threads: int) -> None:
+        MPI = mpi()
+        if not isinstance(comm, MPI.Intracomm):
+            raise TypeError(f"comm: expected an mpi4py intracommunicator such as "
+                            f"MPI.COMM_WORLD, got {type(comm).__name__}; pass comm=None to "
+                            "train in this process alone")
+        self.comm = comm
+        self._mpi = MPI
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        on_node = local.Get_size()
+        local.Free()
+        #: ranks on one machine share its cores: two threads per rank on cores another rank
+        #: keeps busy would wait for each other at every barrier
+        self.threads = max(1, min(threads, (os.cpu_count() or 1) // on_node))
+        self._status = np.zeros(2, np.int64)
+        self._values = np.zeros(2, np.float64)
+
+    def shard(self, M: int) -> tuple[int, int]:
+        """This rank's columns of a batch of ``M`` (:func:`shard`)."""
+        return shard(self.rank, self.size, M)
+
+    def largest_shard(self, M: int) -> int:
+        """The most columns any rank takes of a batch of ``M`` (its buffers' size)."""
+        return -(-M // self.size)
+
+    def dropout_seed(self, seed: int) -> int:
+        """This rank's seed of dropout's masks from the run's ``seed`` (rank 0: ``seed``)."""
+        return (seed + self.rank * 1_000_003) % (2**31 - 1)
+
+    def start(self, net, facts: dict[str, Any]) -> None:
+        """Before the first step: every rank must train the same network on the same data
+        with the same options (``facts``, compared with rank 0's: a mismatch would leave the
+        ranks waiting for each other forever), then all take rank 0's parameters and state."""
+        facts = {"network": repr(net), "dtype": str(net.dtype), "parameters": net._theta.size,
+                 **facts}
+        every = self.comm.allgather(facts)
+        for r, theirs in enumerate(every):
+            for key, value in facts.items() if r else ():
+                if theirs.get(key) != every[0].get(key):
+                    raise DataParallelError(
+                        f"comm: rank {r} trains with {key} = {theirs.get(key)!r} but rank 0 with "
+                        f"{every[0].get(key)!r}: every rank must call fit with the same network, "
+                        "data and options")
+        self.comm.Bcast(net._theta, root=0)
+        if net._state.size:
+            self.comm.Bcast(net._state, root=0)
+
+    def agree(self, report: str | None, stop: bool, where: str) -> bool:
+        """Whether any rank was interrupted; a failure on any rank (``report``: what went
+        wrong here, ``None`` if nothing) raises :class:`DataParallelError` on every rank."""
+        status = self._status
+        status[0], status[1] = report is not None, bool(stop)
+        self.comm.Allreduce(self._mpi.IN_PLACE, status, op=self._mpi.MAX)
+        if status[0]:
+            reports = self.comm.gather(report, root=0)
+            if self.rank == 0:
+                told = "; ".join(f"rank {r}: {rep}" for r, rep in enumerate(reports)
+                                 if rep is not None)
+                raise DataParallelError(f"data-parallel training stopped at {where} on all "
+                                        f"{self.size} ranks: {told}")
+            raise DataParallelError(f"rank {self.rank}: stopped at {where} because "
+                                    f"{'this' if report else 'another'} rank failed (rank 0 "
+                                    "reports what happened)")
+        return bool(status[1])
+
+    def sum(self, buf: np.ndarray) -> None:
+        """``buf`` ← its sum over the ranks (in place, on every rank)."""
+        self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
+
+    def sum_values(self, a: float, b: float) -> tuple[float, float]:
+        """``(Σ a, Σ b)`` over the ranks."""
+        v = self._values
+        v[0], v[1] = a, b
+        self.sum(v)
+        return float(v[0]), float(v[1])
+
+
+def check_layers(net) -> None:
+    """Refuse a network with a layer whose output mixes the batch's examples."""
+    for layer in net._rows:
+        if layer.mixes_examples:
+            raise ValueError(
+                f"comm: {layer!r} normalizes over the batch, and on several ranks each would "
+                "see only its shard, so the results would depend on the number of ranks: use "
+                "LayerNorm, or train in one process (comm=None)")
+
+
+def run_steps(net, ranks: Ranks, flat, optim, opt, norms, stop: np.ndarray, n_steps: int,
+              local: Callable[[int], tuple[float, int, float]]) -> tuple[float, int, int, float]:
+    """``n_steps`` data-parallel steps: ``local(j)`` computes step ``j``'s shard gradient (and
+    returns its ``(mean loss × shard size, correct, Σ grad²)``), the ranks agree that all went
+    well, the gradients are summed and every rank takes the update. Returns the epoch's
+    ``(Σ loss × batch size, correct, step count, last rate)`` summed over the ranks; an
+    interruption on any rank ends the epoch on all after the same step (raising
+    :class:`~loopprop.interrupt.Interrupted` with those values)."""
+    from .interrupt import Interrupted
+
+    t, lr = opt.t, float(opt.hyper[LR])
+    total, correct = 0.0, 0
+    stopping = False
+    for j in range(n_steps):
+        report = None
+        try:
+            loss_sum, right, squares = local(j)
+            if not math.isfinite(squares):
+                bad = net._nonfinite_arrays(flat.grad)
+                where = f" in layer {bad[0][0]} ({bad[0][1]})" if bad else ""
+                report = f"its gradient holds NaN or Inf{where}"
+        except Exception as exc:  # told to every rank, then raised there as DataParallelError
+            report = f"{type(exc).__name__}: {exc}"
+        stopping = ranks.agree(report, bool(stop[0]), f"step {t + 1}")
+        ranks.sum(flat.grad)
+        lr_used, _ = _descend(flat, optim, t, norms, ranks.threads)
+        lr = float(lr_used)
+        total += loss_sum
+        correct += right
+        t += 1
+        if stopping:
+            break
+    total, summed = ranks.sum_values(total, correct)
+    result = (total, int(round(summed)), t, lr)
+    if stopping:
+        stop[0] = 1
+        raise Interrupted(result)
+    return result
+
+
+def fit_epoch(net, ranks: Ranks, flat, optim, opt, losses, data, norms, n: int, bs: int,
+              shuffle_seed: int, dropout_seed: int, stop: np.ndarray, table):
+    """One epoch of :meth:`~loopprop.Network.fit` on this rank: the ``n`` examples shuffled as
+    one process shuffles them (``shuffle_seed ≥ 0``), then a step per global batch of ``bs``."""
+    if shuffle_seed >= 0:
+        _shuffle(data.perm, shuffle_seed)
+    seed = ranks.dropout_seed(dropout_seed)
+    plan, fplan, threads = net._plan, net._fplan, ranks.threads
+
+    def local(j: int):
+        start = j * bs
+        M = min(bs, n - start)
+        lo, hi = ranks.shard(M)
+        loss, right, squares = _shard_step(plan, fplan, flat, losses, data, start, lo, hi,
+                                           (hi - lo) / M, seed * 1048576 + j, threads, table)
+        return loss * (hi - lo), right, squares
+
+    return run_steps(net, ranks, flat, optim, opt, norms, stop, -(-n // bs), local)
+
+
+def text_epoch(net, ranks: Ranks, flat, optim, opt, losses, corpus: np.ndarray, n_steps: int,
+               bs: int, window_seed: int, dropout_seed: int, stop: np.ndarray, norms, table):
+    """``n_steps`` steps of :meth:`~loopprop.Network.fit_text` on this rank: random windows
+    (``window_seed ≥ 0``, every rank drawing every column's offset from the same stream) or
+    consecutive ones (``window_seed = −1``), ``bs`` windows per global batch."""
+    plan, fplan, threads = net._plan, net._fplan, ranks.threads
+    rng = np.array([max(window_seed, 0)], np.uint64)
+    n_windows = max((corpus.shape[0] - 1) // bs // T, 1)
+    first = opt.t
+    seed = ranks.dropout_seed(dropout_seed)
+    lo, hi = ranks.shard(bs)
+
+    def local(j: int):
+        w = (first + j) % n_windows if window_seed < 0 else -1
+        loss, right, squares = _shard_text_step(
+            plan, fplan, flat, losses, corpus, rng, w, bs, lo, hi, (hi - lo) / bs,
+            seed * 1048576 + j, threads, window_seed < 0 and w > 0, table)
+        return loss * (hi - lo), right, squares
+
+    return run_steps(net, ranks, flat, optim, opt, norms, stop, n_steps, local)
+
+
+def evaluator(net, ranks: Ranks, X: np.ndarray, Yf: np.ndarray, labels: np.ndarray,
+              one_hot: bool) -> Callable[[], dict[str, float]]:
+    """Validation split between the ranks: each evaluates its share of the held-out examples
+    (contiguous copies, made once) and the means are combined, weighted by the shares."""
+    n = X.shape[1]
+    lo, hi = ranks.shard(n)
+    part = (np.ascontiguousarray(X[:, lo:hi]), np.ascontiguousarray(Yf[:, lo:hi]),
+            np.ascontiguousarray(labels[:, lo:hi]), one_hot)
+    classify = net.loss != "mse"
+
+    def evaluate() -> dict[str, float]:
+        ev = net.evaluate_checked(*part) if hi > lo else {"loss": 0.0, "accuracy": 0.0}
+        loss, acc = ranks.sum_values(ev["loss"] * (hi - lo),
+                                     ev.get("accuracy", 0.0) * (hi - lo))
+        out = {"loss": loss / n}
+        if classify:
+            out["accuracy"] = acc / n
+        return out
+
+    return evaluate
+
+
+class Threads:
+    """Numba's thread count set to the rank's share for the fit (evaluation's kernels read it),
+    then restored."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __enter__(self):
+        self.before = numba.get_num_threads()
+        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        numba.set_num_threads(self.before)

@@ -1,0 +1,126 @@
+"""A process's shard of a global batch, compiled: the pieces of data-parallel training
+(:mod:`loopprop.distributed`) that run between two all-reduces.
+
+With ``N`` processes ("ranks") and a global batch of ``M`` examples, rank ``r`` takes the
+columns ``lo ≤ c < hi`` of the batch (``lo = ⌊r·M/N⌋``, ``hi = ⌊(r + 1)·M/N⌋``), computes the
+mean gradient over its ``m_r = hi − lo`` examples and scales it by ``m_r / M``: summed over the
+ranks (one all-reduce) that is the global batch's mean gradient,
+``∂L/∂θ = (1/M) Σ_k ∂L_k/∂θ = Σ_r (m_r/M) · (1/m_r) Σ_{k ∈ r} ∂L_k/∂θ`` (docs/formulas.md §12,
+the gradient of a minibatch). The batch's examples come through the same permutation on every
+rank, so the shards partition exactly the batch one process would take.
+
+Each step is :func:`_shard_step` (examples) or :func:`_shard_text_step` (windows of a
+corpus), then the sum across ranks (in Python, through MPI), then
+:func:`loopprop.train._descend` (the update every rank takes alike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, prange
+from .kernels.optim import BLOCK
+from .kernels.rng import _below
+from .plan import IN_SIZE
+from .rows.common import _view, _zero
+from .train import _batch, _copy_columns, _gather, _gather_columns, _gather_labels, _gradient
+
+
+@kernel(parallel=True)
+def _scale_squares(grad, scale, threads):
+    """``grad[p] ← scale · grad[p]`` (skipped for ``scale = 1``) and ``Σ_p grad[p]²`` after it,
+    over blocks of :data:`~loopprop.kernels.optim.BLOCK` values split between ``threads``.
+    The sum only says whether the gradient is finite (it is not compared across ranks).
+    Shapes: grad (P,)."""
+    n = grad.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    partial = np.zeros(max(blocks, 1), np.float64)
+    if threads > 1 and blocks > 1:
+        for c in prange(blocks):
+            partial[c] = _scale_block(grad, c * BLOCK, min(n, (c + 1) * BLOCK), scale)
+    else:
+        for c in range(blocks):
+            partial[c] = _scale_block(grad, c * BLOCK, min(n, (c + 1) * BLOCK), scale)
+    s = 0.0
+    for c in range(blocks):
+        s += partial[c]
+    return s
+
+
+@kernel(fast=True)
+def _scale_block(grad, lo, hi, scale):
+    """:func:`_scale_squares` on ``lo ≤ p < hi`` (one pass over the slice's own indices, which
+    LLVM vectorizes)."""
+    g = grad[lo:hi]
+    s = 0.0
+    if scale != 1.0:
+        f = g.dtype.type(scale)
+        for p in range(g.shape[0]):
+            v = g[p] * f
+            g[p] = v
+            s += v * v
+    else:
+        for p in range(g.shape[0]):
+            s += g[p] * g[p]
+    return s
+
+
+@kernel
+def _shard_step(plan, fplan, b, lb, data, start, lo, hi, scale, seed, threads, table):
+    """This rank's part of the global batch that starts at ``start`` (of the examples in
+    ``data.perm``'s order): columns ``lo ≤ c < hi`` gathered into ``A^(0)`` (with their targets
+    and labels), the gradient of their mean loss (:func:`loopprop.train._gradient`), scaled by
+    ``scale = m_r / M``. ``data.X`` is X transposed ``(n, n_0)`` (fit shuffles) or X
+    ``(n_0, n)`` read in order (``perm`` is then the identity), as in
+    :func:`loopprop.train._train_epoch`. An empty shard (a last batch smaller than the number
+    of ranks) contributes a zero gradient. Returns ``(mean loss of the shard, correct
+    predictions, Σ grad²)``."""
+    mb = hi - lo
+    if mb <= 0:
+        _zero(b.grad)
+        return 0.0, 0, 0.0
+    X, perm = data.X, data.perm
+    first = start + lo
+    n0 = X.shape[1] if data.transposed else X.shape[0]
+    X0 = _view(b.acts, 0, n0, mb)
+    if data.transposed:
+        _gather_columns(X0, X, perm, first)
+    else:
+        _copy_columns(X0, X, first, threads)
+    Yb = _view(lb.Ybuf, 0, data.Y.shape[0], mb)
+    _gather(Yb, data.Y, perm, first)
+    lab = _gather_labels(lb.labbuf, data.labels, perm, first, mb)
+    batch = _batch(mb, Yb, lab, data.one_hot, seed, threads, False)
+    loss, correct = _gradient(plan, fplan, b, lb, batch, table)
+    return loss, correct, _scale_squares(b.grad, scale, threads)
+
+
+@kernel
+def _shard_text_step(plan, fplan, b, lb, corpus, rng, window, mb_all, lo, hi, scale, seed,
+                     threads, carry, table):
+    """This rank's columns ``lo ≤ k < hi`` of a global batch of ``mb_all`` windows of
+    ``corpus``, as :func:`loopprop.train._train_text_epoch` draws them: random offsets
+    (``window < 0``) drawn for *every* column from ``rng`` (one state, advanced alike on every
+    rank) and only this rank's kept; or the consecutive ``window`` of each column's stream
+    (``s = k·L + window·T``, ``L = (n − 1) // mb_all``), continuing the previous window's
+    recurrent states when ``carry``. Then the gradient of the shard's mean loss scaled by
+    ``scale``. Returns ``(mean loss per position, correct positions, Σ grad²)``."""
+    T = plan[0, IN_SIZE]
+    mb = hi - lo
+    span = corpus.shape[0] - T
+    stream = (corpus.shape[0] - 1) // mb_all
+    X0 = _view(b.acts, 0, T, mb)
+    lab = lb.labbuf[:T * mb]
+    for k in range(mb_all):
+        s = k * stream + window * T if window >= 0 else _below(rng, span)
+        if lo <= k < hi:
+            c = k - lo
+            for i in range(T):
+                X0[i, c] = corpus[s + i]
+                lab[i * mb + c] = corpus[s + i + 1]
+    if mb <= 0:
+        _zero(b.grad)
+        return 0.0, 0, 0.0
+    batch = _batch(mb, _view(lb.Ybuf, 0, 0, mb), lab, False, seed, threads, carry)
+    loss, correct = _gradient(plan, fplan, b, lb, batch, table)
+    return loss, correct, _scale_squares(b.grad, scale, threads)
