@@ -34,6 +34,7 @@ import numba
 import numpy as np
 
 from .kernels.rng import _shuffle
+from .plan import IN_SIZE
 from .shards import _shard_step, _shard_text_step
 from .train import LR, _descend
 
@@ -226,6 +227,7 @@ def text_epoch(net, ranks: Ranks, flat, optim, opt, losses, corpus: np.ndarray, 
     (``window_seed ≥ 0``, every rank drawing every column's offset from the same stream) or
     consecutive ones (``window_seed = −1``), ``bs`` windows per global batch."""
     plan, fplan, threads = net._plan, net._fplan, ranks.threads
+    T = int(plan[0, IN_SIZE])
     rng = np.array([max(window_seed, 0)], np.uint64)
     n_windows = max((corpus.shape[0] - 1) // bs // T, 1)
     first = opt.t

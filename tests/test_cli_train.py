@@ -78,3 +78,31 @@ def test_cli_trains_the_lenet_sized_cnn_on_mnist5k():
     assert r.returncode == 0, r.stderr
     acc = float(r.stdout.strip().splitlines()[-1].split("accuracy ")[1].split("%")[0])
     assert acc >= 96.0, r.stdout
+
+
+def test_cli_resume_continues_from_a_saved_model(tmp_path):
+    pytest.importorskip("sklearn")
+    iris = ("train", "--dataset", "iris", "--hidden", "8", "--epochs", "2", "--no-progress")
+    first = run_cli(*iris, "--save", "m", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*iris, "--resume", "m.npz", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from m.npz" in again.stdout
+    loss = [float(r.stdout.split("test loss ")[1].split(",")[0]) for r in (first, again)]
+    assert loss[1] < loss[0]  # same seed and options: only the starting weights differ
+
+
+def test_cli_resume_refuses_another_network(tmp_path):
+    pytest.importorskip("sklearn")
+    r = run_cli("train", "--dataset", "iris", "--epochs", "1", "--no-progress", "--hidden", "8",
+                "--save", "m", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _one_line_error(run_cli("train", "--dataset", "iris", "--epochs", "1", "--resume", "m.npz",
+                            cwd=tmp_path), "--resume: m.npz holds Network(4-8-3")
+    _one_line_error(run_cli("train", "--resume", "absent.npz", cwd=tmp_path),
+                    "--resume: no file 'absent.npz'")
+
+
+def test_cli_data_parallel_refuses_the_resnet():
+    _one_line_error(run_cli("train", "--model", "resnet", "--data-parallel"),
+                    "--data-parallel: --model resnet normalizes with batch norm")
