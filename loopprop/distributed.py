@@ -4,9 +4,10 @@ and ``mpiexec -n N loopprop train --data-parallel``.
 Every rank (process) holds the same parameters (rank 0's, broadcast when the fit starts),
 draws the same global batch order from the shared seed, and computes its *shard* of each global
 batch in compiled code (:mod:`loopprop.shards`: the shard's mean gradient scaled by its share
-``m_r / M``). One ``Allreduce`` of the flat gradient buffer per step sums the shards into the
-global batch's mean gradient; then every rank takes the same update
-(:func:`loopprop.train._descend`). The global batch size, the learning rate and the results do
+``m_r / M``). The shards are summed into the global batch's mean gradient by a reduce-scatter
+-- each rank receives the sum over its own slice of θ -- and each rank updates its slice, the
+optimizer's work and state split between the ranks (:class:`Slice`, ZeRO's first stage); an
+all-gather gives every rank the whole new θ. The bytes moved are an all-reduce's. The global batch size, the learning rate and the results do
 not depend on the number of ranks: against one process the parameters agree to rounding (the
 sums are taken in another order), and with a fixed number of ranks runs are bitwise
 reproducible (MPICH's sum over ranks is taken in an order fixed by the count and the ranks).
@@ -33,10 +34,12 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
+from .bundles import Optim
+from .kernels.optim import BLOCK, _sum_blocks
 from .kernels.rng import _shuffle
 from .plan import IN_SIZE
-from .shards import _shard_step, _shard_text_step
-from .train import LR, _descend
+from .shards import _shard_step, _shard_text_step, _slice_squares, _slice_update
+from .train import CLIP, LR
 
 #: how to install what data-parallel training needs
 INSTALL = 'pip install "loopprop[dist]" (mpi4py and the MPICH library, from wheels)'
@@ -89,6 +92,7 @@ class Ranks:
         #: keeps busy would wait for each other at every barrier
         self.threads = max(1, min(threads, (os.cpu_count() or 1) // on_node))
         self._status = np.zeros(2, np.int64)
+        self._slice: Slice | None = None
         self._values = np.zeros(2, np.float64)
 
     def shard(self, M: int) -> tuple[int, int]:
@@ -143,12 +147,82 @@ class Ranks:
         """``buf`` ← its sum over the ranks (in place, on every rank)."""
         self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
 
+    def descend(self, flat, optim, t: int, norms) -> float:
+        """Step ``t + 1`` of the optimizer from every rank's shard gradient in ``flat.grad``:
+        summed and scattered (each rank receives its slice of θ's gradient,
+        :class:`Slice`), the norms accumulated and the clipping norm taken, the rank's slice
+        of θ updated, and the slices gathered into every rank's θ. Returns the rate used."""
+        part = self._slice
+        if part is None or part.theta.base is not flat.theta or part.opt1 is not optim.opt1:
+            part = self._slice = Slice(self, flat, optim, norms.spans)
+        return part.descend(flat, t, norms)
+
     def sum_values(self, a: float, b: float) -> tuple[float, float]:
         """``(Σ a, Σ b)`` over the ranks."""
         v = self._values
         v[0], v[1] = a, b
         self.sum(v)
         return float(v[0]), float(v[1])
+
+
+class Slice:
+    """A rank's slice ``[a, b)`` of θ in a data-parallel fit: the optimizer's work and state are
+    split between the ranks (ZeRO's first stage). The slices are whole blocks of
+    :data:`~loopprop.kernels.optim.BLOCK` values (the blocks of the clipping norm's partial
+    sums), ``⌊r·B/N⌋ … ⌊(r + 1)·B/N⌋`` of the ``B`` blocks for rank ``r``; a rank may have
+    none (a model smaller than N blocks). Per step: ``Reduce_scatter`` of the shard gradients
+    (each rank receives the sum over its slice), one ``Allgatherv`` of every rank's
+    per-array squares and block sums (added in rank and block order: every rank gets the same
+    norms, and one rank gets the single process's bits), the update of the slice, and an
+    ``Allgatherv`` of θ's slices. Each rank's optimizer moments are touched on its slice only
+    (the rest of those zero-filled vectors is never written, so never backed by memory)."""
+
+    def __init__(self, ranks: Ranks, flat, optim, spans: np.ndarray) -> None:
+        P = flat.theta.size
+        blocks = -(-P // BLOCK)
+        edges = [min(P, r * blocks // ranks.size * BLOCK) for r in range(ranks.size + 1)]
+        edges[-1] = P
+        self.ranks, self.comm, MPI = ranks, ranks.comm, ranks._mpi
+        self.a, self.b = a, b = edges[ranks.rank], edges[ranks.rank + 1]
+        self.counts = [edges[r + 1] - edges[r] for r in range(ranks.size)]
+        self.displs = edges[:-1]
+        self.theta_type = MPI.DOUBLE if flat.theta.dtype == np.float64 else MPI.FLOAT
+        self.theta = flat.theta[a:b]
+        self.part = np.empty(b - a, flat.theta.dtype)
+        self.opt1 = optim.opt1
+        hyper = optim.hyper.copy()
+        self.clip = float(hyper[CLIP])
+        hyper[CLIP] = 0.0  # the slice is clipped by the global norm before the update
+        decay = np.array([(max(s, a) - a, min(e, b) - a) for s, e in optim.decay_spans
+                          if min(e, b) > max(s, a)], np.int64).reshape(-1, 2)
+        self.opt = Optim(optim.code, hyper, optim.opt1[a:b] if optim.opt1.size else optim.opt1,
+                         optim.opt2[a:b] if optim.opt2.size else optim.opt2, decay)
+        self.spans = spans
+        K = spans.shape[0]
+        mine = -(-(b - a) // BLOCK)
+        self.send = np.zeros(K + mine, np.float64)
+        self.sent = [K + -(-(edges[r + 1] - edges[r]) // BLOCK) for r in range(ranks.size)]
+        self.recv = np.zeros(sum(self.sent), np.float64)
+        self.sent_at = [sum(self.sent[:r]) for r in range(ranks.size)]
+        self.block_at = [r * blocks // ranks.size for r in range(ranks.size + 1)]
+        self.blocks = np.zeros(blocks, np.float64)  # every block's Σ g², in θ's order
+
+    def descend(self, flat, t: int, norms) -> float:
+        MPI, comm, K = self.ranks._mpi, self.comm, self.spans.shape[0]
+        comm.Reduce_scatter(flat.grad, self.part, recvcounts=self.counts, op=MPI.SUM)
+        _slice_squares(self.part, self.a, self.spans, self.send[:K], self.send[K:])
+        comm.Allgatherv(self.send, [self.recv, self.sent, self.sent_at, MPI.DOUBLE])
+        squares = np.zeros(K)
+        for r, at in enumerate(self.sent_at):  # the ranks' shares in rank order
+            squares += self.recv[at:at + K]
+            self.blocks[self.block_at[r]:self.block_at[r + 1]] = \
+                self.recv[at + K:at + self.sent[r]]
+        norms.total[:] += np.sqrt(squares)
+        norm = math.sqrt(_sum_blocks(self.blocks)) if self.clip > 0 else 0.0
+        lr = _slice_update(self.theta, self.part, self.opt, t, norm, self.clip,
+                           self.ranks.threads)
+        comm.Allgatherv(MPI.IN_PLACE, [flat.theta, self.counts, self.displs, self.theta_type])
+        return float(lr)
 
 
 def check_layers(net) -> None:
@@ -185,9 +259,7 @@ def run_steps(net, ranks: Ranks, flat, optim, opt, norms, stop: np.ndarray, n_st
         except Exception as exc:  # told to every rank, then raised there as DataParallelError
             report = f"{type(exc).__name__}: {exc}"
         stopping = ranks.agree(report, bool(stop[0]), f"step {t + 1}")
-        ranks.sum(flat.grad)
-        lr_used, _ = _descend(flat, optim, t, norms, ranks.threads)
-        lr = float(lr_used)
+        lr = ranks.descend(flat, optim, t, norms)
         total += loss_sum
         correct += right
         t += 1

@@ -10,8 +10,11 @@ the gradient of a minibatch). The batch's examples come through the same permuta
 rank, so the shards partition exactly the batch one process would take.
 
 Each step is :func:`_shard_step` (examples) or :func:`_shard_text_step` (windows of a
-corpus), then the sum across ranks (in Python, through MPI), then
-:func:`loopprop.train._descend` (the update every rank takes alike).
+corpus); then (in Python, through MPI) the gradient is summed across the ranks *and scattered*:
+each rank receives the sum over its own slice of θ only (a reduce-scatter), updates that slice
+(:func:`_slice_squares`, :func:`_slice_update`: the optimizer's work and its state split
+between the ranks, as ZeRO's first stage does) and the slices are gathered back into every
+rank's θ.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel, prange
-from .kernels.optim import BLOCK
+from .kernels.optim import BLOCK, _block_squares
 from .kernels.rng import _below
 from .plan import IN_SIZE
 from .rows.common import _view, _zero
-from .train import _batch, _copy_columns, _gather, _gather_columns, _gather_labels, _gradient
+from .train import (_batch, _copy_columns, _gather, _gather_columns, _gather_labels, _gradient,
+                    _sum_squares, _update)
 
 
 @kernel(parallel=True)
@@ -124,3 +128,39 @@ def _shard_text_step(plan, fplan, b, lb, corpus, rng, window, mb_all, lo, hi, sc
     batch = _batch(mb, _view(lb.Ybuf, 0, 0, mb), lab, False, seed, threads, carry)
     loss, correct = _gradient(plan, fplan, b, lb, batch, table)
     return loss, correct, _scale_squares(b.grad, scale, threads)
+
+
+@kernel
+def _slice_squares(part, a, spans, squares, blocks):
+    """The squares a rank's slice ``part = ∂L/∂θ[a : a + len(part)]`` of the summed gradient
+    holds: ``squares[k]`` ← Σ g² over the slice's share of parameter array ``k`` (``spans[k]``
+    = its ``(start, count)`` in θ), as :func:`loopprop.train._sum_squares` takes it;
+    ``blocks[c]`` ← Σ g² over the slice's ``c``-th block of :data:`~loopprop.kernels.optim.BLOCK`
+    values (``a`` is a multiple of BLOCK: these are blocks of θ, summed as
+    :func:`~loopprop.kernels.optim._clip_grad_norm_threads` sums them). With one rank these
+    are the single process's sums, bit for bit. Shapes: part (P_r,), spans (K, 2),
+    squares (K,), blocks (⌈P_r / BLOCK⌉,)."""
+    b = a + part.shape[0]
+    for k in range(spans.shape[0]):
+        lo = max(spans[k, 0], a)
+        hi = min(spans[k, 0] + spans[k, 1], b)
+        squares[k] = _sum_squares(part, lo - a, hi - lo) if hi > lo else 0.0
+    n = part.shape[0]
+    for c in range(blocks.shape[0]):
+        blocks[c] = _block_squares(part, c * BLOCK, min(n, (c + 1) * BLOCK))
+
+
+@kernel
+def _slice_update(theta, part, opt, t, norm, clip, threads):
+    """Optimizer step ``t + 1`` on a rank's slice of θ from its slice ``part`` of the summed
+    gradient (``opt``: the optimizer with its state vectors and decay spans cut to the slice,
+    clipping off): the gradient first clipped to the global norm ``norm`` of the whole
+    gradient, ``g ← g·c/(‖g‖ + 10⁻⁶)`` when that is below 1 (as
+    :func:`~loopprop.kernels.optim._clip_grad_norm_threads`), then
+    :func:`loopprop.train._update`. Returns the rate used. Shapes: theta, part (P_r,)."""
+    if clip > 0:
+        coef = clip / (norm + 1e-6)
+        if coef < 1.0:
+            for p in range(part.shape[0]):
+                part[p] *= coef
+    return _update(theta, part, opt, t, threads)

@@ -2,7 +2,8 @@
 its own process with ``comm=None`` for the single-process reference): ten optimizer steps of a
 small MLP, CNN, GPT and LSTM in float64.
 
-``python tests/mpi_cases.py CASE OUT.npy`` trains CASE on ``MPI.COMM_WORLD``; rank 0 checks
+``wide`` is large enough (five blocks of 2¹⁶ parameters) that every rank updates a slice of
+θ of its own. ``python tests/mpi_cases.py CASE OUT.npy`` trains CASE on ``MPI.COMM_WORLD``; rank 0 checks
 that every rank holds bitwise the same parameters (exit status 3 if not) and saves them to OUT.
 The case ``mismatch`` gives rank 1 another learning rate: every rank must stop with
 ``DataParallelError`` (exit status 2, rank 0's message on standard error).
@@ -29,6 +30,17 @@ def mlp(comm, lr=0.01):
     net = models.mlp(12, [16], 4, seed=1)
     net.fit(X, y, epochs=1, batch_size=32, optimizer="adam", lr=lr, seed=2, progress=False,
             comm=comm)
+    return net
+
+
+def wide(comm):
+    # 64·1024 + 1024 + 1024·200 + 200 = 271 560 parameters: 5 blocks of 2¹⁶, so every rank
+    # of two or three updates a slice of its own, the slices cutting through W^(1) and W^(2);
+    # clipping (the global norm across the slices) and weight decay (spans cut by the slices)
+    X, y = _examples((64,), 80, 200, 11)
+    net = models.mlp(64, [1024], 200, seed=12)
+    net.fit(X, y, epochs=1, batch_size=8, optimizer="adamw", lr=0.01, weight_decay=0.1,
+            clip_grad_norm=0.5, seed=13, progress=False, comm=comm)
     return net
 
 
@@ -60,7 +72,7 @@ def lstm(comm):
     return net
 
 
-CASES = {"mlp": mlp, "cnn": cnn, "gpt": gpt, "lstm": lstm}
+CASES = {"mlp": mlp, "wide": wide, "cnn": cnn, "gpt": gpt, "lstm": lstm}
 
 
 def main(case: str, out: str) -> int:

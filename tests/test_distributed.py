@@ -53,7 +53,7 @@ def test_shards_partition_every_batch(p, size):
         assert max(sizes) - min(sizes) <= 1
 
 
-@pytest.mark.parametrize("case", ["mlp", "cnn", "gpt", "lstm"])
+@pytest.mark.parametrize("case", ["mlp", "wide", "cnn", "gpt", "lstm"])
 def test_one_rank_is_bitwise_the_single_process_fit(case):
     MPI = _mpi()
     alone, ranked = mpi_cases.CASES[case](None), mpi_cases.CASES[case](MPI.COMM_SELF)
@@ -109,7 +109,7 @@ def _run(n: int, *args: str, timeout: float = 300) -> subprocess.CompletedProces
 
 
 @needs_jit
-@pytest.mark.parametrize("case", ["mlp", "cnn", "gpt", "lstm"])
+@pytest.mark.parametrize("case", ["mlp", "wide", "cnn", "gpt", "lstm"])
 def test_ranks_agree_with_one_process_and_repeat_bitwise(case, tmp_path):
     alone = mpi_cases.CASES[case](None)._theta
     runs = {}

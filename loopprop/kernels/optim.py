@@ -224,6 +224,17 @@ def _block_squares(grad, lo, hi):
     return s
 
 
+@kernel(fast=True)
+def _sum_blocks(partial):
+    """``Σ_b partial[b]``: the blocks' partial sums of squares added up, in the one order this
+    kernel's (vectorized) loop takes -- the clipping norm of one process and of data-parallel
+    ranks (loopprop/distributed.py) alike. Shape: partial (B,)."""
+    s = 0.0
+    for b in range(partial.shape[0]):
+        s += partial[b]
+    return s
+
+
 @kernel(fast=True, parallel=True)
 def _clip_grad_norm_threads(grad, max_norm, threads):
     """:func:`_clip_grad_norm` with ``Σ g²`` taken as one partial sum per block of
@@ -238,10 +249,7 @@ def _clip_grad_norm_threads(grad, max_norm, threads):
     else:
         for b in range(blocks):
             partial[b] = _block_squares(grad, b * BLOCK, min(n, (b + 1) * BLOCK))
-    s = 0.0
-    for b in range(blocks):
-        s += partial[b]
-    norm = math.sqrt(s)
+    norm = math.sqrt(_sum_blocks(partial))
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
         if threads > 1 and blocks > 1:
