@@ -35,12 +35,19 @@ def mlp(comm, lr=0.01):
 
 def wide(comm):
     # 64·1024 + 1024 + 1024·200 + 200 = 271 560 parameters: 5 blocks of 2¹⁶, so every rank
-    # of two or three updates a slice of its own, the slices cutting through W^(1) and W^(2);
-    # clipping (the global norm across the slices) and weight decay (spans cut by the slices)
+    # of two or three updates a slice of its own (slices forced below the default size), the
+    # slices cutting through W^(1) and W^(2); clipping (the global norm across the slices) and
+    # weight decay (spans cut by the slices)
+    import loopprop.distributed as distributed
+
     X, y = _examples((64,), 80, 200, 11)
     net = models.mlp(64, [1024], 200, seed=12)
-    net.fit(X, y, epochs=1, batch_size=8, optimizer="adamw", lr=0.01, weight_decay=0.1,
-            clip_grad_norm=0.5, seed=13, progress=False, comm=comm)
+    default, distributed.SLICED_MIN_PARAMS = distributed.SLICED_MIN_PARAMS, 0
+    try:
+        net.fit(X, y, epochs=1, batch_size=8, optimizer="adamw", lr=0.01, weight_decay=0.1,
+                clip_grad_norm=0.5, seed=13, progress=False, comm=comm)
+    finally:
+        distributed.SLICED_MIN_PARAMS = default
     return net
 
 
