@@ -181,3 +181,27 @@ def test_resumed_data_parallel_run_continues_from_the_file(tmp_path):
 
 def _test_loss(stdout: str) -> float:
     return float(stdout.split("test loss ")[1].split(",")[0])
+
+
+@needs_jit
+def test_ctrl_c_stops_every_rank_after_the_same_step_and_rank_0_saves(tmp_path):
+    import signal
+    import time
+
+    saved = tmp_path / "model.npz"
+    proc = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, "-m", "loopprop", "train",
+                             "--data-parallel", "--epochs", "100000", "--no-progress",
+                             "--save", str(saved)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while "dataset digits" not in proc.stdout.readline():  # training starts
+            assert proc.poll() is None, proc.stderr.read()
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)  # mpiexec passes it to every rank
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    said = [line for line in err.splitlines() if line.startswith("loopprop: interrupted in")]
+    assert len(said) == 1 and f"the last complete state is saved to {saved}" in said[0], err
+    Network.load(saved)

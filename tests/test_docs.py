@@ -36,6 +36,8 @@ def _blocks(lang: str):
 @pytest.mark.parametrize("path,code", list(_blocks("python")))
 def test_python_block_runs_as_written(path, code, tmp_path, monkeypatch):
     pytest.importorskip("sklearn")  # the README's examples load the bundled digits
+    if "mpi4py" in code:
+        pytest.importorskip("mpi4py", reason='the data-parallel examples need "loopprop[dist]"')
     monkeypatch.chdir(tmp_path)  # blocks may save files
     exec(compile(code, f"{path.name} block", "exec"), {"__name__": "__readme__"})
 
@@ -96,6 +98,8 @@ def test_bash_blocks_name_real_commands_and_extras(path, code):
     for argv in _command_lines(code):
         while argv and "=" in argv[0] and not argv[0].startswith("-"):
             argv = argv[1:]  # VAR=value before the command
+        if argv[:2] == ["mpiexec", "-n"]:
+            argv = argv[3:]  # mpiexec -n N loopprop …: the command it starts
         if not argv:
             continue
         if argv[0] == "loopprop":

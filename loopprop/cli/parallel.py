@@ -12,6 +12,15 @@ from typing import Any
 from ._args import CLIError
 
 
+#: whether this process prints what a run did (False on the ranks other than 0)
+_SPEAKS = [True]
+
+
+def speaks() -> bool:
+    """Whether this process reports (rank 0 under ``--data-parallel``, or the only process)."""
+    return _SPEAKS[0]
+
+
 def setup(args: argparse.Namespace) -> Any:
     """``MPI.COMM_WORLD`` for ``--data-parallel`` (else ``None``). Every rank trains; only rank
     0 prints, shows progress, validates' results, saves and plots: the other ranks' standard
@@ -29,6 +38,7 @@ def setup(args: argparse.Namespace) -> Any:
     except ImportError as exc:
         raise CLIError(f"--data-parallel: {exc}") from None
     if comm.Get_rank() != 0:
+        _SPEAKS[0] = False
         args.no_progress = True
         args.save = args.plot = None
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)

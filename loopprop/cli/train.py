@@ -122,6 +122,8 @@ def _interruptible(net, save: str | None, train):
     try:
         return train()
     except KeyboardInterrupt:
+        if not parallel.speaks():  # another rank: rank 0 saves and says so
+            raise
         where = net.interrupted or {}
         at = (f" in epoch {where['epoch']}, after {where['steps']} optimizer steps"
               if where else "")
