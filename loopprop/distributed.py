@@ -4,13 +4,15 @@ and ``mpiexec -n N loopprop train --data-parallel``.
 Every rank (process) holds the same parameters (rank 0's, broadcast when the fit starts),
 draws the same global batch order from the shared seed, and computes its *shard* of each global
 batch in compiled code (:mod:`loopprop.shards`: the shard's mean gradient scaled by its share
-``m_r / M``). The shards are summed into the global batch's mean gradient by a reduce-scatter
--- each rank receives the sum over its own slice of θ -- and each rank updates its slice, the
-optimizer's work and state split between the ranks (:class:`Slice`, ZeRO's first stage); an
-all-gather gives every rank the whole new θ. The bytes moved are an all-reduce's. The global batch size, the learning rate and the results do
-not depend on the number of ranks: against one process the parameters agree to rounding (the
-sums are taken in another order), and with a fixed number of ranks runs are bitwise
-reproducible (MPICH's sum over ranks is taken in an order fixed by the count and the ranks).
+``m_r / M``). One all-reduce sums the shards into the global batch's mean gradient and every
+rank takes the same update; from :data:`SLICED_MIN_PARAMS` parameters on, a reduce-scatter
+instead gives each rank the sum over its own slice of θ, each rank updates its slice (the
+optimizer's work and state split between the ranks: :class:`Slice`, ZeRO's first stage) and an
+all-gather gives every rank the whole new θ (the bytes of one all-reduce). The global batch
+size, the learning rate and the results do not depend on the number of ranks: against one
+process the parameters agree to rounding (the sums are taken in another order), one rank gives
+the single process's bits, and with a fixed number of ranks runs are bitwise reproducible
+(MPICH's sum over ranks is taken in an order fixed by the count and the ranks).
 
 MPI is called from Python between two compiled calls per step (``numba-mpi`` can call it from
 compiled code, but such functions cannot be cached). Before the gradients are summed, a
@@ -120,8 +122,8 @@ class Ranks:
         facts = {"network": repr(net), "dtype": str(net.dtype), "parameters": net._theta.size,
                  **facts}
         every = self.comm.allgather(facts)
-        for r, theirs in enumerate(every):
-            for key, value in facts.items() if r else ():
+        for r, theirs in enumerate(every[1:], start=1):
+            for key in every[0]:
                 if theirs.get(key) != every[0].get(key):
                     raise DataParallelError(
                         f"comm: rank {r} trains with {key} = {theirs.get(key)!r} but rank 0 with "

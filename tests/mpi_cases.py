@@ -3,10 +3,10 @@ its own process with ``comm=None`` for the single-process reference): ten optimi
 small MLP, CNN, GPT and LSTM in float64.
 
 ``wide`` is large enough (five blocks of 2¹⁶ parameters) that every rank updates a slice of
-θ of its own. ``python tests/mpi_cases.py CASE OUT.npy`` trains CASE on ``MPI.COMM_WORLD``; rank 0 checks
-that every rank holds bitwise the same parameters (exit status 3 if not) and saves them to OUT.
-The case ``mismatch`` gives rank 1 another learning rate: every rank must stop with
-``DataParallelError`` (exit status 2, rank 0's message on standard error).
+θ of its own. ``python tests/mpi_cases.py CASE OUT.npy`` trains CASE on ``MPI.COMM_WORLD``;
+rank 0 checks that every rank holds bitwise the same parameters (exit status 3 if not) and
+saves them to OUT. The case ``mismatch`` gives rank 1 another learning rate: every rank must
+stop with ``DataParallelError`` (exit status 2, rank 0's message on standard error).
 """
 
 from __future__ import annotations
