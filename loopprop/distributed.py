@@ -155,7 +155,7 @@ class Ranks:
         """``buf`` ← its sum over the ranks (in place, on every rank)."""
         self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
 
-    def descend(self, flat, optim, t: int, norms) -> float:
+    def descend(self, flat, optim, t: int, norms, threads: int) -> float:
         """Step ``t + 1`` of the optimizer from every rank's shard gradient in ``flat.grad``.
         From :data:`SLICED_MIN_PARAMS` parameters on: summed and scattered (each rank receives
         its slice of θ's gradient, :class:`Slice`), the norms accumulated and the clipping norm
@@ -165,12 +165,12 @@ class Ranks:
         step cannot hide). Returns the rate used."""
         if flat.theta.size < SLICED_MIN_PARAMS:
             self.sum(flat.grad)
-            lr, _ = _descend(flat, optim, t, norms, self.threads)
+            lr, _ = _descend(flat, optim, t, norms, threads)
             return float(lr)
         part = self._slice
         if part is None or part.theta.base is not flat.theta or part.opt1 is not optim.opt1:
             part = self._slice = Slice(self, flat, optim, norms.spans)
-        return part.descend(flat, t, norms)
+        return part.descend(flat, t, norms, threads)
 
     def sum_values(self, a: float, b: float) -> tuple[float, float]:
         """``(Σ a, Σ b)`` over the ranks."""
@@ -222,7 +222,7 @@ class Slice:
         self.block_at = [r * blocks // ranks.size for r in range(ranks.size + 1)]
         self.blocks = np.zeros(blocks, np.float64)  # every block's Σ g², in θ's order
 
-    def descend(self, flat, t: int, norms) -> float:
+    def descend(self, flat, t: int, norms, threads: int) -> float:
         MPI, comm, K = self.ranks._mpi, self.comm, self.spans.shape[0]
         comm.Reduce_scatter(flat.grad, self.part, recvcounts=self.counts, op=MPI.SUM)
         _slice_squares(self.part, self.a, self.spans, self.send[:K], self.send[K:])
@@ -234,8 +234,7 @@ class Slice:
                 self.recv[at + K:at + self.sent[r]]
         norms.total[:] += np.sqrt(squares)
         norm = math.sqrt(_sum_blocks(self.blocks)) if self.clip > 0 else 0.0
-        lr = _slice_update(self.theta, self.part, self.opt, t, norm, self.clip,
-                           self.ranks.threads)
+        lr = _slice_update(self.theta, self.part, self.opt, t, norm, self.clip, threads)
         comm.Allgatherv(MPI.IN_PLACE, [flat.theta, self.counts, self.displs, self.theta_type])
         return float(lr)
 
@@ -251,7 +250,8 @@ def check_layers(net) -> None:
 
 
 def run_steps(net, ranks: Ranks, flat, optim, opt, norms, stop: np.ndarray, n_steps: int,
-              local: Callable[[int], tuple[float, int, float]]) -> tuple[float, int, int, float]:
+              threads: int, local: Callable[[int], tuple[float, int, float]]
+              ) -> tuple[float, int, int, float]:
     """``n_steps`` data-parallel steps: ``local(j)`` computes step ``j``'s shard gradient (and
     returns its ``(mean loss × shard size, correct, Σ grad²)``), the ranks agree that all went
     well, the gradients are summed and every rank takes the update. Returns the epoch's
@@ -274,7 +274,7 @@ def run_steps(net, ranks: Ranks, flat, optim, opt, norms, stop: np.ndarray, n_st
         except Exception as exc:  # told to every rank, then raised there as DataParallelError
             report = f"{type(exc).__name__}: {exc}"
         stopping = ranks.agree(report, bool(stop[0]), f"step {t + 1}")
-        lr = ranks.descend(flat, optim, t, norms)
+        lr = ranks.descend(flat, optim, t, norms, threads)
         total += loss_sum
         correct += right
         t += 1
@@ -289,13 +289,15 @@ def run_steps(net, ranks: Ranks, flat, optim, opt, norms, stop: np.ndarray, n_st
 
 
 def fit_epoch(net, ranks: Ranks, flat, optim, opt, losses, data, norms, n: int, bs: int,
-              shuffle_seed: int, dropout_seed: int, stop: np.ndarray, table):
+              shuffle_seed: int, dropout_seed: int, stop: np.ndarray, threads: int, table):
     """One epoch of :meth:`~loopprop.Network.fit` on this rank: the ``n`` examples shuffled as
-    one process shuffles them (``shuffle_seed ≥ 0``), then a step per global batch of ``bs``."""
+    one process shuffles them (``shuffle_seed ≥ 0``), then a step per global batch of ``bs``;
+    the kernels on ``threads`` (the rank's share of the cores, less those other processes
+    keep busy: :func:`loopprop._jit.threads_for_load`)."""
     if shuffle_seed >= 0:
         _shuffle(data.perm, shuffle_seed)
     seed = ranks.dropout_seed(dropout_seed)
-    plan, fplan, threads = net._plan, net._fplan, ranks.threads
+    plan, fplan = net._plan, net._fplan
 
     def local(j: int):
         start = j * bs
@@ -305,15 +307,17 @@ def fit_epoch(net, ranks: Ranks, flat, optim, opt, losses, data, norms, n: int, 
                                            (hi - lo) / M, seed * 1048576 + j, threads, table)
         return loss * (hi - lo), right, squares
 
-    return run_steps(net, ranks, flat, optim, opt, norms, stop, -(-n // bs), local)
+    return run_steps(net, ranks, flat, optim, opt, norms, stop, -(-n // bs), threads, local)
 
 
 def text_epoch(net, ranks: Ranks, flat, optim, opt, losses, corpus: np.ndarray, n_steps: int,
-               bs: int, window_seed: int, dropout_seed: int, stop: np.ndarray, norms, table):
+               bs: int, window_seed: int, dropout_seed: int, stop: np.ndarray, norms,
+               threads: int, table):
     """``n_steps`` steps of :meth:`~loopprop.Network.fit_text` on this rank: random windows
     (``window_seed ≥ 0``, every rank drawing every column's offset from the same stream) or
-    consecutive ones (``window_seed = −1``), ``bs`` windows per global batch."""
-    plan, fplan, threads = net._plan, net._fplan, ranks.threads
+    consecutive ones (``window_seed = −1``), ``bs`` windows per global batch, the kernels on
+    ``threads`` (as :func:`fit_epoch`)."""
+    plan, fplan = net._plan, net._fplan
     T = int(plan[0, IN_SIZE])
     rng = np.array([max(window_seed, 0)], np.uint64)
     n_windows = max((corpus.shape[0] - 1) // bs // T, 1)
@@ -328,7 +332,7 @@ def text_epoch(net, ranks: Ranks, flat, optim, opt, losses, corpus: np.ndarray, 
             seed * 1048576 + j, threads, window_seed < 0 and w > 0, table)
         return loss * (hi - lo), right, squares
 
-    return run_steps(net, ranks, flat, optim, opt, norms, stop, n_steps, local)
+    return run_steps(net, ranks, flat, optim, opt, norms, stop, n_steps, threads, local)
 
 
 def evaluator(net, ranks: Ranks, X: np.ndarray, Yf: np.ndarray, labels: np.ndarray,

@@ -168,7 +168,7 @@ class Fitting:
                 return _distributed.fit_epoch(
                     self, ranks, flat, optim, opt, losses, data,
                     Norms(self._norm_spans, gnorm), n, bs, shuffle_seed, dropout_seed, stop,
-                    self._table())
+                    threads, self._table())
             args = (self._plan, self._fplan, flat, optim, opt.t, losses, data,
                     Norms(self._norm_spans, gnorm),
                     Run(bs, shuffle_seed, dropout_seed, threads, 0),
@@ -282,7 +282,7 @@ class Fitting:
                 return _distributed.text_epoch(
                     self, ranks, flat, optim, opt, losses, corpus, steps, bs,
                     -1 if consecutive else int(window_rng.integers(0, 2**62)), dropout_seed,
-                    stop, Norms(self._norm_spans, gnorm), self._table())
+                    stop, Norms(self._norm_spans, gnorm), threads, self._table())
             args = (self._plan, self._fplan, flat, optim, opt.t, losses, corpus, steps,
                     Norms(self._norm_spans, gnorm),
                     Run(bs, -1 if consecutive else int(window_rng.integers(0, 2**62)),
