@@ -34,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .. import _compiling
 
     # a first run says when it compiles, and for how long (``compile`` names each step itself)
-    notices = contextlib.nullcontext() if args.command == "compile" else _compiling.notices()
+    # (rank 0 alone under --data-parallel: every rank compiles the same kernels)
+    quiet = args.command == "compile" or parallel.rank(args) != 0
+    notices = contextlib.nullcontext() if quiet else _compiling.notices()
     try:
         with notices:
             return commands[args.command](args)
