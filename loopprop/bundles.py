@@ -51,7 +51,9 @@ class Step(NamedTuple):
     ``threads``: how many threads a parallel kernel may use; ``carry`` (forward only): this
     pass continues the sequences of the previous pass on the same buffers, so a recurrent
     row starts from the states that pass ended with (truncated backpropagation through time)
-    instead of zeros."""
+    instead of zeros; ``col0``, ``cols`` (forward only): these ``mb`` columns are columns
+    ``col0 … col0 + mb − 1`` of a batch of ``cols`` (``0`` and ``mb`` but for a data-parallel
+    rank's share), so that dropout draws each example the mask one process would draw."""
 
     mb: int
     training: bool
@@ -59,6 +61,8 @@ class Step(NamedTuple):
     fresh: bool
     threads: int
     carry: bool
+    col0: int
+    cols: int
 
 
 class Table(NamedTuple):
@@ -121,8 +125,8 @@ class Data(NamedTuple):
 class Batch(NamedTuple):
     """One training step's settings: ``mb`` examples, their targets ``Y`` (the loss's
     ``(n_L, mb)`` view) or ``labels`` (``P·mb``), ``one_hot`` as :class:`Data`'s, dropout's
-    ``seed``, the ``threads`` and ``carry`` (:class:`Step`'s: the batch continues the previous
-    batch's sequences)."""
+    ``seed``, the ``threads``, ``carry``, ``col0`` and ``cols`` (:class:`Step`'s: the batch
+    continues the previous batch's sequences; its columns' place in the global batch)."""
 
     mb: int
     Y: np.ndarray
@@ -131,6 +135,8 @@ class Batch(NamedTuple):
     seed: int
     threads: int
     carry: bool
+    col0: int
+    cols: int
 
 
 class Norms(NamedTuple):
@@ -217,7 +223,7 @@ def flat_type(dtype) -> numba.types.Type:
 
 def step_type() -> numba.types.Type:
     """The Numba type of a :class:`Step`."""
-    return numba.typeof(Step(1, True, 1, True, 1, True))
+    return numba.typeof(Step(1, True, 1, True, 1, True, 0, 1))
 
 
 def row_signature(dtype) -> numba.core.typing.Signature:

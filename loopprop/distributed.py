@@ -22,9 +22,10 @@ each rank reports and every rank raises :class:`DataParallelError` (the paramete
 the last complete step on every rank). A rank killed outright ends the job through ``mpiexec``.
 
 Layers whose output mixes the examples of a batch (batch norm: ``Layer.mixes_examples``) are
-refused: each rank would normalize over its shard only. Dropout's masks are drawn per rank
-from its own seed (a rank's masks differ from those one process would draw for the same
-examples, as with PyTorch's ``DistributedDataParallel``).
+refused: each rank would normalize over its shard only. Dropout draws each example the mask
+one process draws it (its columns' place in the global batch goes with the step:
+``Step.col0``, ``Step.cols``), so a dropout network, too, gives the same results on any number
+of ranks (PyTorch's ``DistributedDataParallel`` draws per process).
 """
 
 from __future__ import annotations
@@ -110,10 +111,6 @@ class Ranks:
     def largest_shard(self, M: int) -> int:
         """The most columns any rank takes of a batch of ``M`` (its buffers' size)."""
         return -(-M // self.size)
-
-    def dropout_seed(self, seed: int) -> int:
-        """This rank's seed of dropout's masks from the run's ``seed`` (rank 0: ``seed``)."""
-        return (seed + self.rank * 1_000_003) % (2**31 - 1)
 
     def start(self, net, facts: dict[str, Any]) -> None:
         """Before the first step: every rank must train the same network on the same data
@@ -296,15 +293,15 @@ def fit_epoch(net, ranks: Ranks, flat, optim, opt, losses, data, norms, n: int, 
     keep busy: :func:`loopprop._jit.threads_for_load`)."""
     if shuffle_seed >= 0:
         _shuffle(data.perm, shuffle_seed)
-    seed = ranks.dropout_seed(dropout_seed)
+    seed = dropout_seed
     plan, fplan = net._plan, net._fplan
 
     def local(j: int):
         start = j * bs
         M = min(bs, n - start)
         lo, hi = ranks.shard(M)
-        loss, right, squares = _shard_step(plan, fplan, flat, losses, data, start, lo, hi,
-                                           (hi - lo) / M, seed * 1048576 + j, threads, table)
+        loss, right, squares = _shard_step(plan, fplan, flat, losses, data, start, lo, hi, M,
+                                           seed * 1048576 + j, threads, table)
         return loss * (hi - lo), right, squares
 
     return run_steps(net, ranks, flat, optim, opt, norms, stop, -(-n // bs), threads, local)
@@ -322,14 +319,14 @@ def text_epoch(net, ranks: Ranks, flat, optim, opt, losses, corpus: np.ndarray, 
     rng = np.array([max(window_seed, 0)], np.uint64)
     n_windows = max((corpus.shape[0] - 1) // bs // T, 1)
     first = opt.t
-    seed = ranks.dropout_seed(dropout_seed)
+    seed = dropout_seed
     lo, hi = ranks.shard(bs)
 
     def local(j: int):
         w = (first + j) % n_windows if window_seed < 0 else -1
         loss, right, squares = _shard_text_step(
-            plan, fplan, flat, losses, corpus, rng, w, bs, lo, hi, (hi - lo) / bs,
-            seed * 1048576 + j, threads, window_seed < 0 and w > 0, table)
+            plan, fplan, flat, losses, corpus, rng, w, bs, lo, hi, seed * 1048576 + j, threads,
+            window_seed < 0 and w > 0, table)
         return loss * (hi - lo), right, squares
 
     return run_steps(net, ranks, flat, optim, opt, norms, stop, n_steps, threads, local)

@@ -41,7 +41,7 @@ def _decode_step(plan, fplan, b, kv, kv_offs, pos, threads, table):
     row whose kind decodes (``table.has_decode``: the position embedding adds column ``pos``,
     attention uses and extends its cache of keys and values ``kv``) runs its decode row, every
     other row its ordinary forward row on one column."""
-    s = _step(1, False, 0, False, threads, False)
+    s = _step(1, False, 0, False, threads, False, 0, 1)
     for r in range(plan.shape[0]):
         code = plan[r, KIND]
         if table.has_decode[code]:

@@ -438,8 +438,8 @@ class Network(Fitting, Inputs):
         buf.acts[:X.size] = X.ravel()
         self._forward_count += 1
         _train._forward_batch(self._plan, self._fplan, self._flat(buf), m, len(self._rows),
-                              self.training, self._forward_seed(), carry, use_threads(True),
-                              self._table())
+                              self.training, self._forward_seed(), carry, 0, m,
+                              use_threads(True), self._table())
         self._cache = (buf, m, self.training)
         if logits:
             r = len(self._rows) - 1

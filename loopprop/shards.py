@@ -70,11 +70,12 @@ def _scale_block(grad, lo, hi, scale):
 
 
 @kernel
-def _shard_step(plan, fplan, b, lb, data, start, lo, hi, scale, seed, threads, table):
-    """This rank's part of the global batch that starts at ``start`` (of the examples in
-    ``data.perm``'s order): columns ``lo ≤ c < hi`` gathered into ``A^(0)`` (with their targets
-    and labels), the gradient of their mean loss (:func:`loopprop.train._gradient`), scaled by
-    ``scale = m_r / M``. ``data.X`` is X transposed ``(n, n_0)`` (fit shuffles) or X
+def _shard_step(plan, fplan, b, lb, data, start, lo, hi, M, seed, threads, table):
+    """This rank's part of the global batch of ``M`` examples that starts at ``start`` (of the
+    examples in ``data.perm``'s order): columns ``lo ≤ c < hi`` gathered into ``A^(0)`` (with
+    their targets and labels), the gradient of their mean loss
+    (:func:`loopprop.train._gradient`; dropout's masks those of columns ``lo …`` of ``M``),
+    scaled by ``m_r / M``. ``data.X`` is X transposed ``(n, n_0)`` (fit shuffles) or X
     ``(n_0, n)`` read in order (``perm`` is then the identity), as in
     :func:`loopprop.train._train_epoch`. An empty shard (a last batch smaller than the number
     of ranks) contributes a zero gradient. Returns ``(mean loss of the shard, correct
@@ -94,21 +95,22 @@ def _shard_step(plan, fplan, b, lb, data, start, lo, hi, scale, seed, threads, t
     Yb = _view(lb.Ybuf, 0, data.Y.shape[0], mb)
     _gather(Yb, data.Y, perm, first)
     lab = _gather_labels(lb.labbuf, data.labels, perm, first, mb)
-    batch = _batch(mb, Yb, lab, data.one_hot, seed, threads, False)
+    batch = _batch(mb, Yb, lab, data.one_hot, seed, threads, False, lo, M)
     loss, correct = _gradient(plan, fplan, b, lb, batch, table)
-    return loss, correct, _scale_squares(b.grad, scale, threads)
+    return loss, correct, _scale_squares(b.grad, mb / M, threads)
 
 
 @kernel
-def _shard_text_step(plan, fplan, b, lb, corpus, rng, window, mb_all, lo, hi, scale, seed,
-                     threads, carry, table):
+def _shard_text_step(plan, fplan, b, lb, corpus, rng, window, mb_all, lo, hi, seed, threads,
+                     carry, table):
     """This rank's columns ``lo ≤ k < hi`` of a global batch of ``mb_all`` windows of
     ``corpus``, as :func:`loopprop.train._train_text_epoch` draws them: random offsets
     (``window < 0``) drawn for *every* column from ``rng`` (one state, advanced alike on every
     rank) and only this rank's kept; or the consecutive ``window`` of each column's stream
     (``s = k·L + window·T``, ``L = (n − 1) // mb_all``), continuing the previous window's
     recurrent states when ``carry``. Then the gradient of the shard's mean loss scaled by
-    ``scale``. Returns ``(mean loss per position, correct positions, Σ grad²)``."""
+    ``m_r / mb_all`` (dropout's masks those of columns ``lo …`` of ``mb_all``). Returns
+    ``(mean loss per position, correct positions, Σ grad²)``."""
     T = plan[0, IN_SIZE]
     mb = hi - lo
     span = corpus.shape[0] - T
@@ -125,9 +127,9 @@ def _shard_text_step(plan, fplan, b, lb, corpus, rng, window, mb_all, lo, hi, sc
     if mb <= 0:
         _zero(b.grad)
         return 0.0, 0, 0.0
-    batch = _batch(mb, _view(lb.Ybuf, 0, 0, mb), lab, False, seed, threads, carry)
+    batch = _batch(mb, _view(lb.Ybuf, 0, 0, mb), lab, False, seed, threads, carry, lo, mb_all)
     loss, correct = _gradient(plan, fplan, b, lb, batch, table)
-    return loss, correct, _scale_squares(b.grad, scale, threads)
+    return loss, correct, _scale_squares(b.grad, mb / mb_all, threads)
 
 
 @kernel

@@ -50,14 +50,16 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "adamw": ADAMW}
 
 
 @kernel
-def _step(mb, training, seed, fresh, threads, carry):
+def _step(mb, training, seed, fresh, threads, carry, col0, cols):
     """A :class:`~loopprop.bundles.Step` of exactly the types the row functions were compiled
     for (a constant argument would otherwise arrive as a literal type)."""
-    return Step(int(mb), bool(training), int(seed), bool(fresh), int(threads), bool(carry))
+    return Step(int(mb), bool(training), int(seed), bool(fresh), int(threads), bool(carry),
+                int(col0), int(cols))
 
 
 @kernel(separate=True)
-def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, carry, threads, table):
+def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, carry, col0, cols, threads,
+                   table):
     """Forward through rows ``0 … n_rows − 1`` (§5): each row's forward function from
     ``table`` reads its input from ``b.acts``, writes its output there and fills its caches;
     ``A^(0)`` must already be at the start of ``b.acts``. A fused loss (softmax or sigmoid +
@@ -65,10 +67,13 @@ def _forward_batch(plan, fplan, b, mb, n_rows, training, seed, carry, threads, t
     its output. ``training`` switches dropout on and batch norm to the batch's statistics (and
     updates the running ones in ``b.state``); ``seed`` seeds dropout's masks; ``carry``: the
     batch continues the sequences of the previous pass on these buffers (recurrent rows start
-    from the states it ended with: :class:`~loopprop.bundles.Step`)."""
+    from the states it ended with: :class:`~loopprop.bundles.Step`); ``col0``, ``cols``: the
+    batch's columns are columns ``col0 …`` of ``cols`` (a data-parallel rank's share; else 0,
+    ``mb``), for dropout's masks."""
     for r in range(n_rows):
         row_at(table.forward, plan[r, KIND], table.like)(
-            r, plan, fplan, b, _step(mb, training, seed * 64 + r, False, threads, carry))
+            r, plan, fplan, b, _step(mb, training, seed * 64 + r, False, threads, carry, col0,
+                                     cols))
 
 
 @kernel(separate=True)
@@ -92,7 +97,7 @@ def _backward_batch(plan, fplan, b, mb, last, training, threads, table):
         if fresh and plan[r, WRITES_DX] == 0:
             _zero(_vec(b.dacts, plan[r, IN_OFF] * mb, plan[r, IN_SIZE] * mb))
         row_at(table.backward, plan[r, KIND], table.like)(
-            r, plan, fplan, b, _step(mb, training, 0, fresh, threads, False))
+            r, plan, fplan, b, _step(mb, training, 0, fresh, threads, False, 0, mb))
 
 
 @kernel
@@ -303,7 +308,7 @@ def _gradient(plan, fplan, b, lb, batch, table):
     fused = _fused(lb.code)
     n_fwd = L - 1 if fused else L
     _forward_batch(plan, fplan, b, mb, n_fwd, runtime_flag(True), batch.seed, batch.carry,
-                   threads, table)
+                   batch.col0, batch.cols, threads, table)
     loss = _loss_seed(plan, b.acts, b.dacts, mb, lb.code, batch.Y, batch.labels, batch.one_hot,
                       lb.col1, lb.col2)
     correct = 0
@@ -375,7 +380,7 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
         _gather(Yb, data.Y, perm, start)
         lab = _gather_labels(lb.labbuf, labels, perm, start, mb)
         step = _batch(mb, Yb, lab, data.one_hot, run.dropout_seed * 1048576 + batch, run.threads,
-                      False)
+                      False, 0, mb)
         loss, right, lr = _train_step(plan, fplan, b, opt, t, lb, step, norms, table)
         total += mb * loss
         correct += right
@@ -385,9 +390,10 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
 
 
 @kernel
-def _batch(mb, Y, labels, one_hot, seed, threads, carry):
+def _batch(mb, Y, labels, one_hot, seed, threads, carry, col0, cols):
     """A :class:`~loopprop.bundles.Batch` of plain (non-literal) types."""
-    return Batch(int(mb), Y, labels, bool(one_hot), int(seed), int(threads), bool(carry))
+    return Batch(int(mb), Y, labels, bool(one_hot), int(seed), int(threads), bool(carry),
+                 int(col0), int(cols))
 
 
 @kernel
@@ -431,7 +437,7 @@ def _train_text_epoch(plan, fplan, b, opt, t, lb, corpus, n_steps, norms, run, s
                 X0[i, k] = corpus[s + i]
                 lab[i * mb + k] = corpus[s + i + 1]
         batch = _batch(mb, Yb, lab, False, run.dropout_seed * 1048576 + step, run.threads,
-                       consecutive and w > 0)
+                       consecutive and w > 0, 0, mb)
         loss, right, lr = _train_step(plan, fplan, b, opt, t, lb, batch, norms, table)
         total += mb * loss
         correct += right
@@ -456,8 +462,8 @@ def _evaluate(plan, fplan, b, lb, data, chunk, out, training, threads, table):
     for start in range(0, n, chunk):
         mb = min(chunk, n - start)
         _copy_columns(_view(b.acts, 0, n0, mb), X, start, threads)
-        _forward_batch(plan, fplan, b, mb, L, training, int(0), runtime_flag(False), threads,
-                       table)
+        _forward_batch(plan, fplan, b, mb, L, training, int(0), runtime_flag(False), int(0), mb,
+                       threads, table)
         Yb = _view(lb.Ybuf, 0, Y.shape[0], mb)
         for i in range(Y.shape[0]):
             for c in range(mb):

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from loopprop import Network, models
-from loopprop.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU, Softmax
+from loopprop.layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU, Softmax
 
 
 def _examples(shape, n, classes, seed):
@@ -52,9 +52,10 @@ def wide(comm):
 
 
 def cnn(comm):
+    # with dropout: each rank draws its examples the masks one process draws them
     X, y = _examples((1, 8, 8), 100, 3, 3)
-    net = Network([Conv2d(4, 3), ReLU(), MaxPool2d(2), Flatten(), Dense(3), Softmax()],
-                  loss="cross_entropy", input_shape=(1, 8, 8), seed=4)
+    net = Network([Conv2d(4, 3), ReLU(), MaxPool2d(2), Flatten(), Dropout(0.25), Dense(3),
+                   Softmax()], loss="cross_entropy", input_shape=(1, 8, 8), seed=4)
     net.fit(X, y, epochs=1, batch_size=10, optimizer="momentum", lr=0.05, seed=5,
             progress=False, comm=comm)
     return net

@@ -27,8 +27,12 @@ _TWO_M53 = 1.0 / 9007199254740992.0
 
 
 @kernel
-def _dropout_forward(A_out, mask, A, p, seed):
-    """``mask[t] = 0 if r(seed, t) < p else 1/(1 − p)``; ``A_out[t] = A[t] · mask[t]``.
+def _dropout_forward(A_out, mask, A, p, seed, col0, cols):
+    """``mask[u] = 0 if r(seed, t) < p else 1/(1 − p)``; ``A_out[u] = A[u] · mask[u]``, for the
+    value ``u = i·m + k`` of row ``i`` and example ``k`` (the arrays seen as ``(rows, m)``, ``m``
+    their last axis) and ``t = i·cols + col0 + k``: the arrays are columns ``col0 …`` of a batch
+    of ``cols`` (``col0 = 0``, ``cols = m``: ``t = u``, the flat index), so that a data-parallel
+    rank's share of a batch gets the masks one process gives those examples.
 
     Shapes: A_out, mask written, A: any shape, all the same, C-contiguous.
     ``r(seed, t)`` is the top 53 bits of SplitMix64's output for the counter
@@ -37,12 +41,16 @@ def _dropout_forward(A_out, mask, A, p, seed):
     a_out = borrowed_flat(A_out)
     mk = borrowed_flat(mask)
     a = borrowed_flat(A)
+    m = A.shape[-1]
     keep = 1.0 / (1.0 - p)
     base = np.uint64(seed) * np.uint64(GAMMA)
-    for t in range(a.shape[0]):
-        r = np.float64(_mix(base + np.uint64(t + 1) * np.uint64(GAMMA)) >> np.uint64(11))
-        mk[t] = 0.0 if r * _TWO_M53 < p else keep
-        a_out[t] = a[t] * mk[t]
+    for i in range(a.shape[0] // max(m, 1)):
+        for k in range(m):
+            u = i * m + k
+            t = i * cols + col0 + k
+            r = np.float64(_mix(base + np.uint64(t + 1) * np.uint64(GAMMA)) >> np.uint64(11))
+            mk[u] = 0.0 if r * _TWO_M53 < p else keep
+            a_out[u] = a[u] * mk[u]
 
 
 @kernel(fast=True)
@@ -72,7 +80,7 @@ def dropout_forward(A, p: float, seed: int, *, check_finite: bool = True):
     p = check_p(p)
     seed = _checks.stream_seed(_checks.check_int(seed, "seed", 0, "non-negative integer seed"))
     A_out, mask = np.empty_like(A), np.empty_like(A)
-    _dropout_forward(A_out, mask, A, p, seed)
+    _dropout_forward(A_out, mask, A, p, seed, 0, A.shape[-1])
     return A_out, mask
 
 

@@ -50,7 +50,7 @@ def dropout_forward(r, plan, fplan, b, s):
     inp = _view(b.acts, plan[r, IN_OFF] * mb, n, mb)
     if s.training:
         _dropout_forward(out, _view(b.cache, plan[r, MASK] * mb, n, mb), inp, fplan[r, 0],
-                         s.seed)
+                         s.seed, s.col0, s.cols)
     else:
         _activation_forward_tuned(out, inp, 0, 0.0)  # identity: a copy
 
