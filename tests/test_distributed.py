@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import mpi_cases
+import loopprop as lp
 from loopprop import Network, models
 from loopprop.distributed import shard
 from loopprop.layers import BatchNorm, Dense, ReLU, Softmax
@@ -51,6 +52,23 @@ def test_shards_partition_every_batch(p, size):
         assert all(parts[r][1] == parts[r + 1][0] for r in range(size - 1))
         sizes = [hi - lo for lo, hi in parts]
         assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("shape", [(5, 12), (2, 3, 3, 12)])
+def test_a_share_of_a_batch_draws_the_batchs_dropout_masks(shape):
+    from loopprop.kernels.dropout import _dropout_forward
+
+    A = np.random.default_rng(0).standard_normal(shape)
+    whole, mask = np.empty_like(A), np.empty_like(A)
+    _dropout_forward(whole, mask, A, 0.4, 77, 0, shape[-1])
+    ref_out, ref_mask = lp.dropout_forward(A, 0.4, 77)  # the public function: the flat index
+    assert np.array_equal(mask, ref_mask) and np.array_equal(whole, ref_out)
+    for lo, hi in ((0, 5), (5, 7), (7, 12), (3, 4)):
+        part = np.ascontiguousarray(A[..., lo:hi])
+        out, got = np.empty_like(part), np.empty_like(part)
+        _dropout_forward(out, got, part, 0.4, 77, lo, shape[-1])
+        assert np.array_equal(got, mask[..., lo:hi]) and np.array_equal(out, whole[..., lo:hi])
+    assert 0 < np.count_nonzero(mask) < mask.size  # some dropped, some kept
 
 
 @pytest.mark.parametrize("case", ["mlp", "wide", "cnn", "gpt", "lstm"])
