@@ -23,8 +23,8 @@ def speaks() -> bool:
 
 def setup(args: argparse.Namespace) -> Any:
     """``MPI.COMM_WORLD`` for ``--data-parallel`` (else ``None``). Every rank trains; only rank
-    0 prints, shows progress, validates' results, saves and plots: the other ranks' standard
-    output is discarded and their ``--save`` / ``--plot`` dropped."""
+    0 prints, shows progress, saves and plots: the other ranks' standard output is discarded
+    and their ``--save`` / ``--plot`` dropped."""
     if not getattr(args, "data_parallel", False):
         return None
     if args.model == "resnet":
@@ -89,8 +89,9 @@ def fail(args: argparse.Namespace, exc: BaseException, status: int) -> int:
 def resume(net, path: str | None) -> None:
     """``--resume PATH``: ``net`` (built from this command's options) takes the weights and
     state saved at ``path``, which must hold the same network (the optimizer starts afresh:
-    the file holds no optimizer state)."""
-    if not path:
+    the file holds no optimizer state). Under ``--data-parallel`` rank 0 alone reads the file
+    (the other machines need not have it): ``fit`` gives every rank rank 0's weights."""
+    if not path or not speaks():
         return
     from ..network import Network
 
