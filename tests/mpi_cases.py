@@ -3,10 +3,11 @@ its own process with ``comm=None`` for the single-process reference): ten optimi
 small MLP, CNN, GPT and LSTM in float64.
 
 ``wide`` is large enough (five blocks of 2¹⁶ parameters) that every rank updates a slice of
-θ of its own. ``python tests/mpi_cases.py CASE OUT.npy`` trains CASE on ``MPI.COMM_WORLD``;
-rank 0 checks that every rank holds bitwise the same parameters (exit status 3 if not) and
-saves them to OUT. The case ``mismatch`` gives rank 1 another learning rate: every rank must
-stop with ``DataParallelError`` (exit status 2, rank 0's message on standard error).
+θ of its own. ``python tests/mpi_cases.py CASE,CASE,… OUT-CASE.npy`` trains each CASE on
+``MPI.COMM_WORLD`` in one launch; rank 0 checks that every rank holds bitwise the same
+parameters (exit status 3 if not) and saves them to OUT with CASE replaced. The case
+``mismatch`` gives rank 1 another learning rate: every rank must stop with
+``DataParallelError`` (exit status 2, rank 0's message on standard error).
 """
 
 from __future__ import annotations
@@ -83,13 +84,13 @@ def lstm(comm):
 CASES = {"mlp": mlp, "wide": wide, "cnn": cnn, "gpt": gpt, "lstm": lstm}
 
 
-def main(case: str, out: str) -> int:
+def main(cases: list[str], out: str) -> int:
     from mpi4py import MPI
 
     from loopprop.distributed import DataParallelError
 
     comm = MPI.COMM_WORLD
-    if case == "mismatch":
+    if cases == ["mismatch"]:
         try:
             mlp(comm, lr=0.01 if comm.Get_rank() != 1 else 0.02)
         except DataParallelError as exc:
@@ -97,15 +98,16 @@ def main(case: str, out: str) -> int:
                 print(exc, file=sys.stderr, flush=True)
             return 2
         return 0
-    net = CASES[case](comm)
-    thetas = comm.gather(net._theta, root=0)
-    if comm.Get_rank() == 0:
-        if any(not np.array_equal(t, thetas[0]) for t in thetas):
-            print("the ranks' parameters differ", file=sys.stderr)
-            return 3
-        np.save(out, net._theta)
+    for case in cases:
+        net = CASES[case](comm)
+        thetas = comm.gather(net._theta, root=0)
+        if comm.Get_rank() == 0:
+            if any(not np.array_equal(t, thetas[0]) for t in thetas):
+                print(f"{case}: the ranks' parameters differ", file=sys.stderr)
+                return 3
+            np.save(out.replace("CASE", case), net._theta)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1].split(","), sys.argv[2]))

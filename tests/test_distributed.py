@@ -126,16 +126,30 @@ def _run(n: int, *args: str, timeout: float = 300) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=timeout)
 
 
-@needs_jit
-@pytest.mark.parametrize("case", ["mlp", "wide", "cnn", "gpt", "lstm"])
-def test_ranks_agree_with_one_process_and_repeat_bitwise(case, tmp_path):
-    alone = mpi_cases.CASES[case](None)._theta
+CASES = ["mlp", "wide", "cnn", "gpt", "lstm"]
+
+
+@pytest.fixture(scope="module")
+def ranked_runs(tmp_path_factory):
+    """Every case trained in three launches (one launch runs them all: each launch costs
+    seconds of start-up): two on two ranks, one on three. ``{run: {case: θ}}``."""
+    if numba.config.DISABLE_JIT:
+        pytest.skip("ranks run compiled code")
+    where = tmp_path_factory.mktemp("ranked")
     runs = {}
     for n, name in ((2, "a"), (2, "b"), (3, "c")):
-        out = tmp_path / f"{name}.npy"
-        r = _run(n, os.path.join(HERE, "mpi_cases.py"), case, str(out))
+        r = _run(n, os.path.join(HERE, "mpi_cases.py"), ",".join(CASES),
+                 str(where / f"{name}-CASE.npy"))
         assert r.returncode == 0, r.stderr
-        runs[name] = np.load(out)
+        runs[name] = {case: np.load(where / f"{name}-{case}.npy") for case in CASES}
+    return runs
+
+
+@needs_jit
+@pytest.mark.parametrize("case", CASES)
+def test_ranks_agree_with_one_process_and_repeat_bitwise(case, ranked_runs):
+    alone = mpi_cases.CASES[case](None)._theta
+    runs = {name: thetas[case] for name, thetas in ranked_runs.items()}
     assert np.array_equal(runs["a"], runs["b"])  # two runs on two ranks: the same bits
     for name in ("a", "c"):  # two and three ranks against one process
         np.testing.assert_allclose(runs[name], alone, rtol=0, atol=1e-12)
@@ -143,15 +157,30 @@ def test_ranks_agree_with_one_process_and_repeat_bitwise(case, tmp_path):
 
 @needs_jit
 def test_ranks_with_different_options_stop_with_rank_0s_message(tmp_path):
-    r = _run(2, os.path.join(HERE, "mpi_cases.py"), "mismatch", str(tmp_path / "x.npy"),
+    r = _run(2, os.path.join(HERE, "mpi_cases.py"), "mismatch", str(tmp_path / "x-CASE.npy"),
              timeout=120)
     assert r.returncode != 0
     assert "rank 1 trains with lr = 0.02 but rank 0 with 0.01" in r.stderr
 
 
-def _train(mode: str, *args: str, epochs: int = 2) -> subprocess.CompletedProcess:
+def _train(mode: str, *args: str) -> subprocess.CompletedProcess:
     return _run(2, os.path.join(HERE, "mpi_fault.py"), mode, "train", "--data-parallel",
-                "--epochs", str(epochs), "--no-progress", *args, timeout=120)
+                "--epochs", "2", "--no-progress", *args, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two epochs of the digits MLP on two ranks, saved: ``(path, the run)``. Only rank 0
+    writes, one file."""
+    if numba.config.DISABLE_JIT:
+        pytest.skip("ranks run compiled code")
+    where = tmp_path_factory.mktemp("trained")
+    saved = where / "model.npz"
+    first = _train("none", "--save", str(saved))
+    assert first.returncode == 0, first.stderr
+    assert sorted(os.listdir(where)) == ["model.npz"]
+    assert first.stdout.count("saved ") == 1
+    return saved, first
 
 
 @needs_jit
@@ -159,12 +188,9 @@ def _train(mode: str, *args: str, epochs: int = 2) -> subprocess.CompletedProces
     ("raise", "rank 1: ZeroDivisionError: injected on purpose"),
     ("nan", "rank 1: its gradient holds NaN or Inf in layer 1 (1:Dense.W)"),
     ("kill", None)])
-def test_a_failing_rank_ends_the_job_and_the_saved_file_survives(mode, said, tmp_path):
+def test_a_failing_rank_ends_the_job_and_the_saved_file_survives(mode, said, trained, tmp_path):
     saved = tmp_path / "model.npz"
-    first = _train("none", "--save", str(saved))
-    assert first.returncode == 0, first.stderr
-    assert sorted(os.listdir(tmp_path)) == ["model.npz"]  # one file, written by rank 0
-    assert first.stdout.count("saved ") == 1
+    shutil.copy(trained[0], saved)
     before = saved.read_bytes()
     r = _train(mode, "--resume", str(saved), "--save", str(saved))
     assert r.returncode != 0
@@ -186,11 +212,9 @@ def mpi_fault_step() -> int:
 
 
 @needs_jit
-def test_resumed_data_parallel_run_continues_from_the_file(tmp_path):
-    saved = tmp_path / "model.npz"
-    first = _train("none", "--save", str(saved), epochs=1)
-    assert first.returncode == 0, first.stderr
-    r = _train("none", "--resume", str(saved), epochs=1)
+def test_resumed_data_parallel_run_continues_from_the_file(trained):
+    saved, first = trained
+    r = _train("none", "--resume", str(saved))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count(f"resuming from {saved}") == 1
     # the same seed and options: only the weights it starts from differ
