@@ -71,7 +71,8 @@ def test_a_share_of_a_batch_draws_the_batchs_dropout_masks(shape):
     assert 0 < np.count_nonzero(mask) < mask.size  # some dropped, some kept
 
 
-@pytest.mark.parametrize("case", ["mlp", "wide", "cnn", "gpt", "lstm"])
+@pytest.mark.parametrize("case", ["mlp", pytest.param("wide", marks=pytest.mark.heavy), "cnn",
+                                  "gpt", "lstm"])  # wide: a minute as Python (JIT off)
 def test_one_rank_is_bitwise_the_single_process_fit(case):
     MPI = _mpi()
     alone, ranked = mpi_cases.CASES[case](None), mpi_cases.CASES[case](MPI.COMM_SELF)
