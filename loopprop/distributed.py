@@ -220,6 +220,8 @@ class Slice:
         self.blocks = np.zeros(blocks, np.float64)  # every block's Σ g², in θ's order
 
     def descend(self, flat, t: int, norms, threads: int) -> float:
+        """Step ``t + 1`` from the ranks' shard gradients in ``flat.grad`` (the class's five
+        steps); ``norms.total`` accumulates every array's norm. Returns the rate used."""
         MPI, comm, K = self.ranks._mpi, self.comm, self.spans.shape[0]
         comm.Reduce_scatter(flat.grad, self.part, recvcounts=self.counts, op=MPI.SUM)
         _slice_squares(self.part, self.a, self.spans, self.send[:K], self.send[K:])
