@@ -162,8 +162,7 @@ class Ranks:
         step cannot hide). Returns the rate used."""
         if flat.theta.size < SLICED_MIN_PARAMS:
             self.sum(flat.grad)
-            lr, _ = _descend(flat, optim, t, norms, threads)
-            return float(lr)
+            return float(_descend(flat, optim, t, norms, threads))
         part = self._slice
         if part is None or part.theta.base is not flat.theta or part.opt1 is not optim.opt1:
             part = self._slice = Slice(self, flat, optim, norms.spans)
@@ -195,7 +194,8 @@ class Slice:
         edges = [min(P, r * blocks // ranks.size * BLOCK) for r in range(ranks.size + 1)]
         edges[-1] = P
         self.ranks, self.comm, MPI = ranks, ranks.comm, ranks._mpi
-        self.a, self.b = a, b = edges[ranks.rank], edges[ranks.rank + 1]
+        self.a = a = edges[ranks.rank]
+        b = edges[ranks.rank + 1]
         self.counts = [edges[r + 1] - edges[r] for r in range(ranks.size)]
         self.displs = edges[:-1]
         self.theta_type = MPI.DOUBLE if flat.theta.dtype == np.float64 else MPI.FLOAT

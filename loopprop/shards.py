@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel, prange
-from .kernels.optim import BLOCK, _block_squares
+from .kernels.optim import BLOCK, _block_squares, _sum_blocks
 from .kernels.rng import _below
 from .plan import IN_SIZE
 from .rows.common import _view, _zero
@@ -45,10 +45,7 @@ def _scale_squares(grad, scale, threads):
     else:
         for c in range(blocks):
             partial[c] = _scale_block(grad, c * BLOCK, min(n, (c + 1) * BLOCK), scale)
-    s = 0.0
-    for c in range(blocks):
-        s += partial[c]
-    return s
+    return _sum_blocks(partial)
 
 
 @kernel(fast=True)

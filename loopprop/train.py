@@ -324,15 +324,11 @@ def _gradient(plan, fplan, b, lb, batch, table):
 def _descend(b, opt, t, norms, threads):
     """Optimizer step number ``t + 1`` from the gradient in ``b.grad`` (§10, :func:`_update`),
     after ``norms.total[a]`` has accumulated the norm ``‖∂L/∂θ_a‖`` of every parameter array
-    ``a`` (before clipping). Returns ``(the rate used, Σ_a ‖∂L/∂θ_a‖²)`` (not finite when the
-    gradient is not)."""
+    ``a`` (before clipping). Returns the rate used."""
     spans = norms.spans
-    squares = 0.0
     for a in range(spans.shape[0]):
-        s = _sum_squares(b.grad, spans[a, 0], spans[a, 1])
-        squares += s
-        norms.total[a] += math.sqrt(s)
-    return _update(b.theta, b.grad, opt, t, threads), squares
+        norms.total[a] += math.sqrt(_sum_squares(b.grad, spans[a, 0], spans[a, 1]))
+    return _update(b.theta, b.grad, opt, t, threads)
 
 
 @kernel(separate=True)
@@ -340,7 +336,7 @@ def _train_step(plan, fplan, b, opt, t, lb, batch, norms, table):
     """One optimizer step on the batch already in ``b.acts``: :func:`_gradient`, then
     :func:`_descend`. Returns ``(batch loss, correct predictions, rate)``."""
     loss, correct = _gradient(plan, fplan, b, lb, batch, table)
-    lr, _ = _descend(b, opt, t, norms, batch.threads)
+    lr = _descend(b, opt, t, norms, batch.threads)
     return loss, correct, lr
 
 

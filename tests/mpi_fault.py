@@ -1,7 +1,8 @@
 """``loopprop train`` under ``mpiexec -n 2`` with a fault injected on rank 1 at its 60th step
 (the second epoch of the digits MLP), for tests/test_distributed.py:
 ``python tests/mpi_fault.py MODE TRAIN-ARGS…`` with MODE ``none``, ``raise`` (an exception
-in the step), ``nan`` (NaN in the rank's gradient) or ``kill`` (the process killed outright).
+in the step), ``nan`` (NaN in the rank's gradient), ``kill`` (the process killed outright) or
+``early`` (an error on rank 1 alone before training, while rank 0 waits in a collective call).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ FAULT_STEP = 60
 
 
 def inject(mode: str) -> None:
+    if mode == "early":
+        def refuse(self, net, facts):
+            raise OSError("injected before training")
+
+        distributed.Ranks.start = refuse
+        return
     real = distributed._shard_step
     calls = [0]
 

@@ -206,6 +206,14 @@ def test_a_failing_rank_ends_the_job_and_the_saved_file_survives(mode, said, tra
     Network.load(saved)
 
 
+@needs_jit
+def test_an_error_on_one_rank_outside_the_steps_aborts_the_whole_job():
+    r = _train("early")  # rank 0 meanwhile waits for rank 1 in Ranks.start's allgather
+    assert r.returncode != 0
+    said = [line for line in r.stderr.splitlines() if line.startswith("loopprop:")]
+    assert said == ["loopprop: error (rank 1 of 2): injected before training"], r.stderr
+
+
 def mpi_fault_step() -> int:
     import mpi_fault
 

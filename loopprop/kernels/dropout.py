@@ -28,11 +28,12 @@ _TWO_M53 = 1.0 / 9007199254740992.0
 
 @kernel
 def _dropout_forward(A_out, mask, A, p, seed, col0, cols):
-    """``mask[u] = 0 if r(seed, t) < p else 1/(1 − p)``; ``A_out[u] = A[u] · mask[u]``, for the
-    value ``u = i·m + k`` of row ``i`` and example ``k`` (the arrays seen as ``(rows, m)``, ``m``
-    their last axis) and ``t = i·cols + col0 + k``: the arrays are columns ``col0 …`` of a batch
-    of ``cols`` (``col0 = 0``, ``cols = m``: ``t = u``, the flat index), so that a data-parallel
-    rank's share of a batch gets the masks one process gives those examples.
+    """Inverted dropout (docs/formulas.md, "Dropout"): ``mask[u] = 0 if r(seed, t) < p else
+    1/(1 − p)``; ``A_out[u] = A[u] · mask[u]``, for the value ``u = i·m + k`` of row ``i`` and
+    example ``k`` (the arrays seen as ``(rows, m)``, ``m`` their last axis) and ``t = i·cols +
+    col0 + k``: the arrays are columns ``col0 …`` of a batch of ``cols`` (``col0 = 0``, ``cols
+    = m``: ``t = u``, the flat index), so that a data-parallel rank's share of a batch gets the
+    masks one process gives those examples.
 
     Shapes: A_out, mask written, A: any shape, all the same, C-contiguous.
     ``r(seed, t)`` is the top 53 bits of SplitMix64's output for the counter
