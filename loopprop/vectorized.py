@@ -184,14 +184,19 @@ def train_epoch_lean(params, X, y, batch_size, lr, activations):
     """:func:`train_epoch` as lean as plain NumPy gets: the benchmark baseline.
 
     The readable :func:`train_epoch` calls the functions above, one per formula, as the tests
-    want them; a competent NumPy user writes the epoch inline instead: one ``@`` per product,
-    the bias added in place, ``np.maximum`` for ReLU and a boolean mask for its derivative,
-    softmax + cross-entropy on the shifted logits with integer labels, no validation. Same
-    arguments and result as :func:`train_epoch` (ReLU, tanh or sigmoid hidden layers).
+    want them; a competent NumPy user writes the epoch inline instead: one ``@`` per product
+    (the weight gradients into buffers made once), the bias added in place, ``np.maximum``
+    for ReLU and a boolean mask for its derivative, softmax + cross-entropy on the shifted
+    logits with integer labels, no validation. Same arguments and result as
+    :func:`train_epoch` (ReLU, tanh or sigmoid hidden layers).
     """
     n = X.shape[1]
     L = len(params)
     total = 0.0
+    # The weight gradients go into buffers made once: a temporary the size of W per batch is
+    # a fresh mapping above glibc's mmap threshold (128 KiB), and on a VM where page faults
+    # are dear that alone doubled this epoch's time (docs/performance.md, "Measuring").
+    dWs = [np.empty_like(W) for W, _ in params]
     for s in range(0, n, batch_size):
         Xb = X[:, s:s + batch_size]
         yb = y[s:s + batch_size]
@@ -216,7 +221,7 @@ def train_epoch_lean(params, X, y, batch_size, lr, activations):
         dZ /= m
         for l in range(L - 1, -1, -1):
             W, b = params[l]
-            dW = dZ @ As[l].T
+            dW = np.matmul(dZ, As[l].T, out=dWs[l])
             db = dZ.sum(axis=1)
             if l > 0:
                 dA = W.T @ dZ
@@ -228,7 +233,8 @@ def train_epoch_lean(params, X, y, batch_size, lr, activations):
                 else:
                     dA *= A * (1.0 - A)
                 dZ = dA
-            W -= lr * dW
+            dW *= lr
+            W -= dW
             b -= lr * db
     return total / n
 
