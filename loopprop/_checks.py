@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 from ._jit import kernel
@@ -83,6 +84,32 @@ def _all_finite(v):
     return acc == 0
 
 
+#: values per block of :func:`_all_finite_blocks`, and the fewest values it takes: below, one
+#: pass on one thread (the small MLP's 1.2·10⁵ values, 11 µs, cost a fit 60–200 µs more on
+#: two: the pool's wake-up and its barrier)
+FINITE_BLOCK = 1 << 16
+FINITE_THREADED = 1 << 20
+
+
+@kernel(fast=True, parallel=True)
+def _all_finite_blocks(v):
+    """:func:`_all_finite` over blocks of :data:`FINITE_BLOCK` values shared between Numba's
+    threads (one thread reads 40–80 GB/s here: the MNIST training set's 5·10⁶ values took 0.9
+    ms, as long as two batches)."""
+    block = FINITE_BLOCK
+    n_blocks = (v.shape[0] + block - 1) // block
+    ok = np.empty(n_blocks, np.bool_)
+    for b in numba.prange(n_blocks):  # (the sum written out here is not vectorized)
+        ok[b] = _all_finite(v[b * block:min(v.shape[0], (b + 1) * block)])
+    return ok.all()
+
+
+def all_finite(v: np.ndarray) -> bool:
+    """Whether the 1-D contiguous ``v`` holds no NaN or Inf: one compiled pass, on Numba's
+    threads from :data:`FINITE_THREADED` values."""
+    return bool(_all_finite_blocks(v) if v.shape[0] >= FINITE_THREADED else _all_finite(v))
+
+
 def require_finite(arr: np.ndarray, name: str,
                    fix: str = "clean the input, or pass check_finite=False to skip this check"
                    ) -> None:
@@ -93,7 +120,7 @@ def require_finite(arr: np.ndarray, name: str,
     ``sum`` on 10⁵ values); only a failing array pays for the element-wise scan that locates
     the first bad value for the message.
     """
-    if arr.size and not _all_finite(arr.reshape(-1)):
+    if arr.size and not all_finite(arr.reshape(-1)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = tuple(int(v) for v in bad)
         raise ValueError(
@@ -110,7 +137,7 @@ def to_dtype(arr: np.ndarray, dtype: np.dtype, name: str, check_finite: bool = T
         out = arr.astype(dtype, copy=False)
     if not check_finite:
         return out
-    if out is not arr and out.size and not _all_finite(out.reshape(-1)):
+    if out is not arr and out.size and not all_finite(out.reshape(-1)):
         bad = np.argwhere(~np.isfinite(out))[0]
         where = tuple(int(v) for v in bad)
         if np.isfinite(arr[where]):

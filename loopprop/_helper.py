@@ -38,10 +38,13 @@ from .bundles import type_key
 ENV = "LOOPPROP_COMPILE_HELPER"
 
 
+#: the machine's cores (``os.cpu_count`` takes 7 µs a call, and ``fit`` asks at every call)
+_CORES = os.cpu_count() or 1
+
+
 def enabled() -> bool:
     """Whether a second process may compile: the JIT on, two cores, ``ENV`` not 0."""
-    return (not numba.config.DISABLE_JIT and os.environ.get(ENV, "1") != "0"
-            and (os.cpu_count() or 1) >= 2)
+    return not numba.config.DISABLE_JIT and os.environ.get(ENV, "1") != "0" and _CORES >= 2
 
 
 def compiled_or_cached(disp, argtypes: tuple) -> bool:

@@ -24,6 +24,7 @@ parallel switch are decided once:
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable, TypeVar
 
 import numba
@@ -212,9 +213,27 @@ def threads_for_load(threads: int) -> int:
     cores that busy processes also want wait for each other at every barrier (the digits CNN
     ran 2.4–4.7× its quiet epoch with two busy processes beside it; on one thread 1.5–1.7×:
     docs/performance.md, "Threads that wait"). Elsewhere (no ``/proc``) ``threads`` as given.
-    Read once per epoch by ``fit``; the results do not depend on the thread count."""
+    Asked once per epoch by ``fit``, read at most every :data:`LOAD_SECONDS` (a call that
+    reads the files costs 20–100 µs, a twentieth of a small epoch, and busy processes come and
+    go over seconds); the results do not depend on the thread count."""
     if threads <= 1:
         return threads
+    now = time.monotonic()
+    last = _LOAD.get(threads)
+    if last is not None and now - last[0] < LOAD_SECONDS:
+        return last[1]
+    result = _threads_for_load(threads)
+    _LOAD[threads] = (now, result)
+    return result
+
+
+#: how long :func:`threads_for_load` keeps what it read, and what it read per thread count
+LOAD_SECONDS = 1.0
+_LOAD: dict[int, tuple[float, int]] = {}
+
+
+def _threads_for_load(threads: int) -> int:
+    """:func:`threads_for_load` read afresh."""
     try:
         with open("/proc/loadavg") as fh:
             running = int(fh.read().split()[3].split("/")[0])

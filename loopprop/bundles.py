@@ -162,10 +162,10 @@ class Run(NamedTuple):
 
 def _key(value):
     """What a value's Numba type depends on, when it is quick to tell (``None``: not quick)."""
-    if isinstance(value, np.ndarray):
-        f = value.flags
-        return (value.dtype.str, value.ndim, f.c_contiguous, f.f_contiguous, f.writeable,
-                f.aligned)
+    if isinstance(value, np.ndarray):  # the flags as one mask (contiguity, writeable, aligned,
+        # and owning its data, which Numba's type ignores: a finer key, never a wrong one);
+        # 0.2 µs where the flags one by one took 0.6 (48 keys per fit)
+        return (value.dtype, value.ndim, value.flags.num)
     if isinstance(value, (bool, np.bool_)):
         return "bool"
     if isinstance(value, int):

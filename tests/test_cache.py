@@ -140,3 +140,20 @@ def test_type_key_is_equal_only_for_equal_numba_types():
     assert len({type_key(x) for x in same[:2]}) == 1
     assert len({type_key(x) for x in [a, *other[:4]]}) == 5
     assert type_key(("text", a)) is None and type_key(object()) is None
+
+
+def test_threads_for_load_reads_the_load_at_most_once_a_second(monkeypatch):
+    """``fit`` asks at every epoch; reading /proc costs 20–100 µs, a tenth of a small epoch."""
+    from loopprop import _jit
+
+    reads, now = [], [1000.0]
+    monkeypatch.setattr(_jit, "_LOAD", {})
+    monkeypatch.setattr(_jit, "_threads_for_load", lambda t: reads.append(t) or 1)
+    monkeypatch.setattr(_jit.time, "monotonic", lambda: now[0])
+    assert _jit.threads_for_load(2) == 1 and _jit.threads_for_load(2) == 1
+    assert reads == [2]
+    now[0] += _jit.LOAD_SECONDS / 2
+    assert _jit.threads_for_load(2) == 1 and reads == [2]
+    now[0] += _jit.LOAD_SECONDS
+    assert _jit.threads_for_load(2) == 1 and reads == [2, 2]  # read again after a second
+    assert _jit.threads_for_load(1) == 1 and reads == [2, 2]  # one thread: nothing to read

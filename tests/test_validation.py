@@ -157,3 +157,34 @@ def test_scalar_arguments_get_clear_errors(call, exc, pattern):
     with pytest.raises(exc, match=pattern) as err:
         call()
     assert len(str(err.value)) < 300  # the message never prints a whole array
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 1000, (1 << 16), (1 << 16) + 1, 3 * (1 << 16) + 5])
+def test_the_finiteness_passes_find_every_nan_and_inf_in_any_block(n, dtype):
+    """The one pass and the blocks shared between threads (every block's first and last value
+    tried); the oracle is NumPy's isfinite."""
+    from loopprop._checks import FINITE_BLOCK, _all_finite, _all_finite_blocks
+
+    v = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    assert _all_finite(v) and _all_finite_blocks(v)
+    places = {0, n - 1, n // 2} | {p for b in range(0, n, FINITE_BLOCK)
+                                   for p in (b, min(n, b + FINITE_BLOCK) - 1)}
+    for p in sorted(places):
+        for bad in (np.nan, np.inf, -np.inf):
+            w = v.copy()
+            w[p] = bad
+            assert not np.isfinite(w).all()
+            assert not _all_finite(w) and not _all_finite_blocks(w), (p, bad)
+    big = np.full(n, np.finfo(dtype).max, dtype)  # finite values whose sum overflows
+    assert _all_finite(big) and _all_finite_blocks(big)
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 5])
+def test_all_finite_either_side_of_the_threaded_size(offset):
+    from loopprop._checks import FINITE_THREADED, all_finite
+
+    v = np.zeros(FINITE_THREADED + offset)
+    assert all_finite(v) is True
+    v[-1] = np.nan
+    assert all_finite(v) is False
