@@ -511,10 +511,11 @@ class OptimizerState:
         self.opt1 = np.zeros(self.n_params if self.name != "sgd" else 0, self.dtype)
         self.opt2 = np.zeros(self.n_params if self.name in ("adam", "adamw") else 0, self.dtype)
         hyper = np.zeros(11, np.float64)
-        hyper[[LR, BETA1, BETA2, EPS, WEIGHT_DECAY, CLIP, SCHEDULE, WARMUP, TOTAL, STEP_SIZE,
-               GAMMA]] = [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                          self.clip, SCHEDULES[self.schedule], self.warmup, self.total,
-                          self.step_size, self.gamma]
+        for i, value in ((LR, self.lr), (BETA1, self.beta1), (BETA2, self.beta2), (EPS, self.eps),
+                         (WEIGHT_DECAY, self.weight_decay), (CLIP, self.clip),
+                         (SCHEDULE, SCHEDULES[self.schedule]), (WARMUP, self.warmup),
+                         (TOTAL, self.total), (STEP_SIZE, self.step_size), (GAMMA, self.gamma)):
+            hyper[i] = value  # (a fancy-indexed assignment took 5 µs of every fit)
         self.hyper = hyper
 
     def bundle(self, decay_spans: np.ndarray) -> Optim:
