@@ -25,7 +25,7 @@ from .kernels.losses import (_mse, _sigmoid_binary_cross_entropy, _softmax_cross
                              _softmax_cross_entropy_labels_tuned)
 from .kernels.optim import (SCHEDULES, _adam_threads, _adamw_threads, _add_weight_decay,
                             _clip_grad_norm_threads, _momentum_threads, _scheduled_lr,
-                            _sgd_threads)
+                            _sgd_threads, _zero_threads)
 from .kernels.rng import _below, _shuffle
 from .layers.core import Activation
 from .plan import IN2_OFF, IN_OFF, IN_SIZE, KIND, OUT_OFF, OUT_SIZE, WRITES_DX
@@ -315,7 +315,7 @@ def _gradient(plan, fplan, b, lb, batch, table):
     if fused:
         correct = _count_correct(_logits(plan, b.acts, mb), lb.code, batch.Y, batch.labels,
                                  batch.one_hot)
-    _zero(b.grad)
+    _zero_threads(b.grad, threads)
     _backward_batch(plan, fplan, b, mb, n_fwd - 1, runtime_flag(True), threads, table)
     return loss, correct
 

@@ -129,3 +129,15 @@ def test_threaded_sgd_and_momentum_are_the_formulas_on_any_thread_count(rng, dty
     assert_close("sgd", outs[0][0], theta.astype(np.float64) - lr * grad.astype(np.float64), rtol)
     assert_close("velocity", outs[0][2], v_ref, rtol)
     assert_close("momentum", outs[0][1], theta.astype(np.float64) - lr * v_ref, rtol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 5000, 3 * (1 << 16) + 5])
+def test_threaded_zeroing_clears_every_value(rng, n, threads):
+    """A batch's gradients start from zero (§12): every value of every block, the partial
+    last one included, on one thread or split between two."""
+    from loopprop.kernels.optim import _zero_threads
+
+    v = rand(rng, n, np.float64) + 1.0
+    _zero_threads(v, threads)
+    np.testing.assert_array_equal(v, np.zeros(n))
