@@ -35,13 +35,13 @@ from .layers import Embedding
 _KEEP_XT_BYTES = 1 << 24
 
 
-
 @functools.lru_cache(maxsize=64)
 def _seeds(seed: int, stream: int) -> np.random.SeedSequence:
     """``SeedSequence([seed, stream])``, made once per seed: hashing the entropy took 17 µs of
     every ``fit`` (``default_rng`` of it, 9 µs, draws the same numbers as of ``[seed,
     stream]``; generating a generator's state leaves the sequence as it was)."""
     return np.random.SeedSequence([seed, stream])
+
 
 class Fitting:
     """``Network``'s training methods (:class:`loopprop.Network` inherits them)."""

@@ -206,6 +206,7 @@ def _zero_threads(v, threads):
 
 @kernel
 def _zero_block(v):
+    """``v[p] = 0`` for every ``p`` of one block (:func:`_zero_threads`)."""
     for p in range(v.shape[0]):
         v[p] = 0.0
 
