@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel, prange
+from ._jit import kernel, prange, runtime_flag
 from .kernels.optim import BLOCK, _block_squares, _sum_blocks
 from .kernels.rng import _below
 from .plan import IN_SIZE
 from .rows.common import _view, _zero
-from .train import (_batch, _copy_columns, _gather, _gather_columns, _gather_labels, _gradient,
-                    _sum_squares, _update)
+from .train import _batch, _gradient, _load_batch, _sum_squares, _update
 
 
 @kernel(parallel=True)
@@ -81,17 +80,8 @@ def _shard_step(plan, fplan, b, lb, data, start, lo, hi, M, seed, threads, table
     if mb <= 0:
         _zero(b.grad)
         return 0.0, 0, 0.0
-    X, perm = data.X, data.perm
-    first = start + lo
-    n0 = X.shape[1] if data.transposed else X.shape[0]
-    X0 = _view(b.acts, 0, n0, mb)
-    if data.transposed:
-        _gather_columns(X0, X, perm, first)
-    else:
-        _copy_columns(X0, X, first, threads)
-    Yb = _view(lb.Ybuf, 0, data.Y.shape[0], mb)
-    _gather(Yb, data.Y, perm, first)
-    lab = _gather_labels(lb.labbuf, data.labels, perm, first, mb)
+    # fit shuffles through X transposed: X itself is read in order
+    Yb, lab = _load_batch(b, lb, data, start + lo, mb, runtime_flag(False), threads)
     batch = _batch(mb, Yb, lab, data.one_hot, seed, threads, False, lo, M)
     loss, correct = _gradient(plan, fplan, b, lb, batch, table)
     return loss, correct, _scale_squares(b.grad, mb / M, threads)

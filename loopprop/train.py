@@ -297,6 +297,29 @@ def _gather_labels(labbuf, labels, perm, start, mb):
     return labbuf[:P * mb]
 
 
+@kernel
+def _load_batch(b, lb, data, first, mb, shuffled, threads):
+    """Examples ``first … first + mb − 1`` in ``data.perm``'s order into ``A^(0)`` (the first
+    region of ``b.acts``, ``(n_0, mb)``), their targets into ``lb.Ybuf`` and their labels into
+    ``lb.labbuf``; returns ``(targets (n_L, mb), labels)``. ``data.X`` is X transposed ``(n,
+    n_0)`` (``data.transposed``: a row per example, gathered into columns), or X ``(n_0, n)``:
+    gathered through ``perm`` when ``shuffled``, else copied as a block of columns (``perm`` is
+    then the identity). The epoch's batches and a rank's share of one
+    (:func:`loopprop.shards._shard_step`) are loaded alike."""
+    X, perm = data.X, data.perm
+    n0 = X.shape[1] if data.transposed else X.shape[0]
+    X0 = _view(b.acts, 0, n0, mb)
+    if data.transposed:
+        _gather_columns(X0, X, perm, first)
+    elif shuffled:
+        _gather(X0, X, perm, first)
+    else:
+        _copy_columns(X0, X, first, threads)
+    Yb = _view(lb.Ybuf, 0, data.Y.shape[0], mb)
+    _gather(Yb, data.Y, perm, first)
+    return Yb, _gather_labels(lb.labbuf, data.labels, perm, first, mb)
+
+
 @kernel(separate=True)
 def _gradient(plan, fplan, b, lb, batch, table):
     """The gradient of the batch already in ``b.acts`` (``A^(0)``, ``batch.mb`` examples) with
@@ -353,8 +376,8 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
     ``stop`` (one int64) set to non-zero by another thread ends the epoch after the step in
     progress (Ctrl-C: see ``loopprop/interrupt.py``).
     """
-    X, perm, labels = data.X, data.perm, data.labels
-    n, n0 = (X.shape[0], X.shape[1]) if data.transposed else (X.shape[1], X.shape[0])
+    X, perm = data.X, data.perm
+    n = X.shape[0] if data.transposed else X.shape[1]
     if run.shuffle_seed >= 0:
         _shuffle(perm, run.shuffle_seed)  # Fisher–Yates, loopprop's generator (kernels/rng.py)
     total = 0.0
@@ -365,16 +388,7 @@ def _train_epoch(plan, fplan, b, opt, t, lb, data, norms, run, stop, table):
         if stop[0] != 0:
             break
         mb = min(run.batch_size, n - start)
-        X0 = _view(b.acts, 0, n0, mb)
-        if data.transposed:
-            _gather_columns(X0, X, perm, start)
-        elif run.shuffle_seed >= 0:
-            _gather(X0, X, perm, start)
-        else:  # in order: fit's perm is the identity when it does not shuffle
-            _copy_columns(X0, X, start, run.threads)
-        Yb = _view(lb.Ybuf, 0, data.Y.shape[0], mb)
-        _gather(Yb, data.Y, perm, start)
-        lab = _gather_labels(lb.labbuf, labels, perm, start, mb)
+        Yb, lab = _load_batch(b, lb, data, start, mb, run.shuffle_seed >= 0, run.threads)
         step = _batch(mb, Yb, lab, data.one_hot, run.dropout_seed * 1048576 + batch, run.threads,
                       False, 0, mb)
         loss, right, lr = _train_step(plan, fplan, b, opt, t, lb, step, norms, table)
