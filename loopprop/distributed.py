@@ -42,7 +42,7 @@ from .kernels.optim import BLOCK, _sum_blocks
 from .kernels.rng import _shuffle
 from .plan import IN_SIZE
 from .shards import _shard_step, _shard_text_step, _slice_squares, _slice_update
-from .train import CLIP, LR, _descend
+from .train import CLIP, LR, _descend, _window_of
 
 #: from this many parameters on, each rank updates only its slice of θ (:class:`Slice`); below,
 #: the whole update on every rank after one all-reduce. On 2 ranks of a Zen 4 machine the
@@ -319,13 +319,12 @@ def text_epoch(net, ranks: Ranks, flat, optim, opt, losses, corpus: np.ndarray, 
     plan, fplan = net._plan, net._fplan
     T = int(plan[0, IN_SIZE])
     rng = np.array([max(window_seed, 0)], np.uint64)
-    n_windows = max((corpus.shape[0] - 1) // bs // T, 1)
     first = opt.t
     seed = dropout_seed
     lo, hi = ranks.shard(bs)
 
     def local(j: int):
-        w = (first + j) % n_windows if window_seed < 0 else -1
+        w = _window_of(first, j, corpus.shape[0], bs, T) if window_seed < 0 else -1
         loss, right, squares = _shard_text_step(
             plan, fplan, flat, losses, corpus, rng, w, bs, lo, hi, seed * 1048576 + j, threads,
             window_seed < 0 and w > 0, table)

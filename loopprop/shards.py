@@ -23,10 +23,9 @@ import numpy as np
 
 from ._jit import kernel, prange, runtime_flag
 from .kernels.optim import BLOCK, _block_squares, _sum_blocks
-from .kernels.rng import _below
 from .plan import IN_SIZE
 from .rows.common import _view, _zero
-from .train import _batch, _gradient, _load_batch, _sum_squares, _update
+from .train import _batch, _gradient, _load_batch, _load_windows, _sum_squares, _update
 
 
 @kernel(parallel=True)
@@ -98,19 +97,8 @@ def _shard_text_step(plan, fplan, b, lb, corpus, rng, window, mb_all, lo, hi, se
     recurrent states when ``carry``. Then the gradient of the shard's mean loss scaled by
     ``m_r / mb_all`` (dropout's masks those of columns ``lo …`` of ``mb_all``). Returns
     ``(mean loss per position, correct positions, Σ grad²)``."""
-    T = plan[0, IN_SIZE]
     mb = hi - lo
-    span = corpus.shape[0] - T
-    stream = (corpus.shape[0] - 1) // mb_all
-    X0 = _view(b.acts, 0, T, mb)
-    lab = lb.labbuf[:T * mb]
-    for k in range(mb_all):
-        s = k * stream + window * T if window >= 0 else _below(rng, span)
-        if lo <= k < hi:
-            c = k - lo
-            for i in range(T):
-                X0[i, c] = corpus[s + i]
-                lab[i * mb + c] = corpus[s + i + 1]
+    lab = _load_windows(b, lb, corpus, rng, window, plan[0, IN_SIZE], mb_all, lo, hi)
     if mb <= 0:
         _zero(b.grad)
         return 0.0, 0, 0.0

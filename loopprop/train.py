@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba.extending import register_jitable
 
 from ._jit import kernel, prange, runtime_flag
 from .bundles import Batch, Optim, Step
@@ -406,6 +407,39 @@ def _batch(mb, Y, labels, one_hot, seed, threads, carry, col0, cols):
                  int(col0), int(cols))
 
 
+@register_jitable
+def _window_of(first_window, step, n_tokens, mb, T):
+    """The consecutive window batch ``step`` reads when the corpus of ``n_tokens`` is cut into
+    ``mb`` streams of ``L = (n_tokens − 1) // mb`` tokens: ``(first_window + step) mod
+    (L // T)`` (one window when a stream is shorter). Plain Python for
+    :func:`loopprop.distributed.text_epoch`, inlined here."""
+    return (first_window + step) % max((n_tokens - 1) // mb // T, 1)
+
+
+@kernel
+def _load_windows(b, lb, corpus, rng, window, T, mb_all, lo, hi):
+    """Columns ``lo ≤ k < hi`` of a batch of ``mb_all`` windows of ``corpus`` into ``A^(0)``
+    ``(T, hi − lo)`` and their next tokens into ``lb.labbuf`` (``lab[i·mb + c]``, ``c = k −
+    lo``); returns those labels. ``window ≥ 0``: the consecutive ``window`` of each column's
+    stream, ``s = k·L + window·T`` with ``L = (n − 1) // mb_all``; ``window < 0``: a uniform
+    random offset per column from ``rng``, drawn for *every* column of the batch, so that the
+    generator advances alike whichever columns are kept (a rank's share,
+    :func:`loopprop.shards._shard_text_step`, or all of them, :func:`_train_text_epoch`)."""
+    mb = hi - lo
+    span = corpus.shape[0] - T  # the last window's labels end at the corpus's last token
+    stream = (corpus.shape[0] - 1) // mb_all
+    X0 = _view(b.acts, 0, T, mb)
+    lab = lb.labbuf[:T * mb]
+    for k in range(mb_all):
+        s = k * stream + window * T if window >= 0 else _below(rng, span)
+        if lo <= k < hi:
+            c = k - lo
+            for i in range(T):
+                X0[i, c] = corpus[s + i]
+                lab[i * mb + c] = corpus[s + i + 1]
+    return lab
+
+
 @kernel
 def _train_text_epoch(plan, fplan, b, opt, t, lb, corpus, n_steps, norms, run, stop, table):
     """``n_steps`` steps of a language model on windows of ``corpus`` (token ids, int),
@@ -427,25 +461,16 @@ def _train_text_epoch(plan, fplan, b, opt, t, lb, corpus, n_steps, norms, run, s
     mb = run.batch_size
     rng = np.empty(1, np.uint64)
     rng[0] = np.uint64(max(run.shuffle_seed, 0))
-    span = corpus.shape[0] - T  # the last window's labels end at the corpus's last token
-    stream = (corpus.shape[0] - 1) // mb
     consecutive = run.shuffle_seed < 0
-    n_windows = max(stream // T, 1)
-    X0 = _view(b.acts, 0, T, mb)
     Yb = _view(lb.Ybuf, 0, 0, mb)
-    lab = lb.labbuf[:T * mb]
     total = 0.0
     correct = 0
     lr = opt.hyper[LR]
     for step in range(n_steps):
         if stop[0] != 0:
             break
-        w = (run.first_window + step) % n_windows
-        for k in range(mb):
-            s = k * stream + w * T if consecutive else _below(rng, span)
-            for i in range(T):
-                X0[i, k] = corpus[s + i]
-                lab[i * mb + k] = corpus[s + i + 1]
+        w = _window_of(run.first_window, step, corpus.shape[0], mb, T)
+        lab = _load_windows(b, lb, corpus, rng, w if consecutive else -1, T, mb, 0, mb)
         batch = _batch(mb, Yb, lab, False, run.dropout_seed * 1048576 + step, run.threads,
                        consecutive and w > 0, 0, mb)
         loss, right, lr = _train_step(plan, fplan, b, opt, t, lb, batch, norms, table)
