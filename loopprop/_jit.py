@@ -214,7 +214,7 @@ def threads_for_load(threads: int) -> int:
     ran 2.4–4.7× its quiet epoch with two busy processes beside it; on one thread 1.5–1.7×:
     docs/performance.md, "Threads that wait"). Elsewhere (no ``/proc``) ``threads`` as given.
     Asked once per epoch by ``fit``, read at most every :data:`LOAD_SECONDS` (a call that
-    reads the files costs 20–100 µs, a twentieth of a small epoch, and busy processes come and
+    reads the files took 49 µs of a 1 ms epoch's ``fit``, and busy processes come and
     go over seconds); the results do not depend on the thread count."""
     if threads <= 1:
         return threads

@@ -295,7 +295,6 @@ def fit_epoch(net, ranks: Ranks, flat, optim, opt, losses, data, norms, n: int, 
     keep busy: :func:`loopprop._jit.threads_for_load`)."""
     if shuffle_seed >= 0:
         _shuffle(data.perm, shuffle_seed)
-    seed = dropout_seed
     plan, fplan = net._plan, net._fplan
 
     def local(j: int):
@@ -303,7 +302,7 @@ def fit_epoch(net, ranks: Ranks, flat, optim, opt, losses, data, norms, n: int, 
         M = min(bs, n - start)
         lo, hi = ranks.shard(M)
         loss, right, squares = _shard_step(plan, fplan, flat, losses, data, start, lo, hi, M,
-                                           seed * 1048576 + j, threads, table)
+                                           dropout_seed * 1048576 + j, threads, table)
         return loss * (hi - lo), right, squares
 
     return run_steps(net, ranks, flat, optim, opt, norms, stop, -(-n // bs), threads, local)
@@ -320,14 +319,13 @@ def text_epoch(net, ranks: Ranks, flat, optim, opt, losses, corpus: np.ndarray, 
     T = int(plan[0, IN_SIZE])
     rng = np.array([max(window_seed, 0)], np.uint64)
     first = opt.t
-    seed = dropout_seed
     lo, hi = ranks.shard(bs)
 
     def local(j: int):
         w = _window_of(first, j, corpus.shape[0], bs, T) if window_seed < 0 else -1
         loss, right, squares = _shard_text_step(
-            plan, fplan, flat, losses, corpus, rng, w, bs, lo, hi, seed * 1048576 + j, threads,
-            window_seed < 0 and w > 0, table)
+            plan, fplan, flat, losses, corpus, rng, w, bs, lo, hi, dropout_seed * 1048576 + j,
+            threads, window_seed < 0 and w > 0, table)
         return loss * (hi - lo), right, squares
 
     return run_steps(net, ranks, flat, optim, opt, norms, stop, n_steps, threads, local)

@@ -379,7 +379,7 @@ class Fitting:
     def _fit_bundles(self, buf, n_targets: int, n_labels: int):
         """``(flat, losses)`` for ``buf``'s batches with room for ``n_targets`` target values
         and ``n_labels`` labels: kept between fit calls with the buffers (new bundles are typed
-        afresh by Numba at every call, half a µs a field: 12 µs of a small fit)."""
+        afresh by Numba at every call, half a µs a field)."""
         kept = self._fit_scratch.get("bundles")
         if (kept is None or kept[0] is not buf or kept[1] != (n_targets, n_labels)
                 or kept[2].theta is not self._theta or kept[2].state is not self._state):
